@@ -1,0 +1,77 @@
+"""meshlib: an embeddable client-side service mesh.
+
+    import meshlib
+
+    with meshlib.Mesh.from_env() as mesh:
+        session = mesh.requests_session()
+        session.get("http://inventory/items")
+
+See the README and docs/ for the whole picture.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from typing import Any, Callable, TypeVar
+
+from .clock import ManualClock
+from .cluster import hash_key
+from .config import MeshConfig, ServiceConfig
+from .endpoint import Endpoint, EndpointSnapshot
+from .errors import (
+    CircuitOpenError,
+    ConfigError,
+    DeadlineExceededError,
+    MeshError,
+    NoHealthyEndpointsError,
+    UnknownServiceError,
+)
+from .mesh import Mesh
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Mesh",
+    "MeshConfig",
+    "ServiceConfig",
+    "Endpoint",
+    "EndpointSnapshot",
+    "MeshError",
+    "ConfigError",
+    "UnknownServiceError",
+    "NoHealthyEndpointsError",
+    "CircuitOpenError",
+    "DeadlineExceededError",
+    "ManualClock",
+    "call",
+    "default_mesh",
+    "hash_key",
+    "__version__",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_default: Mesh | None = None
+_default_lock = threading.Lock()
+
+
+def default_mesh() -> Mesh:
+    """The process-wide Mesh built from the environment on first use, closed at exit."""
+    global _default
+    mesh = _default
+    if mesh is None or mesh.closed:
+        with _default_lock:
+            if _default is None or _default.closed:
+                _default = Mesh.from_env()
+                atexit.register(_default.close)
+            mesh = _default
+    return mesh
+
+
+def call(service: str) -> Callable[[F], F]:
+    """``@meshlib.call("svc")``: like ``mesh.call`` on the default mesh, which is
+    built from the environment the first time a decorated function runs."""
+    from .adapters.decorator import mesh_call
+
+    return mesh_call(default_mesh, service)

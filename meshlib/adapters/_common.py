@@ -1,0 +1,71 @@
+"""What every adapter shares: URL splitting, outcome classification, TLS names."""
+
+from __future__ import annotations
+
+import contextvars
+import socket
+
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ReadTimeoutError
+
+from ..host import Outcome
+
+#: The service name a TLS connection to an endpoint must present and verify
+#: (SNI and hostname check), set while a mesh call is being sent.
+TLS_NAME: contextvars.ContextVar[str | None] = contextvars.ContextVar("meshlib_tls_name", default=None)
+
+
+def split_url(url: str) -> tuple[str, str, str, str]:
+    """``(scheme, authority, host, rest)`` of an absolute URL, fast.
+
+    ``rest`` is the path, query and fragment (``/`` when empty). The host of
+    ``http://user@inventory:8080/x`` is ``inventory``.
+    """
+    sep = url.find("://")
+    if sep < 0:
+        return "", "", "", url
+    start = sep + 3
+    end = len(url)
+    for ch in "/?#":
+        j = url.find(ch, start, end)
+        if j >= 0:
+            end = j
+    authority = url[start:end]
+    hostport = authority.rpartition("@")[2]
+    if hostport.startswith("["):
+        host = hostport[1 : hostport.find("]")]
+    else:
+        host = hostport.partition(":")[0]
+    rest = url[end:] or "/"
+    if rest[0] != "/":
+        rest = "/" + rest
+    return url[:sep], authority, host, rest
+
+
+def endpoint_url(scheme: str, address: str, rest: str) -> str:
+    return f"{scheme}://{address}{rest}"
+
+
+def classify_exception(exc: BaseException) -> str:
+    """Map an exception (and its causes) to an :class:`Outcome`.
+
+    A refused or timed-out *connect* is a connect failure: the request never
+    reached the server, so it is safe to retry anywhere.
+    """
+    seen = 0
+    e: BaseException | None = exc
+    while e is not None and seen < 8:
+        if isinstance(e, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError, socket.gaierror)):
+            return Outcome.CONNECT_FAILURE
+        if isinstance(e, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ProtocolError)):
+            return Outcome.RESET
+        if isinstance(e, (ReadTimeoutError, TimeoutError, socket.timeout)):
+            return Outcome.TIMEOUT
+        reason = getattr(e, "reason", None)  # urllib3 MaxRetryError
+        e = reason if isinstance(reason, BaseException) else (e.__cause__ or e.__context__)
+        seen += 1
+    return Outcome.ERROR
+
+
+def judge_status(status: int) -> str:
+    """HTTP status -> outcome: 5xx is a server failure, anything else success."""
+    return Outcome.FAILURE if status >= 500 else Outcome.SUCCESS

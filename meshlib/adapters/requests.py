@@ -1,0 +1,80 @@
+"""requests adapter: a real ``requests.Session`` with a mesh transport adapter.
+
+The adapter is mounted for ``http://`` and ``https://``. A URL whose host is
+a mesh service is sent to a picked endpoint with the original ``Host``
+header; the response's ``url`` stays the service URL, so cookies and
+relative redirects keep going through the mesh. Any other URL goes through
+the ordinary ``HTTPAdapter`` code path, untouched.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .._driver import run
+from ..endpoint import Endpoint
+from ._common import TLS_NAME, classify_exception, endpoint_url, judge_status, split_url
+from .urllib3 import TLSNamePoolManager
+
+if TYPE_CHECKING:
+    from ..mesh import Mesh
+
+
+def _judge(response: Any) -> str:
+    return judge_status(response.status_code)
+
+
+class MeshAdapter(HTTPAdapter):
+    """An ``HTTPAdapter`` that balances requests to mesh services."""
+
+    def __init__(self, mesh: "Mesh", **kwargs: Any) -> None:
+        self._mesh = mesh
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        self._pool_connections = connections
+        self._pool_maxsize = maxsize
+        self._pool_block = block
+        self.poolmanager = TLSNamePoolManager(num_pools=connections, maxsize=maxsize, block=block, **pool_kwargs)
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None, verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:  # type: ignore[override]
+        url = request.url or ""
+        scheme, authority, host, rest = split_url(url)
+        cluster = self._mesh.lookup(host)
+        if cluster is None:
+            return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
+        cfg = cluster.config
+        if timeout is None:
+            timeout = (cfg.connect_timeout, None)
+        key = request.headers.get(cfg.hash_header) if cluster.hashing and cfg.hash_header else None
+        call = cluster.start_call(key)
+        host_header = authority.rpartition("@")[2]
+        send_base = super().send
+
+        def send(ep: Endpoint) -> requests.Response:
+            attempt = request.copy()
+            attempt.url = endpoint_url(scheme, ep.address, rest)
+            attempt.headers["Host"] = host_header
+            # Mesh endpoints are reached directly, never through an HTTP proxy.
+            response = send_base(attempt, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=None)
+            response.url = url
+            response.request = request
+            return response
+
+        token = TLS_NAME.set(host) if scheme == "https" else None
+        try:
+            return run(call, send, classify_exception, _judge)
+        finally:
+            if token is not None:
+                TLS_NAME.reset(token)
+
+
+def session(mesh: "Mesh") -> requests.Session:
+    s = requests.Session()
+    adapter = MeshAdapter(mesh)
+    s.mount("http://", adapter)
+    s.mount("https://", adapter)
+    return s

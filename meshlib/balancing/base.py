@@ -1,0 +1,48 @@
+"""The balancer contract: a policy builds a picker from hosts; a picker picks.
+
+A picker is built off the hot path whenever the host set changes and is then
+read-only (any per-pick state is a lock-free counter). ``pick`` takes the
+request's hash (``None`` when the call has no hash key) and returns a Host.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Protocol, Sequence
+
+from ..clock import Clock
+from ..config import ServiceConfig
+from ..errors import NoHealthyEndpointsError
+from ..host import Host
+
+__all__ = ["Picker", "PolicyBuilder", "EmptyPicker", "cumulative"]
+
+
+class Picker(Protocol):
+    def pick(self, hash_value: int | None) -> Host: ...
+
+
+#: ``build(hosts, config, rng, clock) -> Picker``; ``hosts`` is never empty.
+PolicyBuilder = Callable[[Sequence[Host], ServiceConfig, random.Random, Clock], Picker]
+
+
+class EmptyPicker:
+    """Picker for a service with nothing to pick: every pick raises."""
+
+    __slots__ = ("service", "reason")
+
+    def __init__(self, service: str, reason: str) -> None:
+        self.service = service
+        self.reason = reason
+
+    def pick(self, hash_value: int | None) -> Host:
+        raise NoHealthyEndpointsError(self.service, self.reason)
+
+
+def cumulative(weights: Sequence[float]) -> list[float]:
+    """Running totals, for weighted random choice with ``bisect``."""
+    out, total = [], 0.0
+    for w in weights:
+        total += w
+        out.append(total)
+    return out

@@ -1,0 +1,248 @@
+"""Mesh: owns the configuration, the discovery sources, the clusters and their lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+
+from .clock import SYSTEM_CLOCK, Clock
+from .cluster import Cluster
+from .config import MeshConfig, ServiceConfig, canonical_service, load_config
+from .discovery import DnsResolver, FileResolver, Resolver, StaticResolver
+from .discovery.dns import Lookup, system_lookup
+from .endpoint import Endpoint, EndpointSnapshot
+from .errors import MeshError, UnknownServiceError
+
+if TYPE_CHECKING:  # pragma: no cover - import cost only for type checkers
+    import httpx
+    import requests
+    import urllib3
+
+log = logging.getLogger("meshlib")
+F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = ["Mesh"]
+
+
+class Mesh:
+    """An in-process service mesh.
+
+    Build one from the environment with :meth:`from_env`, or from a mapping /
+    :class:`MeshConfig` with ``Mesh(config=...)``. Use it as a context manager,
+    or call :meth:`close` to stop its background threads.
+
+    A URL host (or a ``@mesh.call`` name) is a *mesh service* when it names a
+    service declared in the configuration or published by the discovery
+    source, compared case-insensitively with ``_`` and ``-`` treated alike.
+    Any other host passes through untouched.
+    """
+
+    def __init__(
+        self,
+        config: MeshConfig | Mapping[str, Any] | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+        dns_lookup: Lookup = system_lookup,
+    ) -> None:
+        if config is None:
+            config = MeshConfig()
+        elif not isinstance(config, MeshConfig):
+            config = load_config(environ={}, overrides=config)
+        self.config: MeshConfig = config
+        self.clock = clock
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._clusters: dict[str, Cluster] = {}
+        # Hot-path lookup: every accepted spelling of a service -> its cluster.
+        # Copied and swapped on change, read without a lock.
+        self._by_host: Mapping[str, Cluster] = MappingProxyType({})
+        self._resolvers: list[Resolver] = self._make_resolvers(dns_lookup)
+        for name in config.services:
+            self._ensure_cluster(name)
+        try:
+            for resolver in self._resolvers:
+                resolver.start(self._publish)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, clock: Clock = SYSTEM_CLOCK, **overrides: Any) -> "Mesh":
+        """Build a Mesh from ``MESHLIB_*`` variables and the ``MESHLIB_CONFIG``
+        file; keyword arguments (file-style keys) win over both."""
+        return cls(MeshConfig.from_env(environ, **overrides), clock=clock)
+
+    # -- discovery ---------------------------------------------------------------
+
+    def _make_resolvers(self, dns_lookup: Lookup) -> list[Resolver]:
+        cfg = self.config
+        static = {name: svc.endpoints for name, svc in cfg.services.items() if svc.endpoints is not None}
+        resolvers: list[Resolver] = []
+        if static:
+            resolvers.append(StaticResolver(static))
+        if cfg.discovery.startswith("file://"):
+            resolvers.append(FileResolver(cfg.discovery[len("file://") :], cfg.file_poll_interval))
+        elif cfg.discovery == "dns":
+            targets = {
+                name: (svc.dns_name or name, svc.port, svc.dns_refresh_interval)
+                for name, svc in cfg.services.items()
+                if svc.endpoints is None
+            }
+            resolvers.append(DnsResolver(targets, lookup=dns_lookup, now=self.clock.monotonic))
+        return resolvers
+
+    def _ensure_cluster(self, name: str) -> Cluster:
+        with self._lock:
+            cluster = self._clusters.get(name)
+            if cluster is None:
+                cluster = Cluster(name, self.config.service(name), clock=self.clock, rng=random.Random(self._rng.random()))
+                self._clusters[name] = cluster
+                spellings = dict(self._by_host)
+                for spelling in {name, name.replace("-", "_")}:
+                    spellings[spelling] = cluster
+                self._by_host = MappingProxyType(spellings)
+            return cluster
+
+    def _publish(self, snapshot: EndpointSnapshot) -> None:
+        if self._closed:
+            return
+        name = canonical_service(snapshot.service)
+        self._ensure_cluster(name).update(snapshot)
+        log.debug("meshlib: %s now has %d endpoints (v%d)", name, len(snapshot), snapshot.version)
+
+    # -- lookup ------------------------------------------------------------------
+
+    def lookup(self, host: str) -> Cluster | None:
+        """The cluster a URL host names, or None if it is not a mesh service."""
+        cluster = self._by_host.get(host)
+        if cluster is None:
+            cluster = self._by_host.get(host.lower())
+        return cluster
+
+    def cluster(self, name: str) -> Cluster:
+        """The cluster for service ``name``; raises UnknownServiceError."""
+        if self._closed:
+            raise MeshError("this Mesh is closed; create a new one")
+        cluster = self.lookup(name) or self._by_host.get(canonical_service(name))
+        if cluster is None:
+            raise UnknownServiceError(name, list(self._clusters))
+        return cluster
+
+    def is_mesh_service(self, host: str) -> bool:
+        return self.lookup(host) is not None
+
+    def services(self) -> list[str]:
+        return sorted(self._clusters)
+
+    def service_config(self, name: str) -> ServiceConfig:
+        return self.config.service(name)
+
+    # -- introspection -----------------------------------------------------------
+
+    def endpoints(self, name: str) -> EndpointSnapshot:
+        """The current snapshot of ``name``'s endpoints, with health."""
+        return self.cluster(name).snapshot
+
+    def stats(self) -> dict[str, Any]:
+        """Per-service and per-endpoint counters, priority levels and discovery state."""
+        now = self.clock.monotonic()
+        services: dict[str, Any] = {}
+        for name, cluster in sorted(self._clusters.items()):
+            hosts = cluster.hosts
+            total = sum(h.requests for h in hosts) or 1
+            services[name] = {
+                "policy": cluster.config.lb_policy,
+                "source": cluster.snapshot.source,
+                "version": cluster.snapshot.version,
+                "connect_retries": cluster.connect_retries_done,
+                "priorities": [
+                    {"priority": lv.priority, "total": lv.total, "healthy": lv.healthy, "load": round(lv.load, 2), "panic": lv.panic}
+                    for lv in cluster.levels
+                ],
+                "endpoints": [_host_stats(h, total, now) for h in hosts],
+            }
+        return {"services": services, "discovery": [r.status() for r in self._resolvers]}
+
+    # -- adapters ----------------------------------------------------------------
+
+    def requests_session(self) -> "requests.Session":
+        """A real ``requests.Session`` whose mesh-service URLs are balanced."""
+        from .adapters.requests import session
+
+        return session(self)
+
+    def urllib3_pool(self, **kwargs: Any) -> "urllib3.PoolManager":
+        """A ``urllib3.PoolManager`` whose mesh-service URLs are balanced."""
+        from .adapters.urllib3 import MeshPoolManager
+
+        return MeshPoolManager(mesh=self, **kwargs)
+
+    def httpx_client(self, **kwargs: Any) -> "httpx.Client":
+        """An ``httpx.Client`` (needs the ``httpx`` extra) routing mesh services."""
+        from .adapters.httpx import client
+
+        return client(self, **kwargs)
+
+    def httpx_async_client(self, **kwargs: Any) -> "httpx.AsyncClient":
+        """An ``httpx.AsyncClient`` (needs the ``httpx`` extra) routing mesh services."""
+        from .adapters.httpx import async_client
+
+        return async_client(self, **kwargs)
+
+    def call(self, service: str) -> Callable[[F], F]:
+        """Decorate a sync or async function whose first parameter receives the
+        picked :class:`Endpoint`; every attempt picks again."""
+        from .adapters.decorator import mesh_call
+
+        return mesh_call(self, service)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop every background thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for resolver in self._resolvers:
+            try:
+                resolver.close()
+            except Exception:
+                log.exception("meshlib: closing %r failed", resolver)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "Mesh":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Mesh services={self.services()} discovery={self.config.discovery!r}>"
+
+
+def _host_stats(host: Any, total: int, now: float) -> dict[str, Any]:
+    ep: Endpoint = host.endpoint
+    return {
+        "address": ep.address,
+        "zone": ep.zone,
+        "priority": ep.priority,
+        "weight": ep.weight,
+        "healthy": ep.healthy,
+        "state": "healthy" if ep.healthy else "unhealthy",
+        "active": host.active,
+        "requests": host.requests,
+        "share": round(host.requests / total, 4),
+        "successes": host.successes,
+        "failures": host.failures,
+        "connect_failures": host.connect_failures,
+        "mean_latency_ms": round(host.mean_latency * 1000, 3),
+        "ewma_ms": round(host.ewma(now) * 1000, 3),
+    }

