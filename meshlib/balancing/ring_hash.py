@@ -1,8 +1,10 @@
 """ring_hash: consistent hashing on a ring (Ketama), sized and filled as Envoy's.
 
-Each host gets a number of ring entries in proportion to its weight: the ring
-is scaled so the lightest host gets at least one entry and the ring holds at
-least ``ring_hash_min_size`` and at most ``ring_hash_max_size`` entries. Entry
+Each host gets a number of ring entries in proportion to its weight, and the
+ring holds at least ``ring_hash_min_size`` and at most ``ring_hash_max_size``
+entries, as Envoy's. Entries per unit of weight are a power of two (Envoy uses
+exactly ``ceil(min_size / hosts)``), so a host leaving does not reshuffle the
+entries of the others. Entry
 k of a host hashes ``"<address>_<k>"`` with xxHash64. A request's hash maps to
 the first entry at or after it, wrapping around. When a host leaves, only the
 keys that mapped to its entries move (about 1/N of them).
@@ -24,22 +26,25 @@ from .hashing import host_hash
 
 
 def build_ring(addresses: Sequence[str], weights: Sequence[int], min_size: int, max_size: int) -> tuple[list[int], list[int]]:
-    """Return (sorted entry hashes, host index per entry)."""
-    total = float(sum(weights))
-    normalized = [w / total for w in weights]
-    min_norm = min(normalized)
-    scale = min(math.ceil(min_norm * min_size) / min_norm, float(max_size))
+    """Return (sorted entry hashes, host index per entry).
+
+    Each unit of weight gets ``unit`` entries: the smallest power of two that
+    makes the ring at least ``min_size`` long, so the ring is between
+    ``min_size`` and ``2 x min_size`` (never over ``max_size``). Rounding to a
+    power of two keeps every other host's entries unchanged when one host
+    joins or leaves, unless the total weight crosses a power of two.
+    """
+    total = sum(weights)
+    unit = float(1 << max(0, math.ceil(math.log2(min_size / total)))) if min_size > total else 1.0
+    if unit * total > max_size:
+        unit = max_size / total
     entries: list[tuple[int, int]] = []
-    target = 0.0
-    count = 0
-    for i, (addr, nw) in enumerate(zip(addresses, normalized)):
-        target += scale * nw
-        k = 0
-        while count < target:
+    for i, (addr, w) in enumerate(zip(addresses, weights)):
+        for k in range(max(1, round(w * unit))):
             entries.append((host_hash(f"{addr}_{k}"), i))
-            k += 1
-            count += 1
     entries.sort()
+    if len(entries) > max_size:
+        entries = entries[:max_size]
     return [h for h, _ in entries], [i for _, i in entries]
 
 

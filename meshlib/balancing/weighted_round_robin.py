@@ -33,8 +33,9 @@ def schedule(weights: Sequence[int], max_cycle: int = MAX_CYCLE) -> list[int]:
     if total > max_cycle:
         scale = max_cycle / total
         ws = [max(1, int(w * scale)) for w in ws]
-    # (deadline, index): each host's k-th turn is due at k / weight.
-    heap = [(1.0 / w, i) for i, w in enumerate(ws)]
+    # (deadline, index): each host's k-th turn is due at (k + 0.5) / weight,
+    # half a period in, so light hosts fall between the heavy one's turns.
+    heap = [(0.5 / w, i) for i, w in enumerate(ws)]
     heapq.heapify(heap)
     order = []
     for _ in range(sum(ws)):

@@ -1,0 +1,111 @@
+"""Shared fixtures: real HTTP agents on 127.0.0.1 that misbehave on cue."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+import pytest
+
+
+@dataclass
+class Behaviour:
+    delay: float = 0.0
+    status: int = 200
+    hits: int = 0
+    hosts: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "Agent._Server"
+
+    def _answer(self) -> None:
+        agent = self.server.agent
+        b = agent.behaviour
+        with b.lock:
+            b.hits += 1
+            b.hosts.append(self.headers.get("Host", ""))
+        length = int(self.headers.get("Content-Length") or 0)
+        body_in = self.rfile.read(length) if length else b""
+        if b.delay:
+            time.sleep(b.delay)
+        body = json.dumps(
+            {"agent": agent.name, "port": agent.port, "path": self.path, "host": self.headers.get("Host"), "method": self.command, "body": body_in.decode()}
+        ).encode()
+        self.send_response(b.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: tests read behaviour, not logs."""
+
+
+class Agent:
+    """A real HTTP server in a thread; answers JSON naming itself."""
+
+    class _Server(ThreadingHTTPServer):
+        daemon_threads = True
+        agent: "Agent"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.behaviour = Behaviour()
+        self._server = self._Server(("127.0.0.1", 0), _Handler)
+        self._server.agent = self
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"agent-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def hits(self) -> int:
+        return self.behaviour.hits
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def agents() -> Iterator["AgentFactory"]:
+    made: list[Agent] = []
+
+    def make(n: int = 1, prefix: str = "agent") -> list[Agent]:
+        new = [Agent(f"{prefix}-{len(made) + i + 1}") for i in range(n)]
+        made.extend(new)
+        return new
+
+    yield make
+    for a in made:
+        a.stop()
+
+
+AgentFactory = object
+
+
+@pytest.fixture
+def refused_port() -> int:
+    """A loopback port with nothing listening: connections are refused."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def endpoints_of(agents: list[Agent]) -> str:
+    return ",".join(a.address for a in agents)
