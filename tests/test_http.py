@@ -1,0 +1,165 @@
+"""The HTTP adapters against real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import requests
+import urllib3
+
+from meshlib import Mesh, NoHealthyEndpointsError
+
+from .conftest import endpoints_of
+
+
+def mesh_for(endpoints: str, **keys) -> Mesh:
+    return Mesh(config={"services": {"inventory": {"endpoints": endpoints, **keys}}})
+
+
+def get_requests(mesh: Mesh):
+    s = mesh.requests_session()
+    return lambda url: s.get(url).json()
+
+
+def get_urllib3(mesh: Mesh):
+    p = mesh.urllib3_pool()
+    return lambda url: p.request("GET", url).json()
+
+
+def get_httpx(mesh: Mesh):
+    c = mesh.httpx_client()
+    return lambda url: c.get(url).json()
+
+
+CLIENTS = {"requests": get_requests, "urllib3": get_urllib3, "httpx": get_httpx}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_mesh_urls_are_balanced_and_keep_the_host_header(agents, client):
+    ags = agents(3)
+    with mesh_for(endpoints_of(ags), lb_policy="round_robin") as mesh:
+        get = CLIENTS[client](mesh)
+        bodies = [get("http://inventory/items?sku=1") for _ in range(30)]
+    assert Counter(b["agent"] for b in bodies) == {a.name: 10 for a in ags}
+    assert {b["host"] for b in bodies} == {"inventory"}
+    assert {b["path"] for b in bodies} == {"/items?sku=1"}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_other_urls_pass_through_untouched(agents, client):
+    mesh_agent, outside = agents(2)
+    with mesh_for(mesh_agent.address) as mesh:
+        get = CLIENTS[client](mesh)
+        body = get(f"http://127.0.0.1:{outside.port}/direct")
+        assert body["agent"] == outside.name and body["host"] == f"127.0.0.1:{outside.port}"
+        assert mesh.stats()["services"]["inventory"]["endpoints"][0]["requests"] == 0
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_connect_failure_is_retried_on_another_endpoint(agents, refused_port, client):
+    (alive,) = agents(1)
+    endpoints = f"127.0.0.1:{refused_port},{alive.address}"
+    with mesh_for(endpoints, lb_policy="round_robin") as mesh:
+        get = CLIENTS[client](mesh)
+        bodies = [get("http://inventory/") for _ in range(10)]
+        assert {b["agent"] for b in bodies} == {alive.name}
+        stats = mesh.stats()["services"]["inventory"]
+    dead = next(e for e in stats["endpoints"] if e["address"].endswith(f":{refused_port}"))
+    assert dead["connect_failures"] == stats["connect_retries"] >= 5
+
+
+def test_connect_retries_are_bounded_and_the_error_surfaces(refused_port):
+    with mesh_for(f"127.0.0.1:{refused_port}", connect_retries=2) as mesh:
+        with pytest.raises(requests.ConnectionError):
+            mesh.requests_session().get("http://inventory/")
+        assert mesh.stats()["services"]["inventory"]["endpoints"][0]["requests"] == 3
+        with pytest.raises(urllib3.exceptions.MaxRetryError):
+            mesh.urllib3_pool().request("GET", "http://inventory/")
+        with pytest.raises(httpx.ConnectError):
+            mesh.httpx_client().get("http://inventory/")
+
+
+def test_post_body_reaches_the_server_after_a_connect_retry(agents, refused_port):
+    (alive,) = agents(1)
+    with mesh_for(f"127.0.0.1:{refused_port},{alive.address}", lb_policy="round_robin") as mesh:
+        s = mesh.requests_session()
+        bodies = [s.post("http://inventory/orders", json={"n": i}).json() for i in range(4)]
+    assert [b["body"] for b in bodies] == ['{"n": 0}', '{"n": 1}', '{"n": 2}', '{"n": 3}']
+
+
+def test_5xx_is_returned_to_the_caller_and_counted(agents):
+    (bad,) = agents(1)
+    bad.behaviour.status = 503
+    with mesh_for(bad.address) as mesh:
+        r = mesh.requests_session().get("http://inventory/")
+        assert r.status_code == 503
+        assert r.url == "http://inventory/"  # the service URL, not the endpoint's
+        assert mesh.stats()["services"]["inventory"]["endpoints"][0]["failures"] == 1
+
+
+def test_service_without_endpoints_raises_a_clear_error(tmp_path):
+    f = tmp_path / "e.yaml"
+    f.write_text("services:\n  inventory: []\n")
+    with Mesh(config={"discovery": f"file://{f}"}) as mesh:
+        with pytest.raises(NoHealthyEndpointsError, match="inventory"):
+            mesh.requests_session().get("http://inventory/")
+
+
+def test_peak_ewma_sends_little_to_a_ten_times_slower_endpoint(agents):
+    ags = agents(4)
+    for a in ags[:3]:
+        a.behaviour.delay = 0.002
+    ags[3].behaviour.delay = 0.020
+    with mesh_for(endpoints_of(ags)) as mesh:  # peak_ewma is the default
+        s = mesh.requests_session()
+
+        def work(_: int) -> str:
+            return s.get("http://inventory/").json()["agent"]
+
+        with ThreadPoolExecutor(4) as pool:
+            counts = Counter(pool.map(work, range(600)))
+    assert counts[ags[3].name] / 600 < 0.10
+    assert all(counts[a.name] > 100 for a in ags[:3])
+
+
+def test_hash_header_pins_a_user_to_one_endpoint(agents):
+    ags = agents(4)
+    with mesh_for(endpoints_of(ags), lb_policy="maglev", hash_header="x-user") as mesh:
+        s = mesh.requests_session()
+        for user in ("alice", "bob", "carol"):
+            seen = {s.get("http://inventory/", headers={"X-User": user}).json()["agent"] for _ in range(10)}
+            assert len(seen) == 1
+
+
+def test_connection_pools_are_per_endpoint_and_reused(agents):
+    ags = agents(2)
+    with mesh_for(endpoints_of(ags), lb_policy="round_robin") as mesh:
+        pool = mesh.urllib3_pool()
+        for _ in range(20):
+            pool.request("GET", "http://inventory/")
+        assert len(pool.pools) == 2
+        for key in pool.pools.keys():
+            conn_pool = pool.pools[key]
+            assert conn_pool.num_connections == 1  # reused: one connection for 10 calls
+
+
+async def test_httpx_async_client(agents, refused_port):
+    ags = agents(2)
+    with mesh_for(f"127.0.0.1:{refused_port}," + endpoints_of(ags), lb_policy="round_robin") as mesh:
+        async with mesh.httpx_async_client() as client:
+            bodies = [(await client.get("http://inventory/a")).json() for _ in range(12)]
+            outside = (await client.get(f"http://127.0.0.1:{ags[0].port}/x")).json()
+    assert Counter(b["agent"] for b in bodies) == {ags[0].name: 6, ags[1].name: 6} or len({b["agent"] for b in bodies}) == 2
+    assert {b["host"] for b in bodies} == {"inventory"}
+    assert outside["host"] == f"127.0.0.1:{ags[0].port}"
+
+
+def test_service_names_are_case_and_separator_insensitive(agents):
+    (a,) = agents(1)
+    with Mesh.from_env({"MESHLIB_SERVICES__ORDER_API__ENDPOINTS": a.address}) as mesh:
+        s = mesh.requests_session()
+        for host in ("order-api", "order_api", "ORDER-API"):
+            assert s.get(f"http://{host}/").json()["agent"] == a.name
