@@ -21,13 +21,15 @@ Judge = Callable[[Any], str]
 
 
 def run(call: Call, send: Callable[[Endpoint], T], classify: Classify, judge: Judge) -> T:
+    failure: BaseException | None = None
     while True:
-        host = call.pick()
+        host = call.pick(failure)
         started = time.perf_counter()
         try:
             result = send(host.endpoint)
         except BaseException as exc:
             if call.done(host, started, classify(exc)):
+                failure = exc
                 continue
             raise
         call.done(host, started, judge(result))
@@ -35,13 +37,15 @@ def run(call: Call, send: Callable[[Endpoint], T], classify: Classify, judge: Ju
 
 
 async def run_async(call: Call, send: Callable[[Endpoint], Awaitable[T]], classify: Classify, judge: Judge) -> T:
+    failure: BaseException | None = None
     while True:
-        host = call.pick()
+        host = call.pick(failure)
         started = time.perf_counter()
         try:
             result = await send(host.endpoint)
         except BaseException as exc:
             if call.done(host, started, classify(exc)):
+                failure = exc
                 continue
             raise
         call.done(host, started, judge(result))

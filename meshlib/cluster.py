@@ -19,6 +19,7 @@ from .balancing.locality import PriorityLevel
 from .clock import SYSTEM_CLOCK, Clock
 from .config import ServiceConfig
 from .endpoint import EndpointSnapshot
+from .errors import NoHealthyEndpointsError
 from .host import Host, Outcome
 
 __all__ = ["Cluster", "Call", "hash_key", "current_hash_key"]
@@ -144,13 +145,19 @@ class Call:
         self.tried: list[Host] = []
         self.attempt = 0
 
-    def pick(self) -> Host:
+    def pick(self, failure: BaseException | None = None) -> Host:
         """Choose this attempt's host (another than those tried, where one
-        exists), mark it started and return it."""
+        exists), mark it started and return it. ``failure`` is the previous
+        attempt's error: if no host is left to retry on, it is raised instead."""
         cluster = self.cluster
         key = self.key
         hash_value = None if key is None else _hash(key, self.attempt)
-        host = cluster.pick(hash_value)
+        try:
+            host = cluster.pick(hash_value)
+        except NoHealthyEndpointsError:
+            if failure is not None:
+                raise failure from None
+            raise
         if self.tried and host in self.tried:
             # Envoy's previous_hosts predicate: re-pick a few times for a fresh host.
             for extra in range(1, 4):

@@ -1,10 +1,11 @@
 """ring_hash: consistent hashing on a ring (Ketama), sized and filled as Envoy's.
 
-Each host gets a number of ring entries in proportion to its weight, and the
-ring holds at least ``ring_hash_min_size`` and at most ``ring_hash_max_size``
-entries, as Envoy's. Entries per unit of weight are a power of two (Envoy uses
-exactly ``ceil(min_size / hosts)``), so a host leaving does not reshuffle the
-entries of the others. Entry
+Each host gets ring entries in proportion to its weight, and the ring holds
+at least ``ring_hash_min_size`` and at most ``ring_hash_max_size`` entries, as
+Envoy's. Unlike Envoy, which rescales every host's entry count to
+``min_size / hosts`` whenever the host set changes (so a host leaving also
+moves keys between the hosts that stay), meshlib gives each unit of weight a
+count that does not depend on the host count (see ``entries_per_weight``). Entry
 k of a host hashes ``"<address>_<k>"`` with xxHash64. A request's hash maps to
 the first entry at or after it, wrapping around. When a host leaves, only the
 keys that mapped to its entries move (about 1/N of them).
@@ -14,7 +15,6 @@ A call without a hash key picks a random host, as Envoy does.
 
 from __future__ import annotations
 
-import math
 import random
 from bisect import bisect_left
 from typing import Sequence
@@ -25,22 +25,33 @@ from ..host import Host
 from .hashing import host_hash
 
 
-def build_ring(addresses: Sequence[str], weights: Sequence[int], min_size: int, max_size: int) -> tuple[list[int], list[int]]:
-    """Return (sorted entry hashes, host index per entry).
+#: Entries built at most (unless ring_hash_min_size asks for more): keeps a
+#: 10,000-host rebuild well under 100 ms.
+BUILD_BUDGET = 1 << 16
 
-    Each unit of weight gets ``unit`` entries: the smallest power of two that
-    makes the ring at least ``min_size`` long, so the ring is between
-    ``min_size`` and ``2 x min_size`` (never over ``max_size``). Rounding to a
-    power of two keeps every other host's entries unchanged when one host
-    joins or leaves, unless the total weight crosses a power of two.
+
+def entries_per_weight(total_weight: int, min_size: int, max_size: int) -> int:
+    """Ring entries per unit of weight.
+
+    Half of ``min_size`` per unit (512 by default), so any two units already
+    fill the minimum ring; fewer once the ring would exceed the build budget
+    or ``max_size``; more only for a single unit. The count does not depend on
+    the number of hosts in the usual range, so when a host leaves the others
+    keep exactly their entries and only the leaving host's keys move.
     """
-    total = sum(weights)
-    unit = float(1 << max(0, math.ceil(math.log2(min_size / total)))) if min_size > total else 1.0
-    if unit * total > max_size:
-        unit = max_size / total
+    cap = min(max_size, max(min_size, BUILD_BUDGET))
+    per = max(1, min(-(-min_size // 2), cap // total_weight))
+    if total_weight * per < min_size:  # a single unit of weight
+        per = -(-min_size // total_weight)
+    return per
+
+
+def build_ring(addresses: Sequence[str], weights: Sequence[int], min_size: int, max_size: int) -> tuple[list[int], list[int]]:
+    """Return (sorted entry hashes, host index per entry)."""
+    per = entries_per_weight(sum(weights), min_size, max_size)
     entries: list[tuple[int, int]] = []
     for i, (addr, w) in enumerate(zip(addresses, weights)):
-        for k in range(max(1, round(w * unit))):
+        for k in range(w * per):
             entries.append((host_hash(f"{addr}_{k}"), i))
     entries.sort()
     if len(entries) > max_size:

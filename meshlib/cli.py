@@ -1,0 +1,182 @@
+"""The ``meshlib`` command (also ``python -m meshlib``).
+
+    meshlib demo [--duration S] [--agents N] [--concurrency N] [--lb-policy NAME] [--no-live]
+    meshlib config-docs              # docs/configuration.md, from meshlib.config
+    meshlib endpoints SERVICE        # what the mesh built from MESHLIB_* sees
+    meshlib stats                    # mesh.stats() as JSON
+
+Exit status: 0 on success, 2 for a usage or configuration error (the message
+says which setting and what is accepted), 130 when Ctrl-C ended the demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import MeshError
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``meshlib`` command with ``argv`` (default: ``sys.argv[1:]``); return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return handler(args)
+    except MeshError as exc:
+        print(f"meshlib {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (e.g. `meshlib stats | head`): exit quietly.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meshlib",
+        description="meshlib: an embeddable client-side service mesh for Python.",
+    )
+    parser.add_argument("--version", action="version", version=f"meshlib {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="watch meshlib balance calls across local agents that slow down, fail and die",
+        description=(
+            "Start a few HTTP agents on 127.0.0.1 (two fast, one 10x slower, one that starts "
+            "answering 503 at 40% of the run, one that goes down at 60%), call them through a "
+            "Mesh from several threads, and show where meshlib sent the calls. No registry needed."
+        ),
+    )
+    demo.add_argument("--duration", type=_positive_float, default=12.0, metavar="SECONDS", help="how long to run (default: 12)")
+    demo.add_argument("--agents", type=_int_range(1, 50), default=5, metavar="N", help="number of agents, at least 4 for the whole story (default: 5)")
+    demo.add_argument("--concurrency", type=_int_range(1, 64), default=4, metavar="N", help="client threads (default: 4)")
+    demo.add_argument("--lb-policy", default=None, metavar="NAME", help=f"load-balancing policy: {_policies()} (default: meshlib's default, peak_ewma)")
+    demo.add_argument("--no-live", action="store_true", help="print only the final summary, no live table")
+    demo.set_defaults(handler=_demo)
+
+    docs = sub.add_parser("config-docs", help="print the configuration reference (docs/configuration.md) as Markdown")
+    docs.set_defaults(handler=_config_docs)
+
+    endpoints = sub.add_parser("endpoints", help="list a service's endpoints as the mesh built from MESHLIB_* sees them")
+    endpoints.add_argument("service", metavar="SERVICE")
+    endpoints.set_defaults(handler=_endpoints)
+
+    stats = sub.add_parser("stats", help="print mesh.stats() of the mesh built from MESHLIB_* as JSON")
+    stats.set_defaults(handler=_stats)
+    return parser
+
+
+# ----------------------------------------------------------------- subcommands
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    result = run_demo(
+        args.duration,
+        agents=args.agents,
+        concurrency=args.concurrency,
+        lb_policy=args.lb_policy,
+        out=sys.stdout,
+        live=False if args.no_live else None,
+    )
+    return EXIT_INTERRUPTED if result.interrupted else 0
+
+
+def _config_docs(args: argparse.Namespace) -> int:
+    try:
+        from .config import render_markdown  # type: ignore[attr-defined]
+    except ImportError:
+        print("meshlib config-docs: this meshlib has no meshlib.config.render_markdown() yet", file=sys.stderr)
+        return 1
+    text = render_markdown()
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _endpoints(args: argparse.Namespace) -> int:
+    from .demo import format_table
+    from .mesh import Mesh
+
+    with Mesh.from_env() as mesh:
+        snapshot = mesh.endpoints(args.service)
+    source = snapshot.source or "unknown source"
+    print(f"service {snapshot.service}: {len(snapshot)} endpoint{'' if len(snapshot) == 1 else 's'} ({source}, version {snapshot.version})")
+    if len(snapshot):
+        rows = [
+            (
+                ep.address,
+                str(ep.weight),
+                ep.zone or "-",
+                str(ep.priority),
+                "healthy" if ep.healthy else "unhealthy",
+                ",".join(ep.tags) or "-",
+                ",".join(f"{k}={v}" for k, v in ep.metadata.items()) or "-",
+            )
+            for ep in snapshot
+        ]
+        for line in format_table(("address", "weight", "zone", "priority", "health", "tags", "metadata"), rows, "<><><<<"):
+            print(line)
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from .mesh import Mesh
+
+    with Mesh.from_env() as mesh:
+        stats = mesh.stats()
+    print(json.dumps(stats, indent=2, default=str))
+    return 0
+
+
+# ----------------------------------------------------------------- argument types
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def _policies() -> str:
+    from . import config
+
+    return ", ".join(getattr(config, "LB_POLICIES", ())) or "see docs/configuration.md"
