@@ -116,9 +116,15 @@ def _header(value: object, name: str) -> str:
 
 
 def _hostname(value: object, name: str) -> str:
-    text = str(value).strip()
-    if not text or not re.match(r"^[A-Za-z0-9.-]+$", text):
-        raise ConfigError(name, value, "a DNS name such as inventory.internal")
+    text = str(value).strip().rstrip(".")
+    labels = text.split(".")
+    if (
+        not text
+        or len(text) > 253
+        or not re.match(r"^[A-Za-z0-9.-]+$", text)
+        or any(not label or len(label) > 63 or label.startswith("-") or label.endswith("-") for label in labels)
+    ):
+        raise ConfigError(name, value, "a DNS name such as inventory.internal (labels of 1 to 63 letters, digits or inner '-')")
     return text
 
 

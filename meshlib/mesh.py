@@ -121,14 +121,14 @@ class Mesh:
         """The cluster a URL host names, or None if it is not a mesh service."""
         cluster = self._by_host.get(host)
         if cluster is None:
-            cluster = self._by_host.get(host.lower())
+            cluster = self._by_host.get(canonical_service(host))
         return cluster
 
     def cluster(self, name: str) -> Cluster:
         """The cluster for service ``name``; raises UnknownServiceError."""
         if self._closed:
             raise MeshError("this Mesh is closed; create a new one")
-        cluster = self.lookup(name) or self._by_host.get(canonical_service(name))
+        cluster = self.lookup(name)
         if cluster is None:
             raise UnknownServiceError(name, list(self._clusters))
         return cluster
@@ -170,16 +170,23 @@ class Mesh:
 
     # -- adapters ----------------------------------------------------------------
 
-    def requests_session(self) -> "requests.Session":
-        """A real ``requests.Session`` whose mesh-service URLs are balanced."""
+    def requests_session(self, **adapter_kwargs: Any) -> "requests.Session":
+        """A real ``requests.Session`` whose mesh-service URLs are balanced.
+
+        Keyword arguments go to the transport adapter (``HTTPAdapter``):
+        ``pool_connections`` (endpoints kept pooled, default 10) and
+        ``pool_maxsize`` (connections kept per endpoint, default 10)."""
         from .adapters.requests import session
 
-        return session(self)
+        return session(self, **adapter_kwargs)
 
     def urllib3_pool(self, **kwargs: Any) -> "urllib3.PoolManager":
-        """A ``urllib3.PoolManager`` whose mesh-service URLs are balanced."""
+        """A ``urllib3.PoolManager`` whose mesh-service URLs are balanced.
+        Keyword arguments are PoolManager's; ``maxsize`` defaults to 10
+        connections kept per endpoint (urllib3's own default is 1)."""
         from .adapters.urllib3 import MeshPoolManager
 
+        kwargs.setdefault("maxsize", 10)
         return MeshPoolManager(mesh=self, **kwargs)
 
     def httpx_client(self, **kwargs: Any) -> "httpx.Client":

@@ -294,3 +294,12 @@ def test_host_statistics_survive_snapshot_rebuilds():
     first.done(0.01, "success")
     cluster.update(EndpointSnapshot("svc", tuple(eps(4)), version=2))
     assert cluster.hosts[0] is first and first.requests == 1
+
+
+@pytest.mark.parametrize("policy", ["ring_hash", "maglev"])
+def test_hash_affinity_holds_across_priority_levels_and_zones(policy):
+    p0 = [Endpoint(f"10.0.0.{i}", 80, zone="a" if i % 2 else "b", healthy=i > 2) for i in range(1, 5)]  # 50%: spills
+    p1 = [Endpoint(f"10.0.1.{i}", 80, priority=1, zone="a") for i in range(1, 5)]
+    cluster = make_cluster(policy, p0 + p1, locality_weights="a=1,b=1")
+    for key in ("alice", "bob", "carol", "dave"):
+        assert len({cluster.pick(hash_key(key)).endpoint.host for _ in range(200)}) == 1

@@ -148,3 +148,9 @@ def test_public_surface_is_pinned():
     )
     for name in meshlib.__all__:
         assert hasattr(meshlib, name)
+
+
+@pytest.mark.parametrize("bad", ["a..b", "-x.internal", "x" * 64 + ".internal", "under_score.internal"])
+def test_bad_dns_names_are_config_errors(bad):
+    with pytest.raises(ConfigError, match="DNS_NAME"):
+        Mesh.from_env({"MESHLIB_DISCOVERY": "dns", "MESHLIB_SERVICES__A__DNS_NAME": bad})

@@ -163,3 +163,48 @@ def test_service_names_are_case_and_separator_insensitive(agents):
         s = mesh.requests_session()
         for host in ("order-api", "order_api", "ORDER-API"):
             assert s.get(f"http://{host}/").json()["agent"] == a.name
+
+
+def test_mixed_spellings_of_a_service_name_are_routed(agents):
+    (a,) = agents(1)
+    with Mesh(config={"services": {"a-b-c": {"endpoints": a.address}}}) as mesh:
+        s = mesh.requests_session()
+        for host in ("a_b-c", "A_B-C", "a-b_c"):
+            assert s.get(f"http://{host}/").json()["agent"] == a.name
+
+
+def test_urllib3_pool_level_timeout_is_respected_for_mesh_calls(agents):
+    (slow,) = agents(1)
+    slow.behaviour.delay = 1.0
+    with mesh_for(slow.address) as mesh:
+        pool = mesh.urllib3_pool(timeout=urllib3.Timeout(read=0.1), retries=False)
+        with pytest.raises(urllib3.exceptions.ReadTimeoutError):
+            pool.request("GET", "http://inventory/")
+
+
+def test_httpx_uses_the_service_connect_timeout():
+    import socket
+    import time
+
+    # A listener whose backlog is full: connects hang instead of being refused.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    fillers = []
+    for _ in range(8):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(server.getsockname())
+        fillers.append(c)
+    port = server.getsockname()[1]
+    try:
+        with mesh_for(f"127.0.0.1:{port}", connect_timeout="200ms", connect_retries=0) as mesh:
+            with mesh.httpx_client(timeout=5.0) as client:
+                started = time.monotonic()
+                with pytest.raises((httpx.ConnectTimeout, httpx.ConnectError, httpx.ReadTimeout)):
+                    client.get("http://inventory/")
+                assert time.monotonic() - started < 2.0
+    finally:
+        for c in fillers:
+            c.close()
+        server.close()

@@ -82,3 +82,18 @@ def test_httpx_sends_the_service_name_as_sni(cert, tls_server):
     with Mesh(config={"services": {"inventory": {"endpoints": f"127.0.0.1:{tls_server}"}}}) as mesh:
         with mesh.httpx_client(verify=ctx) as client:
             assert client.get("https://inventory/").text == "inventory inventory"
+
+
+def test_httpx_never_reuses_a_connection_verified_for_another_service(cert, tls_server):
+    crt, _ = cert
+    ctx = ssl.create_default_context(cafile=str(crt))
+    services = {"inventory": {"endpoints": f"127.0.0.1:{tls_server}"}, "other": {"endpoints": f"127.0.0.1:{tls_server}"}}
+    import httpx
+
+    with Mesh(config={"services": services}) as mesh:
+        with mesh.httpx_client(verify=ctx) as client:
+            assert client.get("https://inventory/").status_code == 200
+            with pytest.raises(httpx.ConnectError):  # the cert is for "inventory" only
+                client.get("https://other/")
+            stats = mesh.stats()["services"]["other"]
+            assert stats["connect_retries"] == 0  # a TLS failure is not retried elsewhere

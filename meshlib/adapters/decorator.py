@@ -2,9 +2,11 @@
 
 The decorated function (sync or async) receives the picked Endpoint as its
 first argument. Each attempt picks again; the attempt's outcome and latency
-feed the balancer. An exception whose cause is a refused or timed-out connect
-is retried on another endpoint (``connect_retries``); any other exception,
-and every return value, goes back to the caller.
+feed the balancer. An exception whose cause is a refused connection (or a
+urllib3 / requests / httpx connect error or connect timeout) is retried on
+another endpoint (``connect_retries``): the request never left. Any other
+exception, including a plain ``TimeoutError``, and every return value go back
+to the caller.
 """
 
 from __future__ import annotations

@@ -5,12 +5,18 @@ The mesh transport wraps an ordinary ``HTTPTransport`` (whose connection pool
 is keyed by origin, so each endpoint has its own reused connections). A
 request to a mesh service has its URL pointed at a picked endpoint for the
 attempt, keeps its ``Host`` header, and sends the service name as TLS SNI;
-anything else goes to the wrapped transport untouched.
+anything else goes to the wrapped transport untouched. https mesh calls use
+one wrapped transport per service name, so a connection verified for one
+service is never reused for another. Environment proxies (``HTTP_PROXY``)
+are not applied by these clients, since httpx ignores them once a transport
+is given.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import ssl
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 try:
     import httpx
@@ -18,7 +24,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise ModuleNotFoundError("mesh.httpx_client() needs httpx: pip install 'meshlib[httpx]'") from exc
 
 from .._driver import run, run_async
-from ..cluster import Call, Cluster
+from ..cluster import Call
 from ..endpoint import Endpoint
 from ..host import Outcome
 from ._common import classify_exception, judge_status
@@ -30,9 +36,22 @@ if TYPE_CHECKING:
 TRANSPORT_KWARGS = ("verify", "cert", "trust_env", "http1", "http2", "limits")
 
 
+def _tls_failure(exc: BaseException) -> bool:
+    e: BaseException | None = exc
+    for _ in range(8):
+        if e is None:
+            return False
+        if isinstance(e, ssl.SSLError):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def classify(exc: BaseException) -> str:
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-        return Outcome.CONNECT_FAILURE
+        # A failed TLS handshake is not a connect failure to retry elsewhere:
+        # every endpoint would present the same certificate problem.
+        return Outcome.ERROR if _tls_failure(exc) else Outcome.CONNECT_FAILURE
     if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)):
         return Outcome.TIMEOUT
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
@@ -44,15 +63,48 @@ def _judge(response: httpx.Response) -> str:
     return judge_status(response.status_code)
 
 
-def _begin(mesh: "Mesh", request: httpx.Request) -> tuple[Cluster, Call] | None:
+T = TypeVar("T")
+
+
+class _Pools(Generic[T]):
+    """The wrapped transport for everything but https mesh calls, plus one
+    transport per service name for those: httpx pools connections by origin,
+    so without this a connection verified for one service could be reused for
+    another service that shares an endpoint."""
+
+    def __init__(self, default: T, make: Callable[[], T] | None) -> None:
+        self.default = default
+        self._make = make
+        self._tls: dict[str, T] = {}
+        self._lock = threading.Lock()
+
+    def for_request(self, request: httpx.Request, service: str) -> T:
+        if request.url.scheme != "https" or self._make is None:
+            return self.default
+        t = self._tls.get(service)
+        if t is None:
+            with self._lock:
+                t = self._tls.get(service)
+                if t is None:
+                    t = self._tls[service] = self._make()
+        return t
+
+    def all(self) -> list[T]:
+        return [self.default, *self._tls.values()]
+
+
+def _begin(mesh: "Mesh", request: httpx.Request) -> Call | None:
     cluster = mesh.lookup(request.url.host)
     if cluster is None:
         return None
     cfg = cluster.config
     key = request.headers.get(cfg.hash_header) if cluster.hashing and cfg.hash_header else None
+    extensions = dict(request.extensions)
+    extensions["timeout"] = {**extensions.get("timeout", {}), "connect": cfg.connect_timeout}
     if request.url.scheme == "https":
-        request.extensions = {**request.extensions, "sni_hostname": request.url.host}
-    return cluster, cluster.start_call(key)
+        extensions["sni_hostname"] = request.url.host
+    request.extensions = extensions
+    return cluster.start_call(key)
 
 
 class _Pointed:
@@ -70,63 +122,75 @@ class _Pointed:
 
 
 class MeshTransport(httpx.BaseTransport):
-    def __init__(self, mesh: "Mesh", inner: httpx.BaseTransport) -> None:
+    def __init__(self, mesh: "Mesh", inner: httpx.BaseTransport, make: Callable[[], httpx.BaseTransport] | None = None) -> None:
         self._mesh = mesh
-        self._inner = inner
+        self._pools = _Pools(inner, make)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        begun = _begin(self._mesh, request)
-        if begun is None:
-            return self._inner.handle_request(request)
+        call = _begin(self._mesh, request)
+        if call is None:
+            return self._pools.default.handle_request(request)
+        inner = self._pools.for_request(request, call.cluster.name)
 
         def send(ep: Endpoint) -> httpx.Response:
             pointed = _Pointed(request, ep)
             try:
-                return self._inner.handle_request(request)
+                return inner.handle_request(request)
             finally:
                 pointed.restore()
 
-        return run(begun[1], send, classify, _judge)
+        return run(call, send, classify, _judge)
 
     def close(self) -> None:
-        self._inner.close()
+        for t in self._pools.all():
+            t.close()
 
 
 class AsyncMeshTransport(httpx.AsyncBaseTransport):
-    def __init__(self, mesh: "Mesh", inner: httpx.AsyncBaseTransport) -> None:
+    def __init__(self, mesh: "Mesh", inner: httpx.AsyncBaseTransport, make: Callable[[], httpx.AsyncBaseTransport] | None = None) -> None:
         self._mesh = mesh
-        self._inner = inner
+        self._pools = _Pools(inner, make)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        begun = _begin(self._mesh, request)
-        if begun is None:
-            return await self._inner.handle_async_request(request)
+        call = _begin(self._mesh, request)
+        if call is None:
+            return await self._pools.default.handle_async_request(request)
+        inner = self._pools.for_request(request, call.cluster.name)
 
         async def send(ep: Endpoint) -> httpx.Response:
             pointed = _Pointed(request, ep)
             try:
-                return await self._inner.handle_async_request(request)
+                return await inner.handle_async_request(request)
             finally:
                 pointed.restore()
 
-        return await run_async(begun[1], send, classify, _judge)
+        return await run_async(call, send, classify, _judge)
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        for t in self._pools.all():
+            await t.aclose()
 
 
 def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     transport_kw = {k: kwargs.pop(k) for k in TRANSPORT_KWARGS if k in kwargs}
+    if "trust_env" in transport_kw:
+        kwargs["trust_env"] = transport_kw["trust_env"]
     return transport_kw, kwargs.pop("transport", None)
 
 
 def client(mesh: "Mesh", **kwargs: Any) -> httpx.Client:
+    """A given ``transport=`` is wrapped as is (and shared by every service);
+    otherwise meshlib builds ``HTTPTransport``s from the transport keywords."""
     transport_kw, inner = _split(kwargs)
-    inner = inner or httpx.HTTPTransport(**transport_kw)
-    return httpx.Client(transport=MeshTransport(mesh, inner), **kwargs)
+    if inner is not None:
+        return httpx.Client(transport=MeshTransport(mesh, inner), **kwargs)
+    make = lambda: httpx.HTTPTransport(**transport_kw)  # noqa: E731
+    return httpx.Client(transport=MeshTransport(mesh, make(), make), **kwargs)
 
 
 def async_client(mesh: "Mesh", **kwargs: Any) -> httpx.AsyncClient:
     transport_kw, inner = _split(kwargs)
-    inner = inner or httpx.AsyncHTTPTransport(**transport_kw)
-    return httpx.AsyncClient(transport=AsyncMeshTransport(mesh, inner), **kwargs)
+    if inner is not None:
+        return httpx.AsyncClient(transport=AsyncMeshTransport(mesh, inner), **kwargs)
+    make = lambda: httpx.AsyncHTTPTransport(**transport_kw)  # noqa: E731
+    return httpx.AsyncClient(transport=AsyncMeshTransport(mesh, make(), make), **kwargs)

@@ -72,9 +72,9 @@ class MeshAdapter(HTTPAdapter):
                 TLS_NAME.reset(token)
 
 
-def session(mesh: "Mesh") -> requests.Session:
+def session(mesh: "Mesh", **adapter_kwargs: Any) -> requests.Session:
     s = requests.Session()
-    adapter = MeshAdapter(mesh)
+    adapter = MeshAdapter(mesh, **adapter_kwargs)
     s.mount("http://", adapter)
     s.mount("https://", adapter)
     return s

@@ -20,7 +20,8 @@ from ._common import TLS_NAME, classify_exception, endpoint_url, judge_status, s
 if TYPE_CHECKING:
     from ..mesh import Mesh
 
-#: urllib3's default (3 retries) but no connect retries: meshlib moves those to another endpoint.
+#: urllib3's default (3 retries) but no connect retries: meshlib moves those to
+#: another endpoint. Used unless the call or the pool sets ``retries``.
 MESH_RETRIES = Retry(3, connect=0, redirect=3)
 
 
@@ -54,8 +55,9 @@ class MeshPoolManager(TLSNamePoolManager):
         headers = dict(kw.get("headers") or self.headers)
         headers["Host"] = authority.rpartition("@")[2]
         kw["headers"] = headers
-        kw.setdefault("retries", MESH_RETRIES)
-        if "timeout" not in kw:
+        if "retries" not in kw and "retries" not in self.connection_pool_kw:
+            kw["retries"] = MESH_RETRIES
+        if "timeout" not in kw and "timeout" not in self.connection_pool_kw:
             timeout = self._timeouts.get(cfg.connect_timeout)
             if timeout is None:
                 timeout = self._timeouts.setdefault(cfg.connect_timeout, Timeout(connect=cfg.connect_timeout, read=None))

@@ -75,7 +75,11 @@ class WeightedChoicePicker:
         self._rand = rng.random
 
     def pick(self, hash_value: int | None) -> Host:
-        i = bisect_right(self._cum, self._rand() * self._total)
+        # A hashed call chooses its level / zone by its hash too (high bits, so
+        # the choice is independent of the ring or table position): the same
+        # key keeps landing on the same endpoint, as Envoy's hash policies do.
+        r = self._rand() if hash_value is None else (hash_value >> 11) * 2.0**-53
+        i = bisect_right(self._cum, r * self._total)
         return self._pickers[min(i, len(self._pickers) - 1)].pick(hash_value)
 
 

@@ -76,7 +76,7 @@ class DnsResolver:
                 self.lookups += 1
                 try:
                     addrs = tuple(sorted(set(self._lookup(dns_name, port))))
-                except OSError as exc:
+                except (OSError, UnicodeError) as exc:
                     self.errors += 1
                     self.last_error = f"{dns_name}: {exc}"
                     log.warning("meshlib: DNS lookup of %s for %r failed, keeping the last good addresses: %s", dns_name, name, exc)
