@@ -27,11 +27,13 @@ class Outcome:
     CONNECT_FAILURE = "connect_failure"
     #: The connection broke after the request was sent.
     RESET = "reset"
+    #: The server refused an HTTP/2 stream before processing it (safe to retry).
+    REFUSED_STREAM = "refused_stream"
     TIMEOUT = "timeout"
     #: The wrapped function raised something meshlib does not classify.
     ERROR = "error"
 
-    LOCAL_ORIGIN = frozenset({CONNECT_FAILURE, RESET, TIMEOUT})
+    LOCAL_ORIGIN = frozenset({CONNECT_FAILURE, RESET, REFUSED_STREAM, TIMEOUT})
 
 
 class Host:
