@@ -30,10 +30,12 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from http.client import RemoteDisconnected
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 import requests
+from urllib3.exceptions import NewConnectionError, ProtocolError
 
 from .errors import MeshError
 from .mesh import Mesh
@@ -319,9 +321,9 @@ def error_kind(exc: BaseException) -> str:
         for _ in range(8):
             if e is None:
                 break
-            if isinstance(e, ConnectionRefusedError) or type(e).__name__ == "NewConnectionError":
+            if isinstance(e, (ConnectionRefusedError, NewConnectionError)):
                 return "connection refused"
-            if isinstance(e, (ConnectionResetError, BrokenPipeError)) or type(e).__name__ in ("RemoteDisconnected", "ProtocolError"):
+            if isinstance(e, (ConnectionResetError, BrokenPipeError, RemoteDisconnected, ProtocolError)):
                 return "connection reset"
             reason = getattr(e, "reason", None)
             e = reason if isinstance(reason, BaseException) else (e.__cause__ or e.__context__)
@@ -378,14 +380,14 @@ def _agent_of(response: requests.Response) -> str | None:
 # ============================================================== measurements
 
 
-def endpoint_stats(mesh: Mesh) -> dict[str, dict[str, Any]]:
-    """``mesh.stats()`` for the demo's service, keyed by endpoint address."""
-    service = mesh.stats()["services"][SERVICE]
-    return {ep["address"]: ep for ep in service["endpoints"]}
-
-
 def service_stats(mesh: Mesh) -> dict[str, Any]:
+    """``mesh.stats()`` for the demo's service."""
     return dict(mesh.stats()["services"][SERVICE])
+
+
+def by_address(service: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A service's per-endpoint stats, keyed by endpoint address."""
+    return {ep["address"]: ep for ep in service["endpoints"]}
 
 
 class RecentShare:
@@ -423,7 +425,7 @@ class Row:
     mesh_state: str
 
 
-HEADERS = ("agent", "address", "reqs", "share", "last 1s", "p50 ms", "5xx", "refused", "ewma ms", "state", "meshlib")
+HEADERS = ("agent", "address", "reqs", "share", "last {window:g}s", "p50 ms", "5xx", "refused", "ewma ms", "state", "meshlib")
 ALIGN = "<<>>>>>>><<"
 
 
@@ -472,28 +474,31 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: s
     return [line(headers)] + [line(r) for r in rows]
 
 
-def render_table(rows: Sequence[Row]) -> list[str]:
+def render_table(rows: Sequence[Row], window: float = 1.0) -> list[str]:
     cells = [
         (r.name, r.address, str(r.requests), _pct(r.share), _pct(r.recent), _ms(r.p50_ms), str(r.failed), str(r.refused), _ms(r.ewma_ms), r.state, r.mesh_state)
         for r in rows
     ]
-    return format_table(HEADERS, cells, ALIGN)
+    return format_table([h.format(window=window) for h in HEADERS], cells, ALIGN)
 
 
-def render_status(t: float, duration: float, policy: str, log: CallLog, connect_retries: int) -> tuple[str, str]:
+def render_status(t: float, duration: float, policy: str, log: CallLog, connect_retries: int) -> tuple[str, list[str]]:
+    """The title above the table and the lines below it."""
     title = f'meshlib demo: service "{SERVICE}", policy {policy}, t={t:4.1f}s of {duration:.1f}s'
     errors = ", ".join(f"{n} {kind}" for kind, n in sorted(log.errors.items())) or "no errors"
     rate = log.total / t if t > 0 else 0.0
-    callers = f"callers: {log.total} calls ({rate:.0f}/s), {log.ok} ok, {errors}; connect failures retried by meshlib: {connect_retries}"
-    return title, callers
+    return title, [
+        f"callers: {log.total} calls ({rate:.0f}/s), {log.ok} ok, {errors}",
+        f"meshlib: {connect_retries} refused connections retried on another endpoint",
+    ]
 
 
 _COLORS = {"failing": "33", "down": "31"}
 
 
 class LiveView:
-    """Shows the table: redrawn in place on a terminal, printed every
-    ``plain_interval`` seconds otherwise, or not at all."""
+    """Shows the table: redrawn in place about 4 times a second on a terminal
+    (``ansi``), printed every 2 s otherwise (``plain``), or not at all (``off``)."""
 
     def __init__(self, out: TextIO, mode: str) -> None:
         if mode not in ("ansi", "plain", "off"):
@@ -511,11 +516,13 @@ class LiveView:
         tty = bool(isatty and isatty())
         return cls(out, "ansi" if live or tty else "plain")
 
-    def show(self, title: str, table: list[str], footer: str, states: Sequence[str]) -> None:
+    def show(self, title: str, table: list[str], footer: Sequence[str], states: Sequence[str]) -> None:
+        """Draw ``title``, ``table`` (a header line, then one line per agent,
+        coloured by the agent's state in ``states``) and ``footer`` lines."""
         if self.mode == "off":
             return
         if self.mode == "plain":
-            self.out.write("\n".join([title, *table, footer]) + "\n\n")
+            self.out.write("\n".join([title, *table, *footer]) + "\n\n")
             self.out.flush()
             return
         width = max(20, shutil.get_terminal_size((120, 24)).columns - 1)
@@ -523,7 +530,7 @@ class LiveView:
         lines.append(table[0][:width])
         for line, state in zip(table[1:], states):
             lines.append(_style(line[:width], _COLORS.get(state)))
-        lines.append(footer[:width])
+        lines += [line[:width] for line in footer]
         buf = "\x1b[?25l"  # hide the cursor while redrawing
         if self._drawn:
             buf += f"\x1b[{self._drawn}A\r"
@@ -577,6 +584,7 @@ class AgentReport:
     refused: int  # connect failures
     ewma_ms: float
     at: float | None  # when its role kicked in (failing / down), seconds since start
+    due: float | None = None  # when the scenario scheduled that
 
 
 @dataclass
@@ -610,10 +618,6 @@ class DemoResult:
     @property
     def throughput(self) -> float:
         return self.total_calls / self.elapsed if self.elapsed > 0 else 0.0
-
-    def scenario_at(self, name: str) -> float | None:
-        """When ``name``'s scripted change was due (seconds since the start)."""
-        return next((p.start for p in self.phases if p.event == name), None)
 
     def shares_around(self, name: str) -> tuple[float | None, float | None]:
         """``name``'s share of all attempts before and after its scripted change."""
@@ -660,48 +664,52 @@ def findings(result: DemoResult) -> list[str]:
 
     for a in result.by_role(DOWN):
         if a.at is None:
-            out.append(f"{a.name} was to go down at t={_at(result.scenario_at(a.name))}, but the run ended first.")
+            out.append(f"{a.name} was to go down at t={_at(a.due)}, but the run ended first.")
             continue
         before, after = result.shares_around(a.name)
         conn = result.connection_errors
-        if a.refused and result.connect_retries >= a.refused:
-            retried = f"all {a.refused} of those were refused before a request was sent, and retried on another endpoint"
+        if result.connect_retries >= a.refused:
+            retried = f"each of its {a.refused} refused connections was retried on another endpoint"
         else:
-            retried = f"meshlib retried {min(result.connect_retries, a.refused)} of its {a.refused} connect failures on another endpoint"
+            retried = f"meshlib retried {result.connect_retries} of its {a.refused} refused connections on another endpoint"
         out.append(
-            f"{a.name} went down at t={_at(a.at)} (connections refused): meshlib's attempts to it {_change(before, after)} "
-            f"of all attempts; {retried}; callers saw {conn} connection error{'' if conn == 1 else 's'}."
+            f"{a.name} went down at t={_at(a.at)} (connections refused): its share of meshlib's attempts {_change(before, after)}; "
+            f"{retried}, and callers saw {conn} connection error{'' if conn == 1 else 's'}."
         )
     return out
 
 
 def _slow_finding(result: DemoResult, a: AgentReport, fast: Sequence[AgentReport], fast_p50: float | None, first: Phase | None) -> str:
     line = f"{a.name} ({a.description}: p50 {_ms(a.p50_ms)} ms against {_ms(fast_p50)} ms) got {_pct(a.share)} of all requests"
-    if fast:
+    if len(fast) == 1:
+        line += f", always-fast {fast[0].name} {_pct(fast[0].share)}"
+    elif fast:
         line += f", the always-fast agents {_pct(sum(f.share for f in fast) / len(fast))} each on average"
     if first is None or len(result.phases) < 2 or first.share(a.name) is None:
         return line + "."
     fast_first = [s for s in (first.share(f.name) for f in fast) if s is not None]
     line += f". While every agent was up it got {_pct(first.share(a.name))}"
-    if fast_first:
+    if len(fast_first) == 1:
+        line += f" ({fast[0].name} {_pct(fast_first[0])})"
+    elif fast_first:
         line += f" (fast agents {_pct(sum(fast_first) / len(fast_first))} each)"
     later = [(p, p.share(a.name)) for p in result.phases[1:]]
     if any(s is not None for _, s in later):
-        line += "; " + ", ".join(f"{_pct(s)} {_phase_words(p)}" for p, s in later if s is not None)
+        line += "; " + ", ".join(f"{_pct(s)} {_phase_words(result, p)}" for p, s in later if s is not None)
     line += "."
     grew = any(s is not None and s > 2 * (first.share(a.name) or 0) + 0.01 for _, s in later)
     if grew and result.policy == "peak_ewma":
         line += (
-            f" (peak_ewma compares two random agents per pick: when the other one is a failing agent, "
-            f"slow {a.name} wins.)"
+            f" (peak_ewma picks the better of two random agents, so a pick that draws {a.name} "
+            f"and a failing agent goes to {a.name}.)"
         )
     return line
 
 
-def _phase_words(p: Phase) -> str:
+def _phase_words(result: DemoResult, p: Phase) -> str:
     if p.event is None:
-        return f"in {p.label}"
-    what = "went down" if p.label.endswith("down") else "failed"
+        return f"in phase {p.label!r}"
+    what = "went down" if result.agent(p.event).role == DOWN else "started failing"
     return f"after {p.event} {what}"
 
 
@@ -711,10 +719,10 @@ def _at(t: float | None) -> str:
 
 def render_summary(result: DemoResult) -> str:
     lines = []
-    stopped = f", stopped early at t={result.elapsed:.1f}s (Ctrl-C)" if result.interrupted else ""
+    length = f"stopped by Ctrl-C at t={result.elapsed:.1f}s of {result.duration:.1f}s" if result.interrupted else f"{result.elapsed:.1f}s"
     lines.append(
         f"meshlib demo summary: {len(result.agents)} agents, {result.concurrency} client threads, "
-        f"policy {result.policy}, {result.elapsed:.1f}s{stopped}"
+        f"policy {result.policy}, {length}"
     )
     lines.append("")
     cells = [
@@ -722,6 +730,8 @@ def render_summary(result: DemoResult) -> str:
         for a in result.agents
     ]
     lines += format_table(("agent", "behaviour", "address", "requests", "share", "p50 ms", "5xx", "refused"), cells, "<<<>>>>>")
+    lines.append("(requests: attempts meshlib sent to the agent, refused connections included;")
+    lines.append(" p50: the latency callers saw for the agent's successful answers)")
 
     if len(result.phases) > 1:
         lines.append("")
@@ -743,8 +753,6 @@ def render_summary(result: DemoResult) -> str:
     conn = result.connection_errors
     lines.append(f"Caller-visible connection errors: {conn}. Connect failures meshlib retried on another endpoint: {result.connect_retries}.")
     return "\n".join(lines) + "\n"
-
-
 
 
 # ============================================================== the run
@@ -769,19 +777,17 @@ class _Run:
         self.log = CallLog([a.name for a in fleet.agents])
         self.traffic = Traffic(mesh, concurrency, self.log)
         self.policy = str(service_stats(mesh)["policy"])
-        self.recent = RecentShare()
+        self.recent = RecentShare(window=max(1.0, view.interval) if view.mode != "off" else 1.0)
         # meshlib's per-agent attempt counters at each phase boundary
         self.marks: list[tuple[str, str | None, float, dict[str, int]]] = []
         self.origin = 0.0
+        self.last_draw: float | None = None  # when the view was last refreshed
 
     def now(self) -> float:
         return time.monotonic() - self.origin
 
-    def stats(self) -> dict[str, dict[str, Any]]:
-        return endpoint_stats(self.mesh)
-
     def mark(self, label: str, event: str | None) -> None:
-        stats = self.stats()
+        stats = by_address(service_stats(self.mesh))
         counts = {a.name: int(stats.get(a.address, {}).get("requests", 0)) for a in self.fleet.agents}
         self.marks.append((label, event, self.now(), counts))
 
@@ -789,6 +795,7 @@ class _Run:
         self.origin = time.monotonic()
         self.fleet.start(self.origin)
         self.mark("all up", None)
+        self.recent.update(0.0, {a.address: 0 for a in self.fleet.agents})
         self.traffic.start()
 
     def drive(self) -> bool:
@@ -821,12 +828,13 @@ class _Run:
     def draw(self, t: float) -> None:
         if self.view.mode == "off":
             return
-        stats = self.stats()
+        service = service_stats(self.mesh)
+        stats = by_address(service)
         shares = self.recent.update(t, {a: int(s.get("requests", 0)) for a, s in stats.items()})
         rows = collect_rows(self.fleet, stats, self.log, t, shares)
-        retries = int(service_stats(self.mesh)["connect_retries"])
-        title, footer = render_status(t, self.scenario.duration, self.policy, self.log, retries)
-        self.view.show(title, render_table(rows), footer, [r.state for r in rows])
+        title, footer = render_status(t, self.scenario.duration, self.policy, self.log, int(service["connect_retries"]))
+        self.view.show(title, render_table(rows, self.recent.window), footer, [r.state for r in rows])
+        self.last_draw = t
 
     def stop(self) -> float:
         """Stop the callers; return the traffic's length in seconds."""
@@ -834,7 +842,7 @@ class _Run:
         return self.now()
 
     def result(self, elapsed: float, interrupted: bool, concurrency: int) -> DemoResult:
-        stats = self.stats()
+        service = service_stats(self.mesh)
         self.mark("end", None)
         phases = [
             Phase(label, start, end, {n: after[n] - before[n] for n in after}, event)
@@ -846,12 +854,12 @@ class _Run:
             elapsed=elapsed,
             concurrency=concurrency,
             interrupted=interrupted,
-            agents=_reports(self.fleet, stats, self.log),
+            agents=_reports(self.fleet, by_address(service), self.log),
             phases=phases,
             total_calls=self.log.total,
             ok_calls=self.log.ok,
             errors=dict(self.log.errors),
-            connect_retries=int(service_stats(self.mesh)["connect_retries"]),
+            connect_retries=int(service["connect_retries"]),
         )
         result.findings = findings(result)
         result.summary = render_summary(result)
@@ -897,7 +905,8 @@ def run_demo(
                 except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop anyway
                     interrupted = True
                     elapsed = run.stop()
-            run.draw(elapsed)
+            if run.last_draw is None or elapsed - run.last_draw > 0.5:
+                run.draw(elapsed)
             result = run.result(elapsed, interrupted, concurrency)
     finally:
         fleet.stop()
@@ -933,6 +942,7 @@ def _reports(fleet: Fleet, stats: Mapping[str, Mapping[str, Any]], log: CallLog)
                 refused=refused,
                 ewma_ms=float(ep.get("ewma_ms", 0.0)),
                 at=at,
+                due=spec.at,
             )
         )
     return reports
