@@ -16,35 +16,10 @@ from __future__ import annotations
 import collections
 import os
 import socket
-import socketserver
-import threading
 
 import meshlib
 
-
-class Shouter(socketserver.ThreadingTCPServer):
-    """A line-based TCP server on a free 127.0.0.1 port: replies NAME: LINE upper-cased."""
-
-    daemon_threads = True
-
-    def __init__(self, name: str) -> None:
-        super().__init__(("127.0.0.1", 0), ShoutHandler)
-        self.name = name
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server_address[1]}"
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-class ShoutHandler(socketserver.StreamRequestHandler):
-    def handle(self) -> None:
-        line = self.rfile.readline().decode().strip()
-        self.wfile.write(f"{self.server.name}: {line.upper()}\n".encode())
+from _agents import Shouter  # tiny local servers: examples/_agents.py
 
 
 # Decorating reads no configuration: the default mesh is built on the first call.

@@ -11,46 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import http.server
-import json
-import threading
-import time
 
 import meshlib
 
-
-class Backend(http.server.ThreadingHTTPServer):
-    """A tiny HTTP server on a free 127.0.0.1 port that says who it is."""
-
-    daemon_threads = True
-
-    def __init__(self, name: str, delay: float = 0.0) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.name = name
-        self.delay = delay
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server_port}"
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        time.sleep(self.server.delay)
-        body = json.dumps({"backend": self.server.name}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+from _agents import Backend  # tiny local servers: examples/_agents.py
 
 
 async def run(mesh: meshlib.Mesh) -> collections.Counter:

@@ -17,56 +17,13 @@ table shows where the 60 calls went.
 from __future__ import annotations
 
 import collections
-import http.server
-import json
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import meshlib
 
+from _agents import Backend  # tiny local servers: examples/_agents.py
+
 POLICIES = ["round_robin", "weighted_round_robin", "random", "least_request", "peak_ewma", "ring_hash", "maglev"]
-
-
-class Backend(http.server.ThreadingHTTPServer):
-    """A tiny HTTP server on a free 127.0.0.1 port that says who it is."""
-
-    daemon_threads = True
-
-    def __init__(self, name: str, delay: float = 0.0) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.name = name
-        self.delay = delay
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server_port}"
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the mesh reuses connections per endpoint
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def do_GET(self) -> None:
-        time.sleep(self.server.delay)
-        body = json.dumps({"backend": self.server.name}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def run_policy(policy: str, backends: dict[str, Backend]) -> collections.Counter:
@@ -86,7 +43,12 @@ def run_policy(policy: str, backends: dict[str, Backend]) -> collections.Counter
 
 
 def main() -> None:
-    backends = {"fast-1": Backend("fast-1"), "fast-2": Backend("fast-2"), "slow": Backend("slow", delay=0.02)}
+    # keep_alive: HTTP/1.1, so the mesh reuses connections per endpoint
+    backends = {
+        "fast-1": Backend("fast-1", keep_alive=True),
+        "fast-2": Backend("fast-2", keep_alive=True),
+        "slow": Backend("slow", delay=0.02, keep_alive=True),
+    }
     try:
         print(f"{'policy':22} {'fast-1 (w2)':>12} {'fast-2 (w1)':>12} {'slow (w1)':>10}")
         for policy in POLICIES:

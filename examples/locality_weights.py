@@ -14,50 +14,10 @@ and the split becomes 2.1 : 1 (68% / 32%).
 from __future__ import annotations
 
 import collections
-import http.server
-import json
-import socket
-import threading
 
 import meshlib
 
-
-class Backend(http.server.ThreadingHTTPServer):
-    """A tiny HTTP server on a free 127.0.0.1 port that says who it is."""
-
-    daemon_threads = True
-
-    def __init__(self, name: str) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.name = name
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server_port}"
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def do_GET(self) -> None:
-        body = json.dumps({"backend": self.server.name}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+from _agents import Backend  # tiny local servers: examples/_agents.py
 
 
 def split(backends: list[Backend], unhealthy: set[str]) -> dict[str, float]:
@@ -76,7 +36,7 @@ def split(backends: list[Backend], unhealthy: set[str]) -> dict[str, float]:
 
 
 def main() -> None:
-    backends = [Backend(n) for n in ("a-1", "a-2", "b-1", "b-2", "c-1")]
+    backends = [Backend(n, keep_alive=True) for n in ("a-1", "a-2", "b-1", "b-2", "c-1")]
     try:
         for label, unhealthy, expect_a in [("all healthy", set(), 75.0), ("a-2 unhealthy", {"a-2"}, 2.1 / 3.1 * 100)]:
             pct = split(backends, unhealthy)

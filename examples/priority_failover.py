@@ -16,53 +16,13 @@ panics and balances over all its hosts, healthy or not.
 from __future__ import annotations
 
 import collections
-import http.server
-import json
 import os
-import socket
 import tempfile
-import threading
 import time
 
 import meshlib
 
-
-class Backend(http.server.ThreadingHTTPServer):
-    """A tiny HTTP server on a free 127.0.0.1 port that says who it is."""
-
-    daemon_threads = True
-
-    def __init__(self, name: str) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.name = name
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server_port}"
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the mesh reuses one connection per endpoint
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def do_GET(self) -> None:
-        body = json.dumps({"backend": self.server.name}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+from _agents import Backend  # tiny local servers: examples/_agents.py
 
 
 def write_endpoints(path: str, backends: list[tuple[Backend, int, bool]]) -> None:
@@ -93,8 +53,9 @@ STEPS = [
 
 
 def main() -> None:
-    p0 = [Backend(f"p0-{i}") for i in range(1, 5)]
-    p1 = [Backend(f"p1-{i}") for i in range(1, 3)]
+    # keep_alive: HTTP/1.1, so the mesh reuses one connection per endpoint
+    p0 = [Backend(f"p0-{i}", keep_alive=True) for i in range(1, 5)]
+    p1 = [Backend(f"p1-{i}", keep_alive=True) for i in range(1, 3)]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "endpoints.yaml")
         write_endpoints(path, [(b, 0, True) for b in p0] + [(b, 1, True) for b in p1])

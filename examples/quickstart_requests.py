@@ -9,44 +9,11 @@ Starts two tiny HTTP servers on 127.0.0.1, declares them as the service
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
-import threading
 
 import meshlib
 
-
-class Backend(http.server.ThreadingHTTPServer):
-    """A tiny HTTP server on a free 127.0.0.1 port that says who it is."""
-
-    daemon_threads = True
-
-    def __init__(self, name: str) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.name = name
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server_port}"
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = json.dumps({"backend": self.server.name, "host": self.headers["Host"], "path": self.path}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+from _agents import Backend  # tiny local servers: examples/_agents.py
 
 
 def main() -> None:

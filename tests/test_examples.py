@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
-EXAMPLES = sorted(p.name for p in EXAMPLES_DIR.glob("*.py"))
+#: The runnable scripts; ``_agents.py`` (the servers they share) is a module, not an example.
+EXAMPLES = sorted(p.name for p in EXAMPLES_DIR.glob("*.py") if not p.name.startswith("_"))
 TIMEOUT = 60.0
 
 #: Text each example must print (besides exiting 0).
@@ -74,6 +75,9 @@ EXPECTED: dict[str, list[str]] = {
 
 def _run(name: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHLIB_")}
+    # The examples import examples/_agents.py from the script's own directory,
+    # which PYTHONSAFEPATH (python -P) would leave off sys.path.
+    env.pop("PYTHONSAFEPATH", None)
     return subprocess.run(
         [sys.executable, str(EXAMPLES_DIR / name)],
         cwd=EXAMPLES_DIR.parent,
