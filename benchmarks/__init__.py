@@ -1,0 +1,1 @@
+"""meshlib benchmarks: `python -m benchmarks` runs them all (see docs/benchmarks.md)."""

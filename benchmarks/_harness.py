@@ -1,0 +1,287 @@
+"""What every benchmark shares: free ports, child processes, timing, tables.
+
+Everything listens on 127.0.0.1 only. Child processes are registered so that
+they are stopped on the way out, even when a benchmark fails halfway
+(``try/finally`` in the callers, plus ``atexit`` here as a last resort).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import gc
+import http.client
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Iterator, Mapping, Sequence
+
+import yaml
+
+LOOPBACK = "127.0.0.1"
+
+# -- ports and processes ----------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+_children: list[subprocess.Popen] = []
+
+
+def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    """Terminate one child (then kill it if it lingers) and forget it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    if proc in _children:
+        _children.remove(proc)
+
+
+@atexit.register
+def _stop_all() -> None:
+    for proc in list(_children):
+        stop(proc)
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: have Linux send it SIGTERM when the
+    benchmark process dies, even by SIGKILL, so no nginx or Envoy is left over."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def wait_http_ok(port: int, proc: subprocess.Popen, log_path: str, timeout: float = 20.0) -> None:
+    """Poll ``GET /`` on the port until it answers 200; fail early if the process dies."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{_tail(log_path)}")
+        try:
+            conn = http.client.HTTPConnection(LOOPBACK, port, timeout=1.0)
+            conn.request("GET", "/")
+            status = conn.getresponse().status
+            conn.close()
+            if status == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{proc.args[0]} did not answer on port {port} within {timeout}s:\n{_tail(log_path)}")
+        time.sleep(0.05)
+
+
+def _tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@contextlib.contextmanager
+def serve(cmd: Sequence[str], port: int, workdir: str) -> Iterator[int]:
+    """Run ``cmd`` (which listens on ``port``) until the block ends; yield the port."""
+    log_path = os.path.join(workdir, "stderr.log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+    _children.append(proc)
+    try:
+        wait_http_ok(port, proc, log_path)
+        yield port
+    finally:
+        stop(proc)
+
+
+def find_binary(name: str, *fallbacks: str) -> str:
+    path = shutil.which(name) or next((p for p in fallbacks if os.access(p, os.X_OK)), None)
+    if path is None:
+        raise RuntimeError(f"{name} not found; run `bash scripts/setup.sh` (or `make setup`)")
+    return path
+
+
+# -- the upstream and the sidecar -------------------------------------------------
+
+NGINX_CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000000;
+    keepalive_timeout 300s;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen {host}:{port};
+        location / {{ return 200 "ok"; }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx() -> Iterator[int]:
+    """A single-process nginx answering ``200 ok`` on a free port; yields the port."""
+    binary = find_binary("nginx", "/usr/sbin/nginx")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="meshlib-bench-nginx-") as d:
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(dir=d, host=LOOPBACK, port=port))
+        with serve([binary, "-p", d, "-c", conf, "-e", os.path.join(d, "error.log")], port, d):
+            yield port
+
+
+def envoy_bootstrap(listen_port: int, upstream_port: int) -> dict:
+    """Static bootstrap: no admin, one HTTP listener routing everything to one STATIC cluster."""
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "bench",
+        "route_config": {
+            "virtual_hosts": [
+                {"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}
+            ]
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            }
+        ],
+    }
+    return {
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "bench",
+                    "address": {"socket_address": {"address": LOOPBACK, "port_value": listen_port}},
+                    "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+                }
+            ],
+            "clusters": [
+                {
+                    "name": "upstream",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": "upstream",
+                        "endpoints": [
+                            {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": LOOPBACK, "port_value": upstream_port}}}}]}
+                        ],
+                    },
+                }
+            ],
+        }
+    }
+
+
+@contextlib.contextmanager
+def envoy(upstream_port: int) -> Iterator[int]:
+    """An Envoy sidecar (one worker thread) in front of 127.0.0.1:upstream_port; yields its port."""
+    binary = find_binary("envoy")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="meshlib-bench-envoy-") as d:
+        conf = os.path.join(d, "envoy.yaml")
+        with open(conf, "w") as f:
+            yaml.safe_dump(envoy_bootstrap(port, upstream_port), f, sort_keys=False)
+        cmd = [binary, "-c", conf, "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"]
+        with serve(cmd, port, d):
+            yield port
+
+
+# -- timing -----------------------------------------------------------------------
+
+
+def time_batch(batch: Callable[[], object], n: int) -> float:
+    """Seconds per iteration of ``batch()``, which runs ``n`` iterations."""
+    gc.collect()
+    t0 = time.perf_counter()
+    batch()
+    return (time.perf_counter() - t0) / n
+
+
+def interleaved(batches: Mapping[str, Callable[[], object]], rounds: int, n: int) -> dict[str, list[float]]:
+    """Time every batch (of ``n`` iterations) once per round, ``rounds`` times.
+
+    Each batch first runs once untimed (warm-up). Each round runs all batches
+    back to back, alternating forward and reverse order, so slow drifts of a
+    noisy machine hit every variant alike and same-round values can be
+    compared pairwise. Returns per-iteration seconds, one per round, by name.
+    """
+    names = list(batches)
+    for name in names:
+        batches[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    # Set-up objects (clusters, sessions) go to the permanent generation, so
+    # the collection before each batch costs little and the same every time.
+    gc.collect()
+    gc.freeze()
+    try:
+        for r in range(rounds):
+            for name in names if r % 2 == 0 else reversed(names):
+                samples[name].append(time_batch(batches[name], n))
+    finally:
+        gc.unfreeze()
+    return samples
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs)
+
+
+def spread(xs: Sequence[float]) -> float:
+    """Interquartile range relative to the median, in percent: how noisy the rounds were."""
+    if len(xs) < 4:
+        return 100.0 * (max(xs) - min(xs)) / statistics.median(xs)
+    q1, _, q3 = statistics.quantiles(xs, n=4)
+    return 100.0 * (q3 - q1) / statistics.median(xs)
+
+
+# -- output -----------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown pipe table, aligned so it also reads well in a terminal."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + ":" if i else ":" + "-" * (w + 1) for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
