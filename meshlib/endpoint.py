@@ -30,13 +30,12 @@ class Endpoint:
     tags: tuple[str, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
     healthy: bool = True
+    #: ``host:port``, with IPv6 hosts in brackets (computed once: read per call).
+    address: str = field(init=False, repr=False, compare=False, hash=False)
 
-    @property
-    def address(self) -> str:
-        """``host:port``, with IPv6 hosts in brackets."""
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
+    def __post_init__(self) -> None:
+        address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        object.__setattr__(self, "address", address)
 
     @property
     def key(self) -> tuple[str, int]:

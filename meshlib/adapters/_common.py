@@ -14,12 +14,27 @@ from ..host import Outcome
 TLS_NAME: contextvars.ContextVar[str | None] = contextvars.ContextVar("meshlib_tls_name", default=None)
 
 
+_SPLIT_CACHE: dict[str, tuple[str, str, str, str]] = {}
+_SPLIT_CACHE_SIZE = 2048
+
+
 def split_url(url: str) -> tuple[str, str, str, str]:
     """``(scheme, authority, host, rest)`` of an absolute URL, fast.
 
     ``rest`` is the path, query and fragment (``/`` when empty). The host of
-    ``http://user@inventory:8080/x`` is ``inventory``.
+    ``http://user@inventory:8080/x`` is ``inventory``. Results are memoised in
+    a small bounded cache: services are called with the same URLs again and again.
     """
+    parts = _SPLIT_CACHE.get(url)
+    if parts is None:
+        parts = _split_url(url)
+        if len(_SPLIT_CACHE) >= _SPLIT_CACHE_SIZE:
+            _SPLIT_CACHE.clear()
+        _SPLIT_CACHE[url] = parts
+    return parts
+
+
+def _split_url(url: str) -> tuple[str, str, str, str]:
     sep = url.find("://")
     if sep < 0:
         return "", "", "", url

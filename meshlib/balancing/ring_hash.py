@@ -22,7 +22,7 @@ from typing import Sequence
 from ..clock import Clock
 from ..config import ServiceConfig
 from ..host import Host
-from .hashing import host_hash
+from xxhash import xxh64_intdigest as xxh64
 
 
 #: Entries built at most (unless ring_hash_min_size asks for more): keeps a
@@ -49,14 +49,14 @@ def entries_per_weight(total_weight: int, min_size: int, max_size: int) -> int:
 def build_ring(addresses: Sequence[str], weights: Sequence[int], min_size: int, max_size: int) -> tuple[list[int], list[int]]:
     """Return (sorted entry hashes, host index per entry)."""
     per = entries_per_weight(sum(weights), min_size, max_size)
-    entries: list[tuple[int, int]] = []
+    hashes: list[int] = []
+    owners: list[int] = []
     for i, (addr, w) in enumerate(zip(addresses, weights)):
-        for k in range(w * per):
-            entries.append((host_hash(f"{addr}_{k}"), i))
-    entries.sort()
-    if len(entries) > max_size:
-        entries = entries[:max_size]
-    return [h for h, _ in entries], [i for _, i in entries]
+        n = w * per
+        hashes.extend([xxh64(f"{addr}_{k}".encode()) for k in range(n)])
+        owners.extend([i] * n)
+    order = sorted(range(len(hashes)), key=hashes.__getitem__)[:max_size]
+    return [hashes[j] for j in order], [owners[j] for j in order]
 
 
 class RingHashPicker:
