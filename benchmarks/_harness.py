@@ -285,3 +285,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
     rule = "|" + "|".join("-" * (w + 1) + ":" if i else ":" + "-" * (w + 1) for i, w in enumerate(widths)) + "|"
     return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
+
+
+def main_for(run: Callable[..., object], prog: str, doc: str | None, argv: list[str] | None = None) -> int:
+    """The command line every benchmark module shares: ``--quick`` for a short, rough run."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=(doc or "").splitlines()[0] if doc else None)
+    parser.add_argument("--quick", action="store_true", help="a short, rough run")
+    args = parser.parse_args(argv)
+    run(quick=args.quick)
+    return 0

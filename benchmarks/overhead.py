@@ -23,7 +23,6 @@ Run alone: ``python -m benchmarks.overhead [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 from typing import Callable
 
 import requests
@@ -31,7 +30,7 @@ import urllib3
 
 import meshlib
 
-from ._harness import LOOPBACK, envoy, interleaved, median, nginx, spread, table, verdict
+from ._harness import LOOPBACK, main_for, envoy, interleaved, median, nginx, spread, table, verdict
 
 MAX_OVERHEAD = 0.05  # meshlib-added / raw
 MAX_ENVOY_SHARE = 0.20  # meshlib-added / envoy-added
@@ -165,11 +164,7 @@ def run(quick: bool = False) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short, rough run")
-    args = parser.parse_args(argv)
-    run(quick=args.quick)
-    return 0
+    return main_for(run, "python -m benchmarks.overhead", __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Run alone: ``python -m benchmarks.pick [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import random
 import time
@@ -28,7 +27,7 @@ from meshlib.cluster import Cluster
 from meshlib.config import load_config
 from meshlib.endpoint import Endpoint, EndpointSnapshot
 
-from ._harness import LOOPBACK, interleaved, median, table, verdict
+from ._harness import LOOPBACK, main_for, interleaved, median, table, verdict
 
 POLICIES = ("round_robin", "weighted_round_robin", "random", "least_request", "peak_ewma", "ring_hash", "maglev")
 SIZES = (10, 100, 1_000, 10_000)
@@ -167,11 +166,7 @@ def run(quick: bool = False) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.pick", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short, rough run")
-    args = parser.parse_args(argv)
-    run(quick=args.quick)
-    return 0
+    return main_for(run, "python -m benchmarks.pick", __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from .endpoint import EndpointSnapshot
 from .errors import NoHealthyEndpointsError
 from .host import Host, Outcome
 
-__all__ = ["Cluster", "Call", "hash_key", "current_hash_key"]
+__all__ = ["Cluster", "Call", "hash_key"]
 
 _HASH_KEY: contextvars.ContextVar[str | bytes | None] = contextvars.ContextVar("meshlib_hash_key", default=None)
 
@@ -47,10 +47,6 @@ class hash_key:
         _HASH_KEY.reset(self._token)
 
 
-def current_hash_key() -> str | bytes | None:
-    return _HASH_KEY.get()
-
-
 @dataclass(frozen=True)
 class _State:
     """Everything a pick reads, swapped as one reference."""
@@ -73,7 +69,8 @@ class Cluster:
         self._rng = rng or random.Random()
         self._policy = POLICIES[cfg.lb_policy]
         self._hosts: dict[tuple[str, int], Host] = {}
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # snapshot rebuilds only
+        self._stats_lock = threading.Lock()  # counters; never waits for a rebuild
         picker, levels = build_picker(name, (), (), cfg, self._policy, self._rng, clock)
         self._state = _State(EndpointSnapshot(name, ()), (), picker, tuple(levels))
 
@@ -117,7 +114,7 @@ class Cluster:
         return self._state.picker.pick(hash_value)
 
     def count_connect_retry(self) -> None:
-        with self._write_lock:
+        with self._stats_lock:
             self.connect_retries_done += 1
 
     def start_call(self, header_hash_key: str | None = None) -> "Call":

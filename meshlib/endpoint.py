@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping
 
@@ -42,9 +42,6 @@ class Endpoint:
         """Identity across snapshots: the same host and port is the same endpoint."""
         return (self.host, self.port)
 
-    def with_health(self, healthy: bool) -> "Endpoint":
-        return replace(self, healthy=healthy)
-
     def __str__(self) -> str:
         return self.address
 
@@ -82,9 +79,6 @@ class EndpointSnapshot:
 
     def __getitem__(self, i: int) -> Endpoint:
         return self.endpoints[i]
-
-    def same_endpoints(self, other: "EndpointSnapshot | None") -> bool:
-        return other is not None and other.endpoints == self.endpoints
 
     @property
     def healthy(self) -> tuple[Endpoint, ...]:

@@ -143,3 +143,20 @@ def test_dns_with_the_system_resolver_and_a_live_thread(agents):
         s = mesh.requests_session()
         # Only the IPv4 answer has a server; ::1, if resolved, is refused and retried.
         assert s.get("http://localhost/ping").json()["agent"] == agent.name
+
+
+def test_a_service_leaving_the_file_is_reported_once(tmp_path: Path, caplog):
+    f = tmp_path / "e.yaml"
+    write(f, "services:\n  a: ['127.0.0.1:1']\n  b: ['127.0.0.1:2']\n")
+    resolver = FileResolver(str(f), 3600)
+    published = []
+    resolver.start(published.append)
+    try:
+        write(f, "services:\n  b: ['127.0.0.1:2']\n")
+        assert resolver.check() is True
+        assert published[-1].service == "a" and len(published[-1]) == 0
+        write(f, "services:\n  b: ['127.0.0.1:3']\n")
+        assert resolver.check() is True
+        assert caplog.text.count("'a' left") == 1
+    finally:
+        resolver.close()

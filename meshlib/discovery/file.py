@@ -119,13 +119,14 @@ class FileResolver:
             assert self._publish is not None
             for name in set(fresh) | set(self._current):
                 new = fresh.get(name, ())
-                if new == self._current.get(name):
+                old = self._current.get(name)
+                if new == old:
                     continue
+                if name not in fresh:
+                    log.warning("meshlib: service %r left %s; it now has no endpoints", name, self.path)
                 changed = True
                 self._versions[name] = self._versions.get(name, 0) + 1
                 self._publish(EndpointSnapshot(name, new, version=self._versions[name], source=f"file://{self.path}"))
-            for name in set(self._current) - set(fresh):
-                log.warning("meshlib: service %r left %s; it now has no endpoints", name, self.path)
             self._current = {**{n: () for n in self._current}, **fresh}
             return changed
 
