@@ -24,10 +24,13 @@ from .errors import (
     ConfigError,
     DeadlineExceededError,
     MeshError,
+    FaultInjectedError,
     NoHealthyEndpointsError,
+    RateLimitedError,
     UnknownServiceError,
 )
 from .mesh import Mesh
+from .resilience.deadline import deadline, incoming_deadline, remaining
 
 __version__ = "0.1.0"
 
@@ -43,7 +46,12 @@ __all__ = [
     "NoHealthyEndpointsError",
     "CircuitOpenError",
     "DeadlineExceededError",
+    "RateLimitedError",
+    "FaultInjectedError",
     "ManualClock",
+    "deadline",
+    "incoming_deadline",
+    "remaining",
     "call",
     "default_mesh",
     "hash_key",
@@ -69,9 +77,9 @@ def default_mesh() -> Mesh:
     return mesh
 
 
-def call(service: str) -> Callable[[F], F]:
+def call(service: str, *, idempotent: bool = True) -> Callable[[F], F]:
     """``@meshlib.call("svc")``: like ``mesh.call`` on the default mesh, which is
     built from the environment the first time a decorated function runs."""
     from .adapters.decorator import mesh_call
 
-    return mesh_call(default_mesh, service)
+    return mesh_call(default_mesh, service, idempotent=idempotent)

@@ -16,8 +16,9 @@ class PeriodicWorker:
     that fails keeps the last good state rather than dying.
     """
 
-    def __init__(self, name: str, interval: float, fn: Callable[[], None]) -> None:
+    def __init__(self, name: str, interval: float, fn: Callable[[], None], *, run_first: bool = False) -> None:
         self.name = name
+        self._run_first = run_first
         self.interval = interval
         self._fn = fn
         self._stop = threading.Event()
@@ -27,11 +28,16 @@ class PeriodicWorker:
         self._thread.start()
 
     def _loop(self) -> None:
+        if self._run_first and not self._stop.is_set():
+            self._run_once()
         while not self._stop.wait(self.interval):
-            try:
-                self._fn()
-            except Exception:
-                log.exception("meshlib: %s failed; keeping the last good state", self.name)
+            self._run_once()
+
+    def _run_once(self) -> None:
+        try:
+            self._fn()
+        except Exception:
+            log.exception("meshlib: %s failed; keeping the last good state", self.name)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

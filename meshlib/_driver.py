@@ -1,52 +1,303 @@
 """The attempt loop, once for sync and once for async callers.
 
 Both drivers are the same few lines around :class:`~meshlib.cluster.Call`,
-which holds every decision; adapters supply ``send`` (perform one attempt
-against an endpoint), ``classify`` (map their library's exception to an
-:class:`~meshlib.host.Outcome`) and ``judge`` (the outcome of a result).
+which holds every decision. An adapter supplies ``send(endpoint, timeout)``
+(perform one attempt against an endpoint within ``timeout`` seconds, None for
+no limit) and an :class:`Exchange` that reads its library's results: the
+:class:`~meshlib.host.Outcome` of an exception, the
+:class:`~meshlib.resilience.retry.AttemptResult` of a response, and how to let
+go of a response that is being retried; optionally ``abort``, the response a
+call aborted by fault injection answers.
+
+Hedged calls run their attempts concurrently: on the Mesh's thread pool for
+sync callers (each attempt in a copy of the caller's context), as tasks for
+async ones. The first answer that is not non-fatal wins; the others are
+cancelled (async) or abandoned and closed when they finish (sync).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures as cf
+import contextvars
 import time
 from typing import Any, Awaitable, Callable, TypeVar
 
 from .cluster import Call
 from .endpoint import Endpoint
+from .errors import FaultInjectedError
+from .host import Host, Outcome
+from .resilience.fault import FaultDecision
+from .resilience.retry import AttemptResult
 
 T = TypeVar("T")
 
-Classify = Callable[[BaseException], str]
-Judge = Callable[[Any], str]
+#: Outcomes after which a hedged call sends its next attempt at once.
+_NON_FATAL_OUTCOMES = frozenset({Outcome.CONNECT_FAILURE, Outcome.REFUSED_STREAM, Outcome.TIMEOUT})
 
 
-def run(call: Call, send: Callable[[Endpoint], T], classify: Classify, judge: Judge) -> T:
-    failure: BaseException | None = None
-    while True:
-        host = call.pick(failure)
-        started = time.perf_counter()
-        try:
-            result = send(host.endpoint)
-        except BaseException as exc:
-            if call.done(host, started, classify(exc)):
+class Exchange:
+    """How the drivers read one client library's results. Subclass per adapter."""
+
+    def classify(self, exc: BaseException) -> str:
+        return Outcome.ERROR
+
+    def judge(self, result: Any) -> AttemptResult:
+        return _SUCCESS
+
+    def discard(self, result: Any) -> None:
+        """Let go of a response that will not be returned (its retry goes out)."""
+
+
+Abort = Callable[[FaultDecision], Any]
+
+
+def _abort(call: Call, fault: FaultDecision, abort: Abort | None) -> Any:
+    """What a call aborted by fault injection answers: the adapter's
+    synthesized response, or ``FaultInjectedError`` where there is none."""
+    if abort is None:
+        raise FaultInjectedError(call.cluster.name, fault.abort_status or 0)
+    return abort(fault)
+
+
+_SUCCESS = AttemptResult(Outcome.SUCCESS)
+
+
+def _outcome(ex: Exchange, exc: BaseException) -> str:
+    # KeyboardInterrupt, CancelledError and the like say nothing about the host.
+    return ex.classify(exc) if isinstance(exc, Exception) else Outcome.CANCELLED
+
+
+def run(call: Call, send: Callable[[Endpoint, float | None], T], ex: Exchange, abort: Abort | None = None) -> T:
+    fault = call.begin()
+    try:
+        if fault is not None:
+            if fault.delay:
+                call.cluster.clock.sleep(fault.delay)
+            if fault.abort_status is not None:
+                return _abort(call, fault, abort)  # type: ignore[no-any-return]
+        if call.hedging:
+            return _hedged(call, send, ex)
+        failure: BaseException | None = None
+        while True:
+            host = call.pick(failure)
+            started = time.perf_counter()
+            try:
+                result = send(host.endpoint, call.attempt_timeout())
+            except BaseException as exc:
+                delay = call.done(host, started, AttemptResult(_outcome(ex, exc)))
+                if delay is None or not call.enter_pending():
+                    if call.is_expired():
+                        call.expired(exc)
+                    raise
+                call.sleep(delay)
                 failure = exc
                 continue
-            raise
-        call.done(host, started, judge(result))
-        return result
+            delay = call.done(host, started, ex.judge(result))
+            if delay is None or not call.enter_pending():
+                return result
+            ex.discard(result)
+            call.sleep(delay)
+    finally:
+        call.finish()
 
 
-async def run_async(call: Call, send: Callable[[Endpoint], Awaitable[T]], classify: Classify, judge: Judge) -> T:
-    failure: BaseException | None = None
-    while True:
-        host = call.pick(failure)
-        started = time.perf_counter()
-        try:
-            result = await send(host.endpoint)
-        except BaseException as exc:
-            if call.done(host, started, classify(exc)):
+async def run_async(call: Call, send: Callable[[Endpoint, float | None], Awaitable[T]], ex: Exchange, abort: Abort | None = None) -> T:
+    fault = call.begin()
+    try:
+        if fault is not None:
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            if fault.abort_status is not None:
+                return _abort(call, fault, abort)  # type: ignore[no-any-return]
+        if call.hedging:
+            return await _hedged_async(call, send, ex)
+        failure: BaseException | None = None
+        while True:
+            host = call.pick(failure)
+            started = time.perf_counter()
+            try:
+                result = await send(host.endpoint, call.attempt_timeout())
+            except BaseException as exc:
+                delay = call.done(host, started, AttemptResult(_outcome(ex, exc)))
+                if delay is None or not call.enter_pending():
+                    if call.is_expired():
+                        call.expired(exc)
+                    raise
+                await call.sleep_async(delay)
                 failure = exc
                 continue
-            raise
-        call.done(host, started, judge(result))
-        return result
+            delay = call.done(host, started, ex.judge(result))
+            if delay is None or not call.enter_pending():
+                return result
+            ex.discard(result)
+            await call.sleep_async(delay)
+    finally:
+        call.finish()
+
+
+# -- hedging -------------------------------------------------------------------------
+
+
+class _Hedge:
+    """The state of one hedged call, shared by the sync and async loops."""
+
+    __slots__ = ("call", "ex", "policy", "launched", "next_at", "last", "have_result", "error")
+
+    def __init__(self, call: Call, ex: Exchange) -> None:
+        self.call = call
+        self.ex = ex
+        self.policy = call.cluster.hedge
+        self.launched = 0
+        self.next_at = 0.0
+        self.last: Any = None
+        self.have_result = False
+        self.error: BaseException | None = None
+
+    def may_launch(self) -> bool:
+        return self.launched < self.policy.max_attempts
+
+    def pick(self) -> Host | None:
+        """The next attempt's host, or None if the budget (or the cluster) says no more."""
+        call = self.call
+        if self.launched > 0 and not call.grant_retry("hedges"):
+            self.launched = self.policy.max_attempts  # the budget is spent: no more hedges
+            return None
+        try:
+            host = call.pick(None)
+        except Exception:
+            if self.launched == 0:
+                raise
+            call.retry_finished()
+            self.launched = self.policy.max_attempts
+            return None
+        self.launched += 1
+        self.next_at = time.monotonic() + self.policy.delay
+        return host
+
+    def wait_time(self) -> float | None:
+        waits = []
+        if self.may_launch():
+            waits.append(max(0.0, self.next_at - time.monotonic()))
+        left = self.call.remaining()
+        if left is not None:
+            waits.append(max(0.0, left))
+        return min(waits) if waits else None
+
+    def finished(self, host: Host, started: float, hedge: bool, result: Any, exc: BaseException | None) -> bool:
+        """Book one finished attempt; True if it decides the call."""
+        call, ex = self.call, self.ex
+        if exc is not None:
+            outcome = _outcome(ex, exc)
+            call.done(host, started, AttemptResult(outcome), decide=False)
+            if hedge:
+                call.retry_finished()
+            if self.have_result:
+                return False
+            self.error = exc
+            if outcome in _NON_FATAL_OUTCOMES:
+                self.next_at = 0.0
+                return False
+            return True
+        verdict = ex.judge(result)
+        call.done(host, started, verdict, decide=False)
+        if hedge:
+            call.retry_finished()
+        if self.have_result:
+            ex.discard(self.last)
+        self.last, self.have_result, self.error = result, True, None
+        if verdict.outcome != Outcome.SUCCESS and self.policy.is_non_fatal(verdict.status, verdict.grpc_status):
+            self.next_at = 0.0
+            return False
+        return True
+
+    def abandoned(self, host: Host, started: float, hedge: bool, result: Any = None) -> None:
+        """A losing attempt is over (cancelled, or finished after the winner)."""
+        self.call.done(host, started, AttemptResult(Outcome.CANCELLED), decide=False)
+        if hedge:
+            self.call.retry_finished()
+        if result is not None:
+            self.ex.discard(result)
+
+    def outcome(self) -> Any:
+        if self.error is not None and not self.have_result:
+            raise self.error
+        return self.last
+
+
+def _hedged(call: Call, send: Callable[[Endpoint, float | None], T], ex: Exchange) -> T:
+    factory = call.cluster.executor
+    if factory is None:
+        raise RuntimeError("hedging needs a Cluster owned by a Mesh (for its thread pool)")
+    pool: cf.Executor = factory()
+    h = _Hedge(call, ex)
+    pending: dict[cf.Future[Any], tuple[Host, float, bool]] = {}
+
+    def launch() -> None:
+        host = h.pick()
+        if host is not None:
+            ctx = contextvars.copy_context()
+            fut = pool.submit(ctx.run, send, host.endpoint, call.attempt_timeout())
+            pending[fut] = (host, time.perf_counter(), h.launched > 1)
+
+    try:
+        launch()
+        while pending:
+            done, _ = cf.wait(list(pending), timeout=h.wait_time(), return_when=cf.FIRST_COMPLETED)
+            decided = False
+            for fut in done:
+                host, started, hedge = pending.pop(fut)
+                exc = fut.exception()
+                decided |= h.finished(host, started, hedge, None if exc is not None else fut.result(), exc)
+            if decided:
+                return h.outcome()  # type: ignore[no-any-return]
+            if call.is_expired():
+                call.expired(h.error)
+            if h.may_launch() and time.monotonic() >= h.next_at:
+                launch()
+        return h.outcome()  # type: ignore[no-any-return]
+    finally:
+        for fut, (host, started, hedge) in pending.items():
+            if fut.cancel():
+                h.abandoned(host, started, hedge)
+            else:
+                fut.add_done_callback(
+                    lambda f, host=host, started=started, hedge=hedge: h.abandoned(
+                        host, started, hedge, None if f.exception() is not None else f.result()
+                    )
+                )
+
+
+async def _hedged_async(call: Call, send: Callable[[Endpoint, float | None], Awaitable[T]], ex: Exchange) -> T:
+    h = _Hedge(call, ex)
+    pending: dict[asyncio.Task[Any], tuple[Host, float, bool]] = {}
+
+    def launch() -> None:
+        host = h.pick()
+        if host is not None:
+            task = asyncio.ensure_future(send(host.endpoint, call.attempt_timeout()))
+            pending[task] = (host, time.perf_counter(), h.launched > 1)
+
+    try:
+        launch()
+        while pending:
+            done, _ = await asyncio.wait(list(pending), timeout=h.wait_time(), return_when=asyncio.FIRST_COMPLETED)
+            decided = False
+            for task in done:
+                host, started, hedge = pending.pop(task)
+                exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+                decided |= h.finished(host, started, hedge, None if exc is not None else task.result(), exc)
+            if decided:
+                return h.outcome()  # type: ignore[no-any-return]
+            if call.is_expired():
+                call.expired(h.error)
+            if h.may_launch() and time.monotonic() >= h.next_at:
+                launch()
+        return h.outcome()  # type: ignore[no-any-return]
+    finally:
+        for task in pending:
+            task.cancel()
+        if pending:
+            results = await asyncio.gather(*pending, return_exceptions=True)
+            for (host, started, hedge), res in zip(pending.values(), results):
+                h.abandoned(host, started, hedge, None if isinstance(res, BaseException) else res)

@@ -1,28 +1,46 @@
-"""A cluster: one service's hosts, its picker, and the per-call attempt logic.
+"""A cluster: one service's hosts, its picker, its policies, and the per-call decisions.
 
 Discovery calls :meth:`Cluster.update` with each new snapshot (off the hot
 path); it rebuilds the picker and swaps one reference. Calls read that
-reference without a lock. :class:`Call` is the attempt loop's state as plain
-decisions, shared by the sync and async drivers in ``_driver``.
+reference without a lock. The cluster composes the service's resilience
+policies (retry policy and budget, circuit-breaker thresholds, breakers,
+outlier detection, active health checks, rate limit, fault injection), and
+:class:`Call` holds one logical call's decisions as plain methods, shared by
+the sync and async drivers in ``_driver``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import logging
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from ._background import PeriodicWorker
 from .balancing import HASHING, POLICIES, Picker, build_picker
 from .balancing.hashing import hash_key as _hash
 from .balancing.locality import PriorityLevel
 from .clock import SYSTEM_CLOCK, Clock
 from .config import ServiceConfig
 from .endpoint import EndpointSnapshot
-from .errors import NoHealthyEndpointsError
+from .errors import CircuitOpenError, DeadlineExceededError, NoHealthyEndpointsError, RateLimitedError
 from .host import Host, Outcome
+from .resilience.breaker import OPEN, CircuitBreaker
+from .resilience.deadline import current_deadline
+from .resilience.fault import FaultDecision
+from .resilience.health import HealthChecker, Probe
+from .resilience.outlier import OutlierDetector
+from .resilience.ratelimit import TokenBucket
+from .resilience.retry import IDEMPOTENT_METHODS, AttemptResult
+from .resilience.thresholds import Thresholds
 
 __all__ = ["Cluster", "Call", "hash_key"]
+
+log = logging.getLogger("meshlib")
 
 _HASH_KEY: contextvars.ContextVar[str | bytes | None] = contextvars.ContextVar("meshlib_hash_key", default=None)
 
@@ -55,24 +73,72 @@ class _State:
     hosts: tuple[Host, ...]
     picker: Picker
     levels: tuple[PriorityLevel, ...]
+    #: The snapshot as callers see it: health checks and ejections folded in.
+    view: EndpointSnapshot
+
+
+#: Counters every cluster keeps (``mesh.stats()["services"][name]["calls"]``).
+COUNTERS = (
+    "calls",
+    "retries",
+    "retries_budget_exhausted",
+    "retries_overflow",
+    "hedges",
+    "hedges_budget_exhausted",
+    "deadline_exceeded",
+    "rate_limited",
+    "breaker_rejected",
+    "overflow",
+    "fault_delays",
+    "fault_aborts",
+)
 
 
 class Cluster:
     """One service inside a Mesh."""
 
-    def __init__(self, name: str, cfg: ServiceConfig, *, clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        cfg: ServiceConfig,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+        executor: Callable[[], Any] | None = None,
+        health_probe: Probe | None = None,
+    ) -> None:
         self.name = name
         self.config = cfg
         self.clock = clock
         self.hashing = cfg.lb_policy in HASHING
-        self.connect_retries_done = 0
-        self._rng = rng or random.Random()
+        self.rng = rng or random.Random()
+        #: Returns the Mesh's thread pool (for hedged sync calls), made on first use.
+        self.executor = executor
         self._policy = POLICIES[cfg.lb_policy]
         self._hosts: dict[tuple[str, int], Host] = {}
         self._write_lock = threading.Lock()  # snapshot rebuilds only
         self._stats_lock = threading.Lock()  # counters; never waits for a rebuild
-        picker, levels = build_picker(name, (), (), cfg, self._policy, self._rng, clock)
-        self._state = _State(EndpointSnapshot(name, ()), (), picker, tuple(levels))
+        self.counters = dict.fromkeys(COUNTERS, 0)
+
+        # Policies, composed once from the immutable config.
+        self.retry = cfg.retry
+        self.hedge = cfg.hedge
+        self.budget = cfg.retry_budget.build(clock)
+        self.budget_limited = cfg.retry_budget.kind != "none"
+        self.thresholds = Thresholds(cfg.max_requests, cfg.max_pending_requests, cfg.max_retries, cfg.max_connections, service=name)
+        self.breaker = CircuitBreaker(cfg.breaker_config, clock=clock, name=name) if cfg.breaker == "cluster" else None
+        self.endpoint_breakers: dict[tuple[str, int], CircuitBreaker] | None = {} if cfg.breaker == "endpoint" else None
+        self.outlier = OutlierDetector(cfg.outlier, clock, random.Random(f"{name}/outlier")) if cfg.outlier_detection else None
+        self.limiter = TokenBucket(cfg.rate_limit, cfg.rate_limit_burst, clock=clock) if cfg.rate_limit > 0 else None
+        self.fault = cfg.fault if cfg.fault.enabled else None
+        self.health: HealthChecker | None = None
+        self._health_worker: PeriodicWorker | None = None
+        if cfg.health_check.enabled:
+            self.health = HealthChecker(name, cfg.health_check, probe=health_probe, clock=clock, on_pass=self._health_passed)
+
+        picker, levels = build_picker(name, (), (), cfg, self._policy, self.rng, clock)
+        empty = EndpointSnapshot(name, ())
+        self._state = _State(empty, (), picker, tuple(levels), empty)
 
     # -- discovery side -------------------------------------------------------
 
@@ -92,15 +158,96 @@ class Cluster:
                 fresh[ep.key] = host
                 hosts.append(host)
             self._hosts = fresh
-            usable = [h.endpoint.healthy for h in hosts]
-            picker, levels = build_picker(self.name, hosts, usable, cfg, self._policy, self._rng, self.clock)
-            self._state = _State(snapshot, tuple(hosts), picker, tuple(levels))
+            if self.outlier is not None:
+                self.outlier.set_hosts(fresh)
+            if self.health is not None:
+                self.health.set_hosts(snapshot.endpoints)
+            if self.endpoint_breakers is not None:
+                old = self.endpoint_breakers
+                self.endpoint_breakers = {k: old.get(k) or self._endpoint_breaker(k) for k in fresh}
+            self._build(snapshot, tuple(hosts))
+
+    def _endpoint_breaker(self, key: tuple[str, int]) -> CircuitBreaker:
+        breaker = CircuitBreaker(self.config.breaker_config, clock=self.clock, name=f"{self.name}/{key[0]}:{key[1]}")
+        breaker.on_transition(lambda old, new: self.rebuild() if OPEN in (old, new) else None)
+        return breaker
+
+    def _usable(self, host: Host) -> tuple[bool, bool]:
+        """(passes health checks, is ejected) for one host."""
+        key = host.endpoint.key
+        healthy = host.endpoint.healthy and (self.health is None or self.health.is_healthy(key))
+        ejected = self.outlier is not None and self.outlier.is_ejected(key)
+        if not ejected and self.endpoint_breakers is not None:
+            breaker = self.endpoint_breakers.get(key)
+            ejected = breaker is not None and breaker.state == OPEN
+        return healthy, ejected
+
+    def _build(self, snapshot: EndpointSnapshot, hosts: tuple[Host, ...]) -> None:
+        flags = [self._usable(h) for h in hosts]
+        usable = [healthy and not ejected for healthy, ejected in flags]
+        picker, levels = build_picker(self.name, hosts, usable, self.config, self._policy, self.rng, self.clock)
+        if all(healthy == h.endpoint.healthy and not ejected for h, (healthy, ejected) in zip(hosts, flags)):
+            view = snapshot
+        else:
+            eps = [replace(h.endpoint, healthy=healthy, ejected=ejected) for h, (healthy, ejected) in zip(hosts, flags)]
+            view = EndpointSnapshot(snapshot.service, eps, snapshot.version, snapshot.source)
+        self._state = _State(snapshot, hosts, picker, tuple(levels), view)
+
+    def rebuild(self) -> None:
+        """Rebuild the picker after a health, ejection or breaker change."""
+        with self._write_lock:
+            state = self._state
+            self._build(state.snapshot, state.hosts)
+
+    # -- timers (a Mesh thread calls tick; tests call it directly) ------------
+
+    def tick(self) -> bool:
+        """Interval work: outlier detection's timer, and endpoint breakers whose
+        open wait is over going half-open. True if the picker was rebuilt."""
+        changed = False
+        if self.outlier is not None:
+            changed = self.outlier.maybe_tick()
+        if self.endpoint_breakers is not None:
+            for breaker in list(self.endpoint_breakers.values()):
+                if breaker.probe_due() and breaker.try_acquire():  # now half-open
+                    breaker.release()
+                    changed = True
+        if changed:
+            self.rebuild()
+        return changed
+
+    def check_health(self) -> bool:
+        """Run one round of active health checks now; True if the picker changed."""
+        if self.health is None:
+            return False
+        changed = self.health.check_all()
+        if changed:
+            self.rebuild()
+        return changed
+
+    def start(self) -> None:
+        """Start the active health-check thread, if checks are configured."""
+        if self.health is not None and self._health_worker is None:
+            self._health_worker = PeriodicWorker(f"health-{self.name}", self.config.health_check.interval, self.check_health, run_first=True)
+            self._health_worker.start()
+
+    def close(self) -> None:
+        if self._health_worker is not None:
+            self._health_worker.stop()
+
+    def _health_passed(self, key: object) -> bool:
+        return self.outlier is not None and self.outlier.health_check_passed(key)
 
     # -- call side ------------------------------------------------------------
 
     @property
     def snapshot(self) -> EndpointSnapshot:
         return self._state.snapshot
+
+    @property
+    def view(self) -> EndpointSnapshot:
+        """The snapshot with active health and ejections folded into each endpoint."""
+        return self._state.view
 
     @property
     def hosts(self) -> tuple[Host, ...]:
@@ -113,40 +260,134 @@ class Cluster:
     def pick(self, hash_value: int | None = None) -> Host:
         return self._state.picker.pick(hash_value)
 
-    def count_connect_retry(self) -> None:
+    def count(self, counter: str, n: int = 1) -> None:
         with self._stats_lock:
-            self.connect_retries_done += 1
+            self.counters[counter] += n
 
-    def start_call(self, header_hash_key: str | None = None) -> "Call":
+    def start_call(self, header_hash_key: str | None = None, method: str | None = None) -> "Call":
         key: str | bytes | None = None
         if self.hashing:
             key = _HASH_KEY.get()
             if key is None:
                 key = header_hash_key
-        return Call(self, key)
+        return Call(self, key, method)
+
+    def resilience_stats(self) -> dict[str, Any]:
+        with self._stats_lock:
+            out: dict[str, Any] = dict(self.counters)
+        out["retry_budget"] = {"kind": self.config.retry_budget.kind, "balance": self.budget.balance()}
+        out["thresholds"] = self.thresholds.snapshot()
+        if self.breaker is not None:
+            out["breaker"] = self.breaker.snapshot()
+        if self.outlier is not None:
+            out["outlier_detection"] = self.outlier.stats()
+        if self.limiter is not None:
+            out["rate_limit"] = self.limiter.snapshot()
+        return out
+
+    def host_resilience(self, host: Host) -> dict[str, Any]:
+        key = host.endpoint.key
+        out: dict[str, Any] = {}
+        if self.outlier is not None:
+            try:
+                out.update(self.outlier.host_stats(key))
+            except KeyError:
+                pass
+        if self.health is not None:
+            out.update(self.health.host_stats(key))
+        if self.endpoint_breakers is not None and key in self.endpoint_breakers:
+            out["breaker"] = self.endpoint_breakers[key].state
+        return out
 
 
 class Call:
-    """One logical call's attempts: which host next, and whether to try again.
+    """One logical call's decisions: admission, which host next, whether and
+    when to try again, and the bookkeeping each step owes the policies.
 
-    Connect failures (the request never left) are retried on a host not yet
-    tried, up to ``connect_retries`` times. Everything else is returned to the
-    caller (retry policies and budgets build on this in the resilience layer).
+    Drivers call :meth:`begin` once, then for each attempt :meth:`pick`,
+    :meth:`attempt_timeout` and :meth:`done`, and :meth:`finish` at the end
+    (always, in a ``finally``).
     """
 
-    __slots__ = ("cluster", "key", "tried", "attempt")
+    __slots__ = ("cluster", "key", "method", "tried", "attempt", "retries", "deadline", "started", "ok", "_breaker", "_is_retry")
 
-    def __init__(self, cluster: Cluster, key: str | bytes | None) -> None:
+    def __init__(self, cluster: Cluster, key: str | bytes | None, method: str | None = None) -> None:
         self.cluster = cluster
         self.key = key
+        self.method = method
         self.tried: list[Host] = []
         self.attempt = 0
+        self.retries = 0
+        self.deadline: float | None = None
+        self.started = 0.0
+        self.ok = False
+        self._breaker: CircuitBreaker | None = None
+        self._is_retry = False  # the attempt in progress (or about to be) holds a granted retry
+
+    # -- admission ---------------------------------------------------------------
+
+    def begin(self) -> FaultDecision | None:
+        """Admit the call (rate limit, breaker), fix its deadline, count it for
+        the budget; returns the fault to inject, if any. Raises
+        ``RateLimitedError`` / ``CircuitOpenError`` without touching the network."""
+        c = self.cluster
+        if c.limiter is not None and not c.limiter.try_take():
+            c.count("rate_limited")
+            raise RateLimitedError(c.name, c.limiter.rate)
+        if c.breaker is not None:
+            if not c.breaker.try_acquire():
+                c.count("breaker_rejected")
+                raise CircuitOpenError(c.name, f"breaker open ({_breaker_reason(c.breaker)})")
+            self._breaker = c.breaker
+        now = c.clock.monotonic()
+        self.started = now
+        deadline = current_deadline()
+        timeout = c.config.timeout
+        if timeout is not None:
+            mine = now + timeout
+            deadline = mine if deadline is None else min(deadline, mine)
+        self.deadline = deadline
+        c.budget.deposit()
+        with c._stats_lock:
+            c.counters["calls"] += 1
+        if c.fault is None:
+            return None
+        decision = c.fault.decide(c.rng)
+        if decision.delay:
+            c.count("fault_delays")
+        if decision.abort_status is not None:
+            c.count("fault_aborts")
+        return decision
+
+    @property
+    def hedging(self) -> bool:
+        """Whether this call hedges (the service hedges and the method is idempotent)."""
+        return self.cluster.hedge.enabled and (self.method is None or self.method.upper() in IDEMPOTENT_METHODS)
+
+    # -- attempts ----------------------------------------------------------------
+
+    def remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return self.deadline - self.cluster.clock.monotonic()
+
+    def attempt_timeout(self) -> float | None:
+        """This attempt's time limit: the per-try timeout or what is left of the
+        deadline, whichever is shorter (None: no limit)."""
+        per_try = self.cluster.retry.per_try_timeout
+        left = self.remaining()
+        if left is None:
+            return per_try
+        return left if per_try is None else min(per_try, left)
 
     def pick(self, failure: BaseException | None = None) -> Host:
         """Choose this attempt's host (another than those tried, where one
         exists), mark it started and return it. ``failure`` is the previous
         attempt's error: if no host is left to retry on, it is raised instead."""
         cluster = self.cluster
+        left = self.remaining()
+        if left is not None and left <= 0:
+            self.expired(failure)
         key = self.key
         hash_value = None if key is None else _hash(key, self.attempt)
         try:
@@ -168,16 +409,152 @@ class Call:
                 untried = [h for h in cluster.hosts if h not in self.tried and h.endpoint.healthy]
                 if untried:
                     host = untried[0]
+        breakers = cluster.endpoint_breakers
+        if breakers is not None:
+            host = self._admit_endpoint(host, breakers, failure)
+        try:
+            cluster.thresholds.acquire_attempt()
+        except CircuitOpenError:
+            cluster.count("overflow")
+            self._release_retry()
+            if failure is not None:
+                raise failure from None
+            raise
         self.tried.append(host)
         self.attempt += 1
         host.start()
         return host
 
-    def done(self, host: Host, started: float, outcome: str) -> bool:
-        """Record the attempt's outcome; return True to make another attempt."""
-        host.done(time.perf_counter() - started, outcome)
-        if outcome == Outcome.CONNECT_FAILURE and self.attempt <= self.cluster.config.connect_retries:
-            self.cluster.count_connect_retry()
-            return True
-        return False
+    def _admit_endpoint(self, host: Host, breakers: dict[tuple[str, int], CircuitBreaker], failure: BaseException | None) -> Host:
+        breaker = breakers.get(host.endpoint.key)
+        if breaker is None or breaker.try_acquire():
+            return host
+        for other in self.cluster.hosts:
+            b = breakers.get(other.endpoint.key)
+            if other is not host and other not in self.tried and (b is None or b.try_acquire()):
+                return other
+        self.cluster.count("breaker_rejected")
+        if failure is not None:
+            raise failure
+        raise CircuitOpenError(self.cluster.name, "breaker open on every endpoint")
 
+    def done(self, host: Host, started: float, result: AttemptResult, *, decide: bool = True) -> float | None:
+        """Record one finished attempt; return the delay before the next
+        attempt, or None to stop (the result goes back to the caller). With
+        ``decide=False`` (hedged attempts) only the bookkeeping is done."""
+        cluster = self.cluster
+        elapsed = time.perf_counter() - started
+        outcome = result.outcome
+        cluster.thresholds.release_attempt()
+        if decide:
+            self._release_retry()
+        host.done(elapsed, outcome)
+        if outcome == Outcome.CANCELLED:
+            return None
+        success = outcome == Outcome.SUCCESS
+        self.ok = success
+        outlier = cluster.outlier
+        if outlier is not None and outlier.record(host.endpoint.key, outcome, result.status):
+            log.warning("meshlib: %s endpoint %s ejected (outlier detection)", cluster.name, host.endpoint.address)
+            cluster.rebuild()
+        if cluster.endpoint_breakers is not None:
+            breaker = cluster.endpoint_breakers.get(host.endpoint.key)
+            if breaker is not None:
+                breaker.on_result(success, elapsed)
+        if not decide or success:
+            return None
+        return self._retry_delay(result)
+
+    def _retry_delay(self, result: AttemptResult) -> float | None:
+        cluster = self.cluster
+        policy = cluster.retry
+        if not policy.should_retry(result, method=self.method, retries_done=self.retries):
+            return None
+        delay = policy.next_delay(result, self.retries + 1, cluster.rng)
+        left = self.remaining()
+        if left is not None and delay >= left:
+            return None  # no time left for another attempt
+        if not self.grant_retry():
+            return None
+        self._is_retry = True
+        return delay
+
+    def grant_retry(self, counter: str = "retries") -> bool:
+        """Ask the budget (or, without one, ``max_retries``) for one more
+        attempt; each granted one is paid back with :meth:`retry_finished`."""
+        cluster = self.cluster
+        if cluster.budget_limited:
+            if not cluster.budget.try_withdraw():
+                cluster.count(f"{counter}_budget_exhausted")
+                return False
+        elif not cluster.thresholds.acquire_retry():
+            cluster.count("retries_overflow")
+            return False
+        self.retries += 1
+        cluster.count(counter)
+        return True
+
+    def retry_finished(self) -> None:
+        """A granted retry (or hedge) attempt is over, or was never made."""
+        if self.cluster.budget_limited:
+            self.cluster.budget.retry_done()
+        else:
+            self.cluster.thresholds.release_retry()
+
+    def _release_retry(self) -> None:
+        if self._is_retry:
+            self._is_retry = False
+            self.retry_finished()
+
+    def enter_pending(self) -> bool:
+        """Hold a ``max_pending_requests`` slot for the wait before the next
+        attempt; False (and the granted retry handed back) if none is free."""
+        try:
+            self.cluster.thresholds.acquire_pending()
+        except CircuitOpenError:
+            self.cluster.count("overflow")
+            self._release_retry()
+            return False
+        return True
+
+    def sleep(self, delay: float) -> None:
+        """Sleep out a back-off delay (after :meth:`enter_pending`), on the cluster's clock."""
+        try:
+            if delay > 0:
+                self.cluster.clock.sleep(delay)
+        finally:
+            self.cluster.thresholds.release_pending()
+
+    async def sleep_async(self, delay: float) -> None:
+        try:
+            if delay > 0:
+                await asyncio.sleep(delay)
+        finally:
+            self.cluster.thresholds.release_pending()
+
+    def expired(self, cause: BaseException | None = None) -> None:
+        """Raise ``DeadlineExceededError`` (from ``cause``)."""
+        cluster = self.cluster
+        cluster.count("deadline_exceeded")
+        timeout = (self.deadline - self.started) if self.deadline is not None else 0.0
+        raise DeadlineExceededError(cluster.name, timeout) from cause
+
+    def is_expired(self) -> bool:
+        left = self.remaining()
+        return left is not None and left <= 0
+
+    def finish(self) -> None:
+        """The call is over: release what it holds, tell the budget and breaker."""
+        cluster = self.cluster
+        self._release_retry()
+        cluster.budget.request_done()
+        if self._breaker is not None:
+            self._breaker.on_result(self.ok, cluster.clock.monotonic() - self.started)
+
+
+def _breaker_reason(breaker: CircuitBreaker) -> str:
+    snap = breaker.snapshot()
+    cfg = breaker.config
+    if snap["state"] == "half_open":
+        return f"half-open, its {cfg.permitted_calls_half_open} probe calls are out"
+    return f"failure rate over {cfg.failure_rate_threshold:g}% or slow-call rate over {cfg.slow_call_rate_threshold:g}%; retrying after {cfg.wait_duration_open:g}s"

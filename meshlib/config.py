@@ -13,12 +13,19 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from .endpoint import Endpoint, endpoint_from_mapping
 from .errors import ConfigError
+from .resilience.breaker import COUNT_BASED, TIME_BASED, BreakerConfig
+from .resilience.budget import BUDGET_KINDS, BudgetConfig
+from .resilience.fault import FaultConfig
+from .resilience.health import HealthCheckConfig, parse_statuses
+from .resilience.hedge import GRPC_STATUS_NAMES, HedgePolicy, parse_non_fatal
+from .resilience.outlier import OutlierConfig
+from .resilience.retry import RetryPolicy, parse_retry_on, parse_status_codes
 
 __all__ = ["MeshConfig", "ServiceConfig", "KEYS", "Key", "canonical_service", "load_config", "parse_duration"]
 
@@ -195,6 +202,40 @@ def _locality_weights(value: object, name: str) -> Mapping[str, int]:
     return MappingProxyType(out)
 
 
+def _bool(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, value, "true or false (also 1/0, yes/no, on/off)")
+
+
+def _optional_duration(value: object, name: str) -> float | None:
+    """A duration, or ``0`` / ``none`` / empty for no limit."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "off")):
+        return None
+    seconds = parse_duration(value, name)
+    return None if seconds == 0 else seconds
+
+
+def _retry_on(value: object, name: str) -> frozenset[str]:
+    return parse_retry_on(value if isinstance(value, (str, list, tuple)) else str(value), name)  # type: ignore[arg-type]
+
+
+def _status_codes(value: object, name: str) -> frozenset[int]:
+    return parse_status_codes(value, name)  # type: ignore[arg-type]
+
+
+def _grpc_status(value: object, name: str) -> str:
+    text = str(value).strip().upper()
+    if text not in GRPC_STATUS_NAMES:
+        raise ConfigError(name, value, "a gRPC status name such as UNAVAILABLE or RESOURCE_EXHAUSTED")
+    return text
+
+
 # ----------------------------------------------------------------- the key table
 
 
@@ -209,6 +250,8 @@ class Key:
     type: str
     doc: str
     example: str
+    #: For keys that build a policy object: (ServiceConfig field, the object's field).
+    target: tuple[str, str] | None = None
 
     @property
     def env(self) -> str:
@@ -248,8 +291,6 @@ KEYS: dict[str, Key] = {
         Key("locality_weights", _locality_weights, MappingProxyType({}), "both", "zone=weight list",
             "Enables locality-weighted balancing: traffic share per zone, scaled by each zone's health. Zones not listed get no traffic.",
             "us-east-1a=3,us-east-1b=1"),
-        Key("connect_retries", _int(0, 10), 2, "both", "integer",
-            "Extra attempts, each on another endpoint, when a connection cannot be made (the request never left).", "1"),
         Key("connect_timeout", _duration(allow_zero=False), 5.0, "both", "duration",
             "Timeout for opening a connection to an endpoint (Envoy connect_timeout).", "1s"),
         Key("dns_refresh_interval", _duration(allow_zero=False), 5.0, "both", "duration",
@@ -265,6 +306,158 @@ KEYS: dict[str, Key] = {
             "dns discovery: the port of every resolved address.", "8080"),
     ]
 }
+
+# ----------------------------------------------------------------- resilience defaults
+
+#: meshlib's default retry policy: only attempts that provably never reached a
+#: server (gRPC's transparent retries), twice, each on another endpoint.
+DEFAULT_RETRY = RetryPolicy(retry_on=frozenset({"connect-failure", "refused-stream"}), num_retries=2)
+_GROUP_DEFAULTS: dict[str, Any] = {
+    "retry": DEFAULT_RETRY,
+    "retry_budget": BudgetConfig(),
+    "breaker_config": BreakerConfig(),
+    "outlier": OutlierConfig(),
+    "health_check": HealthCheckConfig(),
+    "hedge": HedgePolicy(),
+    "fault": FaultConfig(),
+}
+
+
+def _default_of(group: str, path: str) -> Any:
+    obj = _GROUP_DEFAULTS[group]
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _policy_key(name: str, parse: Callable[[object, str], Any], group: str, path: str, type_: str, doc: str, example: str) -> Key:
+    return Key(name, parse, _default_of(group, path), "both", type_, doc, example, target=(group, path))
+
+
+_OUTLIER_DOCS = {
+    "consecutive_5xx": ("integer", _int(0), "Eject a host after this many 5xx (and, unless split, local-origin failures) in a row; 0 never.", "3"),
+    "consecutive_gateway_failure": ("integer", _int(0), "Eject after this many 502/503/504 (or local-origin failures) in a row (needs enforcing_consecutive_gateway_failure).", "3"),
+    "consecutive_local_origin_failure": ("integer", _int(0), "Split mode: eject after this many connect failures, resets or timeouts in a row.", "3"),
+    "split_external_local_origin_errors": ("boolean", _bool, "Count local-origin failures (connect, reset, timeout) apart from server answers.", "true"),
+    "interval": ("duration", _duration(allow_zero=False), "How often ejection times are checked and success-rate / failure-percentage run.", "5s"),
+    "base_ejection_time": ("duration", _duration(allow_zero=False), "A host is ejected for this times the number of its ejections so far.", "10s"),
+    "max_ejection_time": ("duration", _duration(allow_zero=False), "Cap on one ejection's length (the larger of this and base_ejection_time).", "2m"),
+    "max_ejection_time_jitter": ("duration", _duration(), "Random extra ejection time, up to this.", "1s"),
+    "max_ejection_percent": ("percent", _int(0, 100), "At most this share of hosts ejected at once (one host always may be).", "50"),
+    "always_eject_one_host": ("boolean", _bool, "Allow one ejection whatever max_ejection_percent says (Envoy's behaviour before 1.31).", "false"),
+    "enforcing_consecutive_5xx": ("percent", _int(0, 100), "Chance that a consecutive_5xx detection really ejects.", "50"),
+    "enforcing_consecutive_gateway_failure": ("percent", _int(0, 100), "Chance that a consecutive_gateway_failure detection ejects.", "100"),
+    "enforcing_consecutive_local_origin_failure": ("percent", _int(0, 100), "Chance that a consecutive_local_origin_failure detection ejects.", "100"),
+    "enforcing_success_rate": ("percent", _int(0, 100), "Chance that a success-rate detection ejects.", "0"),
+    "enforcing_local_origin_success_rate": ("percent", _int(0, 100), "Split mode: chance that a local-origin success-rate detection ejects.", "0"),
+    "success_rate_minimum_hosts": ("integer", _int(0), "Success-rate detection runs only with this many hosts having enough requests.", "3"),
+    "success_rate_request_volume": ("integer", _int(0), "A host takes part in success-rate detection with this many requests in the interval.", "20"),
+    "success_rate_stdev_factor": ("integer", _int(0), "Eject below mean - factor/1000 x stdev of success rates.", "1000"),
+    "failure_percentage_threshold": ("percent", _int(0, 100), "Eject hosts whose failure percentage reaches this.", "50"),
+    "failure_percentage_minimum_hosts": ("integer", _int(0), "Failure-percentage detection runs only with this many hosts having enough requests.", "2"),
+    "failure_percentage_request_volume": ("integer", _int(0), "A host takes part in failure-percentage detection with this many requests in the interval.", "10"),
+    "enforcing_failure_percentage": ("percent", _int(0, 100), "Chance that a failure-percentage detection ejects (0: detection only counted).", "100"),
+    "enforcing_failure_percentage_local_origin": ("percent", _int(0, 100), "Split mode: chance that a local-origin failure-percentage detection ejects.", "100"),
+    "successful_active_health_check_uneject_host": ("boolean", _bool, "A passing active health check returns an ejected host at once.", "false"),
+}
+_BREAKER_DOCS = {
+    "failure_rate_threshold": ("percent", _float(0.001, 100.0), "Open when this % of the window's calls failed.", "25"),
+    "slow_call_rate_threshold": ("percent", _float(0.001, 100.0), "Open when this % of the window's calls were slow.", "80"),
+    "slow_call_duration": ("duration", _duration(), "A call slower than this is slow.", "2s"),
+    "wait_duration_open": ("duration", _duration(), "Stay open this long, then let probe calls through (half-open).", "10s"),
+    "permitted_calls_half_open": ("integer", _int(1), "Probe calls allowed while half-open; their outcome closes or re-opens.", "3"),
+    "minimum_calls": ("integer", _int(1), "No decision before the window holds this many calls.", "20"),
+    "window_type": ("string", _choice((COUNT_BASED, TIME_BASED)), "count_based: the last window_size calls; time_based: the last window_size seconds.", "time_based"),
+    "window_size": ("integer", _int(1), "Calls (count_based) or seconds (time_based) in the sliding window.", "60"),
+}
+
+
+def _resilience_keys() -> list[Key]:
+    P = _policy_key
+    keys = [
+        P("retry_on", _retry_on, "retry", "retry_on", "condition list",
+          "When to retry (Envoy's retry_on names): 5xx, gateway-error, reset, connect-failure, refused-stream, retriable-4xx, "
+          "retriable-status-codes, and for gRPC cancelled, deadline-exceeded, internal, resource-exhausted, unavailable. Empty: never.",
+          "5xx,reset,connect-failure"),
+        P("num_retries", _int(0, 10), "retry", "num_retries", "integer",
+          "Retries after the first attempt, each on an endpoint not yet tried where one exists.", "3"),
+        P("per_try_timeout", _optional_duration, "retry", "per_try_timeout", "duration",
+          "Time limit of one attempt (no limit: none); a timed-out attempt is retried under 5xx, gateway-error or reset.", "500ms"),
+        P("retry_backoff_base", _duration(allow_zero=False), "retry", "backoff.base_interval", "duration",
+          "Retry N waits a random time in [0, (2^N - 1) x base), fully jittered.", "50ms"),
+        P("retry_backoff_max", _optional_duration, "retry", "backoff.max_interval", "duration",
+          "Cap on the back-off bound (none: 10 x retry_backoff_base). A server's Retry-After wins, up to 300s.", "1s"),
+        P("retriable_status_codes", _status_codes, "retry", "retriable_status_codes", "status list",
+          "HTTP statuses retried under retry_on=retriable-status-codes.", "409,429"),
+        P("retry_non_idempotent", _bool, "retry", "retry_non_idempotent", "boolean",
+          "Also retry POST and PATCH after the request may have reached the server (otherwise only connect failures and refused streams are).",
+          "true"),
+        P("retry_budget", _choice(BUDGET_KINDS), "retry_budget", "kind", "string",
+          "Limit on retries across all calls of a service: ratio (of recent requests, plus a floor per second), concurrency (Envoy's), or none.",
+          "concurrency"),
+        P("retry_budget_ratio", _float(0.0, 1000.0), "retry_budget", "ratio", "float",
+          "ratio budget: retries may be this fraction of the requests of the last retry_budget_ttl.", "0.1"),
+        P("retry_budget_min_per_sec", _float(0.0), "retry_budget", "min_retries_per_sec", "float",
+          "ratio budget: retries per second always allowed, however few the requests.", "5"),
+        P("retry_budget_ttl", _duration(allow_zero=False), "retry_budget", "ttl", "duration",
+          "ratio budget: the window requests and retries are counted over (1s to 60s).", "30s"),
+        P("retry_budget_percent", _float(0.0, 100.0), "retry_budget", "budget_percent", "percent",
+          "concurrency budget: retries in flight may be this % of requests in flight.", "50"),
+        P("retry_budget_min_concurrency", _int(0), "retry_budget", "min_retry_concurrency", "integer",
+          "concurrency budget: retries in flight always allowed.", "10"),
+        Key("max_requests", _int(0), 1024, "both", "integer",
+            "Circuit-breaker threshold: attempts in flight to the service at once; beyond it calls fail fast with CircuitOpenError.", "200"),
+        Key("max_pending_requests", _int(0), 1024, "both", "integer",
+            "Circuit-breaker threshold: calls waiting for their next attempt (in retry back-off or a hedging delay).", "100"),
+        Key("max_retries", _int(0), 3, "both", "integer",
+            "Circuit-breaker threshold: retries in flight at once, applied when retry_budget is none (a budget replaces it, as in Envoy).", "10"),
+        Key("max_connections", _int(0), 1024, "both", "integer",
+            "Circuit-breaker threshold: connections busy at once (HTTP/1.1 uses one per attempt in flight; gRPC one channel per endpoint).", "512"),
+        Key("timeout", _optional_duration, None, "both", "duration",
+            "Whole-call time limit over all attempts and back-off (none: no limit). meshlib.deadline() and incoming deadlines shorten it.",
+            "15s"),
+        Key("breaker", _choice(("off", "cluster", "endpoint")), "off", "both", "string",
+            "Classic circuit breaker on failure and slow-call rates: off, cluster (one per service) or endpoint (one per endpoint).", "cluster"),
+        Key("outlier_detection", _bool, True, "both", "boolean",
+            "Eject misbehaving endpoints for a while (Envoy outlier detection, with the outlier_* settings).", "false"),
+        P("health_check_path", lambda v, n: str(v).strip(), "health_check", "path", "string",
+          "Active HTTP health checks: the path to GET on every endpoint (empty: no active checks).", "/healthz"),
+        P("health_check_protocol", _choice(("http", "grpc")), "health_check", "protocol", "string",
+          "http (GET health_check_path) or grpc (grpc.health.v1 Check; health_check_path is the service name asked about).", "grpc"),
+        P("health_check_interval", _duration(allow_zero=False), "health_check", "interval", "duration", "Time between checks of each endpoint.", "10s"),
+        P("health_check_timeout", _duration(allow_zero=False), "health_check", "timeout", "duration", "A check not answered within this fails.", "2s"),
+        P("health_check_healthy_threshold", _int(1), "health_check", "healthy_threshold", "integer",
+          "Passing checks in a row that make an unhealthy endpoint healthy.", "1"),
+        P("health_check_unhealthy_threshold", _int(1), "health_check", "unhealthy_threshold", "integer",
+          "Failing checks in a row that make a healthy endpoint unhealthy.", "2"),
+        P("health_check_expected_statuses", parse_statuses, "health_check", "expected_statuses", "status list",
+          "HTTP statuses that pass, as codes and inclusive ranges.", "200-299"),
+        P("hedge_max_attempts", _int(1, 5), "hedge", "max_attempts", "integer",
+          "Hedging for idempotent calls: attempts in all, sent hedge_delay apart until one answers (1: no hedging; replaces retries).", "2"),
+        P("hedge_delay", _duration(), "hedge", "delay", "duration", "Wait between hedged attempts.", "50ms"),
+        P("hedge_non_fatal", parse_non_fatal, "hedge", "non_fatal", "status list",
+          "HTTP statuses and gRPC status names that do not end a hedged call: the next hedge goes out at once.", "503,UNAVAILABLE"),
+        Key("rate_limit", _float(0.0), 0.0, "both", "float",
+            "Local rate limit: calls per second to the service (token bucket); over it calls fail fast with RateLimitedError. 0: no limit.",
+            "100"),
+        Key("rate_limit_burst", _float(0.0), 0.0, "both", "float",
+            "Local rate limit: calls allowed in a burst (bucket size; 0: the rate, at least 1).", "20"),
+        P("fault_delay_percent", _float(0.0, 100.0), "fault", "delay_percent", "percent", "Fault injection: share of calls delayed by fault_delay.", "10"),
+        P("fault_delay", _duration(), "fault", "delay", "duration", "Fault injection: the injected delay.", "2s"),
+        P("fault_abort_percent", _float(0.0, 100.0), "fault", "abort_percent", "percent",
+          "Fault injection: share of calls answered with fault_abort_status without being sent.", "5"),
+        P("fault_abort_status", _int(200, 599), "fault", "abort_status", "integer", "Fault injection: the HTTP status of an aborted call.", "500"),
+        P("fault_abort_grpc_status", _grpc_status, "fault", "abort_grpc_status", "string",
+          "Fault injection: the gRPC status of an aborted gRPC call.", "RESOURCE_EXHAUSTED"),
+    ]
+    for field_name, (type_, parse, doc, example) in _OUTLIER_DOCS.items():
+        keys.append(P(f"outlier_{field_name}", parse, "outlier", field_name, type_, doc, example))
+    for field_name, (type_, parse, doc, example) in _BREAKER_DOCS.items():
+        keys.append(P(f"breaker_{field_name}", parse, "breaker_config", field_name, type_, doc, example))
+    return keys
+
+
+KEYS.update((k.name, k) for k in _resilience_keys())
 
 SERVICE_KEYS = tuple(k for k in KEYS.values() if k.scope in ("service", "both"))
 GLOBAL_KEYS = tuple(k for k in KEYS.values() if k.scope in ("global", "both"))
@@ -291,15 +484,67 @@ class ServiceConfig:
     panic_threshold: float = 50.0
     overprovisioning_factor: float = 1.4
     locality_weights: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
-    connect_retries: int = 2
     connect_timeout: float = 5.0
     dns_refresh_interval: float = 5.0
     endpoints: tuple[Endpoint, ...] | None = None
     dns_name: str | None = None
     port: int = 80
+    # Resilience: flat keys, and policy objects built from their *_ keys.
+    retry: RetryPolicy = DEFAULT_RETRY
+    retry_budget: BudgetConfig = _GROUP_DEFAULTS["retry_budget"]
+    max_requests: int = 1024
+    max_pending_requests: int = 1024
+    max_retries: int = 3
+    max_connections: int = 1024
+    timeout: float | None = None
+    breaker: str = "off"
+    breaker_config: BreakerConfig = _GROUP_DEFAULTS["breaker_config"]
+    outlier_detection: bool = True
+    outlier: OutlierConfig = _GROUP_DEFAULTS["outlier"]
+    health_check: HealthCheckConfig = _GROUP_DEFAULTS["health_check"]
+    hedge: HedgePolicy = _GROUP_DEFAULTS["hedge"]
+    rate_limit: float = 0.0
+    rate_limit_burst: float = 0.0
+    fault: FaultConfig = _GROUP_DEFAULTS["fault"]
 
 
-_SERVICE_FIELDS = {f.name for f in fields(ServiceConfig)} - {"name"}
+def _with_changes(obj: Any, changes: dict[str, tuple[Any, str]]) -> Any:
+    """``obj`` with the (possibly dotted) fields in ``changes`` replaced; a
+    cross-field error names the setting that caused it."""
+    flat: dict[str, Any] = {}
+    nested: dict[str, dict[str, tuple[Any, str]]] = {}
+    for path, (value, where) in changes.items():
+        head, dot, rest = path.partition(".")
+        if dot:
+            nested.setdefault(head, {})[rest] = (value, where)
+        else:
+            flat[head] = value
+    for head, sub in nested.items():
+        flat[head] = _with_changes(getattr(obj, head), sub)
+    try:
+        return replace(obj, **flat)
+    except ConfigError as exc:
+        culprit = [c for p, c in changes.items() if p.rpartition(".")[2] == exc.name] or list(changes.values())
+        value, where = culprit[0]
+        raise ConfigError(where, value, exc.accepted) from None
+
+
+def _service_config(base: ServiceConfig, name: str, raw: "_Raw") -> ServiceConfig:
+    """``base`` with the service keys in ``raw`` (key -> (value, where)) parsed and applied."""
+    plain: dict[str, Any] = {}
+    groups: dict[str, dict[str, tuple[Any, str]]] = {}
+    for key, (value, where) in raw.items():
+        k = KEYS[key]
+        if k.scope == "global":
+            continue
+        parsed = k.parse(value, where)
+        if k.target is None:
+            plain[key] = parsed
+        else:
+            groups.setdefault(k.target[0], {})[k.target[1]] = (parsed, where)
+    for group, changes in groups.items():
+        plain[group] = _with_changes(getattr(base, group), changes)
+    return replace(base, name=name, **plain)
 
 
 @dataclass(frozen=True)
@@ -398,9 +643,12 @@ def _check_key(key: str, where: str, *, service: bool, value: object = None) -> 
     k = KEYS.get(key)
     allowed = SERVICE_KEYS if service else GLOBAL_KEYS
     if k is None or k not in allowed:
-        names = ", ".join(sorted(x.name for x in allowed))
+        import difflib
+
         kind = "per-service" if service else "global"
-        raise ConfigError(where, key if value is None else value, f"{where.split(' ')[0]} is not a {kind} key; known {kind} keys: {names}")
+        close = difflib.get_close_matches(key, [x.name for x in allowed], n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"the {len(allowed)} {kind} keys are listed in docs/configuration.md"
+        raise ConfigError(where, key if value is None else value, f"{where.split(' ')[0]} is not a {kind} key; {hint}")
 
 
 def _merge_env(environ: Mapping[str, str], glob: _Raw, services: dict[str, _Raw]) -> None:
@@ -445,14 +693,14 @@ def load_config(
 
     values: dict[str, Any] = {}
     for key, (value, where) in glob.items():
-        values[key] = KEYS[key].parse(value, where)
-    defaults = ServiceConfig(name="*", **{k: v for k, v in values.items() if k in _SERVICE_FIELDS})
+        if KEYS[key].scope == "global":
+            values[key] = KEYS[key].parse(value, where)
+    defaults = _service_config(ServiceConfig(name="*"), "*", glob)
     _check_ring_sizes(defaults, "ring_hash_min_size")
 
     built: dict[str, ServiceConfig] = {}
     for cname, raw in services.items():
-        parsed = {key: KEYS[key].parse(value, where) for key, (value, where) in raw.items()}
-        svc = replace(defaults, name=cname, **parsed)
+        svc = _service_config(defaults, cname, raw)
         _check_ring_sizes(svc, raw.get("ring_hash_min_size", ("", f"services.{cname}.ring_hash_min_size"))[1])
         built[cname] = svc
 
@@ -484,7 +732,6 @@ DEFAULT_SOURCES = {
     "ewma_default_rtt": "Linkerd default_rtt 30ms",
     "panic_threshold": "Envoy healthy_panic_threshold 50%",
     "overprovisioning_factor": "Envoy overprovisioning_factor 140 (1.4)",
-    "connect_retries": "Envoy num_retries 1 once a retry policy is set; connect failures never reached the server, so 2 is safe for every method",
     "connect_timeout": "Envoy connect_timeout 5s",
     "dns_refresh_interval": "Envoy dns_refresh_rate 5s",
 }
@@ -494,6 +741,10 @@ def _show_default(key: Key) -> str:
     d = key.default
     if d is None:
         return "(none)"
+    if isinstance(d, bool):
+        return str(d).lower()
+    if isinstance(d, frozenset):
+        return ",".join(sorted(str(x) for x in d)) or "(empty)"
     if isinstance(d, Mapping):
         return "(none)" if not d else ",".join(f"{k}={v}" for k, v in d.items())
     if key.type == "duration":
@@ -525,7 +776,7 @@ def render_markdown() -> str:
         "",
         "```yaml",
         "lb_policy: peak_ewma",
-        "connect_retries: 2",
+        "retry_on: 5xx,connect-failure",
         "services:",
         "  inventory:",
         "    endpoints: [\"127.0.0.1:8001;weight=2\", \"127.0.0.1:8002;zone=b;priority=1\"]",

@@ -832,7 +832,7 @@ class _Run:
         stats = by_address(service)
         shares = self.recent.update(t, {a: int(s.get("requests", 0)) for a, s in stats.items()})
         rows = collect_rows(self.fleet, stats, self.log, t, shares)
-        title, footer = render_status(t, self.scenario.duration, self.policy, self.log, int(service["connect_retries"]))
+        title, footer = render_status(t, self.scenario.duration, self.policy, self.log, int(service["retries"]))
         self.view.show(title, render_table(rows, self.recent.window), footer, [r.state for r in rows])
         self.last_draw = t
 
@@ -859,7 +859,7 @@ class _Run:
             total_calls=self.log.total,
             ok_calls=self.log.ok,
             errors=dict(self.log.errors),
-            connect_retries=int(service["connect_retries"]),
+            connect_retries=int(service["retries"]),
         )
         result.findings = findings(result)
         result.summary = render_summary(result)

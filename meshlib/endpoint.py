@@ -19,7 +19,9 @@ class Endpoint:
     """One instance of a service: where to send a call, and how to weigh it.
 
     ``zone`` is the locality, ``priority`` 0 is the most preferred level (as
-    Envoy's), ``healthy`` is what discovery or health checking says.
+    Envoy's), ``healthy`` is what discovery or active health checking says.
+    ``ejected`` is set in ``mesh.endpoints()`` while outlier detection (or an
+    open endpoint breaker) keeps the endpoint out of rotation.
     """
 
     host: str
@@ -30,6 +32,7 @@ class Endpoint:
     tags: tuple[str, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
     healthy: bool = True
+    ejected: bool = False
     #: ``host:port``, with IPv6 hosts in brackets (computed once: read per call).
     address: str = field(init=False, repr=False, compare=False, hash=False)
 
@@ -82,10 +85,10 @@ class EndpointSnapshot:
 
     @property
     def healthy(self) -> tuple[Endpoint, ...]:
-        return tuple(ep for ep in self.endpoints if ep.healthy)
+        return tuple(ep for ep in self.endpoints if ep.healthy and not ep.ejected)
 
     def __repr__(self) -> str:
-        eps = ", ".join(ep.address + ("" if ep.healthy else " (unhealthy)") for ep in self.endpoints)
+        eps = ", ".join(ep.address + ("" if ep.healthy else " (unhealthy)") + (" (ejected)" if ep.ejected else "") for ep in self.endpoints)
         return f"EndpointSnapshot({self.service!r}, v{self.version}, [{eps}])"
 
 

@@ -9,6 +9,8 @@ __all__ = [
     "NoHealthyEndpointsError",
     "CircuitOpenError",
     "DeadlineExceededError",
+    "RateLimitedError",
+    "FaultInjectedError",
 ]
 
 
@@ -73,3 +75,25 @@ class DeadlineExceededError(MeshError, TimeoutError):
         self.service = service
         self.timeout = timeout
         super().__init__(f"call to {service!r} exceeded its deadline of {timeout:.3f}s")
+
+
+class RateLimitedError(MeshError):
+    """The service's local rate limit refused the call without sending it."""
+
+    def __init__(self, service: str, rate: float) -> None:
+        self.service = service
+        self.rate = rate
+        super().__init__(
+            f"call to {service!r} refused by the local rate limit ({rate:g} calls/s); "
+            "slow down or raise MESHLIB_RATE_LIMIT / rate_limit_burst"
+        )
+
+
+class FaultInjectedError(MeshError):
+    """Fault injection aborted the call (raised where no response can be
+    synthesized, e.g. by ``@mesh.call``); ``status`` is the configured status."""
+
+    def __init__(self, service: str, status: int | str) -> None:
+        self.service = service
+        self.status = status
+        super().__init__(f"call to {service!r} aborted by fault injection with {status} (fault_abort_percent is set)")

@@ -32,6 +32,8 @@ class Outcome:
     TIMEOUT = "timeout"
     #: The wrapped function raised something meshlib does not classify.
     ERROR = "error"
+    #: A hedged attempt abandoned because another one answered first: no verdict.
+    CANCELLED = "cancelled"
 
     LOCAL_ORIGIN = frozenset({CONNECT_FAILURE, RESET, REFUSED_STREAM, TIMEOUT})
 
@@ -89,6 +91,10 @@ class Host:
 
     def done(self, latency: float, outcome: str) -> None:
         """Record one finished attempt: latency in seconds and its :class:`Outcome`."""
+        if outcome == Outcome.CANCELLED:
+            with self._lock:
+                self.active -= 1
+            return
         now = self._clock.monotonic()
         ok = outcome == Outcome.SUCCESS
         rtt = latency if ok else max(latency, self._penalty)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import random
 import threading
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
+from ._background import PeriodicWorker
 from .clock import SYSTEM_CLOCK, Clock
 from .cluster import Cluster
 from .config import MeshConfig, ServiceConfig, canonical_service, load_config
@@ -15,6 +17,7 @@ from .discovery import DnsResolver, FileResolver, Resolver, StaticResolver
 from .discovery.dns import Lookup, system_lookup
 from .endpoint import Endpoint, EndpointSnapshot
 from .errors import MeshError, UnknownServiceError
+from .resilience.health import Probe
 
 if TYPE_CHECKING:  # pragma: no cover - import cost only for type checkers
     import httpx
@@ -47,6 +50,7 @@ class Mesh:
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         dns_lookup: Lookup = system_lookup,
+        health_probe: Probe | None = None,
     ) -> None:
         if config is None:
             config = MeshConfig()
@@ -58,6 +62,10 @@ class Mesh:
         self._lock = threading.Lock()
         self._closed = False
         self._clusters: dict[str, Cluster] = {}
+        self._health_probe = health_probe
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        # Outlier-detection intervals and breaker waits are checked on this timer.
+        self._ticker = PeriodicWorker("resilience", 0.1, self.tick)
         # Hot-path lookup: every accepted spelling of a service -> its cluster.
         # Copied and swapped on change, read without a lock.
         self._by_host: Mapping[str, Cluster] = MappingProxyType({})
@@ -65,6 +73,7 @@ class Mesh:
         for name in config.services:
             self._ensure_cluster(name)
         try:
+            self._ticker.start()
             for resolver in self._resolvers:
                 resolver.start(self._publish)
         except BaseException:
@@ -100,8 +109,16 @@ class Mesh:
         with self._lock:
             cluster = self._clusters.get(name)
             if cluster is None:
-                cluster = Cluster(name, self.config.service(name), clock=self.clock, rng=random.Random(self._rng.random()))
+                cluster = Cluster(
+                    name,
+                    self.config.service(name),
+                    clock=self.clock,
+                    rng=random.Random(self._rng.random()),
+                    executor=self._executor,
+                    health_probe=self._health_probe,
+                )
                 self._clusters[name] = cluster
+                cluster.start()
                 spellings = dict(self._by_host)
                 for spelling in {name, name.replace("-", "_")}:
                     spellings[spelling] = cluster
@@ -114,6 +131,25 @@ class Mesh:
         name = canonical_service(snapshot.service)
         self._ensure_cluster(name).update(snapshot)
         log.debug("meshlib: %s now has %d endpoints (v%d)", name, len(snapshot), snapshot.version)
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The thread pool hedged sync calls run their attempts on (made on first use)."""
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                if self._closed:
+                    raise MeshError("this Mesh is closed; create a new one")
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="meshlib-hedge")
+                pool = self._pool
+        return pool
+
+    def tick(self) -> None:
+        """Run every service's interval work now (outlier detection, breaker
+        waits). A Mesh thread does this ten times a second; tests with a
+        ManualClock call it after advancing the clock."""
+        for cluster in list(self._clusters.values()):
+            cluster.tick()
 
     # -- lookup ------------------------------------------------------------------
 
@@ -145,8 +181,10 @@ class Mesh:
     # -- introspection -----------------------------------------------------------
 
     def endpoints(self, name: str) -> EndpointSnapshot:
-        """The current snapshot of ``name``'s endpoints, with health."""
-        return self.cluster(name).snapshot
+        """The current snapshot of ``name``'s endpoints, with health: an endpoint
+        failing its active health checks has ``healthy=False``, one ejected by
+        outlier detection (or an open endpoint breaker) ``ejected=True``."""
+        return self.cluster(name).view
 
     def stats(self) -> dict[str, Any]:
         """Per-service and per-endpoint counters, priority levels and discovery state."""
@@ -155,16 +193,19 @@ class Mesh:
         for name, cluster in sorted(self._clusters.items()):
             hosts = cluster.hosts
             total = sum(h.requests for h in hosts) or 1
+            view = {ep.key: ep for ep in cluster.view}
             services[name] = {
                 "policy": cluster.config.lb_policy,
                 "source": cluster.snapshot.source,
                 "version": cluster.snapshot.version,
-                "connect_retries": cluster.connect_retries_done,
+                **cluster.resilience_stats(),
                 "priorities": [
                     {"priority": lv.priority, "total": lv.total, "healthy": lv.healthy, "load": round(lv.load, 2), "panic": lv.panic}
                     for lv in cluster.levels
                 ],
-                "endpoints": [_host_stats(h, total, now) for h in hosts],
+                "endpoints": [
+                    {**_host_stats(h, view.get(h.endpoint.key, h.endpoint), total, now), **cluster.host_resilience(h)} for h in hosts
+                ],
             }
         return {"services": services, "discovery": [r.status() for r in self._resolvers]}
 
@@ -201,12 +242,13 @@ class Mesh:
 
         return async_client(self, **kwargs)
 
-    def call(self, service: str) -> Callable[[F], F]:
+    def call(self, service: str, *, idempotent: bool = True) -> Callable[[F], F]:
         """Decorate a sync or async function whose first parameter receives the
-        picked :class:`Endpoint`; every attempt picks again."""
+        picked :class:`Endpoint`; every attempt picks again. ``idempotent=False``
+        retries only attempts that never reached the endpoint (like a POST)."""
         from .adapters.decorator import mesh_call
 
-        return mesh_call(self, service)
+        return mesh_call(self, service, idempotent=idempotent)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -215,6 +257,13 @@ class Mesh:
         if self._closed:
             return
         self._closed = True
+        self._ticker.stop()
+        for cluster in list(self._clusters.values()):
+            cluster.close()
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         for resolver in self._resolvers:
             try:
                 resolver.close()
@@ -235,15 +284,15 @@ class Mesh:
         return f"<Mesh services={self.services()} discovery={self.config.discovery!r}>"
 
 
-def _host_stats(host: Any, total: int, now: float) -> dict[str, Any]:
-    ep: Endpoint = host.endpoint
+def _host_stats(host: Any, ep: Endpoint, total: int, now: float) -> dict[str, Any]:
     return {
         "address": ep.address,
         "zone": ep.zone,
         "priority": ep.priority,
         "weight": ep.weight,
         "healthy": ep.healthy,
-        "state": "healthy" if ep.healthy else "unhealthy",
+        "ejected": ep.ejected,
+        "state": "ejected" if ep.ejected else "healthy" if ep.healthy else "unhealthy",
         "active": host.active,
         "requests": host.requests,
         "share": round(host.requests / total, 4),

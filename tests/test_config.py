@@ -46,16 +46,16 @@ def test_defaults_match_documented_sources():
 def test_yaml_file_then_env_then_kwargs(tmp_path: Path):
     f = tmp_path / "mesh.yaml"
     f.write_text(
-        "lb_policy: random\nconnect_retries: 1\nservices:\n  billing:\n    endpoints: ['127.0.0.1:9001', {address: '127.0.0.1:9002', weight: 2, tags: [gpu]}]\n"
+        "lb_policy: random\nnum_retries: 1\nservices:\n  billing:\n    endpoints: ['127.0.0.1:9001', {address: '127.0.0.1:9002', weight: 2, tags: [gpu]}]\n"
     )
-    env = {"MESHLIB_CONFIG": str(f), "MESHLIB_CONNECT_RETRIES": "3"}
+    env = {"MESHLIB_CONFIG": str(f), "MESHLIB_NUM_RETRIES": "3"}
     cfg = MeshConfig.from_env(env)
     assert cfg.defaults.lb_policy == "random"  # from the file
-    assert cfg.defaults.connect_retries == 3  # env beats file
+    assert cfg.defaults.retry.num_retries == 3  # env beats file
     assert [e.weight for e in cfg.service("billing").endpoints] == [1, 2]
     assert cfg.service("billing").endpoints[1].tags == ("gpu",)
-    cfg2 = MeshConfig.from_env(env, connect_retries=0)
-    assert cfg2.defaults.connect_retries == 0  # kwargs beat env
+    cfg2 = MeshConfig.from_env(env, num_retries=0)
+    assert cfg2.defaults.retry.num_retries == 0  # kwargs beat env
 
 
 def test_toml_file(tmp_path: Path):
@@ -142,8 +142,8 @@ def test_public_surface_is_pinned():
     assert sorted(meshlib.__all__) == sorted(
         [
             "Mesh", "MeshConfig", "ServiceConfig", "Endpoint", "EndpointSnapshot", "MeshError", "ConfigError",
-            "UnknownServiceError", "NoHealthyEndpointsError", "CircuitOpenError", "DeadlineExceededError",
-            "ManualClock", "call", "default_mesh", "hash_key", "__version__",
+            "UnknownServiceError", "NoHealthyEndpointsError", "CircuitOpenError", "DeadlineExceededError", "RateLimitedError", "FaultInjectedError",
+            "ManualClock", "deadline", "incoming_deadline", "remaining", "call", "default_mesh", "hash_key", "__version__",
         ]
     )
     for name in meshlib.__all__:

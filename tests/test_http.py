@@ -68,11 +68,11 @@ def test_connect_failure_is_retried_on_another_endpoint(agents, refused_port, cl
         assert {b["agent"] for b in bodies} == {alive.name}
         stats = mesh.stats()["services"]["inventory"]
     dead = next(e for e in stats["endpoints"] if e["address"].endswith(f":{refused_port}"))
-    assert dead["connect_failures"] == stats["connect_retries"] >= 5
+    assert dead["connect_failures"] == stats["retries"] >= 5
 
 
 def test_connect_retries_are_bounded_and_the_error_surfaces(refused_port):
-    with mesh_for(f"127.0.0.1:{refused_port}", connect_retries=2) as mesh:
+    with mesh_for(f"127.0.0.1:{refused_port}", num_retries=2) as mesh:
         with pytest.raises(requests.ConnectionError):
             mesh.requests_session().get("http://inventory/")
         assert mesh.stats()["services"]["inventory"]["endpoints"][0]["requests"] == 3
@@ -198,7 +198,7 @@ def test_httpx_uses_the_service_connect_timeout():
         fillers.append(c)
     port = server.getsockname()[1]
     try:
-        with mesh_for(f"127.0.0.1:{port}", connect_timeout="200ms", connect_retries=0) as mesh:
+        with mesh_for(f"127.0.0.1:{port}", connect_timeout="200ms", num_retries=0) as mesh:
             with mesh.httpx_client(timeout=5.0) as client:
                 started = time.monotonic()
                 with pytest.raises((httpx.ConnectTimeout, httpx.ConnectError, httpx.ReadTimeout)):

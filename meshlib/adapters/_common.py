@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextvars
 import socket
+import time
 
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ReadTimeoutError
 
 from ..host import Outcome
+from ..resilience.backoff import parse_retry_after
+from ..resilience.deadline import ENVOY_TIMEOUT_HEADER
+from ..resilience.retry import AttemptResult
 
 #: The service name a TLS connection to an endpoint must present and verify
 #: (SNI and hostname check), set while a mesh call is being sent.
@@ -81,6 +85,28 @@ def classify_exception(exc: BaseException) -> str:
     return Outcome.ERROR
 
 
-def judge_status(status: int) -> str:
-    """HTTP status -> outcome: 5xx is a server failure, anything else success."""
-    return Outcome.FAILURE if status >= 500 else Outcome.SUCCESS
+_BY_STATUS: dict[int, AttemptResult] = {}
+
+
+def judge_status(status: int, retry_after: str | None = None) -> AttemptResult:
+    """An HTTP response as the policies see it: 5xx is a server failure,
+    anything else a success; ``Retry-After`` (seconds or an HTTP date) is
+    honoured as the server's pushback."""
+    if retry_after is None:
+        result = _BY_STATUS.get(status)
+        if result is None:
+            result = _BY_STATUS.setdefault(status, AttemptResult(Outcome.FAILURE if status >= 500 else Outcome.SUCCESS, status))
+        return result
+    outcome = Outcome.FAILURE if status >= 500 else Outcome.SUCCESS
+    return AttemptResult(outcome, status, retry_after=parse_retry_after(retry_after, time.time()))
+
+
+def timeout_header(timeout: float) -> str:
+    """The value of ``x-envoy-expected-rq-timeout-ms`` for ``timeout`` seconds."""
+    return str(max(1, int(timeout * 1000)))
+
+
+#: Header telling the server how long the caller will wait (Envoy's name).
+TIMEOUT_HEADER = ENVOY_TIMEOUT_HEADER
+FAULT_BODY = b"fault filter abort"
+FAULT_HEADERS = {"content-type": "text/plain", "x-meshlib-fault": "abort"}

@@ -1,22 +1,30 @@
 """``@mesh.call("svc")``: any protocol, an Endpoint per attempt.
 
 The decorated function (sync or async) receives the picked Endpoint as its
-first argument. Each attempt picks again; the attempt's outcome and latency
-feed the balancer. An exception whose cause is a refused connection (or a
-urllib3 / requests / httpx connect error or connect timeout) is retried on
-another endpoint (``connect_retries``): the request never left. Any other
-exception, including a plain ``TimeoutError``, and every return value go back
-to the caller.
+first argument. Each attempt picks again and runs under the service's
+policies like any HTTP call: admission (rate limit, breakers, thresholds),
+outlier detection, the retry policy and budget, hedging and deadlines.
+
+An exception is classified as an HTTP client's would be: a refused connection
+(or a urllib3 / requests / httpx connect error or connect timeout) is a
+connect failure, retried on another endpoint by default; a reset or a
+timeout counts as such for ``retry_on``; anything else is an error that goes
+back to the caller unretried. Every return value is a success. Each attempt
+runs inside a :func:`meshlib.deadline` of its time limit, so mesh calls made
+by the function never outlive it; async attempts are also cancelled when it
+runs out. ``idempotent=False`` (like a POST) retries only failures to connect.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from .._driver import run, run_async
-from ..host import Outcome
+from .._driver import Exchange, run, run_async
+from ..endpoint import Endpoint
+from ..resilience.deadline import deadline
 from ._common import classify_exception
 
 if TYPE_CHECKING:
@@ -25,29 +33,48 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _success(result: object) -> str:
-    return Outcome.SUCCESS
+class DecoratorExchange(Exchange):
+    def classify(self, exc: BaseException) -> str:
+        return classify_exception(exc)
 
 
-def mesh_call(mesh: "Mesh | Callable[[], Mesh]", service: str) -> Callable[[F], F]:
+EXCHANGE = DecoratorExchange()
+
+
+def mesh_call(mesh: "Mesh | Callable[[], Mesh]", service: str, *, idempotent: bool = True) -> Callable[[F], F]:
     """``mesh`` may be a Mesh or a zero-argument function returning one
     (the module-level ``meshlib.call`` binds the default mesh lazily)."""
     get_mesh = mesh if callable(mesh) and not hasattr(mesh, "cluster") else (lambda: mesh)
+    method = None if idempotent else "POST"
 
     def decorate(fn: F) -> F:
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                call = get_mesh().cluster(service).start_call()  # type: ignore[union-attr]
-                return await run_async(call, lambda ep: fn(ep, *args, **kwargs), classify_exception, _success)
+                cluster = get_mesh().cluster(service)  # type: ignore[union-attr]
+
+                async def send(ep: Endpoint, limit: float | None) -> Any:
+                    if limit is None:
+                        return await fn(ep, *args, **kwargs)
+                    with deadline(limit, cluster.clock):
+                        return await asyncio.wait_for(fn(ep, *args, **kwargs), limit)
+
+                return await run_async(cluster.start_call(None, method), send, EXCHANGE)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            call = get_mesh().cluster(service).start_call()  # type: ignore[union-attr]
-            return run(call, lambda ep: fn(ep, *args, **kwargs), classify_exception, _success)
+            cluster = get_mesh().cluster(service)  # type: ignore[union-attr]
+
+            def send(ep: Endpoint, limit: float | None) -> Any:
+                if limit is None:
+                    return fn(ep, *args, **kwargs)
+                with deadline(limit, cluster.clock):
+                    return fn(ep, *args, **kwargs)
+
+            return run(cluster.start_call(None, method), send, EXCHANGE)
 
         return wrapper  # type: ignore[return-value]
 

@@ -14,6 +14,7 @@ is given.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
@@ -23,11 +24,13 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise ModuleNotFoundError("mesh.httpx_client() needs httpx: pip install 'meshlib[httpx]'") from exc
 
-from .._driver import run, run_async
+from .._driver import Exchange, run, run_async
 from ..cluster import Call
 from ..endpoint import Endpoint
 from ..host import Outcome
-from ._common import classify_exception, judge_status
+from ..resilience.fault import FaultDecision
+from ..resilience.retry import AttemptResult
+from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, classify_exception, judge_status, timeout_header
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
@@ -59,8 +62,30 @@ def classify(exc: BaseException) -> str:
     return classify_exception(exc)
 
 
-def _judge(response: httpx.Response) -> str:
-    return judge_status(response.status_code)
+class HttpxExchange(Exchange):
+    def classify(self, exc: BaseException) -> str:
+        return classify(exc)
+
+    def judge(self, response: httpx.Response) -> AttemptResult:
+        status = response.status_code
+        return judge_status(status, response.headers.get("retry-after") if status >= 400 else None)
+
+    def discard(self, response: httpx.Response) -> None:
+        response.close()
+
+
+class AsyncHttpxExchange(HttpxExchange):
+    def discard(self, response: httpx.Response) -> None:
+        # Closing an async stream is a coroutine: let the loop finish it.
+        asyncio.ensure_future(response.aclose())
+
+
+EXCHANGE = HttpxExchange()
+ASYNC_EXCHANGE = AsyncHttpxExchange()
+
+
+def _aborter(request: httpx.Request) -> Callable[[FaultDecision], httpx.Response]:
+    return lambda fault: httpx.Response(fault.abort_status or 503, headers=FAULT_HEADERS, content=FAULT_BODY, request=request)
 
 
 T = TypeVar("T")
@@ -104,21 +129,28 @@ def _begin(mesh: "Mesh", request: httpx.Request) -> Call | None:
     if request.url.scheme == "https":
         extensions["sni_hostname"] = request.url.host
     request.extensions = extensions
-    return cluster.start_call(key)
+    return cluster.start_call(key, request.method)
 
 
-class _Pointed:
-    """Points a request at one endpoint for the duration of an attempt."""
+def _pointed(request: httpx.Request, ep: Endpoint, limit: float | None) -> httpx.Request:
+    """A copy of ``request`` aimed at one endpoint, within ``limit`` seconds:
+    each attempt (hedged ones run at once) has its own URL and timeouts."""
+    headers = request.headers
+    extensions = request.extensions
+    if limit is not None:
+        headers = headers.copy()
+        headers[TIMEOUT_HEADER] = timeout_header(limit)
+        t = dict(extensions.get("timeout", {}))
+        for phase in ("connect", "read", "write", "pool"):
+            t[phase] = limit if t.get(phase) is None else min(t[phase], limit)
+        extensions = {**extensions, "timeout": t}
+    attempt = httpx.Request(request.method, request.url.copy_with(host=ep.host, port=ep.port), headers=headers, stream=request.stream, extensions=extensions)
+    return attempt
 
-    __slots__ = ("request", "original")
 
-    def __init__(self, request: httpx.Request, ep: Endpoint) -> None:
-        self.request = request
-        self.original = request.url
-        request.url = self.original.copy_with(host=ep.host, port=ep.port)
-
-    def restore(self) -> None:
-        self.request.url = self.original
+def _restore(response: httpx.Response, request: httpx.Request) -> httpx.Response:
+    response.request = request
+    return response
 
 
 class MeshTransport(httpx.BaseTransport):
@@ -132,14 +164,10 @@ class MeshTransport(httpx.BaseTransport):
             return self._pools.default.handle_request(request)
         inner = self._pools.for_request(request, call.cluster.name)
 
-        def send(ep: Endpoint) -> httpx.Response:
-            pointed = _Pointed(request, ep)
-            try:
-                return inner.handle_request(request)
-            finally:
-                pointed.restore()
+        def send(ep: Endpoint, limit: float | None) -> httpx.Response:
+            return _restore(inner.handle_request(_pointed(request, ep, limit)), request)
 
-        return run(call, send, classify, _judge)
+        return run(call, send, EXCHANGE, _aborter(request))
 
     def close(self) -> None:
         for t in self._pools.all():
@@ -157,14 +185,10 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
             return await self._pools.default.handle_async_request(request)
         inner = self._pools.for_request(request, call.cluster.name)
 
-        async def send(ep: Endpoint) -> httpx.Response:
-            pointed = _Pointed(request, ep)
-            try:
-                return await inner.handle_async_request(request)
-            finally:
-                pointed.restore()
+        async def send(ep: Endpoint, limit: float | None) -> httpx.Response:
+            return _restore(await inner.handle_async_request(_pointed(request, ep, limit)), request)
 
-        return await run_async(call, send, classify, _judge)
+        return await run_async(call, send, ASYNC_EXCHANGE, _aborter(request))
 
     async def aclose(self) -> None:
         for t in self._pools.all():

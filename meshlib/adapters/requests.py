@@ -13,18 +13,53 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 
-from .._driver import run
+from .._driver import Exchange, run
 from ..endpoint import Endpoint
-from ._common import TLS_NAME, classify_exception, endpoint_url, judge_status, split_url
+from ..resilience.fault import FaultDecision
+from ..resilience.retry import AttemptResult
+from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, classify_exception, endpoint_url, judge_status, split_url, timeout_header
 from .urllib3 import TLSNamePoolManager
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
 
 
-def _judge(response: Any) -> str:
-    return judge_status(response.status_code)
+class RequestsExchange(Exchange):
+    def classify(self, exc: BaseException) -> str:
+        return classify_exception(exc)
+
+    def judge(self, response: Any) -> AttemptResult:
+        status = response.status_code
+        return judge_status(status, response.headers.get("retry-after") if status >= 400 else None)
+
+    def discard(self, response: Any) -> None:
+        response.close()
+
+
+EXCHANGE = RequestsExchange()
+
+
+def _aborted(request: requests.PreparedRequest, url: str, status: int) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response.reason = "Fault Injected"
+    response.headers = CaseInsensitiveDict(FAULT_HEADERS)
+    response._content = FAULT_BODY
+    response.url = url
+    response.request = request
+    return response
+
+
+def _limit_timeout(timeout: Any, connect: float, limit: float) -> Any:
+    """requests' timeout (None, a number or (connect, read)) bounded by ``limit``."""
+    if timeout is None:
+        return (min(connect, limit), limit)
+    if isinstance(timeout, tuple):
+        c, r = timeout
+        return (limit if c is None else min(c, limit), limit if r is None else min(r, limit))
+    return min(timeout, limit)
 
 
 class MeshAdapter(HTTPAdapter):
@@ -47,26 +82,31 @@ class MeshAdapter(HTTPAdapter):
         if cluster is None:
             return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
         cfg = cluster.config
+        user_timeout = timeout
         if timeout is None:
             timeout = (cfg.connect_timeout, None)
         key = request.headers.get(cfg.hash_header) if cluster.hashing and cfg.hash_header else None
-        call = cluster.start_call(key)
+        call = cluster.start_call(key, request.method)
         host_header = authority.rpartition("@")[2]
         send_base = super().send
 
-        def send(ep: Endpoint) -> requests.Response:
+        def send(ep: Endpoint, limit: float | None) -> requests.Response:
             attempt = request.copy()
             attempt.url = endpoint_url(scheme, ep.address, rest)
             attempt.headers["Host"] = host_header
+            t = timeout
+            if limit is not None:
+                attempt.headers[TIMEOUT_HEADER] = timeout_header(limit)
+                t = _limit_timeout(user_timeout, cfg.connect_timeout, limit)
             # Mesh endpoints are reached directly, never through an HTTP proxy.
-            response = send_base(attempt, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=None)
+            response = send_base(attempt, stream=stream, timeout=t, verify=verify, cert=cert, proxies=None)
             response.url = url
             response.request = request
             return response
 
         token = TLS_NAME.set(host) if scheme == "https" else None
         try:
-            return run(call, send, classify_exception, _judge)
+            return run(call, send, EXCHANGE, lambda fault: _aborted(request, url, fault.abort_status or 503))
         finally:
             if token is not None:
                 TLS_NAME.reset(token)

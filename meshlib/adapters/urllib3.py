@@ -2,7 +2,8 @@
 
 Pools are per endpoint (urllib3 keys pools by scheme, host and port) and are
 reused across calls. urllib3's own connect retries are turned off for mesh
-calls so that a refused connection moves to another endpoint at once.
+calls so that a refused connection moves to another endpoint at once, under
+the service's retry policy.
 """
 
 from __future__ import annotations
@@ -13,20 +14,39 @@ import urllib3
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
-from .._driver import run
+from .._driver import Exchange, run
 from ..endpoint import Endpoint
-from ._common import TLS_NAME, classify_exception, endpoint_url, judge_status, split_url
+from ..resilience.fault import FaultDecision
+from ..resilience.retry import AttemptResult
+from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, classify_exception, endpoint_url, judge_status, split_url, timeout_header
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
 
-#: urllib3's default (3 retries) but no connect retries: meshlib moves those to
-#: another endpoint. Used unless the call or the pool sets ``retries``.
-MESH_RETRIES = Retry(3, connect=0, redirect=3)
+#: urllib3's default (3 retries) but no connect, read or status retries:
+#: meshlib's retry policy owns those. Used unless the call or the pool sets ``retries``.
+MESH_RETRIES = Retry(total=3, connect=0, read=0, status=0, other=0, redirect=3)
 
 
-def _judge(response: Any) -> str:
-    return judge_status(response.status)
+class Urllib3Exchange(Exchange):
+    def classify(self, exc: BaseException) -> str:
+        return classify_exception(exc)
+
+    def judge(self, response: Any) -> AttemptResult:
+        status = response.status
+        return judge_status(status, response.headers.get("retry-after") if status >= 400 else None)
+
+    def discard(self, response: Any) -> None:
+        response.drain_conn()
+        response.release_conn()
+
+
+
+def _aborted(fault: FaultDecision) -> Any:
+    return urllib3.HTTPResponse(body=FAULT_BODY, headers=dict(FAULT_HEADERS), status=fault.abort_status, preload_content=True)
+
+
+EXCHANGE = Urllib3Exchange()
 
 
 class TLSNamePoolManager(urllib3.PoolManager):
@@ -57,7 +77,8 @@ class MeshPoolManager(TLSNamePoolManager):
         kw["headers"] = headers
         if "retries" not in kw and "retries" not in self.connection_pool_kw:
             kw["retries"] = MESH_RETRIES
-        if "timeout" not in kw and "timeout" not in self.connection_pool_kw:
+        user_timeout = "timeout" in kw or "timeout" in self.connection_pool_kw
+        if not user_timeout:
             timeout = self._timeouts.get(cfg.connect_timeout)
             if timeout is None:
                 timeout = self._timeouts.setdefault(cfg.connect_timeout, Timeout(connect=cfg.connect_timeout, read=None))
@@ -65,14 +86,19 @@ class MeshPoolManager(TLSNamePoolManager):
         key = None
         if cluster.hashing and cfg.hash_header:
             key = _header(headers, cfg.hash_header)
-        call = cluster.start_call(key)
+        call = cluster.start_call(key, method)
         token = TLS_NAME.set(host) if scheme == "https" else None
+
+        def send(ep: Endpoint, limit: float | None) -> Any:
+            attempt_kw = kw
+            if limit is not None:
+                attempt_kw = dict(kw, headers={**headers, TIMEOUT_HEADER: timeout_header(limit)})
+                if not user_timeout:
+                    attempt_kw["timeout"] = Timeout(connect=min(cfg.connect_timeout, limit), read=limit)
+            return TLSNamePoolManager.urlopen(self, method, endpoint_url(scheme, ep.address, rest), redirect=redirect, **attempt_kw)
+
         try:
-
-            def send(ep: Endpoint) -> Any:
-                return TLSNamePoolManager.urlopen(self, method, endpoint_url(scheme, ep.address, rest), redirect=redirect, **kw)
-
-            return run(call, send, classify_exception, _judge)
+            return run(call, send, EXCHANGE, _aborted)
         finally:
             if token is not None:
                 TLS_NAME.reset(token)

@@ -201,6 +201,10 @@ class CircuitBreaker:
         self._fire(fired)
         return ok
 
+    def probe_due(self) -> bool:
+        """Open, and the wait is over: the next ``try_acquire`` goes half-open."""
+        return self._state == OPEN and self._clock.monotonic() - self._opened_at >= self.config.wait_duration_open
+
     def release(self) -> None:
         """Give back a permit taken by ``try_acquire`` for a call that was never made."""
         with self._lock:

@@ -22,6 +22,7 @@ import math
 import sys
 import threading
 from collections import deque
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol, runtime_checkable
 
@@ -34,6 +35,7 @@ __all__ = [
     "ConcurrencyRetryBudget",
     "UNLIMITED_BUDGET",
     "NO_BUDGET",
+    "BudgetConfig",
 ]
 
 
@@ -332,3 +334,36 @@ class _NoBudget:
 UNLIMITED_BUDGET: RetryBudget = _Unlimited()
 #: The null budget that never allows a retry.
 NO_BUDGET: RetryBudget = _NoBudget()
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Which retry budget a service uses, and its settings (see each class).
+
+    ``kind``: ``"ratio"`` (:class:`RatioRetryBudget`, the default, as Finagle
+    and Linkerd), ``"concurrency"`` (:class:`ConcurrencyRetryBudget`, Envoy's
+    ``retry_budget``) or ``"none"`` (no budget: only ``max_retries`` limits
+    retries, as Envoy without ``retry_budget``).
+    """
+
+    kind: str = "ratio"
+    ratio: float = 0.2
+    min_retries_per_sec: float = 10.0
+    ttl: float = 10.0
+    budget_percent: float = 20.0
+    min_retry_concurrency: int = 3
+
+    def __post_init__(self) -> None:
+        if self.kind not in BUDGET_KINDS:
+            raise ConfigError("retry_budget", self.kind, "one of " + ", ".join(BUDGET_KINDS))
+        self.build()  # validates the numbers with each class's own messages
+
+    def build(self, clock: Clock = SYSTEM_CLOCK) -> RetryBudget:
+        if self.kind == "ratio":
+            return RatioRetryBudget(self.ratio, self.min_retries_per_sec, self.ttl, clock=clock)
+        if self.kind == "concurrency":
+            return ConcurrencyRetryBudget(self.budget_percent, self.min_retry_concurrency)
+        return UNLIMITED_BUDGET
+
+
+BUDGET_KINDS = ("ratio", "concurrency", "none")

@@ -93,6 +93,29 @@ class Thresholds:
     def release_pending(self) -> None:
         self._release(_PENDING)
 
+    def acquire_attempt(self) -> None:
+        """One attempt goes out: take a request and a connection together (one
+        lock), or raise ``CircuitOpenError`` naming whichever limit is reached."""
+        with self._lock:
+            active, limits = self._active, self._limits
+            for i in (_REQUESTS, _CONNECTIONS):
+                if active[i] >= limits[i]:
+                    self._overflow[i] += 1
+                    break
+            else:
+                active[_REQUESTS] += 1
+                active[_CONNECTIONS] += 1
+                return
+        raise CircuitOpenError(self.service, f"{_NAMES[i]} ({self._limits[i]}) reached")
+
+    def release_attempt(self) -> None:
+        with self._lock:
+            active = self._active
+            if active[_REQUESTS] > 0:
+                active[_REQUESTS] -= 1
+            if active[_CONNECTIONS] > 0:
+                active[_CONNECTIONS] -= 1
+
     def acquire_retry(self) -> bool:
         """Start one retry; False (and an overflow counted) when ``max_retries`` are in flight."""
         return self._try(_RETRIES)
