@@ -30,7 +30,7 @@ from .errors import (
     UnknownServiceError,
 )
 from .mesh import Mesh
-from .resilience.deadline import deadline, incoming_deadline, remaining
+from .resilience.deadline import deadline, deadline_headers, incoming_deadline, remaining
 
 __version__ = "0.1.0"
 
@@ -50,6 +50,7 @@ __all__ = [
     "FaultInjectedError",
     "ManualClock",
     "deadline",
+    "deadline_headers",
     "incoming_deadline",
     "remaining",
     "call",

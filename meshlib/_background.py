@@ -22,6 +22,7 @@ class PeriodicWorker:
         self.interval = interval
         self._fn = fn
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"meshlib-{name}", daemon=True)
 
     def start(self) -> None:
@@ -30,8 +31,16 @@ class PeriodicWorker:
     def _loop(self) -> None:
         if self._run_first and not self._stop.is_set():
             self._run_once()
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             self._run_once()
+
+    def wake(self) -> None:
+        """Run ``fn`` now rather than at the end of the current interval."""
+        self._wake.set()
 
     def _run_once(self) -> None:
         try:
@@ -41,5 +50,6 @@ class PeriodicWorker:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)

@@ -161,7 +161,8 @@ class Cluster:
             if self.outlier is not None:
                 self.outlier.set_hosts(fresh)
             if self.health is not None:
-                self.health.set_hosts(snapshot.endpoints)
+                if self.health.set_hosts(snapshot.endpoints) and self._health_worker is not None:
+                    self._health_worker.wake()  # new endpoints are checked at once
             if self.endpoint_breakers is not None:
                 old = self.endpoint_breakers
                 self.endpoint_breakers = {k: old.get(k) or self._endpoint_breaker(k) for k in fresh}
@@ -461,7 +462,7 @@ class Call:
             breaker = cluster.endpoint_breakers.get(host.endpoint.key)
             if breaker is not None:
                 breaker.on_result(success, elapsed)
-        if not decide or success:
+        if not decide or (success and (result.status is None or result.status < 400)):
             return None
         return self._retry_delay(result)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,18 @@ class Behaviour:
     hits: int = 0
     hosts: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Statuses answered first, one per request, before ``status`` applies.
+    script: list[int] = field(default_factory=list)
+    #: Reset the connection (RST, no response) instead of answering.
+    reset: bool = False
+    #: Extra response headers, e.g. {"Retry-After": "1"}.
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Every request's headers, lower-cased names.
+    seen: list[dict[str, str]] = field(default_factory=list)
+    #: Status of GET /healthz (active health checks).
+    health: int = 200
+    #: Requests whose client went away before the answer was written.
+    abandoned: int = 0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -35,19 +48,39 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         agent = self.server.agent
         b = agent.behaviour
+        if self.path == "/healthz":
+            self._reply(b.health, b"{}", {})
+            return
         with b.lock:
             b.hits += 1
             b.hosts.append(self.headers.get("Host", ""))
+            b.seen.append({k.lower(): v for k, v in self.headers.items()})
+            status = b.script.pop(0) if b.script else b.status
         length = int(self.headers.get("Content-Length") or 0)
         body_in = self.rfile.read(length) if length else b""
+        if b.reset:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+            return
         if b.delay:
             time.sleep(b.delay)
         body = json.dumps(
             {"agent": agent.name, "port": agent.port, "path": self.path, "host": self.headers.get("Host"), "method": self.command, "body": body_in.decode()}
         ).encode()
-        self.send_response(b.status)
+        try:
+            self._reply(status, body, b.headers)
+        except OSError:
+            with b.lock:
+                b.abandoned += 1
+            self.close_connection = True
+
+    def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        for k, v in headers.items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
 

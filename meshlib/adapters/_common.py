@@ -102,7 +102,8 @@ def judge_status(status: int, retry_after: str | None = None) -> AttemptResult:
 
 
 def timeout_header(timeout: float) -> str:
-    """The value of ``x-envoy-expected-rq-timeout-ms`` for ``timeout`` seconds."""
+    """The value of ``x-envoy-expected-rq-timeout-ms`` for ``timeout`` seconds
+    (as ``meshlib.deadline_headers`` writes it)."""
     return str(max(1, int(timeout * 1000)))
 
 

@@ -9,7 +9,9 @@ An exception is classified as an HTTP client's would be: a refused connection
 (or a urllib3 / requests / httpx connect error or connect timeout) is a
 connect failure, retried on another endpoint by default; a reset or a
 timeout counts as such for ``retry_on``; anything else is an error that goes
-back to the caller unretried. Every return value is a success. Each attempt
+back to the caller unretried. A returned HTTP response (requests, httpx,
+urllib3) is judged by its status like the adapters' (so ``retry_on=5xx``
+retries it); any other return value is a success. Each attempt
 runs inside a :func:`meshlib.deadline` of its time limit, so mesh calls made
 by the function never outlive it; async attempts are also cancelled when it
 runs out. ``idempotent=False`` (like a POST) retries only failures to connect.
@@ -25,7 +27,11 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from .._driver import Exchange, run, run_async
 from ..endpoint import Endpoint
 from ..resilience.deadline import deadline
-from ._common import classify_exception
+from ..host import Outcome
+from ..resilience.retry import AttemptResult
+from ._common import classify_exception, judge_status
+
+_SUCCESS = AttemptResult(Outcome.SUCCESS)
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
@@ -36,6 +42,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 class DecoratorExchange(Exchange):
     def classify(self, exc: BaseException) -> str:
         return classify_exception(exc)
+
+    def judge(self, result: Any) -> AttemptResult:
+        """A returned HTTP response (anything with an int ``status_code`` or
+        ``status``, as requests, httpx and urllib3 responses have) is judged by
+        its status, so ``retry_on=5xx`` and outlier detection see it; any other
+        value is a success."""
+        status = getattr(result, "status_code", None)
+        if not isinstance(status, int):
+            status = getattr(result, "status", None)
+        if isinstance(status, int) and 100 <= status <= 599:
+            headers = getattr(result, "headers", None)
+            retry_after = headers.get("retry-after") if status >= 400 and hasattr(headers, "get") else None
+            return judge_status(status, retry_after)
+        return _SUCCESS
 
 
 EXCHANGE = DecoratorExchange()

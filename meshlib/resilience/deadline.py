@@ -25,6 +25,7 @@ __all__ = [
     "encode_grpc_timeout",
     "parse_grpc_timeout",
     "ENVOY_TIMEOUT_HEADER",
+    "deadline_headers",
 ]
 
 ENVOY_TIMEOUT_HEADER = "x-envoy-expected-rq-timeout-ms"
@@ -71,6 +72,18 @@ class deadline:
 
     def __exit__(self, *exc: object) -> None:
         _DEADLINE.reset(self._token)
+
+
+def deadline_headers(clock: Clock = SYSTEM_CLOCK) -> dict[str, str]:
+    """Headers that carry the active deadline to a server (for protocols
+    meshlib does not wrap, e.g. inside ``@mesh.call``); empty without one::
+
+        requests.get(url, headers=meshlib.deadline_headers(), timeout=meshlib.remaining())
+    """
+    left = remaining(clock)
+    if left is None:
+        return {}
+    return {ENVOY_TIMEOUT_HEADER: str(max(1, int(left * 1000)))}
 
 
 _GRPC_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}

@@ -136,10 +136,12 @@ class HealthChecker:
         self._lock = threading.Lock()
         self._hosts: dict[Hashable, tuple[Endpoint, _State]] = {}
 
-    def set_hosts(self, endpoints: Iterable[Endpoint]) -> None:
+    def set_hosts(self, endpoints: Iterable[Endpoint]) -> bool:
+        """Adopt the service's endpoints; True if any is new (and so unchecked)."""
         with self._lock:
             old = self._hosts
             self._hosts = {ep.key: (ep, old[ep.key][1] if ep.key in old else _State()) for ep in endpoints}
+            return any(key not in old for key in self._hosts)
 
     def is_healthy(self, key: Hashable) -> bool:
         entry = self._hosts.get(key)
