@@ -37,6 +37,7 @@ from typing import Any, Callable, Mapping, Sequence, TextIO
 import requests
 from urllib3.exceptions import NewConnectionError, ProtocolError
 
+from .demo_breaker import BreakerAct, run_breaker_act
 from .errors import MeshError
 from .mesh import Mesh
 
@@ -482,14 +483,16 @@ def render_table(rows: Sequence[Row], window: float = 1.0) -> list[str]:
     return format_table([h.format(window=window) for h in HEADERS], cells, ALIGN)
 
 
-def render_status(t: float, duration: float, policy: str, log: CallLog, connect_retries: int) -> tuple[str, list[str]]:
+def render_status(t: float, duration: float, policy: str, log: CallLog, service: Mapping[str, Any]) -> tuple[str, list[str]]:
     """The title above the table and the lines below it."""
     title = f'meshlib demo: service "{SERVICE}", policy {policy}, t={t:4.1f}s of {duration:.1f}s'
     errors = ", ".join(f"{n} {kind}" for kind, n in sorted(log.errors.items())) or "no errors"
     rate = log.total / t if t > 0 else 0.0
+    outlier = service.get("outlier_detection") or {}
     return title, [
         f"callers: {log.total} calls ({rate:.0f}/s), {log.ok} ok, {errors}",
-        f"meshlib: {connect_retries} refused connections retried on another endpoint",
+        f"meshlib: {service.get('retries', 0)} retries on another agent ({service.get('retries_budget_exhausted', 0)} refused by the retry budget), "
+        f"{outlier.get('ejections_enforced_total', 0)} ejections, {outlier.get('ejections_active', 0)} agent(s) ejected now",
     ]
 
 
@@ -583,6 +586,7 @@ class AgentReport:
     failed: int  # attempts that got an error answer (5xx) or broke
     refused: int  # connect failures
     ewma_ms: float
+    ejections: int  # times outlier detection ejected it
     at: float | None  # when its role kicked in (failing / down), seconds since start
     due: float | None = None  # when the scenario scheduled that
 
@@ -601,7 +605,9 @@ class DemoResult:
     total_calls: int
     ok_calls: int
     errors: dict[str, int]
-    connect_retries: int
+    retries: int
+    budget_refused: int = 0
+    breaker: "BreakerAct | None" = None
     findings: list[str] = field(default_factory=list)
     summary: str = ""
 
@@ -657,9 +663,11 @@ def findings(result: DemoResult) -> list[str]:
             continue
         before, after = result.shares_around(a.name)
         n503 = sum(n for status, n in a.answered.items() if status >= 500)
+        ejected = f"outlier detection ejected it {a.ejections} time{'' if a.ejections == 1 else 's'}" if a.ejections else "it was never ejected"
         out.append(
-            f"{a.name} started answering 503 at t={_at(a.at)}: its share of requests {_change(before, after)}; "
-            f"callers received {n503} of its 503 answers."
+            f"{a.name} started answering 503 at t={_at(a.at)}: {ejected} (5 answers of 503 in a row eject an agent for "
+            f"2 s x the number of its ejections), and its share of requests {_change(before, after)}. Each of its {a.failed} "
+            f"503 answers was retried on another agent, so callers received {n503} of them."
         )
 
     for a in result.by_role(DOWN):
@@ -668,10 +676,12 @@ def findings(result: DemoResult) -> list[str]:
             continue
         before, after = result.shares_around(a.name)
         conn = result.connection_errors
-        if result.connect_retries >= a.refused:
+        if result.retries >= a.refused:
             retried = f"each of its {a.refused} refused connections was retried on another endpoint"
         else:
-            retried = f"meshlib retried {result.connect_retries} of its {a.refused} refused connections on another endpoint"
+            retried = f"meshlib retried {result.retries} of its {a.refused} refused connections on another endpoint"
+        if a.ejections:
+            retried = f"outlier detection ejected it {a.ejections} time{'' if a.ejections == 1 else 's'}; " + retried
         out.append(
             f"{a.name} went down at t={_at(a.at)} (connections refused): its share of meshlib's attempts {_change(before, after)}; "
             f"{retried}, and callers saw {conn} connection error{'' if conn == 1 else 's'}."
@@ -751,16 +761,35 @@ def render_summary(result: DemoResult) -> str:
         f"{result.ok_calls} ok" + (f", {errors}" if errors else ", no errors") + "."
     )
     conn = result.connection_errors
-    lines.append(f"Caller-visible connection errors: {conn}. Connect failures meshlib retried on another endpoint: {result.connect_retries}.")
+    lines.append(
+        f"Caller-visible connection errors: {conn}. Attempts meshlib retried on another agent: {result.retries} "
+        f"({result.budget_refused} more refused by the retry budget)."
+    )
+    if result.breaker is not None:
+        head, *items = result.breaker.summary()
+        lines += ["", head]
+        for item in items:
+            lines.append(textwrap.fill(item[4:], width=100, initial_indent="  - ", subsequent_indent="    "))
     return "\n".join(lines) + "\n"
 
 
 # ============================================================== the run
 
 
+#: The demo's resilience settings: retry what failed on another agent, eject
+#: an agent after 5 errors in a row for 2 s (x its ejections), checked every second.
+RESILIENCE = {
+    "retry_on": "5xx,reset,connect-failure",
+    "num_retries": 2,
+    "outlier_consecutive_5xx": 5,
+    "outlier_base_ejection_time": "2s",
+    "outlier_interval": "1s",
+}
+
+
 def mesh_config(addresses: Sequence[str], lb_policy: str | None) -> dict[str, Any]:
     """The programmatic configuration: one static service, ``agents``."""
-    service: dict[str, Any] = {"endpoints": list(addresses)}
+    service: dict[str, Any] = {"endpoints": list(addresses), **RESILIENCE}
     if lb_policy is not None:
         service["lb_policy"] = lb_policy
     return {"services": {SERVICE: service}}
@@ -832,7 +861,7 @@ class _Run:
         stats = by_address(service)
         shares = self.recent.update(t, {a: int(s.get("requests", 0)) for a, s in stats.items()})
         rows = collect_rows(self.fleet, stats, self.log, t, shares)
-        title, footer = render_status(t, self.scenario.duration, self.policy, self.log, int(service["retries"]))
+        title, footer = render_status(t, self.scenario.duration, self.policy, self.log, service)
         self.view.show(title, render_table(rows, self.recent.window), footer, [r.state for r in rows])
         self.last_draw = t
 
@@ -859,7 +888,8 @@ class _Run:
             total_calls=self.log.total,
             ok_calls=self.log.ok,
             errors=dict(self.log.errors),
-            connect_retries=int(service["retries"]),
+            retries=int(service["retries"]),
+            budget_refused=int(service["retries_budget_exhausted"]),
         )
         result.findings = findings(result)
         result.summary = render_summary(result)
@@ -874,6 +904,7 @@ def run_demo(
     lb_policy: str | None = None,
     out: TextIO | None = None,
     live: bool | None = None,
+    breaker_act: bool = True,
 ) -> DemoResult:
     """Run the scripted scenario for ``duration`` seconds and print a summary.
 
@@ -883,6 +914,8 @@ def run_demo(
     meshlib policy name (default: meshlib's default). Ctrl-C ends the run
     early and the summary still prints (``result.interrupted`` says so).
     Raises :class:`~meshlib.ConfigError` for a bad ``lb_policy``.
+    ``breaker_act`` adds a 3 s second act in which a circuit breaker opens,
+    probes and closes in front of an agent that fails for a while.
     """
     if not duration > 0:
         raise ValueError("duration must be positive")
@@ -913,6 +946,12 @@ def run_demo(
         view.close()
     if view.mode != "off":
         out.write("\n")
+    if breaker_act and not interrupted:
+        if view.mode != "off":
+            out.write("Act 2: a circuit breaker in front of an agent that fails for a while (3 s)...\n")
+            out.flush()
+        result.breaker = run_breaker_act()
+        result.summary = render_summary(result)
     out.write(result.summary)
     out.flush()
     return result
@@ -941,6 +980,7 @@ def _reports(fleet: Fleet, stats: Mapping[str, Mapping[str, Any]], log: CallLog)
                 failed=int(ep.get("failures", 0)) - refused,
                 refused=refused,
                 ewma_ms=float(ep.get("ewma_ms", 0.0)),
+                ejections=int(ep.get("times_ejected", 0)),
                 at=at,
                 due=spec.at,
             )

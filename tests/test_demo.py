@@ -61,9 +61,21 @@ def test_run_demo_shows_the_balancer_avoiding_slow_failing_and_dead_agents(no_le
     down = result.agent("agent-5")
     assert down.at is not None and 1.5 < down.at < 3.0
     assert down.refused > 0
-    assert result.connect_retries >= down.refused
+    assert result.retries >= down.refused
     assert result.connection_errors == 0
     assert "callers saw 0 connection errors" in " ".join(text.split())
+
+    # The failing agent's 503s were retried elsewhere (callers saw none), and
+    # five in a row got it ejected.
+    assert failing.failed >= 5 and failing.ejections >= 1
+    assert not any(kind.startswith("HTTP 5") for kind in result.errors)
+    assert "outlier detection ejected it" in " ".join(text.split())
+
+    # Act 2: the breaker opened, refused calls without any reaching the agent, and closed again.
+    act = result.breaker
+    assert act is not None and act.first("open") is not None and act.first("closed", after=2.0) is not None
+    assert act.rejected > 0 and act.agent_hits_while_open == 0
+    assert "The breaker (service 'flaky'" in text
 
 
 def test_cli_demo_prints_a_summary_naming_every_agent(capsys, no_leaked_threads):
