@@ -206,8 +206,16 @@ class Cluster:
         """Interval work: outlier detection's timer, and endpoint breakers whose
         open wait is over going half-open. True if the picker was rebuilt."""
         changed = False
-        if self.outlier is not None:
-            changed = self.outlier.maybe_tick()
+        outlier = self.outlier
+        if outlier is not None:
+            before = outlier.ejected()
+            changed = outlier.maybe_tick()
+            if changed:
+                after = outlier.ejected()
+                for host, port in sorted(before - after):
+                    log.info("meshlib: %s endpoint %s:%d returned to rotation (outlier detection)", self.name, host, port)
+                for host, port in sorted(after - before):
+                    log.warning("meshlib: %s endpoint %s:%d ejected (outlier detection)", self.name, host, port)
         if self.endpoint_breakers is not None:
             for breaker in list(self.endpoint_breakers.values()):
                 if breaker.probe_due() and breaker.try_acquire():  # now half-open
@@ -281,7 +289,12 @@ class Cluster:
         if self.breaker is not None:
             out["breaker"] = self.breaker.snapshot()
         if self.outlier is not None:
-            out["outlier_detection"] = self.outlier.stats()
+            od = self.outlier.stats()
+            od["events"] = [
+                {"at": round(at, 3), "address": f"{key[0]}:{key[1]}", "event": what, "reason": reason}
+                for at, key, what, reason in self.outlier.events[-20:]
+            ]
+            out["outlier_detection"] = od
         if self.limiter is not None:
             out["rate_limit"] = self.limiter.snapshot()
         return out
@@ -418,6 +431,8 @@ class Call:
         except CircuitOpenError:
             cluster.count("overflow")
             self._release_retry()
+            if breakers is not None and host.endpoint.key in breakers:
+                breakers[host.endpoint.key].release()  # the permit was never used
             if failure is not None:
                 raise failure from None
             raise
@@ -550,7 +565,10 @@ class Call:
         self._release_retry()
         cluster.budget.request_done()
         if self._breaker is not None:
-            self._breaker.on_result(self.ok, cluster.clock.monotonic() - self.started)
+            if self.attempt == 0:
+                self._breaker.release()  # refused before any attempt: no verdict
+            else:
+                self._breaker.on_result(self.ok, cluster.clock.monotonic() - self.started)
 
 
 def _breaker_reason(breaker: CircuitBreaker) -> str:
