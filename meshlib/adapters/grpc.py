@@ -102,7 +102,10 @@ _CONNECT_FAILED = ("failed to connect to all addresses", "Failed to connect to r
 _CONNECTION_LOST = ("Socket closed", "Connection reset", "Broken pipe", "Stream removed", "GOAWAY", "Connection timed out", "keepalive watchdog")
 
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
-PREVIOUS_ATTEMPTS_KEY = "grpc-previous-rpc-attempts"
+#: Envoy's attempt header (``include_request_attempt_count``), sent on retries
+#: and hedges. (gRFC A6's ``grpc-previous-rpc-attempts`` is reserved: grpc-core
+#: strips it from application metadata and sends it only for its own retries.)
+ATTEMPT_COUNT_KEY = "x-envoy-attempt-count"
 #: The per-call retry buffer for request streams (gRPC's per_rpc_retry_buffer_size).
 RETRY_BUFFER_BYTES = 256 * 1024
 
@@ -327,11 +330,11 @@ def hash_header(cluster: Cluster, metadata: Any) -> str | None:
     return None
 
 
-def with_attempts(metadata: Any, previous: int) -> Any:
-    """``metadata`` plus gRFC A6's ``grpc-previous-rpc-attempts`` on a retry or hedge."""
-    if previous <= 0:
+def with_attempt(metadata: Any, attempt: int) -> Any:
+    """``metadata``, plus ``x-envoy-attempt-count`` on a retry or hedge (attempt 2 and up)."""
+    if attempt <= 1:
         return metadata
-    return (*(metadata or ()), (PREVIOUS_ATTEMPTS_KEY, str(previous)))
+    return (*(metadata or ()), (ATTEMPT_COUNT_KEY, str(attempt)))
 
 
 def _size_of(message: Any) -> int:
@@ -616,7 +619,7 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
             sub = pool.acquire(ep)
             try:
                 mc = sub.callables.get(key) or sub.callable(key, make)
-                md = metadata if call.attempt <= 1 else with_attempts(metadata, call.attempt - 1)
+                md = with_attempt(metadata, call.attempt)
                 try:
                     return mc.with_call(request, timeout=limit, metadata=md, credentials=credentials, wait_for_ready=wait_for_ready, compression=compression)
                 except grpc.RpcError as err:
@@ -657,7 +660,7 @@ class _StreamUnary(grpc.StreamUnaryMultiCallable):
             sub = owner.pool.acquire(ep)
             try:
                 mc = sub.callable(m.key, m.make)
-                md = with_attempts(metadata, call.attempt - 1)
+                md = with_attempt(metadata, call.attempt)
                 try:
                     return mc.with_call(requests.view(), timeout=limit, metadata=md, credentials=credentials, wait_for_ready=wait_for_ready, compression=compression)
                 except grpc.RpcError as err:
@@ -831,7 +834,7 @@ class ResponseStream(grpc.Call):
         try:
             mc = sub.callable(m.key, m.make)
             request = self._requests.view() if self._requests is not None else self._request
-            kw = dict(self._kw, metadata=with_attempts(self._metadata, call.attempt - 1))
+            kw = dict(self._kw, metadata=with_attempt(self._metadata, call.attempt))
             rpc = mc(request, timeout=call.remaining(), **kw)
         except BaseException:
             sub.release()
@@ -1226,8 +1229,8 @@ class MeshClientInterceptor(
     service's ``timeout``, the shortest), retries under ``retry_on`` within
     the budget, hedging, and fault injection; response streams get admission,
     the deadline and bookkeeping. Metadata (``traceparent``, ``tracestate``,
-    ``baggage``) passes through unchanged to every attempt, which also carries
-    ``grpc-previous-rpc-attempts`` when it is a retry. Balancing, outlier
+    ``baggage``) passes through unchanged to every attempt; retries and hedges
+    also carry ``x-envoy-attempt-count``. Balancing, outlier
     detection and per-endpoint breakers need ``mesh.grpc_channel``.
     """
 
@@ -1237,7 +1240,7 @@ class MeshClientInterceptor(
         metadata = details.metadata
 
         def send(ep: Endpoint, limit: float | None) -> Any:
-            outcome = continuation(_details(details, _limit(user_timeout, limit), with_attempts(metadata, call.attempt - 1)), view())
+            outcome = continuation(_details(details, _limit(user_timeout, limit), with_attempt(metadata, call.attempt)), view())
             exc = outcome.exception()
             if exc is None or isinstance(exc, grpc.RpcError):
                 return outcome if exc is None else exc

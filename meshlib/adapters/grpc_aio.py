@@ -40,7 +40,7 @@ from .grpc import (
     judge_rpc,
     rpc_error,
     settle,
-    with_attempts,
+    with_attempt,
 )
 
 if TYPE_CHECKING:
@@ -200,7 +200,7 @@ class _UnaryResponseCall(grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryCall):
             sub = owner.pool.acquire(ep)
             try:
                 mc = sub.callable(key, make)
-                md = with_attempts(metadata, call.attempt - 1)
+                md = with_attempt(metadata, call.attempt)
                 rpc = mc(request if requests is None else requests.view(), timeout=limit, metadata=md, credentials=credentials, wait_for_ready=wait_for_ready, compression=compression)
                 try:
                     response = await rpc
@@ -363,7 +363,7 @@ class AioResponseStream(grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall):
         try:
             mc = sub.callable(m.key, m.make)
             request = self._requests.view() if self._requests is not None else self._request
-            rpc = mc(request, timeout=call.remaining(), metadata=with_attempts(self._metadata, call.attempt - 1), **self._kw)
+            rpc = mc(request, timeout=call.remaining(), metadata=with_attempt(self._metadata, call.attempt), **self._kw)
         except BaseException:
             sub.release()
             call.done(host, started, AttemptResult(Outcome.ERROR), decide=False)
@@ -725,7 +725,7 @@ class MeshAioClientInterceptor(
         metadata = client_call_details.metadata
 
         async def send(ep: Endpoint, limit: float | None) -> Any:
-            details = _aio_details(client_call_details, _limit(user_timeout, limit), with_attempts(metadata, call.attempt - 1))
+            details = _aio_details(client_call_details, _limit(user_timeout, limit), with_attempt(metadata, call.attempt))
             rpc = await continuation(details, request)
             try:
                 await rpc
