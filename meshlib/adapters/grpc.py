@@ -1184,7 +1184,10 @@ class InterceptorBase:
     """What the sync and aio interceptors share: the service's cluster and
     the stand-in Host whose counters :meth:`stats` reports."""
 
-    def __init__(self, mesh: "Mesh", name: str) -> None:
+    def __init__(self, mesh: "Mesh", name: str, *, share: "InterceptorBase | None" = None) -> None:
+        if share is not None:  # one of a set: the same cluster and statistics
+            self.cluster, self.host = share.cluster, share.host
+            return
         self.cluster = cluster = mesh.cluster(name)
         cfg = cluster.config
         self.host = Host(

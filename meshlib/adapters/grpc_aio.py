@@ -706,16 +706,12 @@ def _limit(user: float | None, limit: float | None) -> float | None:
     return user if limit is None else min(user, limit)
 
 
-class MeshAioClientInterceptor(
-    InterceptorBase,
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class MeshAioClientInterceptor(InterceptorBase):
     """The ``grpc.aio`` counterpart of
-    :class:`~meshlib.adapters.grpc.MeshClientInterceptor`: pass it to
-    ``grpc.aio.insecure_channel(target, interceptors=mesh.grpc_interceptors("svc", aio=True))``.
+    :class:`~meshlib.adapters.grpc.MeshClientInterceptor`. grpc.aio files each
+    interceptor under one kind of call, so ``mesh.grpc_interceptors("svc",
+    aio=True)`` returns four, one per kind, sharing their statistics: pass them
+    all to ``grpc.aio.insecure_channel(target, interceptors=...)``.
     Unary-request, unary-response calls are retried and hedged; the others get
     admission, the deadline and bookkeeping."""
 
@@ -778,5 +774,23 @@ class MeshAioClientInterceptor(
         return await self._stream(continuation, client_call_details, request_iterator)
 
 
+class AioUnaryUnaryInterceptor(MeshAioClientInterceptor, grpc.aio.UnaryUnaryClientInterceptor):
+    pass
+
+
+class AioUnaryStreamInterceptor(MeshAioClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    pass
+
+
+class AioStreamUnaryInterceptor(MeshAioClientInterceptor, grpc.aio.StreamUnaryClientInterceptor):
+    pass
+
+
+class AioStreamStreamInterceptor(MeshAioClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
+    pass
+
+
 def aio_interceptors(mesh: "Mesh", name: str) -> list[MeshAioClientInterceptor]:
-    return [MeshAioClientInterceptor(mesh, name)]
+    first = AioUnaryUnaryInterceptor(mesh, name)
+    rest = [cls(mesh, name, share=first) for cls in (AioUnaryStreamInterceptor, AioStreamUnaryInterceptor, AioStreamStreamInterceptor)]
+    return [first, *rest]
