@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=_int_range(1, 64), default=4, metavar="N", help="client threads (default: 4)")
     demo.add_argument("--lb-policy", default=None, metavar="NAME", help=f"load-balancing policy: {_policies()} (default: meshlib's default, peak_ewma)")
     demo.add_argument("--no-live", action="store_true", help="print only the final summary, no live table")
+    demo.add_argument("--grpc", action=argparse.BooleanOptionalAction, default=None,
+                      help="also run the gRPC agent pool (default: on when grpcio is installed)")
     demo.set_defaults(handler=_demo)
 
     docs = sub.add_parser("config-docs", help="print the configuration reference (docs/configuration.md) as Markdown")
@@ -98,8 +100,15 @@ def _demo(args: argparse.Namespace) -> int:
         lb_policy=args.lb_policy,
         out=sys.stdout,
         live=False if args.no_live else None,
+        grpc=_grpc_available() if args.grpc is None else args.grpc,
     )
     return EXIT_INTERRUPTED if result.interrupted else 0
+
+
+def _grpc_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("grpc") is not None
 
 
 def _config_docs(args: argparse.Namespace) -> int:

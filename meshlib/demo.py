@@ -769,7 +769,8 @@ def mesh_config(addresses: Sequence[str], lb_policy: str | None) -> dict[str, An
 class _Run:
     """One run's moving parts, and the main loop that scripts them."""
 
-    def __init__(self, scenario: Scenario, fleet: Fleet, mesh: Mesh, view: LiveView, concurrency: int) -> None:
+    def __init__(self, scenario: Scenario, fleet: Fleet, mesh: Mesh, view: LiveView, concurrency: int, extra: Callable[[float], list[str]] | None = None) -> None:
+        self.extra = extra  # more lines under the table (the gRPC pool's)
         self.scenario = scenario
         self.fleet = fleet
         self.mesh = mesh
@@ -833,6 +834,8 @@ class _Run:
         shares = self.recent.update(t, {a: int(s.get("requests", 0)) for a, s in stats.items()})
         rows = collect_rows(self.fleet, stats, self.log, t, shares)
         title, footer = render_status(t, self.scenario.duration, self.policy, self.log, int(service["retries"]))
+        if self.extra is not None:
+            footer = [*footer, *self.extra(t)]
         self.view.show(title, render_table(rows, self.recent.window), footer, [r.state for r in rows])
         self.last_draw = t
 
@@ -874,6 +877,7 @@ def run_demo(
     lb_policy: str | None = None,
     out: TextIO | None = None,
     live: bool | None = None,
+    grpc: bool = False,
 ) -> DemoResult:
     """Run the scripted scenario for ``duration`` seconds and print a summary.
 
@@ -882,7 +886,8 @@ def run_demo(
     redraws in place; ``False`` prints only the summary. ``lb_policy`` is any
     meshlib policy name (default: meshlib's default). Ctrl-C ends the run
     early and the summary still prints (``result.interrupted`` says so).
-    Raises :class:`~meshlib.ConfigError` for a bad ``lb_policy``.
+    Raises :class:`~meshlib.ConfigError` for a bad ``lb_policy``. ``grpc``
+    runs the gRPC agent pool (``meshlib.demo_grpc``) beside the HTTP agents.
     """
     if not duration > 0:
         raise ValueError("duration must be positive")
@@ -893,11 +898,20 @@ def run_demo(
     fleet = Fleet(scenario)
     view = LiveView.for_stream(out, live)
     interrupted = False
+    pool = None
     try:
-        with Mesh(config=mesh_config([a.address for a in fleet.agents], lb_policy)) as mesh:
-            run = _Run(scenario, fleet, mesh, view, concurrency)
+        config = mesh_config([a.address for a in fleet.agents], lb_policy)
+        if grpc:
+            from .demo_grpc import GrpcPool
+
+            pool = GrpcPool(scenario)
+            config["services"].update(pool.services())
+        with Mesh(config=config) as mesh:
+            run = _Run(scenario, fleet, mesh, view, concurrency, None if pool is None else lambda t: pool.lines(mesh, t))
             try:
                 run.start()
+                if pool is not None:
+                    pool.start(mesh, run.origin)
                 interrupted = run.drive()
             finally:
                 try:
@@ -905,11 +919,17 @@ def run_demo(
                 except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop anyway
                     interrupted = True
                     elapsed = run.stop()
+                if pool is not None:
+                    pool.stop()
             if run.last_draw is None or elapsed - run.last_draw > 0.5:
                 run.draw(elapsed)
             result = run.result(elapsed, interrupted, concurrency)
+            if pool is not None:
+                result.summary += pool.summary(mesh)
     finally:
         fleet.stop()
+        if pool is not None:
+            pool.stop()
         view.close()
     if view.mode != "off":
         out.write("\n")
