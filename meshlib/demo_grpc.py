@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import grpc
 
-from .demo import DOWN, FAILING, FAST, SLOW, AgentSpec, Scenario, format_table
+from .demo import DOWN, FAILING, FAST, SLOW, Agent, AgentSpec, Scenario, format_table
 from .errors import MeshError
 from .mesh import Mesh
 
@@ -64,14 +64,8 @@ class GrpcAgent:
         time.sleep(spec.latency * self._rng.uniform(0.8, 1.2))
         return self.name.encode()
 
-    def behaviour(self, t: float) -> str:
-        if self.down_at is not None and t >= self.down_at:
-            return "down"
-        if self.spec.role == SLOW:
-            return "slow"
-        if self.spec.role == FAILING and self.spec.at is not None and t >= self.spec.at:
-            return "failing"
-        return "up"
+    #: The scripted state at ``t`` seconds, as the HTTP agents': up, slow, failing or down.
+    behaviour = Agent.behaviour
 
     def kill(self) -> None:
         """Go hard down: stop serving (calls in flight are cancelled), refuse connections."""

@@ -376,6 +376,24 @@ def test_unavailable_is_retried_under_retry_on_unavailable_only(grpc_agents) -> 
         assert info.value.code() is SC.RESOURCE_EXHAUSTED
 
 
+def test_request_streams_are_replayed_on_retry_within_the_buffer(grpc_agents) -> None:
+    bad, good = grpc_agents(2)
+    with mesh_for([bad, good], lb_policy="ring_hash", hash_header="x-user", retry_on="unavailable", outlier_detection=False) as mesh:
+        channel = mesh.grpc_channel("svc")
+        user = user_on(channel.unary_unary(ECHO), b"agent-1")
+        bad.fail(SC.UNAVAILABLE)  # Join reads every request, then fails
+        join = channel.stream_unary(JOIN)
+        assert join((m for m in (b"a", b"b", b"c")), metadata=user) == b"agent-2:a,b,c"  # a generator, read once
+        chat = channel.stream_stream(CHAT)
+        assert list(chat((m for m in (b"x", b"y")), metadata=user)) == [b"agent-2:x", b"agent-2:y"]
+        # Past 256 KiB the stream is committed to its attempt: no retry.
+        big = (bytes([65 + i % 26]) * 1024 for i in range(300))
+        hits = good.hits
+        with pytest.raises(grpc.RpcError) as info:
+            join(big, metadata=user)
+        assert info.value.code() is SC.UNAVAILABLE and good.hits == hits
+
+
 def test_pushback_minus_one_stops_retries_and_a_positive_one_delays(grpc_agents) -> None:
     bad, good = grpc_agents(2)
     with mesh_for([bad, good], lb_policy="round_robin", outlier_detection=False, retry_on="unavailable") as mesh:

@@ -350,7 +350,29 @@ def _size_of(message: Any) -> int:
         return 64
 
 
-class Replay:
+class ReplayBuffer:
+    """The messages of a request stream kept for replay, up to
+    :data:`RETRY_BUFFER_BYTES`; shared by the sync and asyncio replays."""
+
+    def __init__(self) -> None:
+        self._buffer: list[Any] = []
+        self._size = 0
+        self._ended = False
+        self.overflowed = False
+        self._owner: object | None = None
+
+    def _keep(self, item: Any, token: object) -> None:
+        """Buffer a message the view ``token`` pulled; past the limit, the
+        stream is that view's alone."""
+        self._buffer.append(item)
+        if self._owner is None and not self.overflowed:
+            self._size += _size_of(item)
+            if self._size > RETRY_BUFFER_BYTES:
+                self.overflowed = True
+                self._owner = token
+
+
+class Replay(ReplayBuffer):
     """A request stream that retried attempts read again from the start.
 
     Messages are buffered as attempts pull them from the caller's iterator;
@@ -361,12 +383,8 @@ class Replay:
     of its own."""
 
     def __init__(self, source: Iterable[Any]) -> None:
+        super().__init__()
         self._source = iter(source)
-        self._buffer: list[Any] = []
-        self._size = 0
-        self._ended = False
-        self.overflowed = False
-        self._owner: object | None = None
         self._lock = threading.Lock()
         self._pull = threading.Lock()  # one reader of the caller's iterator at a time
 
@@ -398,12 +416,7 @@ class Replay:
                         self._ended = True
                     continue
                 with self._lock:
-                    self._buffer.append(item)
-                    if self._owner is None and not self.overflowed:
-                        self._size += _size_of(item)
-                        if self._size > RETRY_BUFFER_BYTES:
-                            self.overflowed = True
-                            self._owner = token
+                    self._keep(item, token)
 
     def commit(self) -> None:
         """The call committed: nothing needs replaying any more."""
@@ -603,9 +616,12 @@ class _Method:
         self.make = lambda ch: factory(ch, kind)(method, request_serializer=ser, response_deserializer=deser, **extra)
 
 
-class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
-    def __init__(self, m: _Method) -> None:
+class _UnaryResponse(grpc.UnaryUnaryMultiCallable, grpc.StreamUnaryMultiCallable):
+    """``unary_unary`` and ``stream_unary``: the whole attempt loop per call."""
+
+    def __init__(self, m: _Method, streaming: bool) -> None:
         self._m = m
+        self._streaming = streaming
 
     def with_call(self, request: Any, timeout: float | None = None, metadata: Any = None, credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> tuple[Any, grpc.Call]:
         m = self._m
@@ -613,6 +629,7 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
         cluster = owner.cluster
         pool = owner.pool
         key, make = m.key, m.make
+        requests = Replay(request) if self._streaming else None
         call = cluster.start_call(hash_header(cluster, metadata), None)
 
         def send(ep: Endpoint, limit: float | None) -> Any:
@@ -620,19 +637,21 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
             try:
                 mc = sub.callables.get(key) or sub.callable(key, make)
                 md = with_attempt(metadata, call.attempt)
+                body = request if requests is None else requests.view()
                 try:
-                    return mc.with_call(request, timeout=limit, metadata=md, credentials=credentials, wait_for_ready=wait_for_ready, compression=compression)
+                    return mc.with_call(body, timeout=limit, metadata=md, credentials=credentials, wait_for_ready=wait_for_ready, compression=compression)
                 except grpc.RpcError as err:
                     return err
             finally:
                 sub.release()
 
+        exchange = EXCHANGE if requests is None else _ReplayExchange(requests)
         try:
             if timeout is None:
-                result = run(call, send, EXCHANGE, _aborted)
+                result = run(call, send, exchange, _aborted)
             else:
                 with deadline(timeout):
-                    result = run(call, send, EXCHANGE, _aborted)
+                    result = run(call, send, exchange, _aborted)
         except MeshError as exc:
             raise rpc_error(exc) from exc.__cause__
         return settle(call, result)  # type: ignore[no-any-return]
@@ -645,45 +664,25 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
         return FutureCall(self._m.owner.pool.executor().submit(ctx.run, self.with_call, request, timeout, metadata, credentials, wait_for_ready, compression))
 
 
-class _StreamUnary(grpc.StreamUnaryMultiCallable):
-    def __init__(self, m: _Method) -> None:
-        self._m = m
+class _StatusOf:
+    """``grpc.Call``'s status methods, read from the call ``_status_source()`` names."""
 
-    def with_call(self, request_iterator: Iterable[Any], timeout: float | None = None, metadata: Any = None, credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> tuple[Any, grpc.Call]:
-        m = self._m
-        owner = m.owner
-        cluster = owner.cluster
-        requests = Replay(request_iterator)
-        call = cluster.start_call(hash_header(cluster, metadata), None)
+    _status_source: Callable[[], Any]
 
-        def send(ep: Endpoint, limit: float | None) -> Any:
-            sub = owner.pool.acquire(ep)
-            try:
-                mc = sub.callable(m.key, m.make)
-                md = with_attempt(metadata, call.attempt)
-                try:
-                    return mc.with_call(requests.view(), timeout=limit, metadata=md, credentials=credentials, wait_for_ready=wait_for_ready, compression=compression)
-                except grpc.RpcError as err:
-                    return err
-            finally:
-                sub.release()
+    def initial_metadata(self) -> Any:
+        return self._status_source().initial_metadata()
 
-        try:
-            with deadline(timeout):
-                result = run(call, send, _ReplayExchange(requests), _aborted)
-        except MeshError as exc:
-            raise rpc_error(exc) from exc.__cause__
-        return settle(call, result)  # type: ignore[no-any-return]
+    def trailing_metadata(self) -> Any:
+        return self._status_source().trailing_metadata()
 
-    def __call__(self, request_iterator: Iterable[Any], timeout: float | None = None, metadata: Any = None, credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        return self.with_call(request_iterator, timeout, metadata, credentials, wait_for_ready, compression)[0]
+    def code(self) -> grpc.StatusCode:
+        return self._status_source().code()  # type: ignore[no-any-return]
 
-    def future(self, request_iterator: Iterable[Any], timeout: float | None = None, metadata: Any = None, credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> "FutureCall":
-        ctx = contextvars.copy_context()
-        return FutureCall(self._m.owner.pool.executor().submit(ctx.run, self.with_call, request_iterator, timeout, metadata, credentials, wait_for_ready, compression))
+    def details(self) -> str:
+        return self._status_source().details()  # type: ignore[no-any-return]
 
 
-class FutureCall(grpc.Future, grpc.Call):
+class FutureCall(_StatusOf, grpc.Future, grpc.Call):
     """``.future()`` of a mesh call: the blocking call (with its retries) runs
     on a ``meshlib-grpc-<service>`` thread; this is its ``grpc.Future`` and,
     once it finished, its ``grpc.Call``."""
@@ -691,7 +690,7 @@ class FutureCall(grpc.Future, grpc.Call):
     def __init__(self, future: cf.Future[Any]) -> None:
         self._future = future
 
-    def _call(self) -> Any:
+    def _status_source(self) -> Any:
         exc = self._future.exception()
         return exc if exc is not None else self._future.result()[1]
 
@@ -740,18 +739,6 @@ class FutureCall(grpc.Future, grpc.Call):
         self._future.add_done_callback(lambda _f: callback())
         return True
 
-    def initial_metadata(self) -> Any:
-        return self._call().initial_metadata()
-
-    def trailing_metadata(self) -> Any:
-        return self._call().trailing_metadata()
-
-    def code(self) -> grpc.StatusCode:
-        return self._call().code()  # type: ignore[no-any-return]
-
-    def details(self) -> str:
-        return self._call().details()  # type: ignore[no-any-return]
-
 
 _END = object()  # a stream that ended before its first message
 _NONE = object()  # no first message held back
@@ -771,21 +758,24 @@ class _Attempt:
         self.booked = False
 
 
-class ResponseStream(grpc.Call):
-    """A response stream (``unary_stream`` / ``stream_stream``) pinned to one
-    endpoint. Its first attempt starts at once; reading the first message
-    commits it, retrying first on another endpoint if the attempt failed
-    before any message arrived. The committed attempt is booked (outcome,
-    latency to the first message) when grpcio reports it over."""
+class PinnedStream:
+    """What the sync and aio response streams share: one call pinned to the
+    endpoint of its current attempt, committed by its first message.
 
-    def __init__(self, m: _Method, request: Any, streaming_request: bool, timeout: float | None, metadata: Any, credentials: Any, wait_for_ready: bool | None, compression: Any) -> None:
+    An attempt that ends before committing is booked by the reader, who may
+    retry it; the committed one is booked when the library reports it over,
+    its latency being the time to the first message."""
+
+    _m: Any
+    #: Has the library report when an attempt is over (each stream class says how).
+    _watch: Callable[[_Attempt], None]
+
+    def _setup(self, m: Any, request: Any, requests: Any, metadata: Any, kw: dict[str, Any]) -> None:
         self._m = m
         self._request = request
-        self._requests = Replay(request) if streaming_request else None
-        self._kw = {"metadata": metadata, "credentials": credentials, "wait_for_ready": wait_for_ready, "compression": compression}
+        self._requests = requests
         self._metadata = metadata
-        self._lock = threading.RLock()
-        self._reading = False
+        self._kw = kw
         self._finished = False
         self._committed = False
         self._cancelled = False
@@ -794,18 +784,112 @@ class ResponseStream(grpc.Call):
         self._error: BaseException | None = None
         self._attempt: _Attempt | None = None
         cluster = m.owner.cluster
-        self._call = call = cluster.start_call(hash_header(cluster, metadata), None)
+        self._call = cluster.start_call(hash_header(cluster, metadata), None)
+
+    def _over(self) -> None:
+        """The call is finished (a hook for done-callbacks)."""
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        self._finished = self._committed = True
+        self._call.finish()
+        self._over()
+
+    def _launch(self, failure: BaseException | None) -> None:
+        call = self._call
+        host = call.pick(failure)
+        started = time.perf_counter()
+        m = self._m
+        try:
+            sub = m.owner.pool.acquire(host.endpoint)
+        except BaseException:
+            call.done(host, started, AttemptResult(Outcome.ERROR), decide=False)
+            raise
+        try:
+            mc = sub.callable(m.key, m.make)
+            request = self._requests.view() if self._requests is not None else self._request
+            rpc = mc(request, timeout=call.remaining(), metadata=with_attempt(self._metadata, call.attempt), **self._kw)
+        except BaseException:
+            sub.release()
+            call.done(host, started, AttemptResult(Outcome.ERROR), decide=False)
+            raise
+        self._attempt = attempt = _Attempt(host, sub, rpc, started)
+        self._watch(attempt)
+
+    def _book(self, attempt: _Attempt, verdict: AttemptResult, decide: bool = False) -> float | None:
+        """Record a finished attempt; for an uncommitted failure, the retry delay."""
+        attempt.booked = True
+        attempt.sub.release()
+        started = attempt.started
+        if self._committed and verdict.outcome == Outcome.SUCCESS:
+            started += time.perf_counter() - self._first_at  # latency: to the first message
+        if self._requests is not None and self._requests.overflowed and verdict.outcome != Outcome.SUCCESS:
+            verdict = AttemptResult(verdict.outcome, verdict.status, verdict.grpc_status, DO_NOT_RETRY)
+        delay = self._call.done(attempt.host, started, verdict, decide=decide)
+        if delay is None:
+            self._finished = True
+            self._call.finish()
+            self._over()
+        return delay
+
+    def _commit_to(self, attempt: _Attempt, first: Any) -> bool:
+        """The first message (or the end) arrived: commit. True if the attempt
+        is already over and still to be booked."""
+        self._first = first
+        self._first_at = time.perf_counter()
+        self._committed = True
+        if self._requests is not None:
+            self._requests.commit()
+        return attempt.terminated and not attempt.booked
+
+    def _retry_delay(self, attempt: _Attempt, err: grpc.RpcError) -> float | None:
+        """An uncommitted attempt failed: book it and return the delay before
+        the next one, or None (``err``, or the deadline, is the answer)."""
+        if attempt.booked:
+            self._error, self._committed = err, True
+            return None
+        if self._cancelled:
+            self._book(attempt, AttemptResult(Outcome.CANCELLED))
+            self._error, self._committed = err, True
+            return None
+        delay = self._book(attempt, judge_rpc(err), decide=True)
+        if delay is not None and self._call.enter_pending():
+            return delay
+        if delay is not None:
+            self._finished = True
+            self._call.finish()
+            self._over()
+        self._error, self._committed = err, True
+        if err.code() is SC.DEADLINE_EXCEEDED and self._call.is_expired():
+            try:
+                self._call.expired(err)
+            except DeadlineExceededError as exc:
+                self._error = rpc_error(exc)
+        return None
+
+
+class ResponseStream(PinnedStream, _StatusOf, grpc.Call):
+    """A response stream (``unary_stream`` / ``stream_stream``) pinned to one
+    endpoint. Its first attempt starts at once; reading the first message
+    commits it, after retrying on another endpoint if an attempt failed
+    before any message arrived."""
+
+    def __init__(self, m: _Method, request: Any, streaming_request: bool, timeout: float | None, metadata: Any, credentials: Any, wait_for_ready: bool | None, compression: Any) -> None:
+        self._lock = threading.RLock()
+        kw = {"credentials": credentials, "wait_for_ready": wait_for_ready, "compression": compression}
+        self._setup(m, request, Replay(request) if streaming_request else None, metadata, kw)
+        call = self._call
         try:
             with deadline(timeout):
                 fault = call.begin()
         except MeshError as exc:
             self._error = rpc_error(exc)
-            self._finished = True
+            self._finished = self._committed = True
             return
         try:
             if fault is not None:
                 if fault.delay:
-                    cluster.clock.sleep(fault.delay)
+                    call.cluster.clock.sleep(fault.delay)
                 if fault.abort_status is not None:
                     self._fail(_aborted(fault))
                     return
@@ -815,33 +899,8 @@ class ResponseStream(grpc.Call):
             if not isinstance(exc, Exception):
                 raise
 
-    def _fail(self, error: BaseException) -> None:
-        self._error = error
-        self._finished = True
-        self._committed = True
-        self._call.finish()
-
-    def _launch(self, failure: BaseException | None) -> None:
-        call = self._call
-        host = call.pick(failure)
-        started = time.perf_counter()
-        try:
-            m = self._m
-            sub = m.owner.pool.acquire(host.endpoint)
-        except BaseException as exc:
-            call.done(host, started, AttemptResult(Outcome.ERROR), decide=False)
-            raise exc
-        try:
-            mc = sub.callable(m.key, m.make)
-            request = self._requests.view() if self._requests is not None else self._request
-            kw = dict(self._kw, metadata=with_attempt(self._metadata, call.attempt))
-            rpc = mc(request, timeout=call.remaining(), **kw)
-        except BaseException:
-            sub.release()
-            call.done(host, started, AttemptResult(Outcome.ERROR), decide=False)
-            raise
-        attempt = self._attempt = _Attempt(host, sub, rpc, started)
-        if not rpc.add_callback(lambda: self._terminated(attempt)):
+    def _watch(self, attempt: _Attempt) -> None:
+        if not attempt.rpc.add_callback(lambda: self._terminated(attempt)):
             self._terminated(attempt)
 
     def _terminated(self, attempt: _Attempt) -> None:
@@ -851,7 +910,7 @@ class ResponseStream(grpc.Call):
         with self._lock:
             attempt.terminated = True
             if attempt is self._attempt and not attempt.booked and self._committed:
-                self._book(attempt)
+                self._book(attempt, judge_rpc(attempt.rpc))
 
     def __del__(self) -> None:
         attempt = self._attempt
@@ -860,89 +919,36 @@ class ResponseStream(grpc.Call):
                 attempt.rpc.cancel()
             with self._lock:
                 if not attempt.booked:
-                    self._book(attempt, verdict=AttemptResult(Outcome.CANCELLED))
-
-    def _book(self, attempt: _Attempt, decide: bool = False, verdict: AttemptResult | None = None) -> float | None:
-        """Record a finished attempt; for an uncommitted failure, the retry delay."""
-        attempt.booked = True
-        attempt.sub.release()
-        if verdict is None:
-            verdict = judge_rpc(attempt.rpc)
-        started = attempt.started
-        if self._committed and verdict.outcome == Outcome.SUCCESS:
-            # Latency is the time to the first message, not the stream's length.
-            started += time.perf_counter() - self._first_at
-        if self._requests is not None and self._requests.overflowed and verdict.outcome != Outcome.SUCCESS:
-            verdict = AttemptResult(verdict.outcome, verdict.status, verdict.grpc_status, DO_NOT_RETRY)
-        delay = self._call.done(attempt.host, started, verdict, decide=decide)
-        if delay is None:
-            self._finished = True
-            self._call.finish()
-        return delay
+                    self._book(attempt, AttemptResult(Outcome.CANCELLED))
 
     # -- commit ------------------------------------------------------------------
 
     def _commit(self) -> None:
-        with self._lock:
-            if self._committed:
-                return
-            self._reading = True
-        try:
-            while True:
-                attempt = self._attempt
-                assert attempt is not None
-                try:
-                    first = next(attempt.rpc)
-                except StopIteration:
-                    first = _END
-                except grpc.RpcError as err:
-                    if not self._retry(attempt, err):
-                        return
-                    continue
+        while not self._committed:
+            attempt = self._attempt
+            assert attempt is not None
+            try:
+                first = next(attempt.rpc)
+            except StopIteration:
+                first = _END
+            except grpc.RpcError as err:
                 with self._lock:
-                    self._first = first
-                    self._first_at = time.perf_counter()
-                    self._committed = True
-                    if self._requests is not None:
-                        self._requests.commit()
-                    if attempt.terminated and not attempt.booked:
-                        self._book(attempt)
-                return
-        finally:
-            self._reading = False
-
-    def _retry(self, attempt: _Attempt, err: grpc.RpcError) -> bool:
-        with self._lock:
-            if attempt.booked:
-                self._error, self._committed = err, True
-                return False
-            if self._cancelled:
-                self._book(attempt, verdict=AttemptResult(Outcome.CANCELLED))
-                self._error, self._committed = err, True
-                return False
-            delay = self._book(attempt, decide=True)
-            if delay is None or not self._call.enter_pending():
-                if delay is not None:
-                    self._finished = True
-                    self._call.finish()
-                self._committed = True
-                self._error = err
-                if err.code() is SC.DEADLINE_EXCEEDED and self._call.is_expired():
-                    try:
-                        self._call.expired(err)
-                    except DeadlineExceededError as exc:
-                        self._error = rpc_error(exc)
-                return False
-        try:
-            self._call.sleep(delay)
-            self._launch(err)
-        except BaseException as exc:
+                    delay = self._retry_delay(attempt, err)
+                if delay is None:
+                    return
+                try:
+                    self._call.sleep(delay)
+                    self._launch(err)
+                except BaseException as exc:
+                    with self._lock:
+                        self._fail(rpc_error(exc))
+                    if not isinstance(exc, Exception):
+                        raise
+                    return
+                continue
             with self._lock:
-                self._fail(rpc_error(exc))
-            if not isinstance(exc, Exception):
-                raise
-            return False
-        return True
+                if self._commit_to(attempt, first):
+                    self._book(attempt, judge_rpc(attempt.rpc))
 
     # -- iteration ---------------------------------------------------------------
 
@@ -968,7 +974,7 @@ class ResponseStream(grpc.Call):
 
     # -- grpc.Call ---------------------------------------------------------------
 
-    def _rpc(self) -> Any:
+    def _status_source(self) -> Any:
         if not self._committed:
             self._commit()
         if self._error is not None:
@@ -994,33 +1000,16 @@ class ResponseStream(grpc.Call):
             return False
         return attempt.rpc.add_callback(callback)  # type: ignore[no-any-return]
 
-    def initial_metadata(self) -> Any:
-        return self._rpc().initial_metadata()
 
-    def trailing_metadata(self) -> Any:
-        return self._rpc().trailing_metadata()
+class _ResponseStreaming(grpc.UnaryStreamMultiCallable, grpc.StreamStreamMultiCallable):
+    """``unary_stream`` and ``stream_stream``: a :class:`ResponseStream` per call."""
 
-    def code(self) -> grpc.StatusCode:
-        return self._rpc().code()  # type: ignore[no-any-return]
-
-    def details(self) -> str:
-        return self._rpc().details()  # type: ignore[no-any-return]
-
-
-class _UnaryStream(grpc.UnaryStreamMultiCallable):
-    def __init__(self, m: _Method) -> None:
+    def __init__(self, m: _Method, streaming: bool) -> None:
         self._m = m
+        self._streaming = streaming
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Any = None, credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> ResponseStream:
-        return ResponseStream(self._m, request, False, timeout, metadata, credentials, wait_for_ready, compression)
-
-
-class _StreamStream(grpc.StreamStreamMultiCallable):
-    def __init__(self, m: _Method) -> None:
-        self._m = m
-
-    def __call__(self, request_iterator: Iterable[Any], timeout: float | None = None, metadata: Any = None, credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> ResponseStream:
-        return ResponseStream(self._m, request_iterator, True, timeout, metadata, credentials, wait_for_ready, compression)
+        return ResponseStream(self._m, request, self._streaming, timeout, metadata, credentials, wait_for_ready, compression)
 
 
 _STATE_RANK = {
@@ -1057,16 +1046,16 @@ class MeshChannel(grpc.Channel):
         self._subscriptions: dict[Callable[[grpc.ChannelConnectivity], None], list[tuple[Any, Callable[[Any], None]]]] = {}
 
     def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **kwargs: Any) -> grpc.UnaryUnaryMultiCallable:
-        return _UnaryUnary(_Method(self, "unary_unary", method, request_serializer, response_deserializer, kwargs))
+        return _UnaryResponse(_Method(self, "unary_unary", method, request_serializer, response_deserializer, kwargs), False)
 
     def unary_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **kwargs: Any) -> grpc.UnaryStreamMultiCallable:
-        return _UnaryStream(_Method(self, "unary_stream", method, request_serializer, response_deserializer, kwargs))
+        return _ResponseStreaming(_Method(self, "unary_stream", method, request_serializer, response_deserializer, kwargs), False)
 
     def stream_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **kwargs: Any) -> grpc.StreamUnaryMultiCallable:
-        return _StreamUnary(_Method(self, "stream_unary", method, request_serializer, response_deserializer, kwargs))
+        return _UnaryResponse(_Method(self, "stream_unary", method, request_serializer, response_deserializer, kwargs), True)
 
     def stream_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **kwargs: Any) -> grpc.StreamStreamMultiCallable:
-        return _StreamStream(_Method(self, "stream_stream", method, request_serializer, response_deserializer, kwargs))
+        return _ResponseStreaming(_Method(self, "stream_stream", method, request_serializer, response_deserializer, kwargs), True)
 
     def subscribe(self, callback: Callable[[grpc.ChannelConnectivity], None], try_to_connect: bool = False) -> None:
         """Connectivity across the endpoints of the moment: READY when any is

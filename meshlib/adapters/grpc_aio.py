@@ -26,15 +26,16 @@ from ..resilience.backoff import DO_NOT_RETRY
 from ..resilience.deadline import deadline
 from ..resilience.retry import AttemptResult
 from .grpc import (
+    _NONE,
     EXCHANGE,
-    RETRY_BUFFER_BYTES,
+    PinnedStream,
+    ReplayBuffer,
     SC,
     ChannelPool,
     GrpcExchange,
     InterceptorBase,
     _aborted,
     _Attempt,
-    _size_of,
     channel_options,
     hash_header,
     judge_rpc,
@@ -48,16 +49,16 @@ if TYPE_CHECKING:
 
 __all__ = ["MeshAioChannel", "MeshAioClientInterceptor", "aio_channel", "aio_interceptors"]
 
-_NONE = object()
 _EOF = object()  # done_writing() in the request queue
 
 
-class AsyncReplay:
+class AsyncReplay(ReplayBuffer):
     """The asyncio :class:`~meshlib.adapters.grpc.Replay`: a request stream
     (an iterable, an async iterable, or the messages given to ``write()``)
     that retried attempts read again from the start, up to 256 KiB."""
 
     def __init__(self, source: Iterable[Any] | AsyncIterable[Any] | None) -> None:
+        super().__init__()
         self._queue: asyncio.Queue[Any] | None = None
         self._sync: Any = None
         self._async: Any = None
@@ -67,11 +68,6 @@ class AsyncReplay:
             self._async = source.__aiter__()  # type: ignore[union-attr]
         else:
             self._sync = iter(source)  # type: ignore[arg-type]
-        self._buffer: list[Any] = []
-        self._size = 0
-        self._ended = False
-        self.overflowed = False
-        self._owner: object | None = None
         self._pull = asyncio.Lock()
 
     async def write(self, message: Any) -> None:
@@ -121,12 +117,7 @@ class AsyncReplay:
                 except StopAsyncIteration:
                     self._ended = True
                     continue
-                self._buffer.append(item)
-                if self._owner is None and not self.overflowed:
-                    self._size += _size_of(item)
-                    if self._size > RETRY_BUFFER_BYTES:
-                        self.overflowed = True
-                        self._owner = token
+                self._keep(item, token)
 
     def commit(self) -> None:
         self.overflowed = True
@@ -177,7 +168,23 @@ class _AioMethod:
         self.make = lambda ch: getattr(ch, kind)(method, request_serializer=ser, response_deserializer=deser, **extra)
 
 
-class _UnaryResponseCall(grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryCall):
+class _Writes:
+    """``write()`` / ``done_writing()`` of a request-streaming aio call."""
+
+    _requests: AsyncReplay | None
+
+    async def write(self, request: Any) -> None:
+        if self._requests is None:
+            raise grpc.aio.UsageError("write() is for request-streaming calls")
+        await self._requests.write(request)
+
+    async def done_writing(self) -> None:
+        if self._requests is None:
+            raise grpc.aio.UsageError("done_writing() is for request-streaming calls")
+        await self._requests.done_writing()
+
+
+class _UnaryResponseCall(_Writes, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryCall):
     """A unary-response mesh call: a task running the attempt loop, started
     at once on the caller's loop; awaiting it gives the response."""
 
@@ -282,43 +289,19 @@ class _UnaryResponseCall(grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryCall):
     async def wait_for_connection(self) -> None:
         await self._finished()
 
-    # grpc.aio.StreamUnaryCall
-    async def write(self, request: Any) -> None:
-        if self._requests is None:
-            raise grpc.aio.UsageError("write() is for request-streaming calls")
-        await self._requests.write(request)
-
-    async def done_writing(self) -> None:
-        if self._requests is None:
-            raise grpc.aio.UsageError("done_writing() is for request-streaming calls")
-        await self._requests.done_writing()
-
 
 async def _maybe_await(value: Any) -> Any:
     return await value if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future) else value
 
 
-class AioResponseStream(grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall):
+class AioResponseStream(PinnedStream, _Writes, grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall):
     """A ``grpc.aio`` response stream pinned to one endpoint; see
     :class:`meshlib.adapters.grpc.ResponseStream` for when it commits and retries."""
 
     def __init__(self, m: _AioMethod, request: Any, streaming: bool, timeout: float | None, metadata: Any, credentials: Any, wait_for_ready: bool | None, compression: Any) -> None:
-        self._m = m
-        self._request = request
-        self._requests = AsyncReplay(request) if streaming else None
-        self._kw = {"credentials": credentials, "wait_for_ready": wait_for_ready, "compression": compression}
-        self._metadata = metadata
-        self._committed = False
-        self._finished = False
-        self._cancelled = False
-        self._reading = False
-        self._first: Any = _NONE
-        self._first_at = 0.0
-        self._error: BaseException | None = None
-        self._attempt: _Attempt | None = None
+        kw = {"credentials": credentials, "wait_for_ready": wait_for_ready, "compression": compression}
+        self._setup(m, request, AsyncReplay(request) if streaming else None, metadata, kw)
         self._callbacks: list[Callable[[Any], None]] = []
-        cluster = m.owner.cluster
-        self._call = cluster.start_call(hash_header(cluster, metadata), None)
         self._opening = asyncio.get_running_loop().create_task(self._open(timeout))
 
     async def _open(self, timeout: float | None) -> None:
@@ -329,7 +312,7 @@ class AioResponseStream(grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall):
         except MeshError as exc:
             self._error = rpc_error(exc)
             self._finished = self._committed = True
-            self._fire()
+            self._over()
             return
         try:
             if fault is not None and fault.delay:
@@ -344,32 +327,8 @@ class AioResponseStream(grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall):
             self._fail(grpc.aio.AioRpcError(SC.CANCELLED, grpc.aio.Metadata(), grpc.aio.Metadata(), "cancelled"))
             raise
 
-    def _fail(self, error: BaseException) -> None:
-        self._error = error
-        self._finished = self._committed = True
-        self._call.finish()
-        self._fire()
-
-    def _launch(self, failure: BaseException | None) -> None:
-        call = self._call
-        host = call.pick(failure)
-        started = time.perf_counter()
-        m = self._m
-        try:
-            sub = m.owner.pool.acquire(host.endpoint)
-        except BaseException:
-            call.done(host, started, AttemptResult(Outcome.ERROR), decide=False)
-            raise
-        try:
-            mc = sub.callable(m.key, m.make)
-            request = self._requests.view() if self._requests is not None else self._request
-            rpc = mc(request, timeout=call.remaining(), metadata=with_attempt(self._metadata, call.attempt), **self._kw)
-        except BaseException:
-            sub.release()
-            call.done(host, started, AttemptResult(Outcome.ERROR), decide=False)
-            raise
-        attempt = self._attempt = _Attempt(host, sub, rpc, started)
-        rpc.add_done_callback(lambda _rpc: self._terminated(attempt))
+    def _watch(self, attempt: _Attempt) -> None:
+        attempt.rpc.add_done_callback(lambda _rpc: self._terminated(attempt))
 
     def _terminated(self, attempt: _Attempt) -> None:
         attempt.terminated = True
@@ -378,24 +337,9 @@ class AioResponseStream(grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall):
 
     def _book_done(self, attempt: _Attempt) -> None:
         attempt.booked = True  # claimed: booked once its status is read
-        _book_later(lambda v: self._book(attempt, verdict=v), attempt.rpc)
+        _book_later(lambda v: self._book(attempt, v), attempt.rpc)
 
-    def _book(self, attempt: _Attempt, decide: bool = False, *, verdict: AttemptResult) -> float | None:
-        attempt.booked = True
-        attempt.sub.release()
-        started = attempt.started
-        if self._committed and verdict.outcome == Outcome.SUCCESS:
-            started += time.perf_counter() - self._first_at
-        if self._requests is not None and self._requests.overflowed and verdict.outcome != Outcome.SUCCESS:
-            verdict = AttemptResult(verdict.outcome, verdict.status, verdict.grpc_status, DO_NOT_RETRY)
-        delay = self._call.done(attempt.host, started, verdict, decide=decide)
-        if delay is None:
-            self._finished = True
-            self._call.finish()
-            self._fire()
-        return delay
-
-    def _fire(self) -> None:
+    def _over(self) -> None:
         callbacks, self._callbacks = self._callbacks, []
         for cb in callbacks:
             cb(self)
@@ -408,49 +352,22 @@ class AioResponseStream(grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall):
             try:
                 first = await attempt.rpc.read()
             except grpc.RpcError as err:
-                if not await self._retry(attempt, err):
+                delay = self._retry_delay(attempt, err)
+                if delay is None:
+                    return
+                try:
+                    await self._call.sleep_async(delay)
+                    self._launch(err)
+                except Exception as exc:
+                    self._fail(rpc_error(exc))
                     return
                 continue
             if self._committed:  # another reader got there first
                 if first is not grpc.aio.EOF:
                     self._first = first
                 return
-            self._first = first
-            self._first_at = time.perf_counter()
-            self._committed = True
-            if self._requests is not None:
-                self._requests.commit()
-            if attempt.terminated and not attempt.booked:
+            if self._commit_to(attempt, first):
                 self._book_done(attempt)
-
-    async def _retry(self, attempt: _Attempt, err: grpc.RpcError) -> bool:
-        if attempt.booked:
-            self._error, self._committed = err, True
-            return False
-        if self._cancelled:
-            self._book(attempt, verdict=AttemptResult(Outcome.CANCELLED))
-            self._error, self._committed = err, True
-            return False
-        delay = self._book(attempt, decide=True, verdict=judge_rpc(err))
-        if delay is None or not self._call.enter_pending():
-            if delay is not None:
-                self._finished = True
-                self._call.finish()
-                self._fire()
-            self._error, self._committed = err, True
-            if err.code() is SC.DEADLINE_EXCEEDED and self._call.is_expired():
-                try:
-                    self._call.expired(err)
-                except DeadlineExceededError as exc:
-                    self._error = rpc_error(exc)
-            return False
-        try:
-            await self._call.sleep_async(delay)
-            self._launch(err)
-        except Exception as exc:
-            self._fail(rpc_error(exc))
-            return False
-        return True
 
     # -- reading -----------------------------------------------------------------
 
@@ -475,16 +392,6 @@ class AioResponseStream(grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall):
             if message is grpc.aio.EOF:
                 return
             yield message
-
-    async def write(self, request: Any) -> None:
-        if self._requests is None:
-            raise grpc.aio.UsageError("write() is for request-streaming calls")
-        await self._requests.write(request)
-
-    async def done_writing(self) -> None:
-        if self._requests is None:
-            raise grpc.aio.UsageError("done_writing() is for request-streaming calls")
-        await self._requests.done_writing()
 
     # -- grpc.aio.Call -----------------------------------------------------------
 
@@ -576,36 +483,22 @@ def _book_later(book: Callable[[AttemptResult], Any], rpc: Any) -> None:
 _PENDING: set[asyncio.Task[Any]] = set()
 
 
-class _AioUnaryUnary(grpc.aio.UnaryUnaryMultiCallable):
-    def __init__(self, m: _AioMethod) -> None:
+class _AioCallable(
+    grpc.aio.UnaryUnaryMultiCallable,
+    grpc.aio.UnaryStreamMultiCallable,
+    grpc.aio.StreamUnaryMultiCallable,
+    grpc.aio.StreamStreamMultiCallable,
+):
+    """A MeshAioChannel's multicallable of any kind: ``call_class`` is the call
+    it starts, ``streaming`` whether its requests are a stream."""
+
+    def __init__(self, m: _AioMethod, call_class: type, streaming: bool) -> None:
         self._m = m
+        self._call_class = call_class
+        self._streaming = streaming
 
-    def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> _UnaryResponseCall:
-        return _UnaryResponseCall(self._m, request, False, timeout, metadata, credentials, wait_for_ready, compression)
-
-
-class _AioStreamUnary(grpc.aio.StreamUnaryMultiCallable):
-    def __init__(self, m: _AioMethod) -> None:
-        self._m = m
-
-    def __call__(self, request_iterator: Any = None, timeout: float | None = None, metadata: Any = None, credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> _UnaryResponseCall:
-        return _UnaryResponseCall(self._m, request_iterator, True, timeout, metadata, credentials, wait_for_ready, compression)
-
-
-class _AioUnaryStream(grpc.aio.UnaryStreamMultiCallable):
-    def __init__(self, m: _AioMethod) -> None:
-        self._m = m
-
-    def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> AioResponseStream:
-        return AioResponseStream(self._m, request, False, timeout, metadata, credentials, wait_for_ready, compression)
-
-
-class _AioStreamStream(grpc.aio.StreamStreamMultiCallable):
-    def __init__(self, m: _AioMethod) -> None:
-        self._m = m
-
-    def __call__(self, request_iterator: Any = None, timeout: float | None = None, metadata: Any = None, credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> AioResponseStream:
-        return AioResponseStream(self._m, request_iterator, True, timeout, metadata, credentials, wait_for_ready, compression)
+    def __call__(self, request: Any = None, timeout: float | None = None, metadata: Any = None, credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
+        return self._call_class(self._m, request, self._streaming, timeout, metadata, credentials, wait_for_ready, compression)
 
 
 _STATE_RANK = {
@@ -637,16 +530,16 @@ class MeshAioChannel(grpc.aio.Channel):
         self.pool: ChannelPool = mesh.resource(self._key, lambda: ChannelPool(cluster, make, _closer(self._loop)))
 
     def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **kwargs: Any) -> grpc.aio.UnaryUnaryMultiCallable:
-        return _AioUnaryUnary(_AioMethod(self, "unary_unary", method, request_serializer, response_deserializer, kwargs))
+        return _AioCallable(_AioMethod(self, "unary_unary", method, request_serializer, response_deserializer, kwargs), _UnaryResponseCall, False)
 
     def unary_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **kwargs: Any) -> grpc.aio.UnaryStreamMultiCallable:
-        return _AioUnaryStream(_AioMethod(self, "unary_stream", method, request_serializer, response_deserializer, kwargs))
+        return _AioCallable(_AioMethod(self, "unary_stream", method, request_serializer, response_deserializer, kwargs), AioResponseStream, False)
 
     def stream_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **kwargs: Any) -> grpc.aio.StreamUnaryMultiCallable:
-        return _AioStreamUnary(_AioMethod(self, "stream_unary", method, request_serializer, response_deserializer, kwargs))
+        return _AioCallable(_AioMethod(self, "stream_unary", method, request_serializer, response_deserializer, kwargs), _UnaryResponseCall, True)
 
     def stream_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **kwargs: Any) -> grpc.aio.StreamStreamMultiCallable:
-        return _AioStreamStream(_AioMethod(self, "stream_stream", method, request_serializer, response_deserializer, kwargs))
+        return _AioCallable(_AioMethod(self, "stream_stream", method, request_serializer, response_deserializer, kwargs), AioResponseStream, True)
 
     def _channels(self, connect: bool) -> list[Any]:
         if connect:
