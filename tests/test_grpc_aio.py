@@ -189,3 +189,9 @@ async def test_aio_interceptors_on_your_own_channel(grpc_agents) -> None:
             with pytest.raises(CircuitOpenError) as info:
                 await echo(b"")
             assert info.value.code() is SC.UNAVAILABLE  # type: ignore[attr-defined]
+
+
+def test_aio_channel_needs_a_running_loop(grpc_agents) -> None:
+    with mesh_for(grpc_agents(1)) as mesh:
+        with pytest.raises(RuntimeError, match="from a coroutine"):
+            mesh.grpc_aio_channel("svc")

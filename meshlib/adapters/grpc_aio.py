@@ -12,6 +12,7 @@ them, and ``mesh.close()`` schedules their closing on that loop.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Sequence
 
@@ -510,6 +511,9 @@ _STATE_RANK = {
 }
 
 
+_CHANNEL_IDS = itertools.count()
+
+
 class MeshAioChannel(grpc.aio.Channel):
     """A ``grpc.aio.Channel`` balancing every call over a mesh service's
     endpoints, with one ``grpc.aio`` channel per endpoint on the caller's loop."""
@@ -524,9 +528,12 @@ class MeshAioChannel(grpc.aio.Channel):
                 return grpc.aio.secure_channel(ep.address, credentials, options=opts, compression=compression)
             return grpc.aio.insecure_channel(ep.address, options=opts, compression=compression)
 
-        self._loop = asyncio.get_running_loop()
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError("mesh.grpc_aio_channel() binds to the running event loop: call it from a coroutine") from None
         self._mesh = mesh
-        self._key = ("grpc-aio", id(self))
+        self._key = ("grpc-aio", next(_CHANNEL_IDS))
         self.pool: ChannelPool = mesh.resource(self._key, lambda: ChannelPool(cluster, make, _closer(self._loop)))
 
     def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **kwargs: Any) -> grpc.aio.UnaryUnaryMultiCallable:
