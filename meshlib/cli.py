@@ -1,6 +1,6 @@
 """The ``meshlib`` command (also ``python -m meshlib``).
 
-    meshlib demo [--duration S] [--agents N] [--concurrency N] [--lb-policy NAME] [--no-live]
+    meshlib demo [--duration S] [--agents N] [--concurrency N] [--lb-policy NAME] [--no-live] [--no-grpc]
     meshlib config-docs              # docs/configuration.md, from meshlib.config
     meshlib endpoints SERVICE        # what the mesh built from MESHLIB_* sees
     meshlib stats                    # mesh.stats() as JSON
@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Start a few HTTP agents on 127.0.0.1 (two fast, one 10x slower, one that starts "
             "answering 503 at 40% of the run, one that goes down at 60%), call them through a "
-            "Mesh from several threads, and show where meshlib sent the calls. No registry needed."
+            "Mesh from several threads, and show where meshlib sent the calls; a pool of gRPC agents "
+            "with the same story runs beside them (--no-grpc to leave it out). No registry needed."
         ),
     )
     demo.add_argument("--duration", type=_positive_float, default=12.0, metavar="SECONDS", help="how long to run (default: 12)")

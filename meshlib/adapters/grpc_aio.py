@@ -21,7 +21,7 @@ import grpc.aio
 
 from .._driver import Exchange, run_async
 from ..endpoint import Endpoint
-from ..errors import DeadlineExceededError, MeshError
+from ..errors import MeshError
 from ..host import Outcome
 from ..resilience.backoff import DO_NOT_RETRY
 from ..resilience.deadline import deadline
