@@ -612,8 +612,8 @@ class _Method:
         self.owner = owner
         self.method = method
         self.key = (kind, method, ser, deser, tuple(sorted(extra.items())))
-        factory = getattr  # channel.unary_unary etc., looked up on each endpoint's channel
-        self.make = lambda ch: factory(ch, kind)(method, request_serializer=ser, response_deserializer=deser, **extra)
+        # channel.unary_unary(...) etc. on an endpoint's channel, made once per channel
+        self.make = lambda ch: getattr(ch, kind)(method, request_serializer=ser, response_deserializer=deser, **extra)
 
 
 class _UnaryResponse(grpc.UnaryUnaryMultiCallable, grpc.StreamUnaryMultiCallable):
