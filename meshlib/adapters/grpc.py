@@ -1302,49 +1302,48 @@ HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
 _SERVING = 1  # grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    """The varint at ``data[i:]`` and the index after it."""
+    value = shift = 0
+    while i < len(data):
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+    return value, i
+
+
 def encode_health_request(service: str) -> bytes:
     """``grpc.health.v1.HealthCheckRequest{service}`` in protobuf wire format
     (field 1, length-delimited); empty for the whole server."""
     data = service.encode()
-    if not data:
-        return b""
-    n, varint = len(data), bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        varint.append(byte | (0x80 if n else 0))
-        if not n:
-            break
-    return b"\x0a" + bytes(varint) + data
+    return b"\x0a" + _varint(len(data)) + data if data else b""
 
 
 def decode_health_status(data: bytes) -> int:
     """The ``status`` (field 1, varint) of a ``HealthCheckResponse``; 0 (UNKNOWN) if absent."""
     i, status = 0, 0
     while i < len(data):
-        tag = data[i]
-        i += 1
+        tag, i = _read_varint(data, i)
         field, wire = tag >> 3, tag & 7
         if wire == 0:
-            value, shift = 0, 0
-            while i < len(data):
-                b = data[i]
-                i += 1
-                value |= (b & 0x7F) << shift
-                shift += 7
-                if not b & 0x80:
-                    break
+            value, i = _read_varint(data, i)
             if field == 1:
                 status = value
         elif wire == 2:
-            length, shift = 0, 0
-            while i < len(data):
-                b = data[i]
-                i += 1
-                length |= (b & 0x7F) << shift
-                shift += 7
-                if not b & 0x80:
-                    break
+            length, i = _read_varint(data, i)
             i += length
         elif wire == 1:
             i += 8
