@@ -12,9 +12,9 @@ import platform
 import sys
 import time
 
-from . import overhead, pick
+from . import grpc_overhead, overhead, pick
 
-BENCHMARKS = {"overhead": overhead.run, "pick": pick.run}
+BENCHMARKS = {"overhead": overhead.run, "pick": pick.run, "grpc": grpc_overhead.run}
 
 
 def main(argv: list[str] | None = None) -> int:

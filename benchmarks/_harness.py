@@ -99,6 +99,14 @@ def _tail(path: str, lines: int = 20) -> str:
 @contextlib.contextmanager
 def serve(cmd: Sequence[str], port: int, workdir: str) -> Iterator[int]:
     """Run ``cmd`` (which listens on ``port``) until the block ends; yield the port."""
+    with serve_until(cmd, workdir, lambda proc, log_path: wait_http_ok(port, proc, log_path)):
+        yield port
+
+
+@contextlib.contextmanager
+def serve_until(cmd: Sequence[str], workdir: str, ready: Callable[[subprocess.Popen, str], None]) -> Iterator[subprocess.Popen]:
+    """Run ``cmd`` until the block ends, once ``ready(proc, log_path)`` returned
+    (it raises if the child never gets ready); yield the process."""
     log_path = os.path.join(workdir, "stderr.log")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -111,8 +119,8 @@ def serve(cmd: Sequence[str], port: int, workdir: str) -> Iterator[int]:
         )
     _children.append(proc)
     try:
-        wait_http_ok(port, proc, log_path)
-        yield port
+        ready(proc, log_path)
+        yield proc
     finally:
         stop(proc)
 
@@ -207,16 +215,30 @@ def envoy_bootstrap(listen_port: int, upstream_port: int) -> dict:
 
 
 @contextlib.contextmanager
-def envoy(upstream_port: int) -> Iterator[int]:
-    """An Envoy sidecar (one worker thread) in front of 127.0.0.1:upstream_port; yields its port."""
+def envoy(upstream_port: int, *, http2: bool = False, ready: Callable[[int, subprocess.Popen, str], None] | None = None) -> Iterator[int]:
+    """An Envoy sidecar (one worker thread) in front of 127.0.0.1:upstream_port; yields its port.
+
+    ``http2``: the upstream speaks HTTP/2 (gRPC); the listener takes HTTP/1.1
+    and HTTP/2 either way. ``ready(port, proc, log_path)`` waits until the
+    sidecar answers (default: ``GET /`` gets 200)."""
     binary = find_binary("envoy")
     port = free_port()
+    bootstrap = envoy_bootstrap(port, upstream_port)
+    if http2:
+        (cluster,) = bootstrap["static_resources"]["clusters"]
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    wait = ready or (lambda p, proc, log_path: wait_http_ok(p, proc, log_path))
     with tempfile.TemporaryDirectory(prefix="meshlib-bench-envoy-") as d:
         conf = os.path.join(d, "envoy.yaml")
         with open(conf, "w") as f:
-            yaml.safe_dump(envoy_bootstrap(port, upstream_port), f, sort_keys=False)
+            yaml.safe_dump(bootstrap, f, sort_keys=False)
         cmd = [binary, "-c", conf, "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"]
-        with serve(cmd, port, d):
+        with serve_until(cmd, d, lambda proc, log_path: wait(port, proc, log_path)):
             yield port
 
 

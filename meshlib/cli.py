@@ -1,6 +1,6 @@
 """The ``meshlib`` command (also ``python -m meshlib``).
 
-    meshlib demo [--duration S] [--agents N] [--concurrency N] [--lb-policy NAME] [--no-live]
+    meshlib demo [--duration S] [--agents N] [--concurrency N] [--lb-policy NAME] [--no-live] [--no-grpc]
     meshlib config-docs              # docs/configuration.md, from meshlib.config
     meshlib endpoints SERVICE        # what the mesh built from MESHLIB_* sees
     meshlib stats                    # mesh.stats() as JSON
@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Start a few HTTP agents on 127.0.0.1 (two fast, one 10x slower, one that starts "
             "answering 503 at 40% of the run, one that goes down at 60%), call them through a "
-            "Mesh from several threads, and show where meshlib sent the calls. No registry needed."
+            "Mesh from several threads, and show where meshlib sent the calls; a pool of gRPC agents "
+            "with the same story runs beside them (--no-grpc to leave it out). No registry needed."
         ),
     )
     demo.add_argument("--duration", type=_positive_float, default=12.0, metavar="SECONDS", help="how long to run (default: 12)")
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=_int_range(1, 64), default=4, metavar="N", help="client threads (default: 4)")
     demo.add_argument("--lb-policy", default=None, metavar="NAME", help=f"load-balancing policy: {_policies()} (default: meshlib's default, peak_ewma)")
     demo.add_argument("--no-live", action="store_true", help="print only the final summary, no live table")
+    demo.add_argument("--grpc", action=argparse.BooleanOptionalAction, default=None,
+                      help="also run the gRPC agent pool (default: on when grpcio is installed)")
     demo.set_defaults(handler=_demo)
 
     docs = sub.add_parser("config-docs", help="print the configuration reference (docs/configuration.md) as Markdown")
@@ -98,8 +101,15 @@ def _demo(args: argparse.Namespace) -> int:
         lb_policy=args.lb_policy,
         out=sys.stdout,
         live=False if args.no_live else None,
+        grpc=_grpc_available() if args.grpc is None else args.grpc,
     )
     return EXIT_INTERRUPTED if result.interrupted else 0
+
+
+def _grpc_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("grpc") is not None
 
 
 def _config_docs(args: argparse.Namespace) -> int:

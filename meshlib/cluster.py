@@ -136,6 +136,9 @@ class Cluster:
         if cfg.health_check.enabled:
             self.health = HealthChecker(name, cfg.health_check, probe=health_probe, clock=clock, on_pass=self._health_passed)
 
+        #: Called with each adopted snapshot (see :meth:`watch`).
+        self._watchers: list[Callable[[EndpointSnapshot], None]] = []
+
         picker, levels = build_picker(name, (), (), cfg, self._policy, self.rng, clock)
         empty = EndpointSnapshot(name, ())
         self._state = _State(empty, (), picker, tuple(levels), empty)
@@ -167,6 +170,25 @@ class Cluster:
                 old = self.endpoint_breakers
                 self.endpoint_breakers = {k: old.get(k) or self._endpoint_breaker(k) for k in fresh}
             self._build(snapshot, tuple(hosts))
+        for fn in tuple(self._watchers):
+            try:
+                fn(snapshot)
+            except Exception:
+                log.exception("meshlib: %s snapshot watcher %r failed", self.name, fn)
+
+    def watch(self, fn: Callable[[EndpointSnapshot], None]) -> Callable[[], None]:
+        """Call ``fn(snapshot)`` after each adopted snapshot, on the discovery
+        thread (adapters close per-endpoint connections of endpoints that left).
+        Returns a function that stops the calls."""
+        self._watchers.append(fn)
+
+        def unwatch() -> None:
+            try:
+                self._watchers.remove(fn)
+            except ValueError:
+                pass
+
+        return unwatch
 
     def _endpoint_breaker(self, key: tuple[str, int]) -> CircuitBreaker:
         breaker = CircuitBreaker(self.config.breaker_config, clock=self.clock, name=f"{self.name}/{key[0]}:{key[1]}")

@@ -798,7 +798,8 @@ def mesh_config(addresses: Sequence[str], lb_policy: str | None) -> dict[str, An
 class _Run:
     """One run's moving parts, and the main loop that scripts them."""
 
-    def __init__(self, scenario: Scenario, fleet: Fleet, mesh: Mesh, view: LiveView, concurrency: int) -> None:
+    def __init__(self, scenario: Scenario, fleet: Fleet, mesh: Mesh, view: LiveView, concurrency: int, extra: Callable[[float], list[str]] | None = None) -> None:
+        self.extra = extra  # more lines under the table (the gRPC pool's)
         self.scenario = scenario
         self.fleet = fleet
         self.mesh = mesh
@@ -862,6 +863,8 @@ class _Run:
         shares = self.recent.update(t, {a: int(s.get("requests", 0)) for a, s in stats.items()})
         rows = collect_rows(self.fleet, stats, self.log, t, shares)
         title, footer = render_status(t, self.scenario.duration, self.policy, self.log, service)
+        if self.extra is not None:
+            footer = [*footer, *self.extra(t)]
         self.view.show(title, render_table(rows, self.recent.window), footer, [r.state for r in rows])
         self.last_draw = t
 
@@ -905,6 +908,7 @@ def run_demo(
     out: TextIO | None = None,
     live: bool | None = None,
     breaker_act: bool = True,
+    grpc: bool = False,
 ) -> DemoResult:
     """Run the scripted scenario for ``duration`` seconds and print a summary.
 
@@ -913,7 +917,8 @@ def run_demo(
     redraws in place; ``False`` prints only the summary. ``lb_policy`` is any
     meshlib policy name (default: meshlib's default). Ctrl-C ends the run
     early and the summary still prints (``result.interrupted`` says so).
-    Raises :class:`~meshlib.ConfigError` for a bad ``lb_policy``.
+    Raises :class:`~meshlib.ConfigError` for a bad ``lb_policy``. ``grpc``
+    runs the gRPC agent pool (``meshlib.demo_grpc``) beside the HTTP agents.
     ``breaker_act`` adds a 3 s second act in which a circuit breaker opens,
     probes and closes in front of an agent that fails for a while.
     """
@@ -926,11 +931,21 @@ def run_demo(
     fleet = Fleet(scenario)
     view = LiveView.for_stream(out, live)
     interrupted = False
+    pool = None
+    grpc_text = ""
     try:
-        with Mesh(config=mesh_config([a.address for a in fleet.agents], lb_policy)) as mesh:
-            run = _Run(scenario, fleet, mesh, view, concurrency)
+        config = mesh_config([a.address for a in fleet.agents], lb_policy)
+        if grpc:
+            from .demo_grpc import GrpcPool
+
+            pool = GrpcPool(scenario)
+            config["services"].update(pool.services())
+        with Mesh(config=config) as mesh:
+            run = _Run(scenario, fleet, mesh, view, concurrency, None if pool is None else lambda t: pool.lines(mesh, t))
             try:
                 run.start()
+                if pool is not None:
+                    pool.start(mesh, run.origin)
                 interrupted = run.drive()
             finally:
                 try:
@@ -938,11 +953,17 @@ def run_demo(
                 except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop anyway
                     interrupted = True
                     elapsed = run.stop()
+                if pool is not None:
+                    pool.stop()
             if run.last_draw is None or elapsed - run.last_draw > 0.5:
                 run.draw(elapsed)
             result = run.result(elapsed, interrupted, concurrency)
+            if pool is not None:
+                grpc_text = pool.summary(mesh)
     finally:
         fleet.stop()
+        if pool is not None:
+            pool.stop()
         view.close()
     if view.mode != "off":
         out.write("\n")
@@ -951,7 +972,7 @@ def run_demo(
             out.write("Act 2: a circuit breaker in front of an agent that fails for a while (3 s)...\n")
             out.flush()
         result.breaker = run_breaker_act()
-        result.summary = render_summary(result)
+    result.summary = render_summary(result) + grpc_text
     out.write(result.summary)
     out.flush()
     return result

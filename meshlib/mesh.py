@@ -7,7 +7,7 @@ import logging
 import random
 import threading
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping, Sequence, TypeVar
 
 from ._background import PeriodicWorker
 from .clock import SYSTEM_CLOCK, Clock
@@ -20,12 +20,15 @@ from .errors import MeshError, UnknownServiceError
 from .resilience.health import Probe
 
 if TYPE_CHECKING:  # pragma: no cover - import cost only for type checkers
+    import grpc
+    import grpc.aio
     import httpx
     import requests
     import urllib3
 
 log = logging.getLogger("meshlib")
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
 
 __all__ = ["Mesh"]
 
@@ -64,6 +67,8 @@ class Mesh:
         self._clusters: dict[str, Cluster] = {}
         self._health_probe = health_probe
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        # Adapter-owned objects (gRPC channel pools), closed by close().
+        self._resources: dict[Hashable, Any] = {}
         # Outlier-detection intervals and breaker waits are checked on this timer.
         self._ticker = PeriodicWorker("resilience", 0.1, self.tick)
         # Hot-path lookup: every accepted spelling of a service -> its cluster.
@@ -242,6 +247,36 @@ class Mesh:
 
         return async_client(self, **kwargs)
 
+    def grpc_channel(self, name: str, **options: Any) -> "grpc.Channel":
+        """A ``grpc.Channel`` (needs the ``grpc`` extra) whose every call is
+        balanced over ``name``'s endpoints: one underlying channel per
+        endpoint, made on first use. Keyword arguments: ``credentials``
+        (``grpc.ChannelCredentials``, TLS to every endpoint, verifying the
+        service name), ``options`` (channel arguments) and ``compression``.
+        See docs/grpc.md."""
+        from .adapters.grpc import channel
+
+        return channel(self, name, **options)
+
+    def grpc_aio_channel(self, name: str, **options: Any) -> "grpc.aio.Channel":
+        """The ``grpc.aio`` counterpart of :meth:`grpc_channel`, used on the caller's event loop."""
+        from .adapters.grpc_aio import aio_channel
+
+        return aio_channel(self, name, **options)
+
+    def grpc_interceptors(self, name: str, *, aio: bool = False) -> Sequence[Any]:
+        """Client interceptors for a channel of your own (``grpc.intercept_channel(ch,
+        *interceptors)``, or ``grpc.aio.insecure_channel(target, interceptors=...)``
+        with ``aio=True``): ``name``'s retries and budget, breakers, deadlines,
+        trace headers and statistics, without meshlib's balancing."""
+        if aio:
+            from .adapters.grpc_aio import aio_interceptors
+
+            return aio_interceptors(self, name)
+        from .adapters.grpc import interceptors
+
+        return interceptors(self, name)
+
     def call(self, service: str, *, idempotent: bool = True) -> Callable[[F], F]:
         """Decorate a sync or async function whose first parameter receives the
         picked :class:`Endpoint`; every attempt picks again. ``idempotent=False``
@@ -251,6 +286,25 @@ class Mesh:
         return mesh_call(self, service, idempotent=idempotent)
 
     # -- lifecycle ---------------------------------------------------------------
+
+    def resource(self, key: Hashable, make: Callable[[], R]) -> R:
+        """The Mesh-owned object for ``key``, made by ``make()`` on first use;
+        :meth:`close` calls its ``close()``. Adapters keep their per-endpoint
+        connection pools here, so they live and die with the Mesh."""
+        found = self._resources.get(key)
+        if found is None:
+            with self._lock:
+                if self._closed:
+                    raise MeshError("this Mesh is closed; create a new one")
+                found = self._resources.get(key)
+                if found is None:
+                    found = self._resources[key] = make()
+        return found  # type: ignore[no-any-return]
+
+    def drop_resource(self, key: Hashable) -> None:
+        """Forget a :meth:`resource` (its owner closed it already)."""
+        with self._lock:
+            self._resources.pop(key, None)
 
     def close(self) -> None:
         """Stop every background thread. Idempotent."""
@@ -262,8 +316,14 @@ class Mesh:
             cluster.close()
         with self._lock:
             pool, self._pool = self._pool, None
+            resources, self._resources = list(self._resources.values()), {}
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+        for resource in resources:
+            try:
+                resource.close()
+            except Exception:
+                log.exception("meshlib: closing %r failed", resource)
         for resolver in self._resolvers:
             try:
                 resolver.close()

@@ -27,7 +27,7 @@ stamp=.setup-stamp
 # Reinstall when pyproject changed, or when `import meshlib` would not load this checkout.
 here=$(pwd -P)
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] \
-   || ! (cd /tmp && "$PY" -c "import sys, meshlib, httpx, hypothesis, pytest_asyncio; sys.exit(not meshlib.__file__.startswith('$here/'))") 2>/dev/null; then
+   || ! (cd /tmp && "$PY" -c "import sys, meshlib, httpx, hypothesis, pytest_asyncio, grpc, grpc_tools, grpc_health; sys.exit(not meshlib.__file__.startswith('$here/'))") 2>/dev/null; then
   echo "setup: installing meshlib with extras test, bench, httpx (pip)"
   "$PY" -m pip install -q --disable-pip-version-check -e '.[test,bench,httpx]'
   touch "$stamp"

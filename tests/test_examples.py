@@ -69,6 +69,14 @@ EXPECTED: dict[str, list[str]] = {
         "maglev",
     ],
     "decorator_async.py": ["12 concurrent calls answered by:", "is not retried: bad input"],
+    "grpc_channels.py": [
+        "30 calls answered by: {'greeter-1': 15, 'greeter-2': 15}",
+        "a stream stays on one endpoint: ['greeter-",
+        "with meshlib.deadline(0.5): greeter-",
+        "grpc.aio, 6 concurrent calls: ['greeter-1', 'greeter-2']",
+        "own channel + interceptors: greeter-1 greets dee",
+        "interceptor stats: attempts=1 successes=1",
+    ],
     "decorator_sync.py": ["HELLO 0", "default mesh: <Mesh services=['shouter']", "shouter-1: ONLY SHOUTER-1 IS IN THIS MESH"],
 }
 

@@ -8,7 +8,7 @@ within ``timeout``. A healthy host turns unhealthy after
 ``healthy_threshold`` passing ones. A host new to the service is usable until
 its first probe, which decides at once (Envoy's default, without
 ``ignore_new_hosts_until_first_hc``). With gRPC the probe is the standard
-``grpc.health.v1.Health/Check`` (see ``meshlib.grpc``).
+``grpc.health.v1.Health/Check`` (see ``meshlib.adapters.grpc``).
 
 Together with outlier detection, as in Envoy: a host takes traffic only when
 it passes its checks *and* is not ejected, and a passing probe returns an
@@ -130,6 +130,10 @@ class HealthChecker:
     ) -> None:
         self.service = service
         self.config = config
+        if probe is None and config.protocol == "grpc":
+            from ..adapters.grpc import grpc_health_probe  # grpcio is an optional extra
+
+            probe = grpc_health_probe
         self._probe: Probe = probe or (lambda ep, cfg: http_probe(ep, cfg, service))
         self._clock = clock
         self._on_pass = on_pass
