@@ -1,9 +1,12 @@
 """The same mesh service through requests, urllib3 and httpx, with one dead endpoint.
 
 The service ``catalog`` has two live endpoints and one whose port is closed.
-Connection attempts to the closed port are refused; meshlib retries those
-calls on another endpoint (CONNECT_RETRIES, default 2), so every call succeeds.
-A 503 answer, by contrast, is returned to the caller as is.
+Connection attempts to the closed port are refused; the default retry policy
+(``retry_on: connect-failure,refused-stream``, ``num_retries: 2``) retries
+those calls on another endpoint, so every call succeeds. A 503 answer, by
+contrast, is returned to the caller as is (``retry_on`` does not name ``5xx``
+by default). After five refusals in a row, outlier detection ejects the dead
+endpoint.
 
     python examples/http_clients.py
 """

@@ -61,6 +61,7 @@ def _abort(call: Call, fault: FaultDecision, abort: Abort | None) -> Any:
 
 
 _SUCCESS = AttemptResult(Outcome.SUCCESS)
+_NONE = object()
 
 
 def _outcome(ex: Exchange, exc: BaseException) -> str:
@@ -74,13 +75,23 @@ def run(call: Call, send: Callable[[Endpoint, float | None], T], ex: Exchange, a
         if fault is not None:
             if fault.delay:
                 call.cluster.clock.sleep(fault.delay)
+                call.fault_delayed()
             if fault.abort_status is not None:
                 return _abort(call, fault, abort)  # type: ignore[no-any-return]
         if call.hedging:
             return _hedged(call, send, ex)
         failure: BaseException | None = None
+        previous: Any = _NONE  # a response being retried, returned if no attempt can follow
         while True:
-            host = call.pick(failure)
+            try:
+                host = call.pick(failure)
+            except Exception:
+                if previous is not _NONE:
+                    return previous  # type: ignore[no-any-return]
+                raise
+            if previous is not _NONE:
+                ex.discard(previous)
+                previous = _NONE
             started = time.perf_counter()
             try:
                 result = send(host.endpoint, call.attempt_timeout())
@@ -96,7 +107,7 @@ def run(call: Call, send: Callable[[Endpoint, float | None], T], ex: Exchange, a
             delay = call.done(host, started, ex.judge(result))
             if delay is None or not call.enter_pending():
                 return result
-            ex.discard(result)
+            previous, failure = result, None
             call.sleep(delay)
     finally:
         call.finish()
@@ -108,13 +119,23 @@ async def run_async(call: Call, send: Callable[[Endpoint, float | None], Awaitab
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)
+                call.fault_delayed()
             if fault.abort_status is not None:
                 return _abort(call, fault, abort)  # type: ignore[no-any-return]
         if call.hedging:
             return await _hedged_async(call, send, ex)
         failure: BaseException | None = None
+        previous: Any = _NONE  # a response being retried, returned if no attempt can follow
         while True:
-            host = call.pick(failure)
+            try:
+                host = call.pick(failure)
+            except Exception:
+                if previous is not _NONE:
+                    return previous  # type: ignore[no-any-return]
+                raise
+            if previous is not _NONE:
+                ex.discard(previous)
+                previous = _NONE
             started = time.perf_counter()
             try:
                 result = await send(host.endpoint, call.attempt_timeout())
@@ -130,7 +151,7 @@ async def run_async(call: Call, send: Callable[[Endpoint, float | None], Awaitab
             delay = call.done(host, started, ex.judge(result))
             if delay is None or not call.enter_pending():
                 return result
-            ex.discard(result)
+            previous, failure = result, None
             await call.sleep_async(delay)
     finally:
         call.finish()
@@ -206,7 +227,7 @@ class _Hedge:
         if self.have_result:
             ex.discard(self.last)
         self.last, self.have_result, self.error = result, True, None
-        if verdict.outcome != Outcome.SUCCESS and self.policy.is_non_fatal(verdict.status, verdict.grpc_status):
+        if self.policy.is_non_fatal(verdict.status, verdict.grpc_status):
             self.next_at = 0.0
             return False
         return True

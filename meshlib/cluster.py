@@ -205,6 +205,11 @@ class Cluster:
             ejected = breaker is not None and breaker.state == OPEN
         return healthy, ejected
 
+    def usable(self, host: Host) -> bool:
+        """Whether ``host`` may take traffic now: healthy and not ejected."""
+        healthy, ejected = self._usable(host)
+        return healthy and not ejected
+
     def _build(self, snapshot: EndpointSnapshot, hosts: tuple[Host, ...]) -> None:
         flags = [self._usable(h) for h in hosts]
         usable = [healthy and not ejected for healthy, ejected in flags]
@@ -326,9 +331,11 @@ class Cluster:
         out: dict[str, Any] = {}
         if self.outlier is not None:
             try:
-                out.update(self.outlier.host_stats(key))
+                od = self.outlier.host_stats(key)
             except KeyError:
-                pass
+                od = {}
+            od["outlier_ejected"] = od.pop("ejected", False)  # "ejected" is the view's: ejection or an open breaker
+            out.update(od)
         if self.health is not None:
             out.update(self.health.host_stats(key))
         if self.endpoint_breakers is not None and key in self.endpoint_breakers:
@@ -345,7 +352,7 @@ class Call:
     (always, in a ``finally``).
     """
 
-    __slots__ = ("cluster", "key", "method", "tried", "attempt", "retries", "deadline", "started", "ok", "_breaker", "_is_retry")
+    __slots__ = ("cluster", "key", "method", "tried", "attempt", "retries", "deadline", "started", "ok", "_breaker", "_is_retry", "_deposited")
 
     def __init__(self, cluster: Cluster, key: str | bytes | None, method: str | None = None) -> None:
         self.cluster = cluster
@@ -359,6 +366,7 @@ class Call:
         self.ok = False
         self._breaker: CircuitBreaker | None = None
         self._is_retry = False  # the attempt in progress (or about to be) holds a granted retry
+        self._deposited = False
 
     # -- admission ---------------------------------------------------------------
 
@@ -375,6 +383,24 @@ class Call:
                 c.count("breaker_rejected")
                 raise CircuitOpenError(c.name, f"breaker open ({_breaker_reason(c.breaker)})")
             self._breaker = c.breaker
+        self._start_clock()
+        with c._stats_lock:
+            c.counters["calls"] += 1
+        decision = None
+        if c.fault is not None:
+            decision = c.fault.decide(c.rng)
+            if decision.delay:
+                c.count("fault_delays")
+            if decision.abort_status is not None:
+                c.count("fault_aborts")
+                return decision  # never sent: not a request for the retry budget
+        c.budget.deposit()
+        self._deposited = True
+        return decision
+
+    def _start_clock(self) -> None:
+        """Fix the call's deadline: the service timeout from now, or the caller's, if sooner."""
+        c = self.cluster
         now = c.clock.monotonic()
         self.started = now
         deadline = current_deadline()
@@ -383,17 +409,11 @@ class Call:
             mine = now + timeout
             deadline = mine if deadline is None else min(deadline, mine)
         self.deadline = deadline
-        c.budget.deposit()
-        with c._stats_lock:
-            c.counters["calls"] += 1
-        if c.fault is None:
-            return None
-        decision = c.fault.decide(c.rng)
-        if decision.delay:
-            c.count("fault_delays")
-        if decision.abort_status is not None:
-            c.count("fault_aborts")
-        return decision
+
+    def fault_delayed(self) -> None:
+        """An injected delay is over: as behind Envoy's fault filter, the
+        service timeout starts now (a caller's own deadline kept running)."""
+        self._start_clock()
 
     @property
     def hedging(self) -> bool:
@@ -442,7 +462,7 @@ class Call:
                     host = candidate
                     break
             else:
-                untried = [h for h in cluster.hosts if h not in self.tried and h.endpoint.healthy]
+                untried = [h for h in cluster.hosts if h not in self.tried and cluster.usable(h)]
                 if untried:
                     host = untried[0]
         breakers = cluster.endpoint_breakers
@@ -585,7 +605,8 @@ class Call:
         """The call is over: release what it holds, tell the budget and breaker."""
         cluster = self.cluster
         self._release_retry()
-        cluster.budget.request_done()
+        if self._deposited:
+            cluster.budget.request_done()
         if self._breaker is not None:
             if self.attempt == 0:
                 self._breaker.release()  # refused before any attempt: no verdict
@@ -598,4 +619,7 @@ def _breaker_reason(breaker: CircuitBreaker) -> str:
     cfg = breaker.config
     if snap["state"] == "half_open":
         return f"half-open, its {cfg.permitted_calls_half_open} probe calls are out"
-    return f"failure rate over {cfg.failure_rate_threshold:g}% or slow-call rate over {cfg.slow_call_rate_threshold:g}%; retrying after {cfg.wait_duration_open:g}s"
+    return (
+        f"failure rate at or above {cfg.failure_rate_threshold:g}% or slow-call rate at or above "
+        f"{cfg.slow_call_rate_threshold:g}%; probe calls go through {cfg.wait_duration_open:g}s after it opened"
+    )

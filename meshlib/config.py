@@ -213,6 +213,13 @@ def _bool(value: object, name: str) -> bool:
     raise ConfigError(name, value, "true or false (also 1/0, yes/no, on/off)")
 
 
+def _burst(value: object, name: str) -> float:
+    x = _float(0.0)(value, name)
+    if 0 < x < 1:
+        raise ConfigError(name, value, "0 (the rate, at least 1) or a number of calls from 1 up")
+    return x
+
+
 def _optional_duration(value: object, name: str) -> float | None:
     """A duration, or ``0`` / ``none`` / empty for no limit."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "off")):
@@ -408,11 +415,11 @@ def _resilience_keys() -> list[Key]:
         Key("max_requests", _int(0), 1024, "both", "integer",
             "Circuit-breaker threshold: attempts in flight to the service at once; beyond it calls fail fast with CircuitOpenError.", "200"),
         Key("max_pending_requests", _int(0), 1024, "both", "integer",
-            "Circuit-breaker threshold: calls waiting for their next attempt (in retry back-off or a hedging delay).", "100"),
+            "Circuit-breaker threshold: calls waiting out a retry back-off; when full, the retry is skipped and the answer in hand returned.", "100"),
         Key("max_retries", _int(0), 3, "both", "integer",
             "Circuit-breaker threshold: retries in flight at once, applied when retry_budget is none (a budget replaces it, as in Envoy).", "10"),
         Key("max_connections", _int(0), 1024, "both", "integer",
-            "Circuit-breaker threshold: connections busy at once (HTTP/1.1 uses one per attempt in flight; gRPC one channel per endpoint).", "512"),
+            "Circuit-breaker threshold: attempts in flight that each hold a connection (taken once per attempt, as an HTTP/1.1 request holds one).", "512"),
         Key("timeout", _optional_duration, None, "both", "duration",
             "Whole-call time limit over all attempts and back-off (none: no limit). meshlib.deadline() and incoming deadlines shorten it.",
             "15s"),
@@ -440,7 +447,7 @@ def _resilience_keys() -> list[Key]:
         Key("rate_limit", _float(0.0), 0.0, "both", "float",
             "Local rate limit: calls per second to the service (token bucket); over it calls fail fast with RateLimitedError. 0: no limit.",
             "100"),
-        Key("rate_limit_burst", _float(0.0), 0.0, "both", "float",
+        Key("rate_limit_burst", _burst, 0.0, "both", "float",
             "Local rate limit: calls allowed in a burst (bucket size; 0: the rate, at least 1).", "20"),
         P("fault_delay_percent", _float(0.0, 100.0), "fault", "delay_percent", "percent", "Fault injection: share of calls delayed by fault_delay.", "10"),
         P("fault_delay", _duration(), "fault", "delay", "duration", "Fault injection: the injected delay.", "2s"),

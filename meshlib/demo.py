@@ -665,7 +665,7 @@ def findings(result: DemoResult) -> list[str]:
         n503 = sum(n for status, n in a.answered.items() if status >= 500)
         ejected = f"outlier detection ejected it {a.ejections} time{'' if a.ejections == 1 else 's'}" if a.ejections else "it was never ejected"
         out.append(
-            f"{a.name} started answering 503 at t={_at(a.at)}: {ejected} (5 answers of 503 in a row eject an agent for "
+            f"{a.name} started answering 503 at t={_at(a.at)}: {ejected} (3 answers of 503 in a row eject an agent for "
             f"2 s x the number of its ejections), and its share of requests {_change(before, after)}. Each of its {a.failed} "
             f"503 answers was retried on another agent, so callers received {n503} of them."
         )
@@ -777,11 +777,13 @@ def render_summary(result: DemoResult) -> str:
 
 
 #: The demo's resilience settings: retry what failed on another agent, eject
-#: an agent after 5 errors in a row for 2 s (x its ejections), checked every second.
+#: an agent after 3 errors in a row (Envoy's default is 5: peak_ewma already
+#: sends a failing agent so little that a short run might not see five) for
+#: 2 s (x its ejections), checked every second.
 RESILIENCE = {
     "retry_on": "5xx,reset,connect-failure",
     "num_retries": 2,
-    "outlier_consecutive_5xx": 5,
+    "outlier_consecutive_5xx": 3,
     "outlier_base_ejection_time": "2s",
     "outlier_interval": "1s",
 }

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
-#: The runnable scripts; ``_agents.py`` (the servers they share) is a module, not an example.
+#: The runnable scripts; ``_agents.py`` and ``_flaky.py`` (the servers they share) are modules, not examples.
 EXAMPLES = sorted(p.name for p in EXAMPLES_DIR.glob("*.py") if not p.name.startswith("_"))
 TIMEOUT = 60.0
 
@@ -78,6 +78,38 @@ EXPECTED: dict[str, list[str]] = {
         "interceptor stats: attempts=1 successes=1",
     ],
     "decorator_sync.py": ["HELLO 0", "default mesh: <Mesh services=['shouter']", "shouter-1: ONLY SHOUTER-1 IS IN THIS MESH"],
+    "retries_and_budget.py": [
+        "6 GETs: [200, 200, 200, 200, 200, 200]; retries:",
+        "the 503 may have done its work: returned, not retried",
+        "(connect-failure is retried for any method)",
+        "a 503 with Retry-After: 2 was retried after exactly 2.0s",
+        "retry_budget=none   400 attempts (4.00 per call)",
+        "retry_budget=ratio  140 attempts (1.40 per call)",
+        "floor x (elapsed + ttl) = 140",
+    ],
+    "outlier_and_breaker.py": [
+        "9 calls while catalog-a answers 503:",
+        "(ejected)",
+        "catalog-a: state=ejected, times_ejected=1, reason=consecutive_5xx",
+        "catalog-a got none",
+        "events: [('eject', 'consecutive_5xx'), ('uneject', 'ejection_time_elapsed')]",
+        "(unhealthy)",
+        "6 calls answered by ['search-well']",
+        "search-sick recovers: health_check=passing",
+        "-> breaker open",
+        "next call: CircuitOpenError: circuit open for 'ledger'",
+        "probe 1: 200 -> breaker half_open",
+        "probe 2: 200 -> breaker closed",
+    ],
+    "deadlines_and_hedging.py": [
+        "caller gave 1000 ms -> frontend received",
+        "backend hangs: frontend answered 504 after",
+        "exceeded its deadline of",
+        "backend deadline_exceeded: 1",
+        "GET  http://search/q -> search-fast in",
+        "(not hedged)",
+        "async (httpx): answered by ['search-fast', 'search-fast']",
+    ],
 }
 
 

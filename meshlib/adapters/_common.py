@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import socket
 import time
@@ -77,7 +78,7 @@ def classify_exception(exc: BaseException) -> str:
             return Outcome.CONNECT_FAILURE
         if isinstance(e, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ProtocolError)):
             return Outcome.RESET
-        if isinstance(e, (ReadTimeoutError, TimeoutError, socket.timeout)):
+        if isinstance(e, (ReadTimeoutError, TimeoutError, socket.timeout, asyncio.TimeoutError)):  # distinct before 3.11
             return Outcome.TIMEOUT
         reason = getattr(e, "reason", None)  # urllib3 MaxRetryError
         e = reason if isinstance(reason, BaseException) else (e.__cause__ or e.__context__)

@@ -35,7 +35,10 @@ class RequestsExchange(Exchange):
         return judge_status(status, response.headers.get("retry-after") if status >= 400 else None)
 
     def discard(self, response: Any) -> None:
-        response.close()
+        # A read body has already gone back to the pool with its connection;
+        # only an unread (stream=True) one must be closed.
+        if not getattr(response, "_content_consumed", False):
+            response.close()
 
 
 EXCHANGE = RequestsExchange()

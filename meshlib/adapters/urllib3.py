@@ -77,8 +77,8 @@ class MeshPoolManager(TLSNamePoolManager):
         kw["headers"] = headers
         if "retries" not in kw and "retries" not in self.connection_pool_kw:
             kw["retries"] = MESH_RETRIES
-        user_timeout = "timeout" in kw or "timeout" in self.connection_pool_kw
-        if not user_timeout:
+        user_timeout = kw.get("timeout", self.connection_pool_kw.get("timeout"))
+        if user_timeout is None:
             timeout = self._timeouts.get(cfg.connect_timeout)
             if timeout is None:
                 timeout = self._timeouts.setdefault(cfg.connect_timeout, Timeout(connect=cfg.connect_timeout, read=None))
@@ -93,8 +93,7 @@ class MeshPoolManager(TLSNamePoolManager):
             attempt_kw = kw
             if limit is not None:
                 attempt_kw = dict(kw, headers={**headers, TIMEOUT_HEADER: timeout_header(limit)})
-                if not user_timeout:
-                    attempt_kw["timeout"] = Timeout(connect=min(cfg.connect_timeout, limit), read=limit)
+                attempt_kw["timeout"] = _bounded(user_timeout, cfg.connect_timeout, limit)
             return TLSNamePoolManager.urlopen(self, method, endpoint_url(scheme, ep.address, rest), redirect=redirect, **attempt_kw)
 
         try:
@@ -102,6 +101,18 @@ class MeshPoolManager(TLSNamePoolManager):
         finally:
             if token is not None:
                 TLS_NAME.reset(token)
+
+
+def _bounded(timeout: Any, connect: float, limit: float) -> Timeout:
+    """The caller's timeout (None, a number or a ``Timeout``) within ``limit`` seconds."""
+    if timeout is None:
+        return Timeout(connect=min(connect, limit), read=limit)
+    if not isinstance(timeout, Timeout):
+        return Timeout(connect=min(float(timeout), limit), read=min(float(timeout), limit))
+    c, r = timeout.connect_timeout, timeout.read_timeout
+    c = limit if not isinstance(c, (int, float)) else min(c, limit)
+    r = limit if not isinstance(r, (int, float)) else min(r, limit)
+    return Timeout(connect=c, read=r)
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:

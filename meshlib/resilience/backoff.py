@@ -11,7 +11,7 @@ setting                     meshlib default    reference
                                                (gRPC A6: ``initialBackoff``, no default)
 ``max_interval``            10 x base (250 ms) Envoy: 10 x base_interval
                                                (gRPC A6: ``maxBackoff``, no default)
-jitter                      full, [0, bound)   Envoy: full jitter; gRPC A6: x U(0.8, 1.2)
+jitter                      full, [0, bound)   Envoy: full jitter; gRPC A6: full, random(0, bound)
 pushback cap                300 s              Envoy ``rate_limited_retry_back_off``
                                                ``max_interval`` 300 s
 ==========================  =================  ==========================================

@@ -4,8 +4,9 @@ Before a call's first attempt, with probability ``delay_percent`` % the call
 waits ``delay`` seconds; then, with probability ``abort_percent`` %, it is
 not sent at all and answers ``abort_status`` (HTTP) or ``abort_grpc_status``
 (gRPC) instead. As in Envoy, the fault sits in front of the router: a delay
-counts against the call's timeout, and an aborted call is not retried and
-touches no endpoint. Both default to 0 %, which injects nothing.
+passes before the service timeout starts (a caller's own deadline keeps
+running), and an aborted call is not retried, touches no endpoint and is not
+a request for the retry budget. Both default to 0 %, which injects nothing.
 """
 
 from __future__ import annotations

@@ -30,10 +30,11 @@ something meshlib does not classify) matches no condition. A ``TIMEOUT``
 outcome must mean a per-try timeout: once the whole call's deadline has passed
 the driver must stop, as Envoy never retries past the route timeout.
 
-Defaults, beside the references':
+The class's own defaults, beside the references' (a Mesh service's default
+policy is ``config.DEFAULT_RETRY``: ``connect-failure,refused-stream``, 2 retries):
 
 =========================  ====================  ==================================
-setting                    meshlib default       reference
+setting                    class default         reference
 =========================  ====================  ==================================
 ``retry_on``               empty (no retries)    Envoy: no retries without a policy
 ``num_retries``            1                     Envoy 1; gRPC A6 maxAttempts <= 5
@@ -76,9 +77,8 @@ __all__ = [
 ]
 
 #: Outcome of an attempt the server refused before processing it (HTTP/2
-#: REFUSED_STREAM, gRPC's "transparent retry" case). Stands in for
-#: ``Outcome.REFUSED_STREAM`` until ``meshlib.host.Outcome`` defines it.
-REFUSED_STREAM: str = getattr(Outcome, "REFUSED_STREAM", "refused_stream")
+#: REFUSED_STREAM, gRPC's "transparent retry" case).
+REFUSED_STREAM: str = Outcome.REFUSED_STREAM
 
 #: RFC 9110 section 9.2.2: methods whose repetition has the effect of one request.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})

@@ -7,7 +7,9 @@ Four counters, each with a limit (defaults as Envoy's
 threshold              meshlib  Envoy    on overflow (Envoy's stat)
 =====================  =======  =======  ===========================================
 max_connections        1024     1024     ``CircuitOpenError`` (upstream_cx_overflow)
-max_pending_requests   1024     1024     ``CircuitOpenError`` (upstream_rq_pending_overflow)
+max_pending_requests   1024     1024     ``CircuitOpenError`` from ``acquire_pending``; a Call
+                                         waiting out a back-off skips the retry instead
+                                         (upstream_rq_pending_overflow)
 max_requests           1024     1024     ``CircuitOpenError`` (Envoy also counts it as
                                          upstream_rq_pending_overflow)
 max_retries            3        3        ``acquire_retry()`` returns False: the retry is
