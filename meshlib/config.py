@@ -158,7 +158,7 @@ def _discovery(value: object, name: str) -> str:
         try:
             host, port = _parse_host_port(rest, name)
         except ConfigError as exc:
-            raise ConfigError(name, value, accepted, detail=exc.accepted) from None
+            raise ConfigError(name, value, accepted, detail=str(exc).partition(" is invalid: ")[2]) from None
         return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
     raise ConfigError(name, value, accepted)
 
