@@ -377,7 +377,7 @@ KEYS: dict[str, Key] = {
         Key("consul_only_passing", _bool, True, "global", "boolean",
             "Consul: only instances whose checks all pass (?passing). false: warning instances too, weighted by Weights.Warning; critical ones never.",
             "false"),
-        Key("consul_query_rate", _float(0.01, 1000.0), 1.0, "global", "float (per second)",
+        Key("consul_query_rate", _float(0.01, 1000.0), 10.0, "global", "float (per second)",
             "Consul: blocking queries per second per watched service once a burst of 5 is spent (token bucket), so a churning or misbehaving server cannot make the loop spin.",
             "0.2"),
         Key("consul_deregister_after", _duration(allow_zero=False), 60.0, "global", "duration",
@@ -451,7 +451,7 @@ class RegistryConfig:
     consul_tls_key: str = ""
     consul_wait: float = 300.0
     consul_only_passing: bool = True
-    consul_query_rate: float = 1.0
+    consul_query_rate: float = 10.0
     consul_deregister_after: float = 60.0
     etcd_prefix: str = "/meshlib/services"
     etcd_user: str = ""
@@ -688,7 +688,7 @@ DEFAULT_SOURCES = {
     "registry_ttl": "Consul has no default TTL (Spring Cloud Consul uses 30s); etcd leases keep-alive at about TTL/3",
     "consul_wait": "Consul wait 5m, at most 10m",
     "consul_only_passing": "Consul /v1/health/service passing=false; Consul DNS only_passing false",
-    "consul_query_rate": "Consul docs: rate-limit the blocking loop with a token bucket (burst 2), degrading to polling about every 15s; consul-template ~1 per 100ms",
+    "consul_query_rate": "consul-template limits every Consul call to about 1 per 100ms; Consul's docs suggest a token bucket (burst 2) degrading to polling about every 15s",
     "consul_deregister_after": "Consul DeregisterCriticalServiceAfter minimum 1m (no default: never)",
     "etcd_prefix": "grpc-go etcd naming keys are <target>/<id>",
 }

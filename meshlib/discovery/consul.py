@@ -3,8 +3,8 @@
 Each watched service has its own loop (a ``meshlib-consul(<service>)``
 thread) on ``GET /v1/health/service/<service>?passing&index=I&wait=W``. With
 ``MESHLIB_REGISTRY_WATCH=all`` (the default) one more loop watches
-``/v1/catalog/services`` and starts or stops service loops as services come
-and go. Every loop follows Consul's rules for blocking queries:
+``/v1/catalog/services`` and starts service loops as services appear (a loop
+whose service has been gone from the catalog for a minute stops). Every loop follows Consul's rules for blocking queries:
 
 - the first query has no index; later ones send the last ``X-Consul-Index``;
 - an index lower than the previous one resets the loop to index 0 (a
@@ -51,6 +51,9 @@ log = logging.getLogger("meshlib.discovery.consul")
 
 #: Blocking queries let through at once before the rate limit applies.
 QUERY_BURST = 5
+#: A service that leaves the catalog is watched this much longer, so an agent
+#: that registers again soon is seen by its own blocking query at once.
+GONE_AFTER = 60.0
 _CATALOG = "(catalog)"
 
 
@@ -67,6 +70,7 @@ class _InterruptibleAdapter(HTTPAdapter):
     otherwise hang until its ``wait`` runs out."""
 
     def __init__(self) -> None:
+        self.interrupted = False
         self._conns: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._classes: dict[type, type] = {}
         self._lock = threading.Lock()
@@ -83,17 +87,23 @@ class _InterruptibleAdapter(HTTPAdapter):
         with self._lock:
             cls = self._classes.get(base)
             if cls is None:
-                conns = self._conns
+                adapter = self
 
                 class Tracked(base):  # type: ignore[valid-type, misc]
                     def connect(self) -> None:
-                        conns.add(self)
+                        # After interrupt() no new connection is made: urllib3
+                        # would otherwise replace a shut-down pooled one.
+                        if adapter.interrupted:
+                            raise ConnectionAbortedError("meshlib: closed")
+                        adapter._conns.add(self)
                         super().connect()
 
                 cls = self._classes[base] = Tracked
             return cls
 
     def interrupt(self) -> None:
+        """Shut down every open connection, and open no new one."""
+        self.interrupted = True
         for conn in list(self._conns):
             sock = getattr(conn, "sock", None)
             if sock is not None:
@@ -247,6 +257,7 @@ class _ServiceWatch:
         self.bucket = TokenBucket(resolver.cfg.consul_query_rate, QUERY_BURST, self.stop, resolver.now)
         self.entries: dict[str, Endpoint] = {}
         self.index = 0
+        self.recovering = False  # after a failure, ask without an index: an answer at once says the agent is back
         self.queries = 0
         self.resets = 0
         self.thread = threading.Thread(target=self._run, name=f"meshlib-consul({name})", daemon=True)
@@ -265,7 +276,10 @@ class _ServiceWatch:
         self.queries += 1
         try:
             index, entries = self.client.health.service(
-                self.name, index=self.index or None, wait=f"{r.cfg.consul_wait:g}s", passing=r.cfg.consul_only_passing or None
+                self.name,
+                index=None if self.recovering else self.index or None,
+                wait=f"{r.cfg.consul_wait:g}s",
+                passing=r.cfg.consul_only_passing or None,
             )
             return int(index), entries
         except (requests.RequestException, consul.ConsulException, ValueError) as exc:
@@ -273,15 +287,22 @@ class _ServiceWatch:
                 raise _Closed() from None
             raise RegistryUnavailable(f"consul {r.target}: {self.name}: {describe(exc)}") from None
 
+    def _failed(self, exc: BaseException) -> None:
+        self.recovering = True
+        self.resolver.staleness.failed(exc, self.name)
+
     def _run(self) -> None:
         r = self.resolver
         while self.bucket.take():
             try:
-                index, entries = reconnecting(r.cfg, self.stop, lambda exc: r.staleness.failed(exc, self.name))(self._query)
+                index, entries = reconnecting(r.cfg, self.stop, self._failed)(self._query)
             except (_Closed, RegistryUnavailable):
                 return
             r.staleness.ok(self.name)
-            if index < self.index:
+            if self.recovering:
+                self.recovering = False
+                self.index = max(index, 1)
+            elif index < self.index:
                 self.resets += 1
                 log.info("meshlib: consul %s: index of %s went backwards (%d -> %d); restarting its blocking loop", r.target, self.name, self.index, index)
                 self.index = 0
@@ -337,6 +358,8 @@ class ConsulResolver:
         self._catalog_client: tuple[consul.Consul, _InterruptibleAdapter] | None = None
         self._catalog_thread: threading.Thread | None = None
         self._catalog_index = 0
+        self._catalog_recovering = False
+        self._absent_since: dict[str, float] = {}
         self.catalog_queries = 0
 
     def new_client(self) -> tuple[consul.Consul, _InterruptibleAdapter]:
@@ -377,7 +400,8 @@ class ConsulResolver:
             )
 
     def close(self) -> None:
-        self._stop.set()
+        with self._lock:  # no watch starts after this
+            self._stop.set()
         if self._catalog_client is not None:
             self._catalog_client[1].interrupt()
         with self._lock:
@@ -427,22 +451,32 @@ class ConsulResolver:
         client = self._catalog_client[0]
         self.catalog_queries += 1
         try:
-            index, services = client.catalog.services(index=self._catalog_index or None, wait=f"{self.cfg.consul_wait:g}s")
+            index, services = client.catalog.services(
+                index=None if self._catalog_recovering else self._catalog_index or None, wait=f"{self.cfg.consul_wait:g}s"
+            )
             return int(index), services
         except (requests.RequestException, consul.ConsulException, ValueError) as exc:
             if self._stop.is_set():
                 raise _Closed() from None
             raise RegistryUnavailable(f"consul {self.target}: catalog: {describe(exc)}") from None
 
+    def _catalog_failed(self, exc: BaseException) -> None:
+        self._catalog_recovering = True
+        self.staleness.failed(exc, _CATALOG)
+
     def _catalog_loop(self) -> None:
         bucket = TokenBucket(self.cfg.consul_query_rate, QUERY_BURST, self._stop, self.now)
         while bucket.take():
             try:
-                index, services = reconnecting(self.cfg, self._stop, lambda exc: self.staleness.failed(exc, _CATALOG))(self._catalog_query)
+                index, services = reconnecting(self.cfg, self._stop, self._catalog_failed)(self._catalog_query)
             except (_Closed, RegistryUnavailable):
                 return
             self.staleness.ok(_CATALOG)
-            self._catalog_index = 0 if index < self._catalog_index else max(index, 1)
+            if self._catalog_recovering:
+                self._catalog_recovering = False
+                self._catalog_index = max(index, 1)
+            else:
+                self._catalog_index = 0 if index < self._catalog_index else max(index, 1)
             names = set()
             for raw in services if isinstance(services, Mapping) else {}:
                 name = canonical_service(str(raw))
@@ -457,11 +491,22 @@ class ConsulResolver:
 
     def _sync(self, names: set[str]) -> None:
         with self._lock:
+            if self._stop.is_set():
+                return
+            now = self.now()
             for name in sorted(names):
+                self._absent_since.pop(name, None)
                 self._watch(name)
-            gone = [w for name, w in self._watches.items() if name not in names and name not in self._declared]
+            gone = []
+            for name, w in self._watches.items():
+                if name in names or name in self._declared:
+                    continue
+                since = self._absent_since.setdefault(name, now)
+                if now - since >= GONE_AFTER:
+                    gone.append(w)
             for w in gone:
                 del self._watches[w.name]
+                del self._absent_since[w.name]
         for w in gone:
             w.cancel()
             self.table_set(w.name, ())

@@ -160,6 +160,10 @@ class Registration(abc.ABC):
             except RegistryUnavailable as exc:
                 self._failed(exc, "refreshing")
                 continue
+            except Exception:  # a bug must not end the heartbeat: the TTL would remove a live agent
+                self.errors += 1
+                log.exception("meshlib: refreshing %s in %s failed", self.instance.id, self.kind)
+                continue
             if not alive and not self._stop.is_set():
                 log.warning("meshlib: registration of %s in %s was lost (expired or removed); registering again", self.instance.id, self.kind)
                 self.registered = False

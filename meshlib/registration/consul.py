@@ -82,7 +82,7 @@ class ConsulRegistration(Registration):
         if isinstance(self.health, str):
             # The agent runs the HTTP check; make sure it still has the service.
             try:
-                self._client.agent.service.service_definition(self.instance.id)
+                self._client.agent.service_definition(self.instance.id)
             except consul.NotFound:
                 return False
             except (requests.RequestException, consul.ConsulException) as exc:

@@ -189,6 +189,7 @@ class ConsulDouble:
         self.zero_index = False
         self.ignore_blocking = False
         self.requests: Counter[str] = Counter()
+        self.blocked: Counter[str] = Counter()  # blocking queries hanging right now, by path
         self._cond = threading.Condition()
         self._index = 1
         self._epoch = 0  # bumped by reset_index: blocked queries return
@@ -556,7 +557,7 @@ class ConsulDouble:
                 out.setdefault(svc.name, set()).update(svc.tags)
         return {name: sorted(tags) for name, tags in sorted(out.items())}
 
-    def _blocking(self, params: dict[str, list[str]], index_of: Callable[[], int]) -> int:
+    def _blocking(self, path: str, params: dict[str, list[str]], index_of: Callable[[], int]) -> int:
         """Wait as a blocking query does; return the index to answer with."""
         if "index" not in params or self.ignore_blocking:
             return index_of()
@@ -568,11 +569,15 @@ class ConsulDouble:
         wait = min(wait, MAX_WAIT)
         deadline = time.monotonic() + wait + random.uniform(0, wait / 16)
         epoch = self._epoch
-        while index_of() <= want and self._epoch == epoch and not self._stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self._cond.wait(left)
+        self.blocked[path] += 1
+        try:
+            while index_of() <= want and self._epoch == epoch and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        finally:
+            self.blocked[path] -= 1
         return index_of()
 
     # -- HTTP ----------------------------------------------------------------------
@@ -588,13 +593,13 @@ class ConsulDouble:
             name = unquote(path[len("/v1/health/service/") :])
             passing = "passing" in query and query["passing"][0].lower() not in ("0", "false")
             with self._cond:
-                idx = self._blocking(query, lambda: self._svc_index.get((dc, name), self._table_index[dc]))
+                idx = self._blocking(path, query, lambda: self._svc_index.get((dc, name), self._table_index[dc]))
                 entries = self._health(dc, name, passing=passing, tags=query.get("tag", []))
             return 200, entries, self._index_headers(idx)
         if method == "GET" and path == "/v1/catalog/services":
             self._only(query, {"dc", "index", "wait", "token", "stale", "consistent"})
             with self._cond:
-                idx = self._blocking(query, lambda: self._table_index[dc])
+                idx = self._blocking(path, query, lambda: self._table_index[dc])
                 services = self._catalog(dc)
             return 200, services, self._index_headers(idx)
         if method == "PUT" and path == "/v1/agent/service/register":
