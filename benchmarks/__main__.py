@@ -12,9 +12,9 @@ import platform
 import sys
 import time
 
-from . import overhead, pick
+from . import overhead, pick, registry
 
-BENCHMARKS = {"overhead": overhead.run, "pick": pick.run}
+BENCHMARKS = {"overhead": overhead.run, "pick": pick.run, "registry": registry.run}
 
 
 def main(argv: list[str] | None = None) -> int:

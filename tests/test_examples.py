@@ -70,6 +70,15 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "decorator_async.py": ["12 concurrent calls answered by:", "is not retried: bad input"],
     "decorator_sync.py": ["HELLO 0", "default mesh: <Mesh services=['shouter']", "shouter-1: ONLY SHOUTER-1 IS IN THIS MESH"],
+    "registries.py": [
+        "etcd at etcd://127.0.0.1:",
+        "Consul (API double) at consul://127.0.0.1:",
+        "all summarizers: ['large', 'small']",
+        "with tag gpu:    ['large']",
+        "caller (model=large) answered by ['summarizer-large']",
+        "after agent B left: ['small']",
+        "registry status: kind=consul connected=True stale_seconds=0.0",
+    ],
 }
 
 

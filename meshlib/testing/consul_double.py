@@ -196,6 +196,8 @@ class ConsulDouble:
         self._nodes: dict[tuple[str, str], _Node] = {(self.datacenter, node): _Node(node, node_address, self.datacenter)}
         self._services: dict[tuple[str, str, str], _Service] = {}  # (dc, node, service id)
         self._checks: dict[tuple[str, str, str], _Check] = {}  # (dc, node, check id)
+        self._by_service: dict[tuple[str, str, str], dict[str, _Check]] = {}  # (dc, node, service id) -> its checks
+        self._by_name: dict[tuple[str, str], set[tuple[str, str, str]]] = {}  # (dc, service name) -> service keys
         self._raw: dict[tuple[str, str], list[Any]] = {}  # (dc, service name) -> malformed entries
         self._svc_index: dict[tuple[str, str], int] = {}
         self._table_index: dict[str, int] = {dc: 1 for dc in datacenters}
@@ -231,6 +233,7 @@ class ConsulDouble:
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+            request_queue_size = 1024  # many watchers connect at once (Go listens with the system's somaxconn)
 
         class Handler(_Handler):
             pass
@@ -319,8 +322,8 @@ class ConsulDouble:
             self._nodes.setdefault((dc, node), _Node(node, node_address, dc))
             idx = self._bump()
             svc = _Service(sid, service, node, dc, port, address, list(tags or []), dict(meta or {}), dict(weights or {"Passing": 1, "Warning": 1}), idx, idx)
-            self._services[(dc, node, sid)] = svc
-            self._checks[(dc, node, f"service:{sid}")] = _Check(f"service:{sid}", f"Service '{service}' check", node, dc, sid, service, status, modify_index=idx)
+            self._put_service(svc)
+            self._put_check(_Check(f"service:{sid}", f"Service '{service}' check", node, dc, sid, service, status, modify_index=idx))
             self._touch(dc, service, idx)
         return sid
 
@@ -445,12 +448,26 @@ class ConsulDouble:
         if svc is not None:
             self._touch(svc.dc, svc.name, idx)
 
+    def _put_service(self, svc: _Service) -> None:
+        key = (svc.dc, svc.node, svc.id)
+        self._services[key] = svc
+        self._by_name.setdefault((svc.dc, svc.name), set()).add(key)
+
+    def _put_check(self, check: _Check) -> None:
+        self._checks[(check.dc, check.node, check.check_id)] = check
+        if check.service_id:
+            self._by_service.setdefault((check.dc, check.node, check.service_id), {})[check.check_id] = check
+
+    def _drop_checks(self, dc: str, node: str, service_id: str) -> None:
+        for cid in self._by_service.pop((dc, node, service_id), {}):
+            self._checks.pop((dc, node, cid), None)
+
     def _deregister(self, dc: str, node: str, service_id: str) -> bool:
         svc = self._services.pop((dc, node, service_id), None)
         if svc is None:
             return False
-        for key in [k for k, c in self._checks.items() if k[0] == dc and k[1] == node and c.service_id == service_id]:
-            del self._checks[key]
+        self._by_name.get((dc, svc.name), set()).discard((dc, node, service_id))
+        self._drop_checks(dc, node, service_id)
         self._touch(dc, svc.name, self._bump())
         return True
 
@@ -485,10 +502,11 @@ class ConsulDouble:
         svc = _Service(sid, name, node, dc, port, str(b.get("address") or ""), list(tags), dict(meta), {"Passing": passing, "Warning": warning}, old.create_index if old else idx, idx)
         if old is not None and old.name != name:
             self._touch(dc, old.name, idx)
-        self._services[(dc, node, sid)] = svc
+        if old is not None:
+            self._by_name.get((dc, old.name), set()).discard((dc, node, sid))
+        self._put_service(svc)
         if replace_checks:
-            for key in [k for k, c in self._checks.items() if k[0] == dc and k[1] == node and c.service_id == sid]:
-                del self._checks[key]
+            self._drop_checks(dc, node, sid)
         for i, c in enumerate(checks):
             cid = c.get("checkid") or c.get("id") or (f"service:{sid}" if len(checks) == 1 else f"service:{sid}:{i + 1}")
             ttl = _duration(c["ttl"], "TTL") if c.get("ttl") else None
@@ -522,22 +540,24 @@ class ConsulDouble:
                 critical_since=now if status == "critical" else None,
                 modify_index=idx,
             )
-            self._checks[(dc, node, cid)] = check
+            self._put_check(check)
         self._touch(dc, name, idx)
 
     # -- reads (callers hold self._cond) ---------------------------------------------
 
     def _health(self, dc: str, name: str, *, passing: bool, tags: list[str]) -> list[Any]:
         out: list[Any] = []
-        for (d, node_name, sid), svc in sorted(self._services.items()):
-            if d != dc or svc.name != name or not all(t in svc.tags for t in tags):
+        for key in sorted(self._by_name.get((dc, name), ())):
+            svc = self._services[key]
+            node_name, sid = key[1], key[2]
+            if not all(t in svc.tags for t in tags):
                 continue
             node = self._nodes[(dc, node_name)]
             checks = [
                 {"Node": node.name, "CheckID": "serfHealth", "Name": "Serf Health Status", "Status": node.serf_status, "Notes": "", "Output": "",
                  "ServiceID": "", "ServiceName": "", "ServiceTags": [], "Type": "", "Namespace": "default"}
             ]  # fmt: skip
-            checks += [c.as_json(svc.tags) for (cd, cn, _), c in sorted(self._checks.items()) if cd == dc and cn == node_name and c.service_id == sid]
+            checks += [c.as_json(svc.tags) for _, c in sorted(self._by_service.get(key, {}).items())]
             if passing and any(c["Status"] != "passing" for c in checks):
                 continue
             out.append(
