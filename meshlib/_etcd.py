@@ -2,11 +2,14 @@
 
 Ranges, puts, deletes, leases and compaction go through ``etcd3``'s client,
 which brings authentication (user/password token), TLS and the generated
-protobuf stubs. Two things are done differently, and why:
+protobuf stubs. Three things are done differently, and why:
 
 - The endpoint is built with ``time_retry=0``. The client otherwise marks its
   only endpoint failed for 300 s after one UNAVAILABLE, so a short etcd
   restart would make every call fail for five minutes.
+- Without TLS the auth token is sent only as call metadata: ``etcd3`` also
+  attaches it as call credentials, which gRPC refuses on a plaintext channel
+  ("Established channel does not have a sufficient security level").
 - The watch uses the generated ``Watch`` stub directly. ``etcd3``'s watcher runs
   callbacks on a thread of its own that ``close()`` cannot stop promptly, and
   turns a compacted revision into an exception after cancelling the watch;
@@ -115,6 +118,10 @@ class EtcdClient:
             creds = etcd3.Etcd3Client.get_secure_creds(ca, key or None, cert or None) if ca else None
             endpoint = etcd3.Endpoint(host, port, secure=bool(ca), creds=creds, time_retry=0, opts=_CHANNEL_OPTIONS)
             self._raw = etcd3.MultiEndpointEtcd3Client(endpoints=[endpoint], timeout=timeout, user=user or None, password=password or None)
+            if not ca:
+                # gRPC refuses call credentials on a plaintext channel; the
+                # token also travels as metadata, which is what etcd reads.
+                self._raw.call_credentials = None
         except (grpc.RpcError, etcd3.Etcd3Exception, OSError) as exc:
             raise RegistryUnavailable(f"etcd {self.target}: {_describe(exc)}") from None
 

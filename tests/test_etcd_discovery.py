@@ -220,6 +220,27 @@ def test_close_stops_every_thread(etcd, agents):
     wait_for(lambda: not [t for t in threading.enumerate() if t not in before and t.name.startswith("meshlib")], timeout=3, what="meshlib threads gone")
 
 
+def test_user_and_password_with_auth_enabled(own_etcd, agents):
+    import etcd3.etcdrpc as rpc
+    import grpc
+
+    (a,) = agents(1)
+    channel = grpc.insecure_channel(f"127.0.0.1:{own_etcd.port}")
+    auth = rpc.AuthStub(channel)
+    auth.UserAdd(rpc.AuthUserAddRequest(name="root", password="rootpw"))
+    auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="root", role="root"))
+    auth.AuthEnable(rpc.AuthEnableRequest())
+    channel.close()
+    config = {"discovery": own_etcd.url, "etcd_user": "root", "etcd_password": "rootpw"}
+    with meshlib.Mesh(config=config) as provider, meshlib.Mesh(config=config) as consumer:
+        provider.register("secure", port=a.port, address="127.0.0.1")
+        wait_for(lambda: addresses(consumer, "secure") == {a.address})
+    with meshlib.Mesh(config={**config, "etcd_password": "wrong", "registry_timeout": "500ms"}) as mesh:
+        status = mesh.stats()["discovery"][0]
+        assert status["stale"] and "authentication failed" in status["last_error"]
+        assert "wrong" not in str(mesh.stats()) and "wrong" not in repr(mesh.config)
+
+
 @pytest.mark.parametrize(
     "env, message",
     [
