@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import etcd3
 import etcd3.etcdrpc as rpc
@@ -32,6 +32,9 @@ import grpc
 from etcd3 import utils as etcd_utils
 
 from .discovery._registry import RegistryUnavailable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import RegistryConfig
 
 T = TypeVar("T")
 
@@ -124,6 +127,19 @@ class EtcdClient:
                 self._raw.call_credentials = None
         except (grpc.RpcError, etcd3.Etcd3Exception, OSError) as exc:
             raise RegistryUnavailable(f"etcd {self.target}: {_describe(exc)}") from None
+
+    @classmethod
+    def from_config(cls, host: str, port: int, cfg: "RegistryConfig") -> "EtcdClient":
+        return cls(
+            host,
+            port,
+            timeout=cfg.registry_timeout,
+            user=cfg.etcd_user,
+            password=cfg.etcd_password,
+            ca=cfg.etcd_tls_ca,
+            cert=cfg.etcd_tls_cert,
+            key=cfg.etcd_tls_key,
+        )
 
     @_mapped
     def range_prefix(self, prefix: str) -> tuple[int, list[tuple[str, bytes]]]:

@@ -93,6 +93,54 @@ class ServiceTable:
         return changed
 
 
+class RegistryResolver:
+    """What the consul:// and etcd:// resolvers share: the target, which
+    services they answer for, their service table."""
+
+    kind = "registry"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        cfg: RegistryConfig,
+        *,
+        declared: frozenset[str] = frozenset(),
+        exclude: frozenset[str] = frozenset(),
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.host, self.port = host, port
+        self.target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.now = now
+        self._declared = declared
+        self._exclude = exclude
+        self._table: ServiceTable | None = None
+        self.staleness = Staleness(f"{self.kind} {self.target}", now)
+        self.bad = BadEntries(f"{self.kind} {self.target}")
+
+    def services(self) -> frozenset[str]:
+        table = self._table
+        return (table.names() if table else frozenset()) | {s for s in self._declared if self._wanted(s)}
+
+    def _wanted(self, service: str) -> bool:
+        return service not in self._exclude and (self.cfg.registry_watch == "all" or service in self._declared)
+
+    def _start_table(self, source: str, publish: Publish) -> ServiceTable:
+        self._table = ServiceTable(source, publish, self._wanted)
+        self._table.declare(sorted(self._declared))
+        return self._table
+
+    def _warn_not_synced(self) -> None:
+        log.warning(
+            "meshlib: %s %s did not answer within %gs; its services appear once it does (%s)",
+            self.kind,
+            self.target,
+            self.cfg.registry_timeout,
+            self.staleness.last_error or "no answer yet",
+        )
+
+
 class Staleness:
     """Reachability of one registry, for logs and ``mesh.stats()``."""
 

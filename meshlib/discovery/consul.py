@@ -44,7 +44,7 @@ from requests.adapters import HTTPAdapter
 from ..config import _SERVICE_RE, RegistryConfig, canonical_service
 from ..endpoint import Endpoint, _check_priority
 from ..errors import ConfigError
-from ._registry import BadEntries, RegistryUnavailable, ServiceTable, Staleness, reconnecting
+from ._registry import RegistryResolver, RegistryUnavailable, reconnecting
 from .base import Publish
 
 log = logging.getLogger("meshlib.discovery.consul")
@@ -331,29 +331,14 @@ class _ServiceWatch:
         r.table_set(self.name, fresh.values())
 
 
-class ConsulResolver:
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        cfg: RegistryConfig,
-        *,
-        declared: frozenset[str] = frozenset(),
-        exclude: frozenset[str] = frozenset(),
-        now: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.cfg = cfg
-        self.host, self.port = host, port
-        self.target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.now = now
-        self._declared = declared
-        self._exclude = exclude
-        self.staleness = Staleness(f"consul {self.target}", now)
-        self.bad = BadEntries(f"consul {self.target}")
+class ConsulResolver(RegistryResolver):
+    kind = "consul"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._watches: dict[str, _ServiceWatch] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._table: ServiceTable | None = None
         self._catalog_synced = threading.Event()
         self._catalog_client: tuple[consul.Consul, _InterruptibleAdapter] | None = None
         self._catalog_thread: threading.Thread | None = None
@@ -367,17 +352,9 @@ class ConsulResolver:
 
     # -- Resolver ---------------------------------------------------------------
 
-    def services(self) -> frozenset[str]:
-        table = self._table
-        return (table.names() if table else frozenset()) | {s for s in self._declared if self._wanted(s)}
-
-    def _wanted(self, service: str) -> bool:
-        return service not in self._exclude and (self.cfg.registry_watch == "all" or service in self._declared)
-
     def start(self, publish: Publish) -> None:
         dc = f"?dc={self.cfg.consul_datacenter}" if self.cfg.consul_datacenter else ""
-        self._table = ServiceTable(f"consul://{self.target}{dc}", publish, self._wanted)
-        self._table.declare(sorted(self._declared))
+        self._start_table(f"consul://{self.target}{dc}", publish)
         deadline = self.now() + self.cfg.registry_timeout
         with self._lock:
             for name in sorted(self._declared):
@@ -392,12 +369,7 @@ class ConsulResolver:
         for w in watches:
             w.synced.wait(max(0.0, deadline - self.now()))
         if not all(w.synced.is_set() for w in watches) or (self._catalog_thread and not self._catalog_synced.is_set()):
-            log.warning(
-                "meshlib: consul %s did not answer within %gs; its services appear once it does (%s)",
-                self.target,
-                self.cfg.registry_timeout,
-                self.staleness.last_error or "no answer yet",
-            )
+            self._warn_not_synced()
 
     def close(self) -> None:
         with self._lock:  # no watch starts after this

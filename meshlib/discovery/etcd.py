@@ -38,7 +38,7 @@ from .._etcd import EtcdClient, WatchStream
 from ..config import _SERVICE_RE, RegistryConfig, canonical_service
 from ..endpoint import Endpoint, endpoint_from_mapping
 from ..errors import ConfigError
-from ._registry import BadEntries, RegistryUnavailable, ServiceTable, Staleness, reconnecting
+from ._registry import RegistryResolver, RegistryUnavailable, reconnecting
 from .base import Publish
 
 log = logging.getLogger("meshlib.discovery.etcd")
@@ -76,7 +76,9 @@ def endpoint_from_value(raw: bytes, key: str) -> Endpoint | None:
     return endpoint_from_mapping({k: v for k, v in data.items() if k in _FIELDS}, name=key)
 
 
-class EtcdResolver:
+class EtcdResolver(RegistryResolver):
+    kind = "etcd"
+
     def __init__(
         self,
         host: str,
@@ -88,26 +90,10 @@ class EtcdResolver:
         now: Callable[[], float] = time.monotonic,
         client_factory: ClientFactory | None = None,
     ) -> None:
-        self.cfg = cfg
-        self.target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        super().__init__(host, port, cfg, declared=declared, exclude=exclude, now=now)
         self.prefix = cfg.etcd_prefix
         self._dir = self.prefix + "/"
-        self._declared = declared
-        self._exclude = exclude
-        self._client_factory = client_factory or (
-            lambda: EtcdClient(
-                host,
-                port,
-                timeout=cfg.registry_timeout,
-                user=cfg.etcd_user,
-                password=cfg.etcd_password,
-                ca=cfg.etcd_tls_ca,
-                cert=cfg.etcd_tls_cert,
-                key=cfg.etcd_tls_key,
-            )
-        )
-        self.staleness = Staleness(f"etcd {self.target}", now)
-        self.bad = BadEntries(f"etcd {self.target}")
+        self._client_factory = client_factory or (lambda: EtcdClient.from_config(host, port, cfg))
         self._instances: dict[str, dict[str, Endpoint]] = {}
         self._revision = 0
         self._need_list = True
@@ -116,7 +102,6 @@ class EtcdResolver:
         self._lock = threading.Lock()  # the current client and stream, for close()
         self._client: EtcdClient | None = None
         self._stream: WatchStream | None = None
-        self._table: ServiceTable | None = None
         self._thread: threading.Thread | None = None
         self.listings = 0
         self.compactions = 0
@@ -124,25 +109,12 @@ class EtcdResolver:
 
     # -- Resolver ---------------------------------------------------------------
 
-    def services(self) -> frozenset[str]:
-        table = self._table
-        return (table.names() if table else frozenset()) | {s for s in self._declared if self._wanted(s)}
-
-    def _wanted(self, service: str) -> bool:
-        return service not in self._exclude and (self.cfg.registry_watch == "all" or service in self._declared)
-
     def start(self, publish: Publish) -> None:
-        self._table = ServiceTable(f"etcd://{self.target}{self.prefix}", publish, self._wanted)
-        self._table.declare(sorted(self._declared))
+        self._start_table(f"etcd://{self.target}{self.prefix}", publish)
         self._thread = threading.Thread(target=self._run, name=f"meshlib-etcd-watch({self.target})", daemon=True)
         self._thread.start()
         if not self._synced.wait(self.cfg.registry_timeout):
-            log.warning(
-                "meshlib: etcd %s did not answer within %gs; its services appear once it does (%s)",
-                self.target,
-                self.cfg.registry_timeout,
-                self.staleness.last_error or "no answer yet",
-            )
+            self._warn_not_synced()
 
     def close(self) -> None:
         self._stop.set()
@@ -262,6 +234,7 @@ class EtcdResolver:
     # -- applying what etcd says -----------------------------------------------
 
     def _split(self, key: str) -> tuple[str, str] | None:
+        """(service, instance) of a key this resolver watches, else None."""
         if not key.startswith(self._dir):
             return None
         service, sep, instance = key[len(self._dir) :].partition("/")
@@ -269,7 +242,7 @@ class EtcdResolver:
         if not sep or not instance or not _SERVICE_RE.match(name):
             self.bad.skip(key, f"keys are {self._dir}<service>/<instance-id> with a service name of letters, digits, '-', '_' and '.'")
             return None
-        return name, instance
+        return (name, instance) if self._wanted(name) else None
 
     def _parse(self, key: str, value: bytes, old: Endpoint | None) -> Endpoint | None:
         try:
@@ -287,8 +260,6 @@ class EtcdResolver:
             if split is None:
                 continue
             service, instance = split
-            if not self._wanted(service):
-                continue
             ep = self._parse(key, value, self._instances.get(service, {}).get(instance))
             if ep is not None:
                 fresh.setdefault(service, {})[instance] = ep
@@ -305,8 +276,6 @@ class EtcdResolver:
             if split is None:
                 continue
             service, instance = split
-            if not self._wanted(service):
-                continue
             instances = self._instances.setdefault(service, {})
             if ev.type == ev.DELETE:
                 self.bad.forget(key)

@@ -34,17 +34,7 @@ class EtcdRegistration(Registration):
 
     def _connect(self) -> EtcdClient:
         if self._client is None:
-            cfg = self.cfg
-            self._client = EtcdClient(
-                self._host,
-                self._port,
-                timeout=cfg.registry_timeout,
-                user=cfg.etcd_user,
-                password=cfg.etcd_password,
-                ca=cfg.etcd_tls_ca,
-                cert=cfg.etcd_tls_cert,
-                key=cfg.etcd_tls_key,
-            )
+            self._client = EtcdClient.from_config(self._host, self._port, self.cfg)
         return self._client
 
     def _reset(self) -> None:

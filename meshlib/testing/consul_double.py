@@ -549,7 +549,7 @@ class ConsulDouble:
         out: list[Any] = []
         for key in sorted(self._by_name.get((dc, name), ())):
             svc = self._services[key]
-            node_name, sid = key[1], key[2]
+            node_name = key[1]
             if not all(t in svc.tags for t in tags):
                 continue
             node = self._nodes[(dc, node_name)]
