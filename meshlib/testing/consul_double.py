@@ -48,6 +48,7 @@ import json
 import random
 import re
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -180,11 +181,14 @@ class ConsulDouble:
         clock: Callable[[], float] = time.monotonic,
         tick_interval: float | None = 0.05,
         port: int = 0,
+        tls: tuple[str, str] | None = None,
     ) -> None:
+        """``tls``: (certificate, key) PEM paths to serve https instead of http."""
         self.datacenters = datacenters
         self.datacenter = datacenters[0]
         self.node = node
         self.acl_token = acl_token
+        self.tls = tls
         self.clock = clock
         self.zero_index = False
         self.ignore_blocking = False
@@ -240,6 +244,10 @@ class ConsulDouble:
 
         Handler.double = double
         server = Server(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            server.socket = ctx.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
         self._serve_thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="consul-double", daemon=True)

@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -51,7 +52,16 @@ def _die_with_parent() -> None:
 
 
 class EtcdServer:
-    def __init__(self, *, name: str = "meshlib-test", start: bool = True, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        name: str = "meshlib-test",
+        start: bool = True,
+        extra_args: tuple[str, ...] = (),
+        tls: tuple[str, str, str] | None = None,
+    ) -> None:
+        """``tls``: (server certificate, its key, CA) PEM paths: clients must
+        then use https and present a certificate signed by the CA."""
         binary = etcd_binary()
         if binary is None:
             raise RuntimeError("etcd not found; run `bash scripts/setup.sh` (Debian package etcd-server)")
@@ -61,6 +71,7 @@ class EtcdServer:
         self.peer_port = free_port()
         self.data_dir = tempfile.mkdtemp(prefix="meshlib-etcd-")
         self.extra_args = extra_args
+        self.tls = tls
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = os.path.join(self.data_dir, "etcd.log")
         if start:
@@ -86,8 +97,12 @@ class EtcdServer:
     def start(self, timeout: float = 20.0) -> None:
         if self.running:
             return
-        client = f"http://127.0.0.1:{self.client_port}"
+        client = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
+        tls_args: list[str] = []
+        if self.tls:
+            cert, key, ca = self.tls
+            tls_args = ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth"]
         cmd = [
             self.binary,
             "--name", self.name,
@@ -102,6 +117,7 @@ class EtcdServer:
             "--election-timeout", "500",
             "--logger", "zap",
             "--log-level", "error",
+            *tls_args,
             *self.extra_args,
         ]  # fmt: skip
         log = open(self._log, "ab")
@@ -119,13 +135,18 @@ class EtcdServer:
 
     def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.client_port}/health"
+        url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}/health"
+        context = None
+        if self.tls:
+            cert, key, ca = self.tls
+            context = ssl.create_default_context(cafile=ca)
+            context.load_cert_chain(cert, key)  # the server's pair is signed by the same CA
         while True:
             assert self._proc is not None
             if self._proc.poll() is not None:
                 raise RuntimeError(f"etcd exited with {self._proc.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(url, timeout=1.0) as resp:
+                with urllib.request.urlopen(url, timeout=1.0, context=context) as resp:
                     if json.loads(resp.read()).get("health") == "true":
                         return
             except (OSError, ValueError):
