@@ -25,7 +25,7 @@ def matches(ep: Endpoint, tags: Iterable[str] = (), meta: Mapping[str, str] | No
 def filter_snapshot(snapshot: EndpointSnapshot, tags: Iterable[str] = (), meta: Mapping[str, str] | None = None) -> EndpointSnapshot:
     """A snapshot of the matching endpoints, same service, version and source
     (the same object when nothing is asked for)."""
-    tags = tuple(tags)
+    tags = (tags,) if isinstance(tags, str) else tuple(tags)
     if not tags and not meta:
         return snapshot
     kept = [ep for ep in snapshot.endpoints if matches(ep, tags, meta)]

@@ -51,6 +51,8 @@ class Instance:
 
     @property
     def hostport(self) -> str:
+        if not self.address:
+            return f"(agent's address):{self.port}"  # Consul: the agent's node address
         return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
 
 
