@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("etcd", "consul"),
         default=None,
         help="instead: agents register in a local etcd (the etcd binary) or the Consul API double, leave and crash, "
-        "and a caller's mesh follows live (see meshlib/demo_registry.py)",
+        "and a caller's mesh follows live (--duration and --no-live apply; --agents, --concurrency and --lb-policy do not)",
     )
     demo.set_defaults(handler=_demo)
 
