@@ -12,9 +12,9 @@ import platform
 import sys
 import time
 
-from . import grpc_overhead, overhead, pick
+from . import grpc_overhead, overhead, pick, registry
 
-BENCHMARKS = {"overhead": overhead.run, "pick": pick.run, "grpc": grpc_overhead.run}
+BENCHMARKS = {"overhead": overhead.run, "pick": pick.run, "grpc": grpc_overhead.run, "registry": registry.run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """The ``meshlib`` command (also ``python -m meshlib``).
 
     meshlib demo [--duration S] [--agents N] [--concurrency N] [--lb-policy NAME] [--no-live] [--no-grpc]
+    meshlib demo --registry etcd|consul [--duration S] [--no-live]
     meshlib config-docs              # docs/configuration.md, from meshlib.config
     meshlib endpoints SERVICE        # what the mesh built from MESHLIB_* sees
     meshlib stats                    # mesh.stats() as JSON
@@ -74,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-live", action="store_true", help="print only the final summary, no live table")
     demo.add_argument("--grpc", action=argparse.BooleanOptionalAction, default=None,
                       help="also run the gRPC agent pool (default: on when grpcio is installed)")
+    demo.add_argument(
+        "--registry",
+        choices=("etcd", "consul"),
+        default=None,
+        help="instead: agents register in a local etcd (the etcd binary) or the Consul API double, leave and crash, "
+        "and a caller's mesh follows live (--duration and --no-live apply; --agents, --concurrency and --lb-policy do not)",
+    )
     demo.set_defaults(handler=_demo)
 
     docs = sub.add_parser("config-docs", help="print the configuration reference (docs/configuration.md) as Markdown")
@@ -92,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.registry:
+        from .demo_registry import run_registry_demo
+
+        res = run_registry_demo(args.registry, args.duration, out=sys.stdout, live=False if args.no_live else None)
+        return EXIT_INTERRUPTED if res.interrupted else 0
     from .demo import run_demo
 
     result = run_demo(

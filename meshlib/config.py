@@ -13,11 +13,11 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from .endpoint import Endpoint, endpoint_from_mapping
+from .endpoint import Endpoint, _parse_host_port, endpoint_from_mapping
 from .errors import ConfigError
 from .resilience.breaker import COUNT_BASED, TIME_BASED, BreakerConfig
 from .resilience.budget import BUDGET_KINDS, BudgetConfig
@@ -27,7 +27,7 @@ from .resilience.hedge import GRPC_STATUS_NAMES, HedgePolicy, parse_non_fatal
 from .resilience.outlier import OutlierConfig
 from .resilience.retry import RetryPolicy, parse_retry_on, parse_status_codes
 
-__all__ = ["MeshConfig", "ServiceConfig", "KEYS", "Key", "canonical_service", "load_config", "parse_duration"]
+__all__ = ["MeshConfig", "ServiceConfig", "RegistryConfig", "KEYS", "Key", "canonical_service", "load_config", "parse_duration"]
 
 ENV_PREFIX = "MESHLIB_"
 SERVICES_PREFIX = "MESHLIB_SERVICES__"
@@ -135,9 +135,14 @@ def _hostname(value: object, name: str) -> str:
     return text
 
 
+#: Registry schemes of MESHLIB_DISCOVERY and the port each defaults to (Consul's
+#: HTTP API port, etcd's client port).
+REGISTRY_PORTS = {"consul": 8500, "etcd": 2379}
+
+
 def _discovery(value: object, name: str) -> str:
     text = str(value).strip()
-    accepted = "static, dns, or file:///path/to/endpoints.yaml"
+    accepted = "static, dns, file:///path/to/endpoints.yaml, consul://host:port or etcd://host:port"
     low = text.lower()
     if low in ("static", "dns"):
         return low
@@ -146,7 +151,82 @@ def _discovery(value: object, name: str) -> str:
         if not path:
             raise ConfigError(name, value, accepted, detail="the file:// URL has no path")
         return "file://" + path
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme.lower() in REGISTRY_PORTS:
+        scheme = scheme.lower()
+        rest = rest.rstrip("/")
+        just = f"{scheme}:// is followed by host:port only; credentials and TLS have their own MESHLIB_{scheme.upper()}_* keys"
+        if "@" in rest:  # user:password@ -- keep the secret out of the message
+            raise ConfigError(name, f"{scheme}://<credentials hidden>@{rest.rpartition('@')[2]}", accepted, detail=just)
+        if not rest or "/" in rest or "?" in rest:
+            raise ConfigError(name, value, accepted, detail=just)
+        if not (rest.rpartition(":")[2].isdigit() and (not rest.startswith("[") or "]:" in rest)):
+            rest = f"{rest}:{REGISTRY_PORTS[scheme]}"
+        try:
+            host, port = _parse_host_port(rest, name)
+        except ConfigError as exc:
+            raise ConfigError(name, value, accepted, detail=str(exc).partition(" is invalid: ")[2]) from None
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
     raise ConfigError(name, value, accepted)
+
+
+def _bool(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, value, "true or false (also 1/0, yes/no, on/off)")
+
+
+def _text(value: object, name: str) -> str:
+    if isinstance(value, (Mapping, list, tuple)):
+        raise ConfigError(name, "<not shown>", "a string")
+    return str(value).strip()
+
+
+def _file(value: object, name: str) -> str:
+    """A path to a readable file (TLS material), checked at start-up."""
+    path = str(value).strip()
+    if path and not os.path.isfile(path):
+        raise ConfigError(name, value, "the path of an existing, readable file (PEM)", detail="no such file")
+    return path
+
+
+def _etcd_prefix(value: object, name: str) -> str:
+    text = str(value).strip().rstrip("/")
+    if not text or any(c.isspace() for c in text):
+        raise ConfigError(name, value, "a non-empty key prefix without spaces, such as /meshlib/services")
+    return text
+
+
+def _tag_list(value: object, name: str) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(t, str) for t in items):
+        raise ConfigError(name, value, "a comma-separated list of tags, e.g. gpu,llm")
+    return tuple(sorted({t.strip() for t in items if t.strip()}))
+
+
+def _meta_pairs(value: object, name: str) -> Mapping[str, str]:
+    accepted = "key=value pairs separated by commas, e.g. model=llama3,tier=gold"
+    if isinstance(value, Mapping):
+        pairs = [(str(k).strip(), str(v).strip()) for k, v in value.items()]
+    elif isinstance(value, str):
+        pairs = []
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            k, sep, v = part.partition("=")
+            if not sep:
+                raise ConfigError(name, value, accepted)
+            pairs.append((k.strip(), v.strip()))
+    else:
+        raise ConfigError(name, value, accepted)
+    if any(not k for k, _ in pairs):
+        raise ConfigError(name, value, accepted, detail="a key is empty")
+    return MappingProxyType(dict(sorted(pairs)))
 
 
 def _is_prime(n: int) -> bool:
@@ -269,8 +349,9 @@ KEYS: dict[str, Key] = {
     k.name: k
     for k in [
         Key("discovery", _discovery, "static", "global", "string",
-            "Where endpoints come from: static (from ENDPOINTS keys), dns, or file:///path (reloaded on change).",
-            "file:///etc/meshlib/endpoints.yaml"),
+            "Where endpoints come from: static (from ENDPOINTS keys), dns, file:///path (reloaded on change), "
+            "consul://host:port (port 8500 if left out) or etcd://host:port (port 2379). See docs/registries.md.",
+            "etcd://127.0.0.1:2379"),
         Key("lb_policy", _choice(LB_POLICIES), "peak_ewma", "both", "string",
             "Load-balancing policy: " + ", ".join(LB_POLICIES) + ".", "least_request"),
         Key("hash_header", _header, "", "both", "string",
@@ -311,6 +392,56 @@ KEYS: dict[str, Key] = {
             "dns discovery: the name to resolve (default: the service name). Declares the service.", "inventory.internal"),
         Key("port", _int(1, 65535), 80, "service", "integer",
             "dns discovery: the port of every resolved address.", "8080"),
+        # -- registries (consul://, etcd://) and discovery by capability; docs/registries.md
+        Key("filter_tags", _tag_list, (), "both", "tag list",
+            "Only endpoints carrying every one of these tags are used (any discovery source).", "gpu,llm"),
+        Key("filter_meta", _meta_pairs, MappingProxyType({}), "both", "key=value list",
+            "Only endpoints whose metadata has every one of these key=value pairs are used (any discovery source).",
+            "model=llama3"),
+        Key("registry_watch", _choice(("all", "declared")), "all", "global", "string",
+            "consul/etcd: watch every service the registry lists (all) or only services declared in the configuration (declared).",
+            "declared"),
+        Key("registry_timeout", _duration(allow_zero=False), 5.0, "global", "duration",
+            "consul/etcd: timeout of one registry request, and the longest Mesh() waits for the first listing.", "2s"),
+        Key("registry_backoff_base", _duration(allow_zero=False), 0.1, "global", "duration",
+            "consul/etcd: first reconnect delay; attempt n waits a random time in [0, base x 2^n) (full jitter), capped.", "250ms"),
+        Key("registry_backoff_max", _duration(allow_zero=False), 30.0, "global", "duration",
+            "consul/etcd: cap of the reconnect delay.", "2m"),
+        Key("registry_ttl", lambda v, n: parse_duration(v, n, minimum=1.0), 10.0, "global", "duration",
+            "mesh.register(): TTL of the Consul TTL check or the etcd lease; refreshed every TTL/3. Whole seconds for etcd (rounded up).",
+            "30"),
+        Key("consul_token", _text, "", "global", "string (secret)",
+            "Consul ACL token sent as X-Consul-Token; falls back to CONSUL_HTTP_TOKEN. Never logged.", "b1gs3cr3t-..."),
+        Key("consul_datacenter", _text, "", "global", "string",
+            "Consul datacenter to read services from (empty: the agent's own).", "dc2"),
+        Key("consul_tls_ca", _file, "", "global", "path",
+            "CA bundle (PEM) that verifies the Consul agent; setting any CONSUL_TLS_* key switches to https.", "/etc/consul/ca.pem"),
+        Key("consul_tls_cert", _file, "", "global", "path",
+            "Client certificate (PEM) for Consul's verify_incoming; needs CONSUL_TLS_KEY.", "/etc/consul/client.pem"),
+        Key("consul_tls_key", _file, "", "global", "path",
+            "Private key (PEM) of CONSUL_TLS_CERT.", "/etc/consul/client-key.pem"),
+        Key("consul_wait", _duration(allow_zero=False), 300.0, "global", "duration",
+            "Consul blocking queries: the wait parameter, how long one query may hang (Consul caps it at 10m).", "1m"),
+        Key("consul_only_passing", _bool, True, "global", "boolean",
+            "Consul: only instances whose checks all pass (?passing). false: warning instances too, weighted by Weights.Warning; critical ones never.",
+            "false"),
+        Key("consul_query_rate", _float(0.01, 1000.0), 10.0, "global", "float (per second)",
+            "Consul: blocking queries per second per watched service once a burst of 5 is spent (token bucket), so a churning or misbehaving server cannot make the loop spin.",
+            "0.2"),
+        Key("consul_deregister_after", _duration(allow_zero=False), 60.0, "global", "duration",
+            "mesh.register() on Consul: DeregisterCriticalServiceAfter of the check (Consul's minimum is 1m).", "10m"),
+        Key("etcd_prefix", _etcd_prefix, "/meshlib/services", "global", "string",
+            "etcd: key prefix; an instance lives at <prefix>/<service>/<instance-id> as JSON.", "/prod/services"),
+        Key("etcd_user", _text, "", "global", "string",
+            "etcd user name (auth enabled); needs ETCD_PASSWORD.", "meshlib"),
+        Key("etcd_password", _text, "", "global", "string (secret)",
+            "etcd password of ETCD_USER. Never logged.", "s3cret"),
+        Key("etcd_tls_ca", _file, "", "global", "path",
+            "CA bundle (PEM) that verifies etcd; setting it switches to TLS.", "/etc/etcd/ca.pem"),
+        Key("etcd_tls_cert", _file, "", "global", "path",
+            "Client certificate (PEM) for etcd's --client-cert-auth; needs ETCD_TLS_KEY and ETCD_TLS_CA.", "/etc/etcd/client.pem"),
+        Key("etcd_tls_key", _file, "", "global", "path",
+            "Private key (PEM) of ETCD_TLS_CERT.", "/etc/etcd/client-key.pem"),
     ]
 }
 
@@ -514,6 +645,40 @@ class ServiceConfig:
     rate_limit_burst: float = 0.0
     fault: FaultConfig = _GROUP_DEFAULTS["fault"]
 
+    filter_tags: tuple[str, ...] = ()
+    filter_meta: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """Settings of the consul:// and etcd:// sources and of ``mesh.register()``.
+
+    Field names are the keys' names. Secrets are left out of ``repr``.
+    """
+
+    registry_watch: str = "all"
+    registry_timeout: float = 5.0
+    registry_backoff_base: float = 0.1
+    registry_backoff_max: float = 30.0
+    registry_ttl: float = 10.0
+    consul_token: str = field(default="", repr=False)
+    consul_datacenter: str = ""
+    consul_tls_ca: str = ""
+    consul_tls_cert: str = ""
+    consul_tls_key: str = ""
+    consul_wait: float = 300.0
+    consul_only_passing: bool = True
+    consul_query_rate: float = 10.0
+    consul_deregister_after: float = 60.0
+    etcd_prefix: str = "/meshlib/services"
+    etcd_user: str = ""
+    etcd_password: str = field(default="", repr=False)
+    etcd_tls_ca: str = ""
+    etcd_tls_cert: str = ""
+    etcd_tls_key: str = ""
+
+
+_REGISTRY_FIELDS = {f.name for f in fields(RegistryConfig)}
 
 def _with_changes(obj: Any, changes: dict[str, tuple[Any, str]]) -> Any:
     """``obj`` with the (possibly dotted) fields in ``changes`` replaced; a
@@ -563,6 +728,7 @@ class MeshConfig:
     defaults: ServiceConfig = field(default_factory=lambda: ServiceConfig(name="*"))
     services: Mapping[str, ServiceConfig] = field(default_factory=lambda: MappingProxyType({}))
     source: str = "defaults"
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
     def service(self, name: str) -> ServiceConfig:
         """The settings for ``name``: its own if declared, else the global defaults."""
@@ -691,6 +857,8 @@ def load_config(
         _merge_mapping(_read_file(str(path)), str(path), glob, services)
         sources.append(str(path))
     _merge_env(environ, glob, services)
+    if "consul_token" not in glob and environ.get("CONSUL_HTTP_TOKEN"):
+        glob["consul_token"] = (environ["CONSUL_HTTP_TOKEN"], "CONSUL_HTTP_TOKEN")  # Consul's own variable
     if any(k.startswith(ENV_PREFIX) for k in environ):
         sources.append("environment")
     if overrides:
@@ -711,13 +879,41 @@ def load_config(
         _check_ring_sizes(svc, raw.get("ring_hash_min_size", ("", f"services.{cname}.ring_hash_min_size"))[1])
         built[cname] = svc
 
+    registry = RegistryConfig(**{k: v for k, v in values.items() if k in _REGISTRY_FIELDS})
+    _check_registry(registry, glob)
     return MeshConfig(
         discovery=values.get("discovery", KEYS["discovery"].default),
         file_poll_interval=values.get("file_poll_interval", KEYS["file_poll_interval"].default),
         defaults=defaults,
         services=MappingProxyType(built),
         source=" < ".join(sources) or "defaults",
+        registry=registry,
     )
+
+
+def _check_registry(reg: RegistryConfig, glob: _Raw) -> None:
+    """Settings that only make sense together."""
+
+    def where(key: str) -> str:
+        return glob.get(key, ("", ENV_PREFIX + key.upper()))[1]
+
+    for kind in ("consul", "etcd"):
+        cert, key = getattr(reg, f"{kind}_tls_cert"), getattr(reg, f"{kind}_tls_key")
+        if bool(cert) != bool(key):
+            missing = f"{kind}_tls_key" if cert else f"{kind}_tls_cert"
+            raise ConfigError(where(missing), "", f"a client certificate and its key are given together (set {ENV_PREFIX}{missing.upper()})")
+    if reg.etcd_tls_cert and not reg.etcd_tls_ca:
+        raise ConfigError(where("etcd_tls_ca"), "", "etcd client certificates need the CA too (set MESHLIB_ETCD_TLS_CA)")
+    if bool(reg.etcd_user) != bool(reg.etcd_password):
+        missing = "etcd_password" if reg.etcd_user else "etcd_user"
+        shown = "" if missing == "etcd_user" else "<not shown>"
+        raise ConfigError(where(missing), shown, "etcd user and password are given together")
+    if reg.consul_wait > 600:
+        raise ConfigError(where("consul_wait"), glob["consul_wait"][0], "at most 10m (Consul's limit for a blocking query)")
+    if reg.consul_deregister_after < 60:
+        raise ConfigError(where("consul_deregister_after"), glob["consul_deregister_after"][0], "at least 1m (Consul's minimum)")
+    if reg.registry_backoff_base > reg.registry_backoff_max:
+        raise ConfigError(where("registry_backoff_base"), glob["registry_backoff_base"][0], f"at most registry_backoff_max ({reg.registry_backoff_max:g}s)")
 
 
 def _check_ring_sizes(svc: ServiceConfig, where: str) -> None:
@@ -802,6 +998,16 @@ DEFAULT_SOURCES = {
     "breaker_minimum_calls": "resilience4j minimumNumberOfCalls 100",
     "breaker_window_type": "resilience4j slidingWindowType COUNT_BASED",
     "breaker_window_size": "resilience4j slidingWindowSize 100",
+    "registry_watch": "Prometheus consul_sd watches every catalog service unless services is set",
+    "registry_timeout": "py-consul timeout 30s, python-etcd3 none; Envoy initial_fetch_timeout 15s",
+    "registry_backoff_base": "gRPC connection backoff: base 1s x 1.6 per attempt, jitter 0.2, max 120s; meshlib retries sooner, fully jittered",
+    "registry_backoff_max": "gRPC connection backoff max 120s",
+    "registry_ttl": "Consul has no default TTL (Spring Cloud Consul uses 30s); etcd leases keep-alive at about TTL/3",
+    "consul_wait": "Consul wait 5m, at most 10m",
+    "consul_only_passing": "Consul /v1/health/service passing=false; Consul DNS only_passing false",
+    "consul_query_rate": "consul-template limits every Consul call to about 1 per 100ms; Consul's docs suggest a token bucket (burst 2) degrading to polling about every 15s",
+    "consul_deregister_after": "Consul DeregisterCriticalServiceAfter minimum 1m (no default: never)",
+    "etcd_prefix": "grpc-go etcd naming keys are <target>/<id>",
 }
 
 
@@ -813,6 +1019,8 @@ def _show_default(key: Key) -> str:
         return str(d).lower()
     if isinstance(d, frozenset):
         return ",".join(sorted(str(x) for x in d)) or "(empty)"
+    if isinstance(d, tuple):
+        return ",".join(d) or "(none)"
     if isinstance(d, Mapping):
         return "(none)" if not d else ",".join(f"{k}={v}" for k, v in d.items())
     if key.type == "duration":

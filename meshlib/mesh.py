@@ -7,7 +7,7 @@ import logging
 import random
 import threading
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 from ._background import PeriodicWorker
 from .clock import SYSTEM_CLOCK, Clock
@@ -15,6 +15,7 @@ from .cluster import Cluster
 from .config import MeshConfig, ServiceConfig, canonical_service, load_config
 from .discovery import DnsResolver, FileResolver, Resolver, StaticResolver
 from .discovery.dns import Lookup, system_lookup
+from .discovery.filter import filter_snapshot
 from .endpoint import Endpoint, EndpointSnapshot
 from .errors import MeshError, UnknownServiceError
 from .resilience.health import Probe
@@ -25,6 +26,9 @@ if TYPE_CHECKING:  # pragma: no cover - import cost only for type checkers
     import httpx
     import requests
     import urllib3
+
+    from .registration import Registration
+    from .registration.base import Health
 
 log = logging.getLogger("meshlib")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -74,6 +78,7 @@ class Mesh:
         # Hot-path lookup: every accepted spelling of a service -> its cluster.
         # Copied and swapped on change, read without a lock.
         self._by_host: Mapping[str, Cluster] = MappingProxyType({})
+        self._registrations: list["Registration"] = []
         self._resolvers: list[Resolver] = self._make_resolvers(dns_lookup)
         for name in config.services:
             self._ensure_cluster(name)
@@ -108,6 +113,10 @@ class Mesh:
                 if svc.endpoints is None
             }
             resolvers.append(DnsResolver(targets, lookup=dns_lookup, now=self.clock.monotonic))
+        elif cfg.discovery.startswith(("consul://", "etcd://")):
+            from .discovery.registries import registry_resolver  # imported only when used (grpc, py-consul)
+
+            resolvers.append(registry_resolver(cfg, exclude=frozenset(static), now=self.clock.monotonic))
         return resolvers
 
     def _ensure_cluster(self, name: str) -> Cluster:
@@ -134,6 +143,9 @@ class Mesh:
         if self._closed:
             return
         name = canonical_service(snapshot.service)
+        svc = self.config.service(name)
+        if svc.filter_tags or svc.filter_meta:
+            snapshot = filter_snapshot(snapshot, svc.filter_tags, svc.filter_meta)
         self._ensure_cluster(name).update(snapshot)
         log.debug("meshlib: %s now has %d endpoints (v%d)", name, len(snapshot), snapshot.version)
 
@@ -185,11 +197,51 @@ class Mesh:
 
     # -- introspection -----------------------------------------------------------
 
-    def endpoints(self, name: str) -> EndpointSnapshot:
-        """The current snapshot of ``name``'s endpoints, with health: an endpoint
-        failing its active health checks has ``healthy=False``, one ejected by
-        outlier detection (or an open endpoint breaker) ``ejected=True``."""
-        return self.cluster(name).view
+    def endpoints(self, name: str, *, tags: Iterable[str] = (), meta: Mapping[str, str] | None = None) -> EndpointSnapshot:
+        """The current snapshot of ``name``'s endpoints, with health: what its
+        balancer uses (after the service's ``FILTER_TAGS``/``FILTER_META``). An
+        endpoint failing its active health checks has ``healthy=False``, one
+        ejected by outlier detection (or an open endpoint breaker) ``ejected=True``.
+        ``tags`` and ``meta`` keep only endpoints with every one of those tags
+        and metadata values: ``mesh.endpoints("worker", tags=["gpu"], meta={"model": "x"})``."""
+        return filter_snapshot(self.cluster(name).view, tags, meta)
+
+    # -- self-registration -------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        *,
+        port: int,
+        address: str | None = None,
+        tags: Iterable[str] = (),
+        meta: Mapping[str, str] | None = None,
+        health: "Health" = None,
+        weight: int = 1,
+        zone: str = "",
+        priority: int = 0,
+        instance_id: str | None = None,
+    ) -> "Registration":
+        """Register this process as an instance of ``name`` in the registry of
+        ``MESHLIB_DISCOVERY`` (consul:// or etcd://) and keep it registered
+        (TTL heartbeat / lease keep-alive) until the returned handle is closed,
+        the Mesh is closed, or the process exits or gets SIGTERM.
+
+        ``address`` defaults to the Consul agent's address (Consul) or this
+        machine's address towards etcd; ``health`` is None, a callable
+        returning True when healthy, or an http(s) URL answering 2xx when
+        healthy. See docs/registries.md."""
+        if self._closed:
+            raise MeshError("this Mesh is closed; create a new one")
+        from .registration import register
+
+        reg = register(
+            self.config, name, port=port, address=address, tags=tags, meta=meta, health=health,
+            weight=weight, zone=zone, priority=priority, instance_id=instance_id,
+        )  # fmt: skip
+        with self._lock:
+            self._registrations.append(reg)
+        return reg
 
     def stats(self) -> dict[str, Any]:
         """Per-service and per-endpoint counters, priority levels and discovery state."""
@@ -212,7 +264,10 @@ class Mesh:
                     {**_host_stats(h, view.get(h.endpoint.key, h.endpoint), total, now), **cluster.host_resilience(h)} for h in hosts
                 ],
             }
-        return {"services": services, "discovery": [r.status() for r in self._resolvers]}
+        stats: dict[str, Any] = {"services": services, "discovery": [r.status() for r in self._resolvers]}
+        if self._registrations:
+            stats["registrations"] = [r.status() for r in self._registrations if not r.closed]
+        return stats
 
     # -- adapters ----------------------------------------------------------------
 
@@ -311,6 +366,11 @@ class Mesh:
         if self._closed:
             return
         self._closed = True
+        for reg in self._registrations:
+            try:
+                reg.close()
+            except Exception:
+                log.exception("meshlib: closing %r failed", reg)
         self._ticker.stop()
         for cluster in list(self._clusters.values()):
             cluster.close()

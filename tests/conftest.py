@@ -148,3 +148,47 @@ def refused_port() -> int:
 
 def endpoints_of(agents: list[Agent]) -> str:
     return ",".join(a.address for a in agents)
+
+
+# -- registries: a real etcd, and the Consul HTTP API double ---------------------------
+
+_prefixes = iter(range(1, 1_000_000))
+
+
+@pytest.fixture(scope="session")
+def etcd_server():
+    """One real etcd for the session (tests isolate themselves by key prefix)."""
+    from meshlib.testing.etcd_server import EtcdServer, etcd_binary
+
+    if etcd_binary() is None:
+        pytest.fail("etcd is not installed: run `bash scripts/setup.sh` (Debian package etcd-server)")
+    server = EtcdServer(name="meshlib-session")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def etcd(etcd_server):
+    """The session's etcd and a key prefix of this test's own."""
+    if not etcd_server.running:
+        etcd_server.start()
+    return etcd_server, f"/test-{next(_prefixes)}/services"
+
+
+@pytest.fixture
+def own_etcd():
+    """An etcd of this test's own, to stop, restart or kill."""
+    from meshlib.testing.etcd_server import EtcdServer
+
+    server = EtcdServer(name="meshlib-own")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def consul():
+    from meshlib.testing.consul_double import ConsulDouble
+
+    double = ConsulDouble()
+    yield double
+    double.close()
