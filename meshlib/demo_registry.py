@@ -111,7 +111,7 @@ class RegistryDemoResult:
     agents: dict[str, AgentRecord] = field(default_factory=dict)
     ok_calls: int = 0
     failed_calls: int = 0
-    connect_retries: int = 0
+    retries: int = 0
     events: list[str] = field(default_factory=list)
     summary: str = ""
     interrupted: bool = False
@@ -262,7 +262,7 @@ def run_registry_demo(registry: str = "etcd", duration: float = 10.0, *, out: Te
         stop.set()
         for t in threads:
             t.join(5)
-        result.connect_retries = caller.cluster(SERVICE).connect_retries_done
+        result.retries = caller.cluster(SERVICE).counters["retries"]
         for m in meshes:
             m.close()
         for p in procs:
@@ -303,7 +303,7 @@ def _summary(r: RegistryDemoResult) -> str:
     lines += format_table(("agent", "state", "calls", "picked up after", "dropped after"), rows, "<<>>>")
     lines += [
         "",
-        f"Calls: {r.ok_calls} ok, {r.failed_calls} failed; {r.connect_retries} refused connections retried on another agent.",
+        f"Calls: {r.ok_calls} ok, {r.failed_calls} failed; {r.retries} failed attempts retried on another agent.",
         "",
     ]
     return "\n".join(lines)

@@ -109,6 +109,7 @@ EXPECTED: dict[str, list[str]] = {
         "GET  http://search/q -> search-fast in",
         "(not hedged)",
         "async (httpx): answered by ['search-fast', 'search-fast']",
+    ],
     "registries.py": [
         "etcd at etcd://127.0.0.1:",
         "Consul (API double) at consul://127.0.0.1:",
