@@ -156,7 +156,8 @@ def test_a_registration_the_agent_lost_is_registered_again(consul, agents):
         consul.remove_instance(reg.id)  # an agent restart forgets it
         wait_for(lambda: addresses(consumer, "worker") == set())
         wait_for(lambda: addresses(consumer, "worker") == {a.address}, timeout=3, what="re-registration")
-        assert reg.status()["registrations"] == 2
+        # the handle counts the new registration right after the agent has it
+        wait_for(lambda: reg.status()["registrations"] == 2, timeout=2, what="the registration count")
 
 
 def test_a_killed_process_leaves_the_passing_set_after_its_ttl(consul, agents):
