@@ -12,9 +12,15 @@ import platform
 import sys
 import time
 
-from . import grpc_overhead, overhead, pick, registry
+from . import failure, grpc_overhead, overhead, pick, registry
 
-BENCHMARKS = {"overhead": overhead.run, "pick": pick.run, "grpc": grpc_overhead.run, "registry": registry.run}
+BENCHMARKS = {
+    "overhead": overhead.run,
+    "pick": pick.run,
+    "failure": failure.run,
+    "grpc": grpc_overhead.run,
+    "registry": registry.run,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

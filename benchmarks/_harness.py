@@ -242,6 +242,165 @@ def envoy(upstream_port: int, *, http2: bool = False, ready: Callable[[int, subp
             yield port
 
 
+# -- upstreams that fail on cue, and an Envoy with any bootstrap ---------------------
+
+# Runs in its own process (so the upstreams do not compete with the client for
+# the GIL): ``python flaky_upstreams.py CONTROL_PORT PORT...``. Every upstream
+# answers HTTP/1.1 keep-alive requests with ``200 ok`` ("ok"), ``503
+# unavailable`` ("503"), or is hard-down ("down": listener closed, so a connect
+# is refused, and its open connections closed, as when its process dies).
+# The control port takes ``GET /`` (readiness), ``GET /mode/<index>/<mode>``
+# and ``GET /counts`` (JSON: responses sent per upstream, by status).
+FLAKY_UPSTREAMS_PY = r"""
+import asyncio, json, sys
+
+HOST = "127.0.0.1"
+RESPONSES = {
+    "ok": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
+    "503": b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nunavailable",
+}
+
+
+class Conn(asyncio.Protocol):
+    def __init__(self, owner):
+        self.owner, self.buf, self.transport = owner, b"", None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.owner.conns.add(transport)
+
+    def connection_lost(self, exc):
+        self.owner.conns.discard(self.transport)
+
+    def data_received(self, data):
+        self.buf += data
+        while b"\r\n\r\n" in self.buf:
+            head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+            self.transport.write(self.owner.respond(head))
+            if b"\nconnection: close" in head.lower():
+                self.transport.close()
+                return
+
+
+class Upstream:
+    def __init__(self, port):
+        self.port, self.mode, self.server, self.conns = port, "ok", None, set()
+        self.counts = {"200": 0, "503": 0}
+
+    def respond(self, head):
+        status = "200" if self.mode == "ok" else "503"
+        self.counts[status] += 1
+        return RESPONSES[self.mode]
+
+    async def set_mode(self, mode):
+        if mode == "down":
+            if self.server is not None:
+                self.server.close()  # no listener: connects are refused
+                self.server = None
+            for t in list(self.conns):
+                t.close()
+        elif self.server is None:
+            self.server = await asyncio.get_running_loop().create_server(lambda: Conn(self), HOST, self.port, reuse_address=True, backlog=1024)
+        self.mode = mode if mode != "down" else self.mode
+
+
+class Control:
+    def __init__(self, ups):
+        self.ups, self.conns = ups, set()
+
+    def respond(self, head):
+        path = head.split(b" ", 2)[1].decode()
+        parts = path.strip("/").split("/")
+        body = b"ok"
+        if parts[0] == "mode":
+            asyncio.get_running_loop().create_task(self.ups[int(parts[1])].set_mode(parts[2]))
+        elif parts[0] == "counts":
+            body = json.dumps([dict(u.counts, mode=u.mode if u.server else "down") for u in self.ups]).encode()
+        return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+async def main():
+    control_port, ports = int(sys.argv[1]), [int(p) for p in sys.argv[2:]]
+    ups = [Upstream(p) for p in ports]
+    for u in ups:
+        await u.set_mode("ok")
+    control = Control(ups)
+    await asyncio.get_running_loop().create_server(lambda: Conn(control), HOST, control_port, reuse_address=True)
+    await asyncio.Event().wait()
+
+
+asyncio.run(main())
+"""
+
+
+class FlakyUpstreams:
+    """Handle on the upstreams of :func:`flaky_upstreams`."""
+
+    def __init__(self, ports: list[int], control_port: int) -> None:
+        self.ports = ports
+        self.control_port = control_port
+
+    def _get(self, path: str) -> bytes:
+        conn = http.client.HTTPConnection(LOOPBACK, self.control_port, timeout=5.0)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"upstream control GET {path} answered {response.status}")
+            return body
+        finally:
+            conn.close()
+
+    def set_mode(self, index: int, mode: str) -> None:
+        """``"ok"``, ``"503"`` or ``"down"`` for upstream ``index``; returns once in effect."""
+        if mode not in ("ok", "503", "down"):
+            raise ValueError(mode)
+        self._get(f"/mode/{index}/{mode}")
+        # The switch runs as a task in the child: wait until it reports it.
+        deadline = time.monotonic() + 5.0
+        while self.counts()[index]["mode"] != mode:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"upstream {index} did not switch to {mode}")
+            time.sleep(0.005)
+
+    def counts(self) -> list[dict]:
+        """Per upstream: responses sent by status (``"200"``, ``"503"``) and its ``"mode"``."""
+        import json
+
+        return json.loads(self._get("/counts"))
+
+
+@contextlib.contextmanager
+def flaky_upstreams(n: int) -> Iterator[FlakyUpstreams]:
+    """``n`` HTTP upstreams on free ports, in one child process, that can be
+    switched to 503 or hard-down (connection refused) on cue."""
+    ports = [free_port() for _ in range(n)]
+    control = free_port()
+    with tempfile.TemporaryDirectory(prefix="meshlib-bench-upstreams-") as d:
+        script = os.path.join(d, "flaky_upstreams.py")
+        with open(script, "w") as f:
+            f.write(FLAKY_UPSTREAMS_PY)
+        cmd = [sys.executable, script, str(control), *map(str, ports)]
+        with serve(cmd, control, d):
+            yield FlakyUpstreams(ports, control)
+
+
+@contextlib.contextmanager
+def envoy_from(bootstrap: Callable[[int], dict]) -> Iterator[int]:
+    """An Envoy (one worker thread) running ``bootstrap(listen_port)``; yields
+    the listen port once ``GET /`` through it answers 200."""
+    binary = find_binary("envoy")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="meshlib-bench-envoy-") as d:
+        conf = os.path.join(d, "envoy.yaml")
+        with open(conf, "w") as f:
+            yaml.safe_dump(bootstrap(port), f, sort_keys=False)
+        cmd = [binary, "-c", conf, "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"]
+        with serve(cmd, port, d):
+            yield port
+
+
 # -- timing -----------------------------------------------------------------------
 
 
