@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import os
 import sys
 import time
 from typing import Callable, Iterator
@@ -73,7 +74,10 @@ def grpc_upstream() -> Iterator[int]:
 
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="meshlib-bench-grpc-") as d:
-        cmd = [sys.executable, "-m", "benchmarks._grpc_upstream", str(port)]
+        # The child runs in a scratch directory: point it at this checkout.
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        boot = f"import runpy, sys; sys.path.insert(0, {root!r}); runpy.run_module('benchmarks._grpc_upstream', run_name='__main__')"
+        cmd = [sys.executable, "-c", boot, str(port)]
         with serve_until(cmd, d, lambda proc, log_path: _wait_grpc(port, proc, log_path)):
             yield port
 
