@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import gc
 import http.client
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -24,6 +22,8 @@ import time
 from typing import Callable, Iterator, Mapping, Sequence
 
 import yaml
+
+from meshlib.testing._process import die_with_parent, terminate
 
 LOOPBACK = "127.0.0.1"
 
@@ -42,13 +42,7 @@ _children: list[subprocess.Popen] = []
 
 def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
     """Terminate one child (then kill it if it lingers) and forget it."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+    terminate(proc, timeout)
     if proc in _children:
         _children.remove(proc)
 
@@ -57,15 +51,6 @@ def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
 def _stop_all() -> None:
     for proc in list(_children):
         stop(proc)
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: have Linux send it SIGTERM when the
-    benchmark process dies, even by SIGKILL, so no nginx or Envoy is left over."""
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def wait_http_ok(port: int, proc: subprocess.Popen, log_path: str, timeout: float = 20.0) -> None:
@@ -115,7 +100,7 @@ def serve_until(cmd: Sequence[str], workdir: str, ready: Callable[[subprocess.Po
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=workdir,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
     _children.append(proc)
     try:

@@ -69,6 +69,53 @@ def _outcome(ex: Exchange, exc: BaseException) -> str:
     return ex.classify(exc) if isinstance(exc, Exception) else Outcome.CANCELLED
 
 
+class _Attempts:
+    """One call's attempts in sequence: every decision between two attempts,
+    shared by :func:`run` and :func:`run_async` (which only send and sleep)."""
+
+    __slots__ = ("call", "ex", "failure", "previous")
+
+    def __init__(self, call: Call, ex: Exchange) -> None:
+        self.call = call
+        self.ex = ex
+        self.failure: BaseException | None = None  # the last attempt's exception
+        self.previous: Any = _NONE  # a response being retried, returned if no attempt can follow
+
+    def next_host(self) -> Host | None:
+        """The next attempt's host; None when the call should return ``previous``."""
+        try:
+            host = self.call.pick(self.failure)
+        except Exception:
+            if self.previous is not _NONE:
+                return None
+            raise
+        if self.previous is not _NONE:
+            self.ex.discard(self.previous)
+            self.previous = _NONE
+        return host
+
+    def failed(self, host: Host, started: float, exc: BaseException) -> float | None:
+        """The attempt raised: the delay before the next one, or None to re-raise
+        (``DeadlineExceededError`` instead, if the call's deadline has passed)."""
+        call = self.call
+        delay = call.done(host, started, AttemptResult(_outcome(self.ex, exc)))
+        if delay is None or not call.enter_pending():
+            if call.is_expired():
+                call.expired(exc)
+            return None
+        self.failure = exc
+        return delay
+
+    def answered(self, host: Host, started: float, result: Any) -> float | None:
+        """The attempt answered: the delay before the next one, or None to return it."""
+        call = self.call
+        delay = call.done(host, started, self.ex.judge(result))
+        if delay is None or not call.enter_pending():
+            return None
+        self.previous, self.failure = result, None
+        return delay
+
+
 def run(call: Call, send: Callable[[Endpoint, float | None], T], ex: Exchange, abort: Abort | None = None) -> T:
     fault = call.begin()
     try:
@@ -80,35 +127,19 @@ def run(call: Call, send: Callable[[Endpoint, float | None], T], ex: Exchange, a
                 return _abort(call, fault, abort)  # type: ignore[no-any-return]
         if call.hedging:
             return _hedged(call, send, ex)
-        failure: BaseException | None = None
-        previous: Any = _NONE  # a response being retried, returned if no attempt can follow
-        while True:
-            try:
-                host = call.pick(failure)
-            except Exception:
-                if previous is not _NONE:
-                    return previous  # type: ignore[no-any-return]
-                raise
-            if previous is not _NONE:
-                ex.discard(previous)
-                previous = _NONE
+        attempts = _Attempts(call, ex)
+        while (host := attempts.next_host()) is not None:
             started = time.perf_counter()
             try:
                 result = send(host.endpoint, call.attempt_timeout())
             except BaseException as exc:
-                delay = call.done(host, started, AttemptResult(_outcome(ex, exc)))
-                if delay is None or not call.enter_pending():
-                    if call.is_expired():
-                        call.expired(exc)
+                if (delay := attempts.failed(host, started, exc)) is None:
                     raise
-                call.sleep(delay)
-                failure = exc
-                continue
-            delay = call.done(host, started, ex.judge(result))
-            if delay is None or not call.enter_pending():
-                return result
-            previous, failure = result, None
+            else:
+                if (delay := attempts.answered(host, started, result)) is None:
+                    return result
             call.sleep(delay)
+        return attempts.previous  # type: ignore[no-any-return]
     finally:
         call.finish()
 
@@ -124,35 +155,19 @@ async def run_async(call: Call, send: Callable[[Endpoint, float | None], Awaitab
                 return _abort(call, fault, abort)  # type: ignore[no-any-return]
         if call.hedging:
             return await _hedged_async(call, send, ex)
-        failure: BaseException | None = None
-        previous: Any = _NONE  # a response being retried, returned if no attempt can follow
-        while True:
-            try:
-                host = call.pick(failure)
-            except Exception:
-                if previous is not _NONE:
-                    return previous  # type: ignore[no-any-return]
-                raise
-            if previous is not _NONE:
-                ex.discard(previous)
-                previous = _NONE
+        attempts = _Attempts(call, ex)
+        while (host := attempts.next_host()) is not None:
             started = time.perf_counter()
             try:
                 result = await send(host.endpoint, call.attempt_timeout())
             except BaseException as exc:
-                delay = call.done(host, started, AttemptResult(_outcome(ex, exc)))
-                if delay is None or not call.enter_pending():
-                    if call.is_expired():
-                        call.expired(exc)
+                if (delay := attempts.failed(host, started, exc)) is None:
                     raise
-                await call.sleep_async(delay)
-                failure = exc
-                continue
-            delay = call.done(host, started, ex.judge(result))
-            if delay is None or not call.enter_pending():
-                return result
-            previous, failure = result, None
+            else:
+                if (delay := attempts.answered(host, started, result)) is None:
+                    return result
             await call.sleep_async(delay)
+        return attempts.previous  # type: ignore[no-any-return]
     finally:
         call.finish()
 

@@ -123,13 +123,14 @@ class Cluster:
         # Policies, composed once from the immutable config.
         self.retry = cfg.retry
         self.hedge = cfg.hedge
+        self.hedges = cfg.hedge.enabled
         self.budget = cfg.retry_budget.build(clock)
         self.budget_limited = cfg.retry_budget.kind != "none"
         self.thresholds = Thresholds(cfg.max_requests, cfg.max_pending_requests, cfg.max_retries, cfg.max_connections, service=name)
         self.breaker = CircuitBreaker(cfg.breaker_config, clock=clock, name=name) if cfg.breaker == "cluster" else None
         self.endpoint_breakers: dict[tuple[str, int], CircuitBreaker] | None = {} if cfg.breaker == "endpoint" else None
         self.outlier = OutlierDetector(cfg.outlier, clock, random.Random(f"{name}/outlier")) if cfg.outlier_detection else None
-        self.limiter = TokenBucket(cfg.rate_limit, cfg.rate_limit_burst, clock=clock) if cfg.rate_limit > 0 else None
+        self.limiter = TokenBucket(cfg.rate_limit, cfg.rate_limit_burst, now=clock.monotonic) if cfg.rate_limit > 0 else None
         self.fault = cfg.fault if cfg.fault.enabled else None
         self.health: HealthChecker | None = None
         self._health_worker: PeriodicWorker | None = None
@@ -418,7 +419,7 @@ class Call:
     @property
     def hedging(self) -> bool:
         """Whether this call hedges (the service hedges and the method is idempotent)."""
-        return self.cluster.hedge.enabled and (self.method is None or self.method.upper() in IDEMPOTENT_METHODS)
+        return self.cluster.hedges and (self.method is None or self.method.upper() in IDEMPOTENT_METHODS)
 
     # -- attempts ----------------------------------------------------------------
 

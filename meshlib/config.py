@@ -282,17 +282,6 @@ def _locality_weights(value: object, name: str) -> Mapping[str, int]:
     return MappingProxyType(out)
 
 
-def _bool(value: object, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(name, value, "true or false (also 1/0, yes/no, on/off)")
-
-
 def _burst(value: object, name: str) -> float:
     x = _float(0.0)(value, name)
     if 0 < x < 1:

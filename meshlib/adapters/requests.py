@@ -17,7 +17,6 @@ from requests.structures import CaseInsensitiveDict
 
 from .._driver import Exchange, run
 from ..endpoint import Endpoint
-from ..resilience.fault import FaultDecision
 from ..resilience.retry import AttemptResult
 from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, classify_exception, endpoint_url, judge_status, split_url, timeout_header
 from .urllib3 import TLSNamePoolManager

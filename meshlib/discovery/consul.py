@@ -32,10 +32,9 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 import weakref
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import consul
 import requests
@@ -44,6 +43,7 @@ from requests.adapters import HTTPAdapter
 from ..config import _SERVICE_RE, RegistryConfig, canonical_service
 from ..endpoint import Endpoint, _check_priority
 from ..errors import ConfigError
+from ..resilience.ratelimit import TokenBucket
 from ._registry import RegistryResolver, RegistryUnavailable, reconnecting
 from .base import Publish
 
@@ -145,35 +145,6 @@ def describe(exc: BaseException) -> str:
     return text[:300]
 
 
-# -- rate limit -----------------------------------------------------------------------
-
-
-class TokenBucket:
-    """``burst`` queries at once, then ``rate`` per second. ``take`` waits
-    (interrupted by ``stop``) and returns False if stopped."""
-
-    def __init__(self, rate: float, burst: int, stop: threading.Event, now: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._stop = stop
-        self._now = now
-        self._last = now()
-        self.waited = 0
-
-    def take(self) -> bool:
-        while not self._stop.is_set():
-            now = self._now()
-            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
-            self._last = now
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-                return True
-            self.waited += 1
-            self._stop.wait((1.0 - self._tokens) / self.rate)
-        return False
-
-
 # -- entries -> endpoints ---------------------------------------------------------------
 
 
@@ -254,7 +225,7 @@ class _ServiceWatch:
         self.stop = threading.Event()
         self.synced = threading.Event()
         self.client, self.adapter = resolver.new_client()
-        self.bucket = TokenBucket(resolver.cfg.consul_query_rate, QUERY_BURST, self.stop, resolver.now)
+        self.bucket = TokenBucket(resolver.cfg.consul_query_rate, QUERY_BURST, now=resolver.now)
         self.entries: dict[str, Endpoint] = {}
         self.index = 0
         self.recovering = False  # after a failure, ask without an index: an answer at once says the agent is back
@@ -293,7 +264,7 @@ class _ServiceWatch:
 
     def _run(self) -> None:
         r = self.resolver
-        while self.bucket.take():
+        while self.bucket.wait(self.stop):
             try:
                 index, entries = reconnecting(r.cfg, self.stop, self._failed)(self._query)
             except (_Closed, RegistryUnavailable):
@@ -397,7 +368,7 @@ class ConsulResolver(RegistryResolver):
             "watches": len(watches),
             "queries": sum(w.queries for w in watches) + self.catalog_queries,
             "index_resets": sum(w.resets for w in watches),
-            "rate_limited": sum(w.bucket.waited for w in watches),
+            "rate_limited": sum(w.bucket.refused for w in watches),
             "updates": table.updates if table else 0,
             "skipped_entries": self.bad.skipped,
             **self.staleness.status(),
@@ -437,8 +408,8 @@ class ConsulResolver(RegistryResolver):
         self.staleness.failed(exc, _CATALOG)
 
     def _catalog_loop(self) -> None:
-        bucket = TokenBucket(self.cfg.consul_query_rate, QUERY_BURST, self._stop, self.now)
-        while bucket.take():
+        bucket = TokenBucket(self.cfg.consul_query_rate, QUERY_BURST, now=self.now)
+        while bucket.wait(self._stop):
             try:
                 index, services = reconnecting(self.cfg, self._stop, self._catalog_failed)(self._catalog_query)
             except (_Closed, RegistryUnavailable):

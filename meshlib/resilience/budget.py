@@ -189,8 +189,12 @@ class RatioRetryBudget:
         return s
 
     def deposit(self) -> None:
+        k = int(self._clock.monotonic() // self._width)
         with self._lock:
-            k, _ = self._expire()
+            slices = self._slices
+            if k != self._latest or not slices or slices[-1][0] != k:
+                # A new slice: expire what left the window first.
+                k, _ = self._expire()
             self._slice(k)[1] += 1
             self._deposits += 1
 

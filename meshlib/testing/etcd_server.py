@@ -15,11 +15,9 @@ also lowers etcd's minimum lease TTL to under a second.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -27,6 +25,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+
+from ._process import die_with_parent, terminate
 
 __all__ = ["EtcdServer", "etcd_binary", "free_port"]
 
@@ -41,14 +41,6 @@ def free_port() -> int:
 def etcd_binary() -> str | None:
     """The etcd executable, or None when it is not installed."""
     return shutil.which("etcd") or next((p for p in ("/usr/bin/etcd", "/usr/local/bin/etcd") if os.access(p, os.X_OK)), None)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: Linux sends it SIGTERM when the parent dies."""
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 class EtcdServer:
@@ -127,7 +119,7 @@ class EtcdServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
         finally:
             log.close()
@@ -158,13 +150,8 @@ class EtcdServer:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM and wait; the data directory stays for :meth:`start`."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+        if proc is not None:
+            terminate(proc, timeout)
 
     def kill(self) -> None:
         proc, self._proc = self._proc, None
