@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures as cf
 import contextvars
 import time
+from time import perf_counter
 from typing import Any, Awaitable, Callable, TypeVar
 
 from .cluster import Call
@@ -71,7 +72,8 @@ def _outcome(ex: Exchange, exc: BaseException) -> str:
 
 class _Attempts:
     """One call's attempts in sequence: every decision between two attempts,
-    shared by :func:`run` and :func:`run_async` (which only send and sleep)."""
+    shared by :func:`run` and :func:`run_async` (which only send and sleep).
+    The drivers make one only once a first attempt did not simply succeed."""
 
     __slots__ = ("call", "ex", "failure", "previous")
 
@@ -106,14 +108,13 @@ class _Attempts:
         self.failure = exc
         return delay
 
-    def answered(self, host: Host, started: float, result: Any) -> float | None:
-        """The attempt answered: the delay before the next one, or None to return it."""
-        call = self.call
-        delay = call.done(host, started, self.ex.judge(result))
-        if delay is None or not call.enter_pending():
-            return None
+    def retrying(self, result: Any) -> bool:
+        """The attempt answered and its verdict asks for a retry: hold the
+        response while waiting for it; False to return the response now."""
+        if not self.call.enter_pending():
+            return False
         self.previous, self.failure = result, None
-        return delay
+        return True
 
 
 def run(call: Call, send: Callable[[Endpoint, float | None], T], ex: Exchange, abort: Abort | None = None) -> T:
@@ -127,19 +128,25 @@ def run(call: Call, send: Callable[[Endpoint, float | None], T], ex: Exchange, a
                 return _abort(call, fault, abort)  # type: ignore[no-any-return]
         if call.hedging:
             return _hedged(call, send, ex)
-        attempts = _Attempts(call, ex)
-        while (host := attempts.next_host()) is not None:
-            started = time.perf_counter()
+        attempts: _Attempts | None = None  # made only if a retry is considered
+        host: Host | None = call.pick(None)
+        while host is not None:
+            started = perf_counter()
             try:
                 result = send(host.endpoint, call.attempt_timeout())
             except BaseException as exc:
+                attempts = attempts or _Attempts(call, ex)
                 if (delay := attempts.failed(host, started, exc)) is None:
                     raise
             else:
-                if (delay := attempts.answered(host, started, result)) is None:
+                if (delay := call.done(host, started, ex.judge(result))) is None:
+                    return result
+                attempts = attempts or _Attempts(call, ex)
+                if not attempts.retrying(result):
                     return result
             call.sleep(delay)
-        return attempts.previous  # type: ignore[no-any-return]
+            host = attempts.next_host()
+        return attempts.previous  # type: ignore[union-attr, no-any-return]
     finally:
         call.finish()
 
@@ -155,19 +162,25 @@ async def run_async(call: Call, send: Callable[[Endpoint, float | None], Awaitab
                 return _abort(call, fault, abort)  # type: ignore[no-any-return]
         if call.hedging:
             return await _hedged_async(call, send, ex)
-        attempts = _Attempts(call, ex)
-        while (host := attempts.next_host()) is not None:
-            started = time.perf_counter()
+        attempts: _Attempts | None = None  # made only if a retry is considered
+        host: Host | None = call.pick(None)
+        while host is not None:
+            started = perf_counter()
             try:
                 result = await send(host.endpoint, call.attempt_timeout())
             except BaseException as exc:
+                attempts = attempts or _Attempts(call, ex)
                 if (delay := attempts.failed(host, started, exc)) is None:
                     raise
             else:
-                if (delay := attempts.answered(host, started, result)) is None:
+                if (delay := call.done(host, started, ex.judge(result))) is None:
+                    return result
+                attempts = attempts or _Attempts(call, ex)
+                if not attempts.retrying(result):
                     return result
             await call.sleep_async(delay)
-        return attempts.previous  # type: ignore[no-any-return]
+            host = attempts.next_host()
+        return attempts.previous  # type: ignore[union-attr, no-any-return]
     finally:
         call.finish()
 

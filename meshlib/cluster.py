@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from ._background import PeriodicWorker
+from ._tally import Tally
 from .balancing import HASHING, POLICIES, Picker, build_picker
 from .balancing.hashing import hash_key as _hash
 from .balancing.locality import PriorityLevel
@@ -77,9 +78,9 @@ class _State:
     view: EndpointSnapshot
 
 
-#: Counters every cluster keeps (``mesh.stats()["services"][name]["calls"]``).
+#: Counters every cluster keeps besides ``calls`` (a :class:`Tally`, taken on
+#: every call), e.g. ``mesh.stats()["services"][name]["retries"]``.
 COUNTERS = (
-    "calls",
     "retries",
     "retries_budget_exhausted",
     "retries_overflow",
@@ -119,13 +120,17 @@ class Cluster:
         self._write_lock = threading.Lock()  # snapshot rebuilds only
         self._stats_lock = threading.Lock()  # counters; never waits for a rebuild
         self.counters = dict.fromkeys(COUNTERS, 0)
+        self.calls = Tally()
 
         # Policies, composed once from the immutable config.
         self.retry = cfg.retry
+        self.timeout = cfg.timeout
+        self.per_try_timeout = cfg.retry.per_try_timeout
         self.hedge = cfg.hedge
         self.hedges = cfg.hedge.enabled
         self.budget = cfg.retry_budget.build(clock)
         self.budget_limited = cfg.retry_budget.kind != "none"
+        self.budget_in_flight = self.budget.tracks_in_flight
         self.thresholds = Thresholds(cfg.max_requests, cfg.max_pending_requests, cfg.max_retries, cfg.max_connections, service=name)
         self.breaker = CircuitBreaker(cfg.breaker_config, clock=clock, name=name) if cfg.breaker == "cluster" else None
         self.endpoint_breakers: dict[tuple[str, int], CircuitBreaker] | None = {} if cfg.breaker == "endpoint" else None
@@ -311,7 +316,7 @@ class Cluster:
 
     def resilience_stats(self) -> dict[str, Any]:
         with self._stats_lock:
-            out: dict[str, Any] = dict(self.counters)
+            out: dict[str, Any] = {"calls": self.calls.value, **self.counters}
         out["retry_budget"] = {"kind": self.config.retry_budget.kind, "balance": self.budget.balance()}
         out["thresholds"] = self.thresholds.snapshot()
         if self.breaker is not None:
@@ -385,8 +390,7 @@ class Call:
                 raise CircuitOpenError(c.name, f"breaker open ({_breaker_reason(c.breaker)})")
             self._breaker = c.breaker
         self._start_clock()
-        with c._stats_lock:
-            c.counters["calls"] += 1
+        c.calls.add()
         decision = None
         if c.fault is not None:
             decision = c.fault.decide(c.rng)
@@ -402,13 +406,12 @@ class Call:
     def _start_clock(self) -> None:
         """Fix the call's deadline: the service timeout from now, or the caller's, if sooner."""
         c = self.cluster
-        now = c.clock.monotonic()
-        self.started = now
+        self.started = now = c.clock.monotonic()
         deadline = current_deadline()
-        timeout = c.config.timeout
+        timeout = c.timeout
         if timeout is not None:
             mine = now + timeout
-            deadline = mine if deadline is None else min(deadline, mine)
+            deadline = mine if deadline is None or mine < deadline else deadline
         self.deadline = deadline
 
     def fault_delayed(self) -> None:
@@ -431,41 +434,29 @@ class Call:
     def attempt_timeout(self) -> float | None:
         """This attempt's time limit: the per-try timeout or what is left of the
         deadline, whichever is shorter (None: no limit)."""
-        per_try = self.cluster.retry.per_try_timeout
-        left = self.remaining()
-        if left is None:
+        per_try = self.cluster.per_try_timeout
+        if self.deadline is None:
             return per_try
-        return left if per_try is None else min(per_try, left)
+        left = self.deadline - self.cluster.clock.monotonic()
+        return left if per_try is None or left < per_try else per_try
 
     def pick(self, failure: BaseException | None = None) -> Host:
         """Choose this attempt's host (another than those tried, where one
         exists), mark it started and return it. ``failure`` is the previous
         attempt's error: if no host is left to retry on, it is raised instead."""
         cluster = self.cluster
-        left = self.remaining()
-        if left is not None and left <= 0:
+        if self.deadline is not None and self.deadline <= cluster.clock.monotonic():
             self.expired(failure)
         key = self.key
-        hash_value = None if key is None else _hash(key, self.attempt)
         try:
-            host = cluster.pick(hash_value)
+            host = cluster._state.picker.pick(None if key is None else _hash(key, self.attempt))
         except NoHealthyEndpointsError:
             if failure is not None:
                 raise failure from None
             raise
-        if self.tried and host in self.tried:
-            # Envoy's previous_hosts predicate: re-pick a few times for a fresh host.
-            for extra in range(1, 4):
-                if key is not None:
-                    hash_value = _hash(key, self.attempt + 7919 * extra)
-                candidate = cluster.pick(hash_value)
-                if candidate not in self.tried:
-                    host = candidate
-                    break
-            else:
-                untried = [h for h in cluster.hosts if h not in self.tried and cluster.usable(h)]
-                if untried:
-                    host = untried[0]
+        tried = self.tried
+        if tried and host in tried:
+            host = self._fresh_host(host)
         breakers = cluster.endpoint_breakers
         if breakers is not None:
             host = self._admit_endpoint(host, breakers, failure)
@@ -474,14 +465,27 @@ class Call:
         except CircuitOpenError:
             cluster.count("overflow")
             self._release_retry()
-            if breakers is not None and host.endpoint.key in breakers:
-                breakers[host.endpoint.key].release()  # the permit was never used
+            if breakers is not None and host.key in breakers:
+                breakers[host.key].release()  # the permit was never used
             if failure is not None:
                 raise failure from None
             raise
-        self.tried.append(host)
+        tried.append(host)
         self.attempt += 1
         host.start()
+        return host
+
+    def _fresh_host(self, host: Host) -> Host:
+        """Envoy's previous_hosts predicate: re-pick a few times for a host not
+        yet tried; failing that, the first usable untried one; failing that, ``host``."""
+        cluster, key, tried = self.cluster, self.key, self.tried
+        for extra in range(1, 4):
+            candidate = cluster.pick(None if key is None else _hash(key, self.attempt + 7919 * extra))
+            if candidate not in tried:
+                return candidate
+        for other in cluster.hosts:
+            if other not in tried and cluster.usable(other):
+                return other
         return host
 
     def _admit_endpoint(self, host: Host, breakers: dict[tuple[str, int], CircuitBreaker], failure: BaseException | None) -> Host:
@@ -501,23 +505,22 @@ class Call:
         """Record one finished attempt; return the delay before the next
         attempt, or None to stop (the result goes back to the caller). With
         ``decide=False`` (hedged attempts) only the bookkeeping is done."""
-        cluster = self.cluster
         elapsed = time.perf_counter() - started
+        cluster = self.cluster
         outcome = result.outcome
         cluster.thresholds.release_attempt()
-        if decide:
+        if decide and self._is_retry:
             self._release_retry()
         host.done(elapsed, outcome)
         if outcome == Outcome.CANCELLED:
             return None
-        success = outcome == Outcome.SUCCESS
-        self.ok = success
+        self.ok = success = outcome == Outcome.SUCCESS
         outlier = cluster.outlier
-        if outlier is not None and outlier.record(host.endpoint.key, outcome, result.status):
+        if outlier is not None and outlier.record(host.key, outcome, result.status):
             log.warning("meshlib: %s endpoint %s ejected (outlier detection)", cluster.name, host.endpoint.address)
             cluster.rebuild()
         if cluster.endpoint_breakers is not None:
-            breaker = cluster.endpoint_breakers.get(host.endpoint.key)
+            breaker = cluster.endpoint_breakers.get(host.key)
             if breaker is not None:
                 breaker.on_result(success, elapsed)
         if not decide or (success and (result.status is None or result.status < 400)):
@@ -605,8 +608,9 @@ class Call:
     def finish(self) -> None:
         """The call is over: release what it holds, tell the budget and breaker."""
         cluster = self.cluster
-        self._release_retry()
-        if self._deposited:
+        if self._is_retry:
+            self._release_retry()
+        if self._deposited and cluster.budget_in_flight:
             cluster.budget.request_done()
         if self._breaker is not None:
             if self.attempt == 0:

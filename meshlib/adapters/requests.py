@@ -64,12 +64,63 @@ def _limit_timeout(timeout: Any, connect: float, limit: float) -> Any:
     return min(timeout, limit)
 
 
+class _Attempt(requests.PreparedRequest):
+    """One attempt of a mesh request, sent to an endpoint's URL.
+
+    A lean copy of the caller's request: headers are copied (the attempt
+    sets ``Host`` and the timeout header), body and hooks are shared, and so
+    is the cookie jar, which sending never reads (cookies are already in the
+    headers). ``origin`` is the endpoint URL's (scheme, host, port)."""
+
+    origin: tuple[str, str, int]
+
+    def __init__(self, request: requests.PreparedRequest, url: str, origin: tuple[str, str, int]) -> None:
+        # PreparedRequest.__init__ would only set what is overwritten here.
+        self.method = request.method
+        self.url = url
+        self.headers = request.headers.copy()
+        self._cookies = request._cookies  # type: ignore[attr-defined]
+        self.body = request.body
+        self.hooks = request.hooks
+        self._body_position = request._body_position  # type: ignore[attr-defined]
+        self.origin = origin
+
+
+#: How many (endpoint origin, verify, cert) an adapter remembers the pool
+#: parameters of before it starts over.
+_PARAMS_CACHE_SIZE = 1024
+
+
 class MeshAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` that balances requests to mesh services."""
 
     def __init__(self, mesh: "Mesh", **kwargs: Any) -> None:
         self._mesh = mesh
+        self._pool_params: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
         super().__init__(**kwargs)
+
+    def get_connection_with_tls_context(self, request: requests.PreparedRequest, verify: Any, proxies: Any = None, cert: Any = None) -> Any:
+        """The endpoint's pool. For a mesh attempt (never proxied) the pool
+        parameters depend only on the endpoint's origin, ``verify`` and
+        ``cert``, so they are worked out once rather than by parsing the URL
+        on every request."""
+        if not isinstance(request, _Attempt):
+            return super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
+        key = (request.origin, verify, cert)
+        try:
+            params = self._pool_params.get(key)
+        except TypeError:  # an unhashable verify or cert: nothing remembered
+            return super().get_connection_with_tls_context(request, verify, proxies=None, cert=cert)
+        if params is None:
+            try:
+                params = self.build_connection_pool_key_attributes(request, verify, cert)
+            except ValueError as e:
+                raise requests.exceptions.InvalidURL(e, request=request) from None
+            if len(self._pool_params) >= _PARAMS_CACHE_SIZE:
+                self._pool_params.clear()
+            self._pool_params[key] = params
+        host_params, pool_kwargs = params
+        return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         self._pool_connections = connections
@@ -93,8 +144,7 @@ class MeshAdapter(HTTPAdapter):
         send_base = super().send
 
         def send(ep: Endpoint, limit: float | None) -> requests.Response:
-            attempt = request.copy()
-            attempt.url = endpoint_url(scheme, ep.address, rest)
+            attempt = _Attempt(request, endpoint_url(scheme, ep.address, rest), (scheme, ep.host, ep.port))
             attempt.headers["Host"] = host_header
             t = timeout
             if limit is not None:

@@ -8,20 +8,27 @@ the service's retry policy.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
 
 import urllib3
+from urllib3._collections import HTTPHeaderDict
+from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
+from urllib3.util.url import parse_url
 
 from .._driver import Exchange, run
 from ..endpoint import Endpoint
 from ..resilience.fault import FaultDecision
 from ..resilience.retry import AttemptResult
-from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, classify_exception, endpoint_url, judge_status, split_url, timeout_header
+from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, classify_exception, judge_status, split_url, timeout_header
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
+
+log = logging.getLogger("meshlib")
 
 #: urllib3's default (3 retries) but no connect, read or status retries:
 #: meshlib's retry policy owns those. Used unless the call or the pool sets ``retries``.
@@ -49,15 +56,51 @@ def _aborted(fault: FaultDecision) -> Any:
 EXCHANGE = Urllib3Exchange()
 
 
+#: How many (host, port, scheme, TLS name, pool options) a pool manager
+#: remembers the pool key of before it starts over.
+_POOL_CACHE_SIZE = 1024
+
+
 class TLSNamePoolManager(urllib3.PoolManager):
     """A PoolManager that verifies (and sends SNI for) the service name, not
-    the endpoint's IP, while a mesh call is being sent over https."""
+    the endpoint's IP, while a mesh call is being sent over https.
+
+    It also remembers the pool key of each (host, port, scheme, TLS name, pool
+    options): urllib3 rebuilds and normalises the key on every request, which
+    costs more than everything meshlib decides for a call. The pool is still
+    fetched from urllib3's own container, so its least-recently-used order,
+    evictions and ``clear()`` work as ever; a key no longer there is built afresh.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pool_keys: dict[tuple[Any, ...], Any] = {}
 
     def connection_from_host(self, host: str | None, port: int | None = None, scheme: str | None = "http", pool_kwargs: dict[str, Any] | None = None) -> Any:
-        name = TLS_NAME.get()
-        if name is not None and scheme == "https":
+        name = TLS_NAME.get() if scheme == "https" else None
+        cache_key: tuple[Any, ...] | None = (host, port, scheme, name, None if not pool_kwargs else tuple(pool_kwargs.items()))
+        try:
+            pool_key = self._pool_keys.get(cache_key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable pool option: nothing remembered
+            cache_key = pool_key = None
+        if pool_key is not None:
+            pool = self.pools.get(pool_key)  # marks it recently used, as urllib3 does
+            if pool is not None:
+                return pool
+        if name is not None:
             pool_kwargs = {**(pool_kwargs or {}), "server_hostname": name, "assert_hostname": name}
-        return super().connection_from_host(host, port, scheme, pool_kwargs)
+        pool = super().connection_from_host(host, port, scheme, pool_kwargs)
+        if cache_key is not None:
+            keys = self._pool_keys
+            if len(keys) >= _POOL_CACHE_SIZE:
+                keys.clear()
+            keys[cache_key] = getattr(pool, "_meshlib_pool_key", None)
+        return pool
+
+    def connection_from_pool_key(self, pool_key: Any, request_context: dict[str, Any]) -> Any:
+        pool = super().connection_from_pool_key(pool_key, request_context)
+        pool._meshlib_pool_key = pool_key  # read back by connection_from_host
+        return pool
 
 
 class MeshPoolManager(TLSNamePoolManager):
@@ -74,33 +117,89 @@ class MeshPoolManager(TLSNamePoolManager):
         cfg = cluster.config
         headers = dict(kw.get("headers") or self.headers)
         headers["Host"] = authority.rpartition("@")[2]
-        kw["headers"] = headers
+        # Each attempt goes straight to the endpoint's pool (as PoolManager.urlopen
+        # would after parsing the endpoint URL again); redirects are followed
+        # below, through the mesh.
+        attempt_kw = dict(kw, headers=headers, assert_same_host=False, redirect=False)
         if "retries" not in kw and "retries" not in self.connection_pool_kw:
-            kw["retries"] = MESH_RETRIES
+            attempt_kw["retries"] = MESH_RETRIES
         user_timeout = kw.get("timeout", self.connection_pool_kw.get("timeout"))
         if user_timeout is None:
             timeout = self._timeouts.get(cfg.connect_timeout)
             if timeout is None:
                 timeout = self._timeouts.setdefault(cfg.connect_timeout, Timeout(connect=cfg.connect_timeout, read=None))
-            kw["timeout"] = timeout
+            attempt_kw["timeout"] = timeout
         key = None
         if cluster.hashing and cfg.hash_header:
             key = _header(headers, cfg.hash_header)
         call = cluster.start_call(key, method)
+        target = _request_target(rest)
         token = TLS_NAME.set(host) if scheme == "https" else None
 
         def send(ep: Endpoint, limit: float | None) -> Any:
-            attempt_kw = kw
+            akw = attempt_kw
             if limit is not None:
-                attempt_kw = dict(kw, headers={**headers, TIMEOUT_HEADER: timeout_header(limit)})
-                attempt_kw["timeout"] = _bounded(user_timeout, cfg.connect_timeout, limit)
-            return TLSNamePoolManager.urlopen(self, method, endpoint_url(scheme, ep.address, rest), redirect=redirect, **attempt_kw)
+                akw = dict(attempt_kw, headers={**headers, TIMEOUT_HEADER: timeout_header(limit)})
+                akw["timeout"] = _bounded(user_timeout, cfg.connect_timeout, limit)
+            host = ep.host if ":" not in ep.host else f"[{ep.host}]"  # as parse_url gives an IPv6 host
+            return self.connection_from_host(host, ep.port, scheme).urlopen(method, target, **akw)
 
         try:
-            return run(call, send, EXCHANGE, _aborted)
+            response = run(call, send, EXCHANGE, _aborted)
         finally:
             if token is not None:
                 TLS_NAME.reset(token)
+        if redirect and response.get_redirect_location():
+            return self._follow(method, url, response, kw)
+        return response
+
+    def _follow(self, method: str, url: str, response: Any, kw: dict[str, Any]) -> Any:
+        """Follow a redirect the way ``PoolManager.urlopen`` does (303 turns into
+        a body-less GET, ``Retry`` counts and limits redirects, headers in
+        ``remove_headers_on_redirect`` are dropped when the origin changes),
+        except that a location relative to a mesh-service URL stays on the
+        service: it is balanced again rather than sent to the same endpoint."""
+        location = urljoin(url, response.get_redirect_location())
+        headers = kw.get("headers") or self.headers
+        if response.status == 303:
+            method = "GET"
+            kw["body"] = None
+            headers = HTTPHeaderDict(headers)._prepare_for_method_change()
+        retries = kw.get("retries", response.retries)
+        if not isinstance(retries, Retry):
+            retries = Retry.from_int(retries, redirect=True)
+        if retries.remove_headers_on_redirect and split_url(location)[:2] != split_url(url)[:2]:
+            kept = headers.copy()
+            for name in headers:
+                if name.lower() in retries.remove_headers_on_redirect:
+                    kept.pop(name, None)
+            headers = kept
+        try:
+            retries = retries.increment(method, url, response=response)
+        except MaxRetryError:
+            if retries.raise_on_redirect:
+                response.drain_conn()
+                raise
+            return response
+        kw["headers"], kw["retries"] = headers, retries
+        log.info("Redirecting %s -> %s", url, location)
+        response.drain_conn()
+        return self.urlopen(method, location, redirect=True, **kw)
+
+
+_TARGETS: dict[str, str] = {}
+
+
+def _request_target(rest: str) -> str:
+    """What goes on the request line for a URL's path, query and fragment:
+    urllib3's own normalisation (``parse_url(...).request_uri``), remembered."""
+    target = _TARGETS.get(rest)
+    if target is None:
+        target = parse_url(rest).request_uri
+        if len(_TARGETS) >= 2048:
+            _TARGETS.clear()
+        _TARGETS[rest] = target
+    return target
 
 
 def _bounded(timeout: Any, connect: float, limit: float) -> Timeout:

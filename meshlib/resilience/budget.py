@@ -43,6 +43,10 @@ __all__ = [
 class RetryBudget(Protocol):
     """What the call path tells a budget, and asks it."""
 
+    #: Whether ``retry_done`` and ``request_done`` do anything (budgets that
+    #: count concurrency); callers on the hot path may skip them when False.
+    tracks_in_flight: bool
+
     def deposit(self) -> None:
         """An original request starts (once per logical call, not per attempt)."""
 
@@ -118,6 +122,8 @@ class RatioRetryBudget:
 
     SLICES = 16
 
+    tracks_in_flight = False
+
     __slots__ = (
         "ratio",
         "min_retries_per_sec",
@@ -128,6 +134,8 @@ class RatioRetryBudget:
         "_per_deposit",
         "_reserve",
         "_slices",
+        "_current",
+        "_now",
         "_deposits",
         "_retries",
         "_latest",
@@ -157,6 +165,8 @@ class RatioRetryBudget:
         self._reserve = a * q
         # [slice index, deposits, retries], oldest first; totals over all of them.
         self._slices: deque[list[int]] = deque()
+        self._current: list[int] | None = None  # the newest slice
+        self._now = clock.monotonic
         self._deposits = 0
         self._retries = 0
         self._latest = int(clock.monotonic() // self._width)
@@ -186,17 +196,23 @@ class RatioRetryBudget:
             return slices[-1]
         s = [k, 0, 0]
         slices.append(s)
+        self._current = s
         return s
 
     def deposit(self) -> None:
-        k = int(self._clock.monotonic() // self._width)
-        with self._lock:
-            slices = self._slices
-            if k != self._latest or not slices or slices[-1][0] != k:
+        k = int(self._now() // self._width)
+        lock = self._lock
+        lock.acquire()  # not ``with``: this runs on every call, and is cheaper so
+        try:
+            current = self._current
+            if current is None or current[0] != k or k != self._latest:
                 # A new slice: expire what left the window first.
                 k, _ = self._expire()
-            self._slice(k)[1] += 1
+                current = self._slice(k)
+            current[1] += 1
             self._deposits += 1
+        finally:
+            lock.release()
 
     def try_withdraw(self) -> bool:
         with self._lock:
@@ -243,6 +259,8 @@ class ConcurrencyRetryBudget:
     ``min_retry_concurrency``   3                Envoy ``min_retry_concurrency`` 3
     ==========================  ===============  ==================================
     """
+
+    tracks_in_flight = True
 
     __slots__ = ("budget_percent", "min_retry_concurrency", "_requests", "_retries", "_lock")
 
@@ -295,6 +313,8 @@ class ConcurrencyRetryBudget:
 class _Unlimited:
     """Grants every retry; ``balance()`` is ``sys.maxsize`` (Finagle's ``Infinite`` says 100)."""
 
+    tracks_in_flight = False
+
     __slots__ = ()
 
     def deposit(self) -> None: ...
@@ -315,6 +335,8 @@ class _Unlimited:
 
 class _NoBudget:
     """Refuses every retry (Finagle's ``Empty``)."""
+
+    tracks_in_flight = False
 
     __slots__ = ()
 

@@ -34,9 +34,9 @@ GRPC_TIMEOUT_HEADER = "grpc-timeout"
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("meshlib_deadline", default=None)
 
 
-def current_deadline() -> float | None:
-    """The active deadline on the monotonic clock, or None."""
-    return _DEADLINE.get()
+#: ``current_deadline()``: the active deadline on the monotonic clock, or None.
+#: It is the ContextVar's own ``get`` (read on every call, so no Python frame).
+current_deadline = _DEADLINE.get
 
 
 def remaining(clock: Clock = SYSTEM_CLOCK) -> float | None:
