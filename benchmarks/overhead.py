@@ -18,6 +18,15 @@ that slow drifts of a noisy machine cancel).
 Targets: meshlib adds at most 5% to the raw client's time per call, and less
 than a fifth of what the Envoy hop adds.
 
+meshlib's adapters also skip work the raw clients do on every request (parsing
+the URL again and rebuilding urllib3's pool key), so the end-to-end figure is
+net of that saving. To show what the resilience stack costs on its own, a
+second measurement times meshlib's per-call decisions alone (``_driver.run``
+with the default stack and a send that returns a canned response: admission,
+deadline, budget deposit, pick, thresholds, host and outlier bookkeeping),
+each call timed between two real urllib3 calls so that caches are as cold as
+in real use, and prints it against the raw clients' time per call.
+
 Run alone: ``python -m benchmarks.overhead [--quick]``.
 """
 
@@ -96,6 +105,39 @@ def measure(rounds: int, calls: int) -> dict[tuple[str, str], list[float]]:
             mesh.close()
 
 
+def decisions(calls: int = 3000) -> float:
+    """Seconds of meshlib's per-call decisions (default stack, canned
+    response), each call timed alone right after a real urllib3 call."""
+    from time import perf_counter
+
+    from meshlib._driver import run as drive
+    from meshlib.adapters.urllib3 import EXCHANGE
+
+    class Canned:
+        status = 200
+        headers: dict[str, str] = {}
+
+    canned = Canned()
+
+    def send(endpoint: object, limit: object) -> Canned:
+        return canned
+
+    with nginx() as upstream:
+        mesh = meshlib.Mesh(config={"services": {"bench": {"endpoints": f"{LOOPBACK}:{upstream}"}}})
+        try:
+            cluster = mesh.cluster("bench")
+            pool, url = urllib3.PoolManager(), f"http://{LOOPBACK}:{upstream}/"
+            samples = []
+            for _ in range(calls):
+                pool.request("GET", url).data
+                t = perf_counter()
+                drive(cluster.start_call(None, "GET"), send, EXCHANGE)
+                samples.append(perf_counter() - t)
+            return median(samples)
+        finally:
+            mesh.close()
+
+
 def _paired(samples: dict[tuple[str, str], list[float]], client: str) -> dict[str, float]:
     """Medians over rounds; differences and ratios are taken within each round
     (whose variants ran back to back) before the median, which cancels the
@@ -151,8 +193,12 @@ def report(samples: dict[tuple[str, str], list[float]]) -> tuple[str, bool]:
 def run(quick: bool = False) -> bool:
     rounds, calls = (5, 200) if quick else (25, 500)
     print(f"## Per-call overhead (median of {rounds} interleaved rounds x {calls} sequential calls, one thread)\n")
-    text, ok = report(measure(rounds, calls))
+    samples = measure(rounds, calls)
+    text, ok = report(samples)
     print(text)
+    own = decisions(1000 if quick else 3000)
+    raws = ", ".join(f"{own / median(samples[(c, 'raw')]):.1%} of a raw {c} call" for c in CLIENTS)
+    print(f"\nmeshlib's per-call decisions alone (default resilience stack, timed between real calls): {own * 1e6:.1f} µs = {raws}.")
     print(
         "\nraw: plain client to nginx; meshlib: http://bench/ through the mesh client (peak_ewma) to the same nginx;"
         "\nenvoy: plain client through an Envoy sidecar (1 worker) to the same nginx."

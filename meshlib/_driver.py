@@ -126,7 +126,7 @@ def run(call: Call, send: Callable[[Endpoint, float | None], T], ex: Exchange, a
                 call.fault_delayed()
             if fault.abort_status is not None:
                 return _abort(call, fault, abort)  # type: ignore[no-any-return]
-        if call.hedging:
+        if call.cluster.hedges and call.hedging:
             return _hedged(call, send, ex)
         attempts: _Attempts | None = None  # made only if a retry is considered
         host: Host | None = call.pick(None)
@@ -160,7 +160,7 @@ async def run_async(call: Call, send: Callable[[Endpoint, float | None], Awaitab
                 call.fault_delayed()
             if fault.abort_status is not None:
                 return _abort(call, fault, abort)  # type: ignore[no-any-return]
-        if call.hedging:
+        if call.cluster.hedges and call.hedging:
             return await _hedged_async(call, send, ex)
         attempts: _Attempts | None = None  # made only if a retry is considered
         host: Host | None = call.pick(None)

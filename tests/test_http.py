@@ -208,3 +208,110 @@ def test_httpx_uses_the_service_connect_timeout():
         for c in fillers:
             c.close()
         server.close()
+
+
+# -- attempts go straight to the endpoint's pool; redirects follow through the mesh --
+
+
+def test_urllib3_relative_redirect_is_followed_through_the_mesh(agents):
+    a, b = agents(2)
+    for ag in (a, b):
+        ag.behaviour.script = [302]
+        ag.behaviour.headers = {"Location": "/landed"}
+    with mesh_for(endpoints_of([a, b]), lb_policy="round_robin") as mesh:
+        r = mesh.urllib3_pool().request("GET", "http://inventory/start")
+        body = r.json()
+        assert r.status == 200
+        assert (body["path"], body["host"]) == ("/landed", "inventory")
+    # Each redirect went back through the mesh rather than being pinned to the
+    # endpoint that sent it: round_robin alternated (302, 302, then 200).
+    assert sorted([a.hits, b.hits]) == [1, 2]
+    assert {h["host"] for h in a.behaviour.seen + b.behaviour.seen} == {"inventory"}
+
+
+def test_urllib3_303_after_post_becomes_a_get_without_body(agents):
+    (a,) = agents(1)
+    a.behaviour.script = [303]
+    a.behaviour.headers = {"Location": "/see-other"}
+    with mesh_for(a.address) as mesh:
+        r = mesh.urllib3_pool().request("POST", "http://inventory/form", body=b"secret", headers={"Content-Type": "text/plain"})
+        body = r.json()
+    assert (r.status, body["method"], body["path"], body["body"]) == (200, "GET", "/see-other", "")
+    assert "content-type" not in a.behaviour.seen[1]  # body headers dropped with the body
+
+
+def test_urllib3_redirect_false_returns_the_redirect(agents):
+    (a,) = agents(1)
+    a.behaviour.status = 302
+    a.behaviour.headers = {"Location": "/elsewhere"}
+    with mesh_for(a.address) as mesh:
+        r = mesh.urllib3_pool().request("GET", "http://inventory/", redirect=False)
+    assert (r.status, r.headers["Location"], a.hits) == (302, "/elsewhere", 1)
+
+
+def test_urllib3_redirects_are_limited_by_retry(agents):
+    (a,) = agents(1)
+    a.behaviour.status = 302
+    a.behaviour.headers = {"Location": "/again"}
+    with mesh_for(a.address) as mesh:
+        pool = mesh.urllib3_pool()
+        with pytest.raises(urllib3.exceptions.MaxRetryError):
+            pool.request("GET", "http://inventory/", retries=urllib3.Retry(redirect=2))
+        assert a.hits == 3  # the request and two redirects
+        r = pool.request("GET", "http://inventory/", retries=urllib3.Retry(redirect=1, raise_on_redirect=False))
+        assert r.status == 302
+
+
+def test_urllib3_cross_origin_redirect_drops_authorization(agents):
+    a, outside = agents(2)
+    a.behaviour.script = [302, 302]
+    a.behaviour.headers = {"Location": f"http://127.0.0.1:{outside.port}/out"}
+    with mesh_for(a.address) as mesh:
+        r = mesh.urllib3_pool().request("GET", "http://inventory/", headers={"Authorization": "Bearer t"})
+        assert r.json()["agent"] == outside.name
+    assert a.behaviour.seen[0]["authorization"] == "Bearer t"
+    assert "authorization" not in outside.behaviour.seen[0]
+
+
+def test_urllib3_request_target_is_normalised_as_urllib3_does(agents):
+    (a,) = agents(1)
+    with mesh_for(a.address) as mesh:
+        body = mesh.urllib3_pool().request("GET", "http://inventory/a b?x=1 2#frag").json()
+    assert body["path"] == "/a%20b?x=1%202"  # encoded, fragment not sent
+
+
+def test_urllib3_pools_survive_clear_and_eviction(agents):
+    ags = agents(3)
+    with mesh_for(endpoints_of(ags), lb_policy="round_robin") as mesh:
+        pool = mesh.urllib3_pool(num_pools=2)  # fewer pools than endpoints: urllib3 evicts
+        names = [pool.request("GET", "http://inventory/").json()["agent"] for _ in range(9)]
+        assert sorted(set(names)) == sorted(a.name for a in ags)
+        assert len(pool.pools) == 2
+        pool.clear()
+        assert pool.request("GET", "http://inventory/").status == 200
+        assert len(pool.pools) == 1
+
+
+def test_requests_attempts_carry_session_cookies_and_return_the_callers_request(agents):
+    (a,) = agents(1)
+    with mesh_for(a.address) as mesh:
+        s = mesh.requests_session()
+        s.cookies.set("session", "abc")
+        r = s.get("http://inventory/p", headers={"X-Trace": "1"})
+    seen = a.behaviour.seen[0]
+    assert seen["cookie"] == "session=abc" and seen["x-trace"] == "1" and seen["host"] == "inventory"
+    assert r.url == "http://inventory/p" and r.request.url == "http://inventory/p"
+    assert "Host" not in r.request.headers  # the attempt's copy was changed, not the caller's
+
+
+def test_calls_are_counted_exactly_from_many_threads(agents):
+    (a,) = agents(1)
+    with mesh_for(a.address) as mesh:
+
+        @mesh.call("inventory")
+        def ping(endpoint):
+            return endpoint.address
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: ping(), range(400)))
+        assert mesh.stats()["services"]["inventory"]["calls"] == 400
