@@ -389,15 +389,7 @@ class Call:
                 c.count("breaker_rejected")
                 raise CircuitOpenError(c.name, f"breaker open ({_breaker_reason(c.breaker)})")
             self._breaker = c.breaker
-        # The call's deadline: the service timeout from now, or the caller's, if
-        # sooner (inline: this runs on every call; _start_clock is the same).
-        self.started = now = c.clock.monotonic()
-        deadline = current_deadline()
-        timeout = c.timeout
-        if timeout is not None:
-            mine = now + timeout
-            deadline = mine if deadline is None or mine < deadline else deadline
-        self.deadline = deadline
+        self._start_clock()
         c.calls.add()
         decision = None
         if c.fault is not None:
@@ -412,8 +404,7 @@ class Call:
         return decision
 
     def _start_clock(self) -> None:
-        """Fix the call's deadline: the service timeout from now, or the caller's,
-        if sooner (as :meth:`begin` does)."""
+        """Fix the call's deadline: the service timeout from now, or the caller's, if sooner."""
         c = self.cluster
         self.started = now = c.clock.monotonic()
         deadline = current_deadline()

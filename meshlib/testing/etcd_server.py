@@ -65,6 +65,7 @@ class EtcdServer:
         self.extra_args = extra_args
         self.tls = tls
         self._proc: subprocess.Popen[bytes] | None = None
+        self._started = False
         self._log = os.path.join(self.data_dir, "etcd.log")
         if start:
             self.start()
@@ -89,6 +90,23 @@ class EtcdServer:
     def start(self, timeout: float = 20.0) -> None:
         if self.running:
             return
+        if self._started:
+            self._start(timeout)  # a restart keeps its ports: clients know them
+            return
+        # The first start may lose its ports to another process between
+        # free_port() and etcd binding them: pick others and try again.
+        for attempt in range(3):
+            try:
+                self._start(timeout)
+                break
+            except RuntimeError:
+                if attempt == 2 or "address already in use" not in self.log_tail():
+                    raise
+                shutil.rmtree(os.path.join(self.data_dir, "member"), ignore_errors=True)
+                self.client_port, self.peer_port = free_port(), free_port()
+        self._started = True
+
+    def _start(self, timeout: float) -> None:
         client = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
         tls_args: list[str] = []
