@@ -66,8 +66,14 @@ def test_run_demo_shows_the_balancer_avoiding_slow_failing_and_dead_agents(no_le
     assert "callers saw 0 connection errors" in " ".join(text.split())
 
     # The failing agent's 503s were retried elsewhere (callers saw none), and
-    # three in a row got it ejected.
-    assert failing.failed >= 3 and failing.ejections >= 1
+    # outlier detection ejected a bad agent. Which one is a race: once the
+    # failing agent has answered 503, peak_ewma's failure penalty means it is
+    # picked only when paired with the dead agent (whose refused connects carry
+    # the same penalty), and whichever of the two first fails three times in a
+    # row is ejected; the other then gets no traffic until that one returns,
+    # which in a 3.5 s run may be after the end.
+    assert failing.failed >= 1
+    assert failing.ejections + down.ejections >= 1
     assert not any(kind.startswith("HTTP 5") for kind in result.errors)
     assert "outlier detection ejected it" in " ".join(text.split())
 
