@@ -61,6 +61,23 @@ def _abort(call: Call, fault: FaultDecision, abort: Abort | None) -> Any:
     return abort(fault)
 
 
+def sit_out_fault(call: Call, fault: FaultDecision) -> bool:
+    """Sleep out an injected delay (the service timeout then starts afresh,
+    as behind Envoy's fault filter); True if the call is to be aborted."""
+    if fault.delay:
+        call.cluster.clock.sleep(fault.delay)
+        call.fault_delayed()
+    return fault.abort_status is not None
+
+
+async def sit_out_fault_async(call: Call, fault: FaultDecision) -> bool:
+    """:func:`sit_out_fault` for asyncio callers."""
+    if fault.delay:
+        await asyncio.sleep(fault.delay)
+        call.fault_delayed()
+    return fault.abort_status is not None
+
+
 _SUCCESS = AttemptResult(Outcome.SUCCESS)
 _NONE = object()
 
@@ -120,12 +137,8 @@ class _Attempts:
 def run(call: Call, send: Callable[[Endpoint, float | None], T], ex: Exchange, abort: Abort | None = None) -> T:
     fault = call.begin()
     try:
-        if fault is not None:
-            if fault.delay:
-                call.cluster.clock.sleep(fault.delay)
-                call.fault_delayed()
-            if fault.abort_status is not None:
-                return _abort(call, fault, abort)  # type: ignore[no-any-return]
+        if fault is not None and sit_out_fault(call, fault):
+            return _abort(call, fault, abort)  # type: ignore[no-any-return]
         if call.cluster.hedges and call.hedging:
             return _hedged(call, send, ex)
         attempts: _Attempts | None = None  # made only if a retry is considered
@@ -154,12 +167,8 @@ def run(call: Call, send: Callable[[Endpoint, float | None], T], ex: Exchange, a
 async def run_async(call: Call, send: Callable[[Endpoint, float | None], Awaitable[T]], ex: Exchange, abort: Abort | None = None) -> T:
     fault = call.begin()
     try:
-        if fault is not None:
-            if fault.delay:
-                await asyncio.sleep(fault.delay)
-                call.fault_delayed()
-            if fault.abort_status is not None:
-                return _abort(call, fault, abort)  # type: ignore[no-any-return]
+        if fault is not None and await sit_out_fault_async(call, fault):
+            return _abort(call, fault, abort)  # type: ignore[no-any-return]
         if call.cluster.hedges and call.hedging:
             return await _hedged_async(call, send, ex)
         attempts: _Attempts | None = None  # made only if a retry is considered

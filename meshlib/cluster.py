@@ -203,7 +203,7 @@ class Cluster:
 
     def _usable(self, host: Host) -> tuple[bool, bool]:
         """(passes health checks, is ejected) for one host."""
-        key = host.endpoint.key
+        key = host.key
         healthy = host.endpoint.healthy and (self.health is None or self.health.is_healthy(key))
         ejected = self.outlier is not None and self.outlier.is_ejected(key)
         if not ejected and self.endpoint_breakers is not None:
@@ -306,13 +306,13 @@ class Cluster:
         with self._stats_lock:
             self.counters[counter] += n
 
-    def start_call(self, header_hash_key: str | None = None, method: str | None = None) -> "Call":
+    def start_call(self, header_hash_key: str | None = None, method: str | None = None, timeout: float | None = None) -> "Call":
         key: str | bytes | None = None
         if self.hashing:
             key = _HASH_KEY.get()
             if key is None:
                 key = header_hash_key
-        return Call(self, key, method)
+        return Call(self, key, method, timeout)
 
     def resilience_stats(self) -> dict[str, Any]:
         with self._stats_lock:
@@ -333,7 +333,7 @@ class Cluster:
         return out
 
     def host_resilience(self, host: Host) -> dict[str, Any]:
-        key = host.endpoint.key
+        key = host.key
         out: dict[str, Any] = {}
         if self.outlier is not None:
             try:
@@ -358,10 +358,13 @@ class Call:
     (always, in a ``finally``).
     """
 
-    __slots__ = ("cluster", "key", "method", "tried", "attempt", "retries", "deadline", "started", "ok", "_breaker", "_is_retry", "_deposited")
+    __slots__ = ("cluster", "key", "method", "tried", "attempt", "retries", "deadline", "started", "ok", "_breaker", "_is_retry", "_deposited", "_caller_deadline")
 
-    def __init__(self, cluster: Cluster, key: str | bytes | None, method: str | None = None) -> None:
+    def __init__(self, cluster: Cluster, key: str | bytes | None, method: str | None = None, timeout: float | None = None) -> None:
+        """``timeout``: the caller's own limit for this call (gRPC's ``timeout=``),
+        counted from now on the cluster's clock, as a ``meshlib.deadline`` block would."""
         self.cluster = cluster
+        self._caller_deadline = None if timeout is None else cluster.clock.monotonic() + timeout
         self.key = key
         self.method = method
         self.tried: list[Host] = []
@@ -408,6 +411,9 @@ class Call:
         c = self.cluster
         self.started = now = c.clock.monotonic()
         deadline = current_deadline()
+        caller = self._caller_deadline
+        if caller is not None and (deadline is None or caller < deadline):
+            deadline = caller
         timeout = c.timeout
         if timeout is not None:
             mine = now + timeout
@@ -489,11 +495,11 @@ class Call:
         return host
 
     def _admit_endpoint(self, host: Host, breakers: dict[tuple[str, int], CircuitBreaker], failure: BaseException | None) -> Host:
-        breaker = breakers.get(host.endpoint.key)
+        breaker = breakers.get(host.key)
         if breaker is None or breaker.try_acquire():
             return host
         for other in self.cluster.hosts:
-            b = breakers.get(other.endpoint.key)
+            b = breakers.get(other.key)
             if other is not host and other not in self.tried and (b is None or b.try_acquire()):
                 return other
         self.cluster.count("breaker_rejected")

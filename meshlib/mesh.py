@@ -261,7 +261,7 @@ class Mesh:
                     for lv in cluster.levels
                 ],
                 "endpoints": [
-                    {**_host_stats(h, view.get(h.endpoint.key, h.endpoint), total, now), **cluster.host_resilience(h)} for h in hosts
+                    {**_host_stats(h, view.get(h.key, h.endpoint), total, now), **cluster.host_resilience(h)} for h in hosts
                 ],
             }
         stats: dict[str, Any] = {"services": services, "discovery": [r.status() for r in self._resolvers]}

@@ -41,13 +41,12 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise ModuleNotFoundError("mesh.grpc_channel() needs grpcio: pip install 'meshlib[grpc]'") from exc
 
-from .._driver import Exchange, run
+from .._driver import Exchange, run, sit_out_fault
 from ..cluster import Call, Cluster
 from ..endpoint import Endpoint, EndpointSnapshot
 from ..errors import CircuitOpenError, DeadlineExceededError, MeshError, NoHealthyEndpointsError, RateLimitedError
 from ..host import Host, Outcome
 from ..resilience.backoff import DO_NOT_RETRY, parse_grpc_pushback
-from ..resilience.deadline import deadline
 from ..resilience.fault import FaultDecision
 from ..resilience.health import HealthCheckConfig
 from ..resilience.retry import AttemptResult
@@ -116,6 +115,18 @@ def _code_of(name: str) -> grpc.StatusCode:
 
 _OK_RESULT = AttemptResult(Outcome.SUCCESS, 200, "OK")
 _PLAIN: dict[tuple[grpc.StatusCode, str], AttemptResult] = {}
+
+
+def judge_finished(rpc: Any) -> AttemptResult:
+    """How a finished sync call counts: one the caller cancelled says nothing
+    about the host (``CANCELLED``, as the asyncio adapter's ``verdict``);
+    otherwise :func:`judge_rpc`."""
+    if rpc.cancelled():
+        return _CANCELLED_RESULT
+    return judge_rpc(rpc)
+
+
+_CANCELLED_RESULT = AttemptResult(Outcome.CANCELLED)
 
 
 def judge_rpc(rpc: Any) -> AttemptResult:
@@ -299,19 +310,15 @@ class GrpcExchange(Exchange):
 EXCHANGE = GrpcExchange()
 
 
-class _ReplayExchange(GrpcExchange):
-    """A request-streaming call: no retry once its retry buffer overflowed."""
+class ReplayExchange(GrpcExchange):
+    """A request-streaming call: no retry once its retry buffer overflowed
+    (sync and asyncio alike)."""
 
-    __slots__ = ("requests",)
-
-    def __init__(self, requests: "Replay") -> None:
+    def __init__(self, requests: "ReplayBuffer") -> None:
         self.requests = requests
 
     def judge(self, result: Any) -> AttemptResult:
-        verdict = super().judge(result)
-        if verdict.outcome != Outcome.SUCCESS and self.requests.overflowed:
-            return AttemptResult(verdict.outcome, verdict.status, verdict.grpc_status, DO_NOT_RETRY)
-        return verdict
+        return self.requests.final(super().judge(result))
 
 
 # -- call inputs --------------------------------------------------------------------
@@ -350,6 +357,10 @@ def _size_of(message: Any) -> int:
         return 64
 
 
+_PULL = object()
+_ENDED = object()
+
+
 class ReplayBuffer:
     """The messages of a request stream kept for replay, up to
     :data:`RETRY_BUFFER_BYTES`; shared by the sync and asyncio replays."""
@@ -360,6 +371,28 @@ class ReplayBuffer:
         self._ended = False
         self.overflowed = False
         self._owner: object | None = None
+
+    def _step(self, index: int, token: object) -> tuple[Any, int]:
+        """What the view ``token`` at ``index`` reads next: a buffered message
+        (and the index after it), :data:`_PULL` (the caller's iterator must be
+        read) or :data:`_ENDED`. Shared by the sync and asyncio views; the
+        sync one calls it under its lock and yields outside it."""
+        if self._owner is not None and self._owner is not token:
+            raise RuntimeError("meshlib: this request stream was committed to another attempt")
+        if index < len(self._buffer):
+            item = self._buffer[index]
+            index += 1
+            if self._owner is token:  # committed to this view: nothing to keep
+                del self._buffer[:index]
+                index = 0
+            return item, index
+        return (_ENDED if self._ended else _PULL), index
+
+    def final(self, verdict: AttemptResult) -> AttemptResult:
+        """``verdict``, made final (no retry) if it failed after the buffer overflowed."""
+        if verdict.outcome != Outcome.SUCCESS and self.overflowed:
+            return AttemptResult(verdict.outcome, verdict.status, verdict.grpc_status, DO_NOT_RETRY)
+        return verdict
 
     def _keep(self, item: Any, token: object) -> None:
         """Buffer a message the view ``token`` pulled; past the limit, the
@@ -393,18 +426,12 @@ class Replay(ReplayBuffer):
         index = 0
         while True:
             with self._lock:
-                if self._owner is not None and self._owner is not token:
-                    raise RuntimeError("meshlib: this request stream was committed to another attempt")
-                if index < len(self._buffer):
-                    item = self._buffer[index]
-                    index += 1
-                    if self._owner is token:  # committed to this view: nothing to keep
-                        del self._buffer[:index]
-                        index = 0
-                    yield item
-                    continue
-                if self._ended:
-                    return
+                item, index = self._step(index, token)
+            if item is _ENDED:
+                return
+            if item is not _PULL:
+                yield item  # outside the lock: grpcio may block here on flow control
+                continue
             with self._pull:
                 with self._lock:
                     if index < len(self._buffer) or self._ended:
@@ -525,7 +552,7 @@ class ChannelPool:
                 sub = Subchannel(endpoint, self._make(endpoint), self._closer)
                 sub.acquire()
                 self._subs[endpoint.key] = sub
-                if all(h.endpoint.key != endpoint.key for h in self.cluster.hosts):
+                if all(h.key != endpoint.key for h in self.cluster.hosts):
                     # The endpoint left between the pick and now: serve this call, then close.
                     del self._subs[endpoint.key]
                     sub.retire()
@@ -630,7 +657,7 @@ class _UnaryResponse(grpc.UnaryUnaryMultiCallable, grpc.StreamUnaryMultiCallable
         pool = owner.pool
         key, make = m.key, m.make
         requests = Replay(request) if self._streaming else None
-        call = cluster.start_call(hash_header(cluster, metadata), None)
+        call = cluster.start_call(hash_header(cluster, metadata), None, timeout)
 
         def send(ep: Endpoint, limit: float | None) -> Any:
             sub = pool.acquire(ep)
@@ -645,13 +672,9 @@ class _UnaryResponse(grpc.UnaryUnaryMultiCallable, grpc.StreamUnaryMultiCallable
             finally:
                 sub.release()
 
-        exchange = EXCHANGE if requests is None else _ReplayExchange(requests)
+        exchange = EXCHANGE if requests is None else ReplayExchange(requests)
         try:
-            if timeout is None:
-                result = run(call, send, exchange, _aborted)
-            else:
-                with deadline(timeout):
-                    result = run(call, send, exchange, _aborted)
+            result = run(call, send, exchange, _aborted)
         except MeshError as exc:
             raise rpc_error(exc) from exc.__cause__
         return settle(call, result)  # type: ignore[no-any-return]
@@ -770,7 +793,7 @@ class PinnedStream:
     #: Has the library report when an attempt is over (each stream class says how).
     _watch: Callable[[_Attempt], None]
 
-    def _setup(self, m: Any, request: Any, requests: Any, metadata: Any, kw: dict[str, Any]) -> None:
+    def _setup(self, m: Any, request: Any, requests: Any, timeout: float | None, metadata: Any, kw: dict[str, Any]) -> None:
         self._m = m
         self._request = request
         self._requests = requests
@@ -784,7 +807,7 @@ class PinnedStream:
         self._error: BaseException | None = None
         self._attempt: _Attempt | None = None
         cluster = m.owner.cluster
-        self._call = cluster.start_call(hash_header(cluster, metadata), None)
+        self._call = cluster.start_call(hash_header(cluster, metadata), None, timeout)
 
     def _over(self) -> None:
         """The call is finished (a hook for done-callbacks)."""
@@ -823,8 +846,8 @@ class PinnedStream:
         started = attempt.started
         if self._committed and verdict.outcome == Outcome.SUCCESS:
             started += time.perf_counter() - self._first_at  # latency: to the first message
-        if self._requests is not None and self._requests.overflowed and verdict.outcome != Outcome.SUCCESS:
-            verdict = AttemptResult(verdict.outcome, verdict.status, verdict.grpc_status, DO_NOT_RETRY)
+        if self._requests is not None:
+            verdict = self._requests.final(verdict)
         delay = self._call.done(attempt.host, started, verdict, decide=decide)
         if delay is None:
             self._finished = True
@@ -877,22 +900,18 @@ class ResponseStream(PinnedStream, _StatusOf, grpc.Call):
     def __init__(self, m: _Method, request: Any, streaming_request: bool, timeout: float | None, metadata: Any, credentials: Any, wait_for_ready: bool | None, compression: Any) -> None:
         self._lock = threading.RLock()
         kw = {"credentials": credentials, "wait_for_ready": wait_for_ready, "compression": compression}
-        self._setup(m, request, Replay(request) if streaming_request else None, metadata, kw)
+        self._setup(m, request, Replay(request) if streaming_request else None, timeout, metadata, kw)
         call = self._call
         try:
-            with deadline(timeout):
-                fault = call.begin()
+            fault = call.begin()
         except MeshError as exc:
             self._error = rpc_error(exc)
             self._finished = self._committed = True
             return
         try:
-            if fault is not None:
-                if fault.delay:
-                    call.cluster.clock.sleep(fault.delay)
-                if fault.abort_status is not None:
-                    self._fail(_aborted(fault))
-                    return
+            if fault is not None and sit_out_fault(call, fault):
+                self._fail(_aborted(fault))
+                return
             self._launch(None)
         except BaseException as exc:
             self._fail(rpc_error(exc))
@@ -910,7 +929,7 @@ class ResponseStream(PinnedStream, _StatusOf, grpc.Call):
         with self._lock:
             attempt.terminated = True
             if attempt is self._attempt and not attempt.booked and self._committed:
-                self._book(attempt, judge_rpc(attempt.rpc))
+                self._book(attempt, judge_finished(attempt.rpc))
 
     def __del__(self) -> None:
         attempt = self._attempt
@@ -948,7 +967,7 @@ class ResponseStream(PinnedStream, _StatusOf, grpc.Call):
                 continue
             with self._lock:
                 if self._commit_to(attempt, first):
-                    self._book(attempt, judge_rpc(attempt.rpc))
+                    self._book(attempt, judge_finished(attempt.rpc))
 
     # -- iteration ---------------------------------------------------------------
 
@@ -1122,8 +1141,8 @@ class ChannelCall(Call):
 
     __slots__ = ("_host",)
 
-    def __init__(self, cluster: Cluster, host: Host) -> None:
-        super().__init__(cluster, None, None)
+    def __init__(self, cluster: Cluster, host: Host, timeout: float | None = None) -> None:
+        super().__init__(cluster, None, None, timeout)
         self._host = host
 
     def pick(self, failure: BaseException | None = None) -> Host:
@@ -1163,12 +1182,6 @@ class _CallDetails(grpc.ClientCallDetails):
         self.__dict__.update(fields)
 
 
-def _limit(user: float | None, limit: float | None) -> float | None:
-    if user is None:
-        return limit
-    return user if limit is None else min(user, limit)
-
-
 class InterceptorBase:
     """What the sync and aio interceptors share: the service's cluster and
     the stand-in Host whose counters :meth:`stats` reports."""
@@ -1187,8 +1200,9 @@ class InterceptorBase:
             clock=cluster.clock,
         )
 
-    def start(self) -> ChannelCall:
-        return ChannelCall(self.cluster, self.host)
+    def start(self, timeout: float | None) -> ChannelCall:
+        """A call with the caller's ``timeout`` (``ClientCallDetails.timeout``)."""
+        return ChannelCall(self.cluster, self.host, timeout)
 
     def stats(self) -> dict[str, Any]:
         """Calls through this interceptor: attempts, outcomes and latency, plus
@@ -1227,20 +1241,18 @@ class MeshClientInterceptor(
     """
 
     def _unary(self, continuation: Callable[..., Any], details: Any, request: Any, exchange: Exchange, view: Callable[[], Any]) -> Any:
-        call = self.start()
-        user_timeout = details.timeout
+        call = self.start(details.timeout)
         metadata = details.metadata
 
         def send(ep: Endpoint, limit: float | None) -> Any:
-            outcome = continuation(_details(details, _limit(user_timeout, limit), with_attempt(metadata, call.attempt)), view())
+            outcome = continuation(_details(details, limit, with_attempt(metadata, call.attempt)), view())
             exc = outcome.exception()
             if exc is None or isinstance(exc, grpc.RpcError):
                 return outcome if exc is None else exc
             raise exc
 
         try:
-            with deadline(user_timeout):
-                result = run(call, send, exchange, _aborted)
+            result = run(call, send, exchange, _aborted)
             settle(call, result)
         except grpc.RpcError as err:
             return err
@@ -1253,19 +1265,16 @@ class MeshClientInterceptor(
 
     def intercept_stream_unary(self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Iterable[Any]) -> Any:
         requests = Replay(request_iterator)
-        return self._unary(continuation, client_call_details, request_iterator, _ReplayExchange(requests), requests.view)
+        return self._unary(continuation, client_call_details, request_iterator, ReplayExchange(requests), requests.view)
 
     def _stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        call = self.start()
+        call = self.start(details.timeout)
         try:
-            with deadline(details.timeout):
-                fault = call.begin()
+            fault = call.begin()
         except MeshError as exc:
             return rpc_error(exc)
         try:
-            if fault is not None and fault.delay:
-                call.cluster.clock.sleep(fault.delay)
-            if fault is not None and fault.abort_status is not None:
+            if fault is not None and sit_out_fault(call, fault):
                 call.finish()
                 return _aborted(fault)
             host = call.pick(None)
@@ -1278,7 +1287,7 @@ class MeshClientInterceptor(
         rpc = continuation(_details(details, call.remaining(), details.metadata), request)
 
         def over() -> None:
-            call.done(host, started, judge_rpc(rpc), decide=False)
+            call.done(host, started, judge_finished(rpc), decide=False)
             call.finish()
 
         if not rpc.add_callback(over):

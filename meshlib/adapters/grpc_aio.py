@@ -19,21 +19,22 @@ from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, G
 import grpc
 import grpc.aio
 
-from .._driver import Exchange, run_async
+from .._driver import Exchange, run_async, sit_out_fault_async
 from ..endpoint import Endpoint
 from ..errors import MeshError
 from ..host import Outcome
-from ..resilience.backoff import DO_NOT_RETRY
-from ..resilience.deadline import deadline
 from ..resilience.retry import AttemptResult
 from .grpc import (
+    _ENDED,
     _NONE,
+    _PULL,
     EXCHANGE,
+    _STATE_RANK,
     PinnedStream,
     ReplayBuffer,
+    ReplayExchange,
     SC,
     ChannelPool,
-    GrpcExchange,
     InterceptorBase,
     _aborted,
     _Attempt,
@@ -98,18 +99,12 @@ class AsyncReplay(ReplayBuffer):
         token = object()
         index = 0
         while True:
-            if self._owner is not None and self._owner is not token:
-                raise RuntimeError("meshlib: this request stream was committed to another attempt")
-            if index < len(self._buffer):
-                item = self._buffer[index]
-                index += 1
-                if self._owner is token:
-                    del self._buffer[:index]
-                    index = 0
+            item, index = self._step(index, token)
+            if item is _ENDED:
+                return
+            if item is not _PULL:
                 yield item
                 continue
-            if self._ended:
-                return
             async with self._pull:
                 if index < len(self._buffer) or self._ended:
                     continue
@@ -122,17 +117,6 @@ class AsyncReplay(ReplayBuffer):
 
     def commit(self) -> None:
         self.overflowed = True
-
-
-class _AsyncReplayExchange(GrpcExchange):
-    def __init__(self, requests: AsyncReplay) -> None:
-        self.requests = requests
-
-    def judge(self, result: Any) -> AttemptResult:
-        verdict = super().judge(result)
-        if verdict.outcome != Outcome.SUCCESS and self.requests.overflowed:
-            return AttemptResult(verdict.outcome, verdict.status, verdict.grpc_status, DO_NOT_RETRY)
-        return verdict
 
 
 def _closer(loop: asyncio.AbstractEventLoop) -> Callable[[Any], None]:
@@ -202,7 +186,7 @@ class _UnaryResponseCall(_Writes, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryC
         cluster = owner.cluster
         key, make = m.key, m.make
         requests = self._requests
-        call = cluster.start_call(hash_header(cluster, metadata), None)
+        call = cluster.start_call(hash_header(cluster, metadata), None, timeout)
 
         async def send(ep: Endpoint, limit: float | None) -> Any:
             sub = owner.pool.acquire(ep)
@@ -218,10 +202,9 @@ class _UnaryResponseCall(_Writes, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryC
             finally:
                 sub.release()
 
-        exchange: Exchange = EXCHANGE if requests is None else _AsyncReplayExchange(requests)
+        exchange: Exchange = EXCHANGE if requests is None else ReplayExchange(requests)
         try:
-            with deadline(timeout):
-                result = await run_async(call, send, exchange, _aborted)
+            result = await run_async(call, send, exchange, _aborted)
             self._deadline = call.deadline
             self._final = result if isinstance(result, grpc.RpcError) else result[1]
             return settle(call, result)[0]
@@ -301,24 +284,21 @@ class AioResponseStream(PinnedStream, _Writes, grpc.aio.UnaryStreamCall, grpc.ai
 
     def __init__(self, m: _AioMethod, request: Any, streaming: bool, timeout: float | None, metadata: Any, credentials: Any, wait_for_ready: bool | None, compression: Any) -> None:
         kw = {"credentials": credentials, "wait_for_ready": wait_for_ready, "compression": compression}
-        self._setup(m, request, AsyncReplay(request) if streaming else None, metadata, kw)
+        self._setup(m, request, AsyncReplay(request) if streaming else None, timeout, metadata, kw)
         self._callbacks: list[Callable[[Any], None]] = []
-        self._opening = asyncio.get_running_loop().create_task(self._open(timeout))
+        self._opening = asyncio.get_running_loop().create_task(self._open())
 
-    async def _open(self, timeout: float | None) -> None:
+    async def _open(self) -> None:
         call = self._call
         try:
-            with deadline(timeout):
-                fault = call.begin()
+            fault = call.begin()
         except MeshError as exc:
             self._error = rpc_error(exc)
             self._finished = self._committed = True
             self._over()
             return
         try:
-            if fault is not None and fault.delay:
-                await asyncio.sleep(fault.delay)
-            if fault is not None and fault.abort_status is not None:
+            if fault is not None and await sit_out_fault_async(call, fault):
                 self._fail(_aborted(fault))
                 return
             self._launch(None)
@@ -502,15 +482,6 @@ class _AioCallable(
         return self._call_class(self._m, request, self._streaming, timeout, metadata, credentials, wait_for_ready, compression)
 
 
-_STATE_RANK = {
-    grpc.ChannelConnectivity.READY: 0,
-    grpc.ChannelConnectivity.CONNECTING: 1,
-    grpc.ChannelConnectivity.IDLE: 2,
-    grpc.ChannelConnectivity.TRANSIENT_FAILURE: 3,
-    grpc.ChannelConnectivity.SHUTDOWN: 4,
-}
-
-
 _CHANNEL_IDS = itertools.count()
 
 
@@ -600,12 +571,6 @@ def _aio_details(details: Any, timeout: float | None, metadata: Any) -> Any:
     return details._replace(timeout=timeout, metadata=md)
 
 
-def _limit(user: float | None, limit: float | None) -> float | None:
-    if user is None:
-        return limit
-    return user if limit is None else min(user, limit)
-
-
 class MeshAioClientInterceptor(InterceptorBase):
     """The ``grpc.aio`` counterpart of
     :class:`~meshlib.adapters.grpc.MeshClientInterceptor`. grpc.aio files each
@@ -616,12 +581,11 @@ class MeshAioClientInterceptor(InterceptorBase):
     admission, the deadline and bookkeeping."""
 
     async def intercept_unary_unary(self, continuation: Callable[..., Any], client_call_details: Any, request: Any) -> Any:
-        call = self.start()
-        user_timeout = client_call_details.timeout
+        call = self.start(client_call_details.timeout)
         metadata = client_call_details.metadata
 
         async def send(ep: Endpoint, limit: float | None) -> Any:
-            details = _aio_details(client_call_details, _limit(user_timeout, limit), with_attempt(metadata, call.attempt))
+            details = _aio_details(client_call_details, limit, with_attempt(metadata, call.attempt))
             rpc = await continuation(details, request)
             try:
                 await rpc
@@ -630,23 +594,19 @@ class MeshAioClientInterceptor(InterceptorBase):
             return rpc
 
         try:
-            with deadline(user_timeout):
-                result = await run_async(call, send, EXCHANGE, _aborted)
+            result = await run_async(call, send, EXCHANGE, _aborted)
             return settle(call, result)
         except MeshError as exc:
             raise rpc_error(exc) from exc.__cause__
 
     async def _stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        call = self.start()
+        call = self.start(details.timeout)
         try:
-            with deadline(details.timeout):
-                fault = call.begin()
+            fault = call.begin()
         except MeshError as exc:
             raise rpc_error(exc) from exc.__cause__
         try:
-            if fault is not None and fault.delay:
-                await asyncio.sleep(fault.delay)
-            if fault is not None and fault.abort_status is not None:
+            if fault is not None and await sit_out_fault_async(call, fault):
                 raise _aborted(fault)
             host = call.pick(None)
         except BaseException as exc:

@@ -283,21 +283,6 @@ class OutlierDetector:
             h = self._hosts.get(key)
             if h is None:
                 return False
-            if outcome == Outcome.SUCCESS and (status is None or status < 500):
-                # The common case, inline: an answer that is not a 5xx.
-                if split:
-                    h.loc[0] += 1
-                    h.loc[1] += 1
-                    h.clocal = 0
-                ext = h.ext
-                ext[0] += 1
-                ext[1] += 1
-                h.c5xx = h.cgw = 0
-                return False
-            if outcome in Outcome.LOCAL_ORIGIN:
-                if split:
-                    return self._local_failure(key, h)
-                return self._response(key, h, 504 if outcome == Outcome.TIMEOUT else 503)
             if outcome == Outcome.SUCCESS or outcome == Outcome.FAILURE:
                 if split:
                     h.loc[0] += 1
@@ -305,7 +290,18 @@ class OutlierDetector:
                     h.clocal = 0
                 if status is None:
                     status = 200 if outcome == Outcome.SUCCESS else 500
+                if status < 500:
+                    # The common case, inline (_response's first branch).
+                    ext = h.ext
+                    ext[0] += 1
+                    ext[1] += 1
+                    h.c5xx = h.cgw = 0
+                    return False
                 return self._response(key, h, status)
+            if outcome in Outcome.LOCAL_ORIGIN:
+                if split:
+                    return self._local_failure(key, h)
+                return self._response(key, h, 504 if outcome == Outcome.TIMEOUT else 503)
             # Outcome.ERROR, or anything unknown: Envoy's ExtOriginRequestFailed.
             return self._response(key, h, status if status is not None else (503 if split else 500))
         finally:
