@@ -16,9 +16,8 @@ class PeriodicWorker:
     that fails keeps the last good state rather than dying.
     """
 
-    def __init__(self, name: str, interval: float, fn: Callable[[], None], *, run_first: bool = False) -> None:
+    def __init__(self, name: str, interval: float, fn: Callable[[], None]) -> None:
         self.name = name
-        self._run_first = run_first
         self.interval = interval
         self._fn = fn
         self._stop = threading.Event()
@@ -29,8 +28,6 @@ class PeriodicWorker:
         self._thread.start()
 
     def _loop(self) -> None:
-        if self._run_first and not self._stop.is_set():
-            self._run_once()
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()

@@ -270,8 +270,9 @@ class Cluster:
     def start(self) -> None:
         """Start the active health-check thread, if checks are configured."""
         if self.health is not None and self._health_worker is None:
-            self._health_worker = PeriodicWorker(f"health-{self.name}", self.config.health_check.interval, self.check_health, run_first=True)
+            self._health_worker = PeriodicWorker(f"health-{self.name}", self.config.health_check.interval, self.check_health)
             self._health_worker.start()
+            self._health_worker.wake()  # the first round at once
 
     def close(self) -> None:
         if self._health_worker is not None:

@@ -47,14 +47,8 @@ class ServiceTable:
         self._lock = threading.Lock()
         self.updates = 0
 
-    def wanted(self, service: str) -> bool:
-        return self._wanted(service)
-
     def names(self) -> frozenset[str]:
         return frozenset(self._current)
-
-    def get(self, service: str) -> tuple[Endpoint, ...]:
-        return self._current.get(service, ())
 
     def declare(self, services: Iterable[str]) -> None:
         """Publish an empty snapshot for each service not seen yet, so it is a
@@ -74,7 +68,7 @@ class ServiceTable:
             return False
         eps = _order(endpoints)
         with self._lock:
-            if self._current.get(service) == eps and service in self._versions:
+            if self._current.get(service) == eps:
                 return False
             self._current[service] = eps
             version = self._versions[service] = self._versions.get(service, 0) + 1

@@ -29,6 +29,7 @@ before, that value stays.
 
 from __future__ import annotations
 
+import abc
 import logging
 import socket
 import threading
@@ -216,22 +217,25 @@ def endpoint_from_entry(entry: Any, key: str) -> Endpoint | None:
 # -- the resolver -----------------------------------------------------------------------
 
 
-class _ServiceWatch:
-    """The blocking-query loop of one service, on its own thread and client."""
+class _BlockingLoop(abc.ABC):
+    """One Consul blocking-query loop on its own thread and client: Consul's
+    index rules (an index that goes backwards restarts the loop; after a
+    failure, one query without an index tells at once that the agent is
+    back), paced by a token bucket, reconnecting with back-off. Subclasses
+    say what to ask (:meth:`_ask`) and what to do with the answer (:meth:`_apply`)."""
 
-    def __init__(self, resolver: "ConsulResolver", name: str) -> None:
+    def __init__(self, resolver: "ConsulResolver", label: str, thread_name: str) -> None:
         self.resolver = resolver
-        self.name = name
+        self.label = label  # in logs, errors and staleness
         self.stop = threading.Event()
         self.synced = threading.Event()
-        self.client, self.adapter = resolver.new_client()
+        self.client, self.adapter = make_client(resolver.host, resolver.port, resolver.cfg)
         self.bucket = TokenBucket(resolver.cfg.consul_query_rate, QUERY_BURST, now=resolver.now)
-        self.entries: dict[str, Endpoint] = {}
         self.index = 0
-        self.recovering = False  # after a failure, ask without an index: an answer at once says the agent is back
+        self.recovering = False
         self.queries = 0
         self.resets = 0
-        self.thread = threading.Thread(target=self._run, name=f"meshlib-consul({name})", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -240,52 +244,67 @@ class _ServiceWatch:
         self.stop.set()
         self.adapter.interrupt()
 
+    @abc.abstractmethod
+    def _ask(self, index: int | None) -> tuple[Any, Any]:
+        """One blocking query from ``index`` (None: answer at once)."""
+
+    @abc.abstractmethod
+    def _apply(self, data: Any) -> None:
+        """Adopt one answer."""
+
     def _query(self) -> tuple[int, Any]:
         if self.stop.is_set():
             raise _Closed()
-        r = self.resolver
         self.queries += 1
         try:
-            index, entries = self.client.health.service(
-                self.name,
-                index=None if self.recovering else self.index or None,
-                wait=f"{r.cfg.consul_wait:g}s",
-                passing=r.cfg.consul_only_passing or None,
-            )
-            return int(index), entries
+            index, data = self._ask(None if self.recovering else self.index or None)
+            return int(index), data
         except (requests.RequestException, consul.ConsulException, ValueError) as exc:
             if self.stop.is_set():
                 raise _Closed() from None
-            raise RegistryUnavailable(f"consul {r.target}: {self.name}: {describe(exc)}") from None
+            raise RegistryUnavailable(f"consul {self.resolver.target}: {self.label}: {describe(exc)}") from None
 
     def _failed(self, exc: BaseException) -> None:
         self.recovering = True
-        self.resolver.staleness.failed(exc, self.name)
+        self.resolver.staleness.failed(exc, self.label)
 
     def _run(self) -> None:
         r = self.resolver
         while self.bucket.wait(self.stop):
             try:
-                index, entries = reconnecting(r.cfg, self.stop, self._failed)(self._query)
+                index, data = reconnecting(r.cfg, self.stop, self._failed)(self._query)
             except (_Closed, RegistryUnavailable):
                 return
-            r.staleness.ok(self.name)
+            r.staleness.ok(self.label)
             if self.recovering:
                 self.recovering = False
                 self.index = max(index, 1)
             elif index < self.index:
                 self.resets += 1
-                log.info("meshlib: consul %s: index of %s went backwards (%d -> %d); restarting its blocking loop", r.target, self.name, self.index, index)
+                log.info("meshlib: consul %s: index of %s went backwards (%d -> %d); restarting its blocking loop", r.target, self.label, self.index, index)
                 self.index = 0
             else:
                 self.index = max(index, 1)
-            self._apply(entries if isinstance(entries, list) else [])
+            self._apply(data)
             self.synced.set()
 
-    def _apply(self, entries: list[Any]) -> None:
+
+class _ServiceWatch(_BlockingLoop):
+    """The blocking-query loop of one service's healthy instances."""
+
+    def __init__(self, resolver: "ConsulResolver", name: str) -> None:
+        super().__init__(resolver, name, f"meshlib-consul({name})")
+        self.name = name
+        self.entries: dict[str, Endpoint] = {}
+
+    def _ask(self, index: int | None) -> tuple[Any, Any]:
+        cfg = self.resolver.cfg
+        return self.client.health.service(self.name, index=index, wait=f"{cfg.consul_wait:g}s", passing=cfg.consul_only_passing or None)
+
+    def _apply(self, entries: Any) -> None:
         r = self.resolver
         fresh: dict[str, Endpoint] = {}
-        for i, entry in enumerate(entries):
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
             key = f"{self.name} {entry_key(entry, i)}"
             try:
                 ep = endpoint_from_entry(entry, key)
@@ -302,6 +321,29 @@ class _ServiceWatch:
         r.table_set(self.name, fresh.values())
 
 
+class _CatalogWatch(_BlockingLoop):
+    """The blocking-query loop of the catalog's service names (watch=all)."""
+
+    def __init__(self, resolver: "ConsulResolver") -> None:
+        super().__init__(resolver, _CATALOG, f"meshlib-consul-catalog({resolver.target})")
+
+    def _ask(self, index: int | None) -> tuple[Any, Any]:
+        return self.client.catalog.services(index=index, wait=f"{self.resolver.cfg.consul_wait:g}s")
+
+    def _apply(self, services: Any) -> None:
+        r = self.resolver
+        names = set()
+        for raw in services if isinstance(services, Mapping) else {}:
+            name = canonical_service(str(raw))
+            if name != str(raw) or not _SERVICE_RE.match(name):
+                # Consul names are case-sensitive; meshlib's are not. Watch
+                # only names that are already in meshlib's one spelling.
+                r.bad.skip(f"catalog service {raw!r}", "meshlib service names are lower case letters, digits, '-' and '.'")
+                continue
+            names.add(name)
+        r._sync(names)
+
+
 class ConsulResolver(RegistryResolver):
     kind = "consul"
 
@@ -310,16 +352,8 @@ class ConsulResolver(RegistryResolver):
         self._watches: dict[str, _ServiceWatch] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._catalog_synced = threading.Event()
-        self._catalog_client: tuple[consul.Consul, _InterruptibleAdapter] | None = None
-        self._catalog_thread: threading.Thread | None = None
-        self._catalog_index = 0
-        self._catalog_recovering = False
+        self._catalog: _CatalogWatch | None = None
         self._absent_since: dict[str, float] = {}
-        self.catalog_queries = 0
-
-    def new_client(self) -> tuple[consul.Consul, _InterruptibleAdapter]:
-        return make_client(self.host, self.port, self.cfg)
 
     # -- Resolver ---------------------------------------------------------------
 
@@ -331,44 +365,47 @@ class ConsulResolver(RegistryResolver):
             for name in sorted(self._declared):
                 self._watch(name)
         if self.cfg.registry_watch == "all":
-            self._catalog_client = self.new_client()
-            self._catalog_thread = threading.Thread(target=self._catalog_loop, name=f"meshlib-consul-catalog({self.target})", daemon=True)
-            self._catalog_thread.start()
-            self._catalog_synced.wait(max(0.0, deadline - self.now()))
-        with self._lock:
-            watches = list(self._watches.values())
-        for w in watches:
+            self._catalog = _CatalogWatch(self)
+            self._catalog.start()
+            self._catalog.synced.wait(max(0.0, deadline - self.now()))
+        loops = self._loops()
+        for w in loops:
             w.synced.wait(max(0.0, deadline - self.now()))
-        if not all(w.synced.is_set() for w in watches) or (self._catalog_thread and not self._catalog_synced.is_set()):
+        if not all(w.synced.is_set() for w in loops):
             self._warn_not_synced()
+
+    def _loops(self) -> list[_BlockingLoop]:
+        """The catalog loop (if any) and every service watch."""
+        with self._lock:
+            watches: list[_BlockingLoop] = list(self._watches.values())
+        return ([self._catalog] if self._catalog is not None else []) + watches
 
     def close(self) -> None:
         with self._lock:  # no watch starts after this
             self._stop.set()
-        if self._catalog_client is not None:
-            self._catalog_client[1].interrupt()
+        loops = self._loops()
         with self._lock:
-            watches = list(self._watches.values())
             self._watches.clear()
-        for w in watches:
+        for w in loops:
             w.cancel()
-        for t in [self._catalog_thread] + [w.thread for w in watches]:
-            if t is not None and t.is_alive() and t is not threading.current_thread():
-                t.join(self.cfg.registry_timeout + 1.0)
+        for w in loops:
+            if w.thread.is_alive() and w.thread is not threading.current_thread():
+                w.thread.join(self.cfg.registry_timeout + 1.0)
 
     def status(self) -> dict[str, Any]:
         with self._lock:
-            watches = list(self._watches.values())
+            watches = len(self._watches)
+        loops = self._loops()
         table = self._table
         return {
             "kind": "consul",
             "target": self.target,
             "datacenter": self.cfg.consul_datacenter or "(agent's)",
             "services": len(self.services()),
-            "watches": len(watches),
-            "queries": sum(w.queries for w in watches) + self.catalog_queries,
-            "index_resets": sum(w.resets for w in watches),
-            "rate_limited": sum(w.bucket.refused for w in watches),
+            "watches": watches,
+            "queries": sum(w.queries for w in loops),
+            "index_resets": sum(w.resets for w in loops),
+            "rate_limited": sum(w.bucket.refused for w in loops),
             "updates": table.updates if table else 0,
             "skipped_entries": self.bad.skipped,
             **self.staleness.status(),
@@ -386,51 +423,6 @@ class ConsulResolver(RegistryResolver):
             return
         w = self._watches[name] = _ServiceWatch(self, name)
         w.start()
-
-    def _catalog_query(self) -> tuple[int, Any]:
-        if self._stop.is_set():
-            raise _Closed()
-        assert self._catalog_client is not None
-        client = self._catalog_client[0]
-        self.catalog_queries += 1
-        try:
-            index, services = client.catalog.services(
-                index=None if self._catalog_recovering else self._catalog_index or None, wait=f"{self.cfg.consul_wait:g}s"
-            )
-            return int(index), services
-        except (requests.RequestException, consul.ConsulException, ValueError) as exc:
-            if self._stop.is_set():
-                raise _Closed() from None
-            raise RegistryUnavailable(f"consul {self.target}: catalog: {describe(exc)}") from None
-
-    def _catalog_failed(self, exc: BaseException) -> None:
-        self._catalog_recovering = True
-        self.staleness.failed(exc, _CATALOG)
-
-    def _catalog_loop(self) -> None:
-        bucket = TokenBucket(self.cfg.consul_query_rate, QUERY_BURST, now=self.now)
-        while bucket.wait(self._stop):
-            try:
-                index, services = reconnecting(self.cfg, self._stop, self._catalog_failed)(self._catalog_query)
-            except (_Closed, RegistryUnavailable):
-                return
-            self.staleness.ok(_CATALOG)
-            if self._catalog_recovering:
-                self._catalog_recovering = False
-                self._catalog_index = max(index, 1)
-            else:
-                self._catalog_index = 0 if index < self._catalog_index else max(index, 1)
-            names = set()
-            for raw in services if isinstance(services, Mapping) else {}:
-                name = canonical_service(str(raw))
-                if name != str(raw) or not _SERVICE_RE.match(name):
-                    # Consul names are case-sensitive; meshlib's are not. Watch
-                    # only names that are already in meshlib's one spelling.
-                    self.bad.skip(f"catalog service {raw!r}", "meshlib service names are lower case letters, digits, '-' and '.'")
-                    continue
-                names.add(name)
-            self._sync(names)
-            self._catalog_synced.set()
 
     def _sync(self, names: set[str]) -> None:
         with self._lock:

@@ -31,11 +31,10 @@ import itertools
 import json
 import logging
 import threading
-import time
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from .._etcd import EtcdClient, WatchStream
-from ..config import _SERVICE_RE, RegistryConfig, canonical_service
+from ..config import _SERVICE_RE, canonical_service
 from ..endpoint import Endpoint, endpoint_from_mapping
 from ..errors import ConfigError
 from ._registry import RegistryResolver, RegistryUnavailable, reconnecting
@@ -45,7 +44,6 @@ log = logging.getLogger("meshlib.discovery.etcd")
 
 _FIELDS = frozenset({"address", "host", "port", "weight", "zone", "priority", "tags", "metadata", "healthy"})
 
-ClientFactory = Callable[[], EtcdClient]
 
 
 class _Closed(Exception):
@@ -79,21 +77,10 @@ def endpoint_from_value(raw: bytes, key: str) -> Endpoint | None:
 class EtcdResolver(RegistryResolver):
     kind = "etcd"
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        cfg: RegistryConfig,
-        *,
-        declared: frozenset[str] = frozenset(),
-        exclude: frozenset[str] = frozenset(),
-        now: Callable[[], float] = time.monotonic,
-        client_factory: ClientFactory | None = None,
-    ) -> None:
-        super().__init__(host, port, cfg, declared=declared, exclude=exclude, now=now)
-        self.prefix = cfg.etcd_prefix
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prefix = self.cfg.etcd_prefix
         self._dir = self.prefix + "/"
-        self._client_factory = client_factory or (lambda: EtcdClient.from_config(host, port, cfg))
         self._instances: dict[str, dict[str, Endpoint]] = {}
         self._revision = 0
         self._need_list = True
@@ -175,7 +162,7 @@ class EtcdResolver(RegistryResolver):
         if self._stop.is_set():
             raise _Closed()
         self._drop_connection()
-        client = self._client_factory()
+        client = EtcdClient.from_config(self.host, self.port, self.cfg)
         with self._lock:
             self._client = client
         if self._stop.is_set():

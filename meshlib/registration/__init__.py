@@ -7,7 +7,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
-from ..config import MeshConfig, _SERVICE_RE, canonical_service
+from ..config import MeshConfig, _check_service_name
 from ..endpoint import _check_priority, _check_weight
 from ..errors import ConfigError
 from .base import Health, Instance, Registration, default_instance_id, local_address_towards
@@ -37,9 +37,7 @@ def register(
             config.discovery,
             "consul://host:port or etcd://host:port to register with (static, dns and file:// have no registry)",
         )
-    service = canonical_service(name)
-    if not _SERVICE_RE.match(service):
-        raise ConfigError("register(name)", name, "a service name of letters, digits, '-', '_' and '.'")
+    service = _check_service_name(name, "register(name)")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ConfigError("register(port)", port, "a port from 1 to 65535")
     if health is not None and not callable(health) and not (isinstance(health, str) and health.startswith(("http://", "https://"))):

@@ -59,6 +59,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .._background import PeriodicWorker
+
 __all__ = ["ConsulDouble"]
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -212,9 +214,11 @@ class ConsulDouble:
         self._stop = threading.Event()
         self.port = port
         self.up()
-        self._ticker: threading.Thread | None = None
+        self._ticker: PeriodicWorker | None = None
         if tick_interval is not None:
-            self._ticker = threading.Thread(target=self._tick_loop, args=(tick_interval,), name="consul-double-ticker", daemon=True)
+            # PeriodicWorker logs an exception in tick() and goes on, so TTL
+            # checks keep expiring after, say, a malformed HTTP check URL.
+            self._ticker = PeriodicWorker("consul-double-ticker", tick_interval, self.tick)
             self._ticker.start()
 
     # -- lifecycle ----------------------------------------------------------------
@@ -281,7 +285,7 @@ class ConsulDouble:
         self._stop.set()
         self.down()
         if self._ticker is not None:
-            self._ticker.join(2.0)
+            self._ticker.stop(2.0)
 
     def __enter__(self) -> "ConsulDouble":
         return self
@@ -384,10 +388,6 @@ class ConsulDouble:
             return {sid for (d, _, sid) in self._services if d == dc}
 
     # -- time -------------------------------------------------------------------
-
-    def _tick_loop(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            self.tick()
 
     def tick(self) -> None:
         """Expire TTL checks, run due HTTP checks, reap long-critical services."""
