@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import Counter
 
@@ -209,6 +210,19 @@ def test_ring_size_follows_envoy_bounds():
     assert abs(c[1] / c[0] - 3) < 0.05
     hashes, _ = build_ring(["a:1", "b:1"], [1, 1], 1024, 100)
     assert len(hashes) == 100
+
+
+def test_a_ring_over_its_size_limit_shares_it_by_weight():
+    from meshlib.balancing.ring_hash import build_ring
+
+    # Weight 10,000 does not fit a 4,096-entry ring: each host gets its share
+    # of the 4,096, not one entry per unit cut at the smallest hashes.
+    hashes, owners_ = build_ring([f"h{i}:1" for i in range(10)], [1000] * 10, 1024, 4096)
+    assert len(hashes) == 4096
+    assert set(Counter(owners_).values()) == {409, 410}
+    keys = [hash_key(f"user-{i}") for i in range(20_000)]
+    arcs = Counter(owners_[bisect.bisect_left(hashes, k) % len(hashes)] for k in keys)
+    assert max(arcs.values()) < 0.25 * len(keys)  # before the fix one host got 64%
 
 
 def test_maglev_weights_share_the_table():

@@ -22,12 +22,17 @@ from typing import Sequence
 from ..clock import Clock
 from ..config import ServiceConfig
 from ..host import Host
-from xxhash import xxh64_intdigest as xxh64
+from .hashing import _xxh64 as xxh64
 
 
 #: Entries built at most (unless ring_hash_min_size asks for more): keeps a
 #: 10,000-host rebuild well under 100 ms.
 BUILD_BUDGET = 1 << 16
+
+
+def ring_cap(min_size: int, max_size: int) -> int:
+    """The most entries a ring is built with."""
+    return min(max_size, max(min_size, BUILD_BUDGET))
 
 
 def entries_per_weight(total_weight: int, min_size: int, max_size: int) -> int:
@@ -39,23 +44,35 @@ def entries_per_weight(total_weight: int, min_size: int, max_size: int) -> int:
     the number of hosts in the usual range, so when a host leaves the others
     keep exactly their entries and only the leaving host's keys move.
     """
-    cap = min(max_size, max(min_size, BUILD_BUDGET))
+    cap = ring_cap(min_size, max_size)
     per = max(1, min(-(-min_size // 2), cap // total_weight))
-    if total_weight * per < min_size:  # a single unit of weight
-        per = -(-min_size // total_weight)
+    if total_weight * per < min_size:  # a single unit of weight (max_size still caps it)
+        per = max(per, min(-(-min_size // total_weight), cap // total_weight))
     return per
 
 
 def build_ring(addresses: Sequence[str], weights: Sequence[int], min_size: int, max_size: int) -> tuple[list[int], list[int]]:
     """Return (sorted entry hashes, host index per entry)."""
-    per = entries_per_weight(sum(weights), min_size, max_size)
+    total = sum(weights)
+    cap = ring_cap(min_size, max_size)
+    if total > cap:
+        # More weight than the ring may hold: share ``cap`` entries out in
+        # proportion to weight (cumulative rounding, as Envoy fills its ring).
+        counts, before, cum = [], 0, 0
+        for w in weights:
+            cum += w
+            upto = cap * cum // total
+            counts.append(upto - before)
+            before = upto
+    else:
+        per = entries_per_weight(total, min_size, max_size)
+        counts = [w * per for w in weights]
     hashes: list[int] = []
     owners: list[int] = []
-    for i, (addr, w) in enumerate(zip(addresses, weights)):
-        n = w * per
+    for i, (addr, n) in enumerate(zip(addresses, counts)):
         hashes.extend([xxh64(f"{addr}_{k}".encode()) for k in range(n)])
         owners.extend([i] * n)
-    order = sorted(range(len(hashes)), key=hashes.__getitem__)[:max_size]
+    order = sorted(range(len(hashes)), key=hashes.__getitem__)
     return [hashes[j] for j in order], [owners[j] for j in order]
 
 
