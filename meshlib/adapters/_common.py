@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import socket
 import time
+from typing import Any
 
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ReadTimeoutError
 
+from .._driver import Exchange
 from ..host import Outcome
 from ..resilience.backoff import parse_retry_after
-from ..resilience.deadline import ENVOY_TIMEOUT_HEADER
+from ..resilience.deadline import ENVOY_TIMEOUT_HEADER, encode_envoy_timeout
 from ..resilience.retry import AttemptResult
 
 #: The service name a TLS connection to an endpoint must present and verify
@@ -19,27 +22,14 @@ from ..resilience.retry import AttemptResult
 TLS_NAME: contextvars.ContextVar[str | None] = contextvars.ContextVar("meshlib_tls_name", default=None)
 
 
-_SPLIT_CACHE: dict[str, tuple[str, str, str, str]] = {}
-_SPLIT_CACHE_SIZE = 2048
-
-
+@functools.lru_cache(maxsize=2048)
 def split_url(url: str) -> tuple[str, str, str, str]:
-    """``(scheme, authority, host, rest)`` of an absolute URL, fast.
+    """``(scheme, authority, host, rest)`` of an absolute URL.
 
     ``rest`` is the path, query and fragment (``/`` when empty). The host of
-    ``http://user@inventory:8080/x`` is ``inventory``. Results are memoised in
-    a small bounded cache: services are called with the same URLs again and again.
+    ``http://user@inventory:8080/x`` is ``inventory``. Memoised: services are
+    called with the same URLs again and again.
     """
-    parts = _SPLIT_CACHE.get(url)
-    if parts is None:
-        parts = _split_url(url)
-        if len(_SPLIT_CACHE) >= _SPLIT_CACHE_SIZE:
-            _SPLIT_CACHE.clear()
-        _SPLIT_CACHE[url] = parts
-    return parts
-
-
-def _split_url(url: str) -> tuple[str, str, str, str]:
     sep = url.find("://")
     if sep < 0:
         return "", "", "", url
@@ -102,13 +92,22 @@ def judge_status(status: int, retry_after: str | None = None) -> AttemptResult:
     return AttemptResult(outcome, status, retry_after=parse_retry_after(retry_after, time.time()))
 
 
-def timeout_header(timeout: float) -> str:
-    """The value of ``x-envoy-expected-rq-timeout-ms`` for ``timeout`` seconds
-    (as ``meshlib.deadline_headers`` writes it)."""
-    return str(max(1, int(timeout * 1000)))
+def judge_response(status: int, headers: Any) -> AttemptResult:
+    """:func:`judge_status` of a response, reading ``Retry-After`` from
+    ``headers`` (anything with ``get``) only for a status of 400 or more."""
+    return judge_status(status, headers.get("retry-after") if status >= 400 else None)
 
 
-#: Header telling the server how long the caller will wait (Envoy's name).
+class HttpExchange(Exchange):
+    """What the HTTP adapters' exchanges share: exceptions classified by
+    :func:`classify_exception`."""
+
+    def classify(self, exc: BaseException) -> str:
+        return classify_exception(exc)
+
+
+#: Header telling the server how long the caller will wait (Envoy's name), and its value.
 TIMEOUT_HEADER = ENVOY_TIMEOUT_HEADER
+timeout_header = encode_envoy_timeout
 FAULT_BODY = b"fault filter abort"
 FAULT_HEADERS = {"content-type": "text/plain", "x-meshlib-fault": "abort"}

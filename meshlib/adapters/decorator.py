@@ -24,14 +24,11 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from .._driver import Exchange, run, run_async
+from .._driver import run, run_async
 from ..endpoint import Endpoint
 from ..resilience.deadline import deadline
-from ..host import Outcome
 from ..resilience.retry import AttemptResult
-from ._common import classify_exception, judge_status
-
-_SUCCESS = AttemptResult(Outcome.SUCCESS)
+from ._common import HttpExchange, judge_response
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
@@ -39,10 +36,7 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class DecoratorExchange(Exchange):
-    def classify(self, exc: BaseException) -> str:
-        return classify_exception(exc)
-
+class DecoratorExchange(HttpExchange):
     def judge(self, result: Any) -> AttemptResult:
         """A returned HTTP response (anything with an int ``status_code`` or
         ``status``, as requests, httpx and urllib3 responses have) is judged by
@@ -53,9 +47,8 @@ class DecoratorExchange(Exchange):
             status = getattr(result, "status", None)
         if isinstance(status, int) and 100 <= status <= 599:
             headers = getattr(result, "headers", None)
-            retry_after = headers.get("retry-after") if status >= 400 and hasattr(headers, "get") else None
-            return judge_status(status, retry_after)
-        return _SUCCESS
+            return judge_response(status, headers if hasattr(headers, "get") else {})
+        return super().judge(result)
 
 
 EXCHANGE = DecoratorExchange()

@@ -15,6 +15,7 @@ is given.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
@@ -24,13 +25,13 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise ModuleNotFoundError("mesh.httpx_client() needs httpx: pip install 'meshlib[httpx]'") from exc
 
-from .._driver import Exchange, run, run_async
+from .._driver import run, run_async
 from ..cluster import Call
 from ..endpoint import Endpoint
 from ..host import Outcome
 from ..resilience.fault import FaultDecision
 from ..resilience.retry import AttemptResult
-from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, classify_exception, judge_status, timeout_header
+from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, HttpExchange, classify_exception, judge_response, timeout_header
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
@@ -62,13 +63,12 @@ def classify(exc: BaseException) -> str:
     return classify_exception(exc)
 
 
-class HttpxExchange(Exchange):
+class HttpxExchange(HttpExchange):
     def classify(self, exc: BaseException) -> str:
         return classify(exc)
 
     def judge(self, response: httpx.Response) -> AttemptResult:
-        status = response.status_code
-        return judge_status(status, response.headers.get("retry-after") if status >= 400 else None)
+        return judge_response(response.status_code, response.headers)
 
     def discard(self, response: httpx.Response) -> None:
         response.close()
@@ -76,16 +76,25 @@ class HttpxExchange(Exchange):
 
 class AsyncHttpxExchange(HttpxExchange):
     def discard(self, response: httpx.Response) -> None:
-        # Closing an async stream is a coroutine: let the loop finish it.
-        asyncio.ensure_future(response.aclose())
+        # Closing an async stream is a coroutine: let the loop finish it,
+        # holding the task until it is done (the loop keeps only a weak reference).
+        task = asyncio.ensure_future(response.aclose())
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
+
+_CLOSING: set[asyncio.Future[Any]] = set()
 
 
 EXCHANGE = HttpxExchange()
 ASYNC_EXCHANGE = AsyncHttpxExchange()
 
 
-def _aborter(request: httpx.Request) -> Callable[[FaultDecision], httpx.Response]:
-    return lambda fault: httpx.Response(fault.abort_status or 503, headers=FAULT_HEADERS, content=FAULT_BODY, request=request)
+def _aborter(call: Call, request: httpx.Request) -> Callable[[FaultDecision], httpx.Response] | None:
+    """What a fault-aborted call answers; None (nothing made) without fault injection."""
+    if call.cluster.fault is None:
+        return None
+    return lambda fault: httpx.Response(fault.abort_status, headers=FAULT_HEADERS, content=FAULT_BODY, request=request)
 
 
 T = TypeVar("T")
@@ -144,8 +153,14 @@ def _pointed(request: httpx.Request, ep: Endpoint, limit: float | None) -> httpx
         for phase in ("connect", "read", "write", "pool"):
             t[phase] = limit if t.get(phase) is None else min(t[phase], limit)
         extensions = {**extensions, "timeout": t}
-    attempt = httpx.Request(request.method, request.url.copy_with(host=ep.host, port=ep.port), headers=headers, stream=request.stream, extensions=extensions)
-    return attempt
+    return httpx.Request(request.method, _endpoint_url(request.url, ep.host, ep.port), headers=headers, stream=request.stream, extensions=extensions)
+
+
+@functools.lru_cache(maxsize=2048)
+def _endpoint_url(url: httpx.URL, host: str, port: int) -> httpx.URL:
+    """``url`` aimed at an endpoint, memoised: ``copy_with`` re-parses the URL
+    (about 17 µs), and services are called with the same URLs again and again."""
+    return url.copy_with(host=host, port=port)
 
 
 def _restore(response: httpx.Response, request: httpx.Request) -> httpx.Response:
@@ -167,7 +182,7 @@ class MeshTransport(httpx.BaseTransport):
         def send(ep: Endpoint, limit: float | None) -> httpx.Response:
             return _restore(inner.handle_request(_pointed(request, ep, limit)), request)
 
-        return run(call, send, EXCHANGE, _aborter(request))
+        return run(call, send, EXCHANGE, _aborter(call, request))
 
     def close(self) -> None:
         for t in self._pools.all():
@@ -188,7 +203,7 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         async def send(ep: Endpoint, limit: float | None) -> httpx.Response:
             return _restore(await inner.handle_async_request(_pointed(request, ep, limit)), request)
 
-        return await run_async(call, send, ASYNC_EXCHANGE, _aborter(request))
+        return await run_async(call, send, ASYNC_EXCHANGE, _aborter(call, request))
 
     async def aclose(self) -> None:
         for t in self._pools.all():

@@ -15,23 +15,19 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
-from .._driver import Exchange, run
+from .._driver import run
 from ..endpoint import Endpoint
 from ..resilience.retry import AttemptResult
-from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, classify_exception, endpoint_url, judge_status, split_url, timeout_header
+from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, HttpExchange, endpoint_url, judge_response, split_url, timeout_header
 from .urllib3 import TLSNamePoolManager
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
 
 
-class RequestsExchange(Exchange):
-    def classify(self, exc: BaseException) -> str:
-        return classify_exception(exc)
-
+class RequestsExchange(HttpExchange):
     def judge(self, response: Any) -> AttemptResult:
-        status = response.status_code
-        return judge_status(status, response.headers.get("retry-after") if status >= 400 else None)
+        return judge_response(response.status_code, response.headers)
 
     def discard(self, response: Any) -> None:
         # A read body has already gone back to the pool with its connection;
@@ -158,7 +154,8 @@ class MeshAdapter(HTTPAdapter):
 
         token = TLS_NAME.set(host) if scheme == "https" else None
         try:
-            return run(call, send, EXCHANGE, lambda fault: _aborted(request, url, fault.abort_status or 503))
+            abort = None if cluster.fault is None else (lambda fault: _aborted(request, url, fault.abort_status))
+            return run(call, send, EXCHANGE, abort)
         finally:
             if token is not None:
                 TLS_NAME.reset(token)

@@ -8,6 +8,7 @@ the service's retry policy.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
@@ -19,11 +20,11 @@ from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 from urllib3.util.url import parse_url
 
-from .._driver import Exchange, run
+from .._driver import run
 from ..endpoint import Endpoint
 from ..resilience.fault import FaultDecision
 from ..resilience.retry import AttemptResult
-from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, classify_exception, judge_status, split_url, timeout_header
+from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, HttpExchange, judge_response, split_url, timeout_header
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
@@ -35,13 +36,9 @@ log = logging.getLogger("meshlib")
 MESH_RETRIES = Retry(total=3, connect=0, read=0, status=0, other=0, redirect=3)
 
 
-class Urllib3Exchange(Exchange):
-    def classify(self, exc: BaseException) -> str:
-        return classify_exception(exc)
-
+class Urllib3Exchange(HttpExchange):
     def judge(self, response: Any) -> AttemptResult:
-        status = response.status
-        return judge_status(status, response.headers.get("retry-after") if status >= 400 else None)
+        return judge_response(response.status, response.headers)
 
     def discard(self, response: Any) -> None:
         response.drain_conn()
@@ -187,19 +184,11 @@ class MeshPoolManager(TLSNamePoolManager):
         return self.urlopen(method, location, redirect=True, **kw)
 
 
-_TARGETS: dict[str, str] = {}
-
-
+@functools.lru_cache(maxsize=2048)
 def _request_target(rest: str) -> str:
     """What goes on the request line for a URL's path, query and fragment:
-    urllib3's own normalisation (``parse_url(...).request_uri``), remembered."""
-    target = _TARGETS.get(rest)
-    if target is None:
-        target = parse_url(rest).request_uri
-        if len(_TARGETS) >= 2048:
-            _TARGETS.clear()
-        _TARGETS[rest] = target
-    return target
+    urllib3's own normalisation (``parse_url(...).request_uri``), memoised."""
+    return parse_url(rest).request_uri
 
 
 def _bounded(timeout: Any, connect: float, limit: float) -> Timeout:

@@ -25,6 +25,7 @@ __all__ = [
     "encode_grpc_timeout",
     "parse_grpc_timeout",
     "ENVOY_TIMEOUT_HEADER",
+    "encode_envoy_timeout",
     "deadline_headers",
 ]
 
@@ -83,7 +84,12 @@ def deadline_headers(clock: Clock = SYSTEM_CLOCK) -> dict[str, str]:
     left = remaining(clock)
     if left is None:
         return {}
-    return {ENVOY_TIMEOUT_HEADER: str(max(1, int(left * 1000)))}
+    return {ENVOY_TIMEOUT_HEADER: encode_envoy_timeout(left)}
+
+
+def encode_envoy_timeout(seconds: float) -> str:
+    """The value of ``x-envoy-expected-rq-timeout-ms`` for ``seconds`` (at least 1 ms)."""
+    return str(max(1, int(seconds * 1000)))
 
 
 _GRPC_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
