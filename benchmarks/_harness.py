@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import yaml
 
-from meshlib.testing._process import die_with_parent, terminate
+from meshlib.testing._process import dying_with_parent, terminate
 
 LOOPBACK = "127.0.0.1"
 
@@ -95,12 +95,11 @@ def serve_until(cmd: Sequence[str], workdir: str, ready: Callable[[subprocess.Po
     log_path = os.path.join(workdir, "stderr.log")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            cmd,
+            dying_with_parent(cmd),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=workdir,
-            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
     _children.append(proc)
     try:

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-import ctypes
-import signal
+import functools
+import shutil
 import subprocess
+import sys
+from collections.abc import Sequence
 
-__all__ = ["die_with_parent", "terminate"]
+__all__ = ["dying_with_parent", "terminate"]
 
 
-def die_with_parent() -> None:
-    """Use as ``preexec_fn``: in the child before exec, have Linux send it
-    SIGTERM when the parent dies, even by SIGKILL, so no server is left over."""
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+def dying_with_parent(cmd: Sequence[str]) -> list[str]:
+    """``cmd`` run so that Linux sends it SIGTERM when this process dies, even
+    by SIGKILL, so no server is left over.
+
+    This goes through util-linux's ``setpriv --pdeathsig`` rather than a
+    ``preexec_fn``: a ``preexec_fn`` makes subprocess fork instead of vfork,
+    which runs grpcio's fork handlers in the child, and those restart gRPC's
+    poller thread just before the child closes its file descriptors; the
+    poller then aborts the child (seen as etcd "exiting" with -6 before exec)."""
+    setpriv = _setpriv()
+    return [setpriv, "--pdeathsig", "TERM", *cmd] if setpriv else list(cmd)
+
+
+@functools.lru_cache(maxsize=1)
+def _setpriv() -> str | None:
+    return shutil.which("setpriv") if sys.platform == "linux" else None
 
 
 def terminate(proc: subprocess.Popen, timeout: float) -> None:

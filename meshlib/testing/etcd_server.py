@@ -21,12 +21,11 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 
-from ._process import die_with_parent, terminate
+from ._process import dying_with_parent, terminate
 
 __all__ = ["EtcdServer", "etcd_binary", "free_port"]
 
@@ -133,11 +132,10 @@ class EtcdServer:
         log = open(self._log, "ab")
         try:
             self._proc = subprocess.Popen(
-                cmd,
+                dying_with_parent(cmd),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
         finally:
             log.close()
