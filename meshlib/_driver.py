@@ -28,6 +28,7 @@ from .cluster import Call
 from .endpoint import Endpoint
 from .errors import FaultInjectedError
 from .host import Host, Outcome
+from .resilience.backoff import DO_NOT_RETRY, MAX_RETRY_AFTER
 from .resilience.fault import FaultDecision
 from .resilience.retry import AttemptResult
 
@@ -265,9 +266,20 @@ class _Hedge:
             ex.discard(self.last)
         self.last, self.have_result, self.error = result, True, None
         if self.policy.is_non_fatal(verdict.status, verdict.grpc_status):
-            self.next_at = 0.0
+            self._pushed_back(verdict.retry_after)
             return False
         return True
+
+    def _pushed_back(self, pushback: float | None) -> None:
+        """After a non-fatal answer, the next hedge goes out at once, unless
+        the server pushed back (gRFC A6): then after its delay, or never if it
+        asked for no more attempts."""
+        if pushback is None:
+            self.next_at = 0.0
+        elif pushback >= DO_NOT_RETRY:
+            self.launched = self.policy.max_attempts
+        else:
+            self.next_at = time.monotonic() + min(pushback, MAX_RETRY_AFTER)
 
     def abandoned(self, host: Host, started: float, hedge: bool, result: Any = None) -> None:
         """A losing attempt is over (cancelled, or finished after the winner)."""
@@ -300,8 +312,12 @@ def _hedged(call: Call, send: Callable[[Endpoint, float | None], T], ex: Exchang
 
     try:
         launch()
-        while pending:
-            done, _ = cf.wait(list(pending), timeout=h.wait_time(), return_when=cf.FIRST_COMPLETED)
+        while pending or h.may_launch():
+            if pending:
+                done, _ = cf.wait(list(pending), timeout=h.wait_time(), return_when=cf.FIRST_COMPLETED)
+            else:  # every attempt so far was non-fatal and the server pushed back
+                done = set()
+                time.sleep(h.wait_time() or 0.0)
             decided = False
             for fut in done:
                 host, started, hedge = pending.pop(fut)
@@ -338,8 +354,12 @@ async def _hedged_async(call: Call, send: Callable[[Endpoint, float | None], Awa
 
     try:
         launch()
-        while pending:
-            done, _ = await asyncio.wait(list(pending), timeout=h.wait_time(), return_when=asyncio.FIRST_COMPLETED)
+        while pending or h.may_launch():
+            if pending:
+                done, _ = await asyncio.wait(list(pending), timeout=h.wait_time(), return_when=asyncio.FIRST_COMPLETED)
+            else:  # every attempt so far was non-fatal and the server pushed back
+                done = set()
+                await asyncio.sleep(h.wait_time() or 0.0)
             decided = False
             for task in done:
                 host, started, hedge = pending.pop(task)

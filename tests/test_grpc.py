@@ -478,6 +478,26 @@ def test_hedging_answers_from_the_fast_endpoint(grpc_agents) -> None:
         assert mesh.stats()["services"]["svc"]["hedges"] == 1
 
 
+def test_hedging_honours_server_pushback(grpc_agents) -> None:
+    bad, good = grpc_agents(2)
+    config = dict(lb_policy="ring_hash", hash_header="x-user", hedge_max_attempts=2, hedge_delay="5s", hedge_non_fatal="UNAVAILABLE", outlier_detection=False)
+    with mesh_for([bad, good], **config) as mesh:
+        echo = mesh.grpc_channel("svc").unary_unary(ECHO)
+        user = user_on(echo, b"agent-1")
+        # gRFC A6: a pushback on a non-fatal status delays the next hedge by that much ...
+        bad.fail(SC.UNAVAILABLE, pushback_ms="300")
+        started = time.monotonic()
+        assert echo(b"", metadata=user) == b"agent-2"
+        assert 0.29 <= time.monotonic() - started < 2.0  # not at once, and not after the 5 s hedge delay
+        # ... and a "do not retry" pushback sends no more hedges: the call ends with the status.
+        bad.fail(SC.UNAVAILABLE, pushback_ms="-1")
+        hits = good.hits
+        with pytest.raises(grpc.RpcError) as info:
+            echo(b"", metadata=user)
+        assert info.value.code() is SC.UNAVAILABLE and good.hits == hits
+        assert mesh.stats()["services"]["svc"]["hedges"] == 1
+
+
 def test_fault_injection_aborts_with_the_configured_grpc_status(grpc_agents) -> None:
     (agent,) = grpc_agents(1)
     with mesh_for([agent], fault_abort_percent=100, fault_abort_grpc_status="RESOURCE_EXHAUSTED") as mesh:

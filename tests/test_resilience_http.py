@@ -607,6 +607,26 @@ def test_hedging_sends_the_next_attempt_at_once_on_a_non_fatal_status(agents):
         assert sorted(s.get("http://inventory/").status_code for _ in range(2)) == [200, 503]
 
 
+def test_async_hedging_waits_out_a_retry_after_on_a_non_fatal_status(agents):
+    bad, good = agents(2)
+    bad.behaviour.status, bad.behaviour.headers = 503, {"Retry-After": "1"}
+    with mesh_for(endpoints_of([bad, good]), hedge_max_attempts=2, hedge_delay="5s", hedge_non_fatal="503", outlier_detection=False) as mesh:
+
+        async def timed() -> list[tuple[int, float]]:
+            async with mesh.httpx_async_client() as client:
+                out = []
+                for _ in range(2):  # round robin: one of the two starts on the bad agent
+                    started = time.monotonic()
+                    status = (await client.get("http://inventory/")).status_code
+                    out.append((status, time.monotonic() - started))
+                return out
+
+        answers = asyncio.run(timed())
+        assert [status for status, _ in answers] == [200, 200]
+        # the hedge went out after the server's 1 s, not at once nor after the 5 s delay
+        assert 0.95 <= max(took for _, took in answers) < 3.0 and bad.hits == 1
+
+
 def test_hedging_is_not_used_for_post(agents):
     slow, fast = agents(2)
     slow.behaviour.delay = 0.3
