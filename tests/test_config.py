@@ -154,3 +154,23 @@ def test_public_surface_is_pinned():
 def test_bad_dns_names_are_config_errors(bad):
     with pytest.raises(ConfigError, match="DNS_NAME"):
         Mesh.from_env({"MESHLIB_DISCOVERY": "dns", "MESHLIB_SERVICES__A__DNS_NAME": bad})
+
+
+def test_every_key_default_is_the_configuration_default():
+    # The defaults in docs/configuration.md come from KEYS; what a mesh runs
+    # with comes from the dataclasses. They must not drift apart.
+    config = MeshConfig()
+    objects = (config.defaults, config.registry, config)
+    checked = 0
+    for key in KEYS.values():
+        if key.target is not None:
+            group, path = key.target
+            value = getattr(config.defaults, group)
+            for part in path.split("."):
+                value = getattr(value, part)
+        else:
+            owner = next(o for o in objects if hasattr(o, key.name))
+            value = getattr(owner, key.name)
+        assert value == key.default, f"{key.name}: configuration default {value!r}, documented default {key.default!r}"
+        checked += 1
+    assert checked == len(KEYS)
