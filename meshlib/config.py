@@ -393,7 +393,7 @@ KEYS: dict[str, Key] = {
         Key("registry_timeout", _duration(allow_zero=False), 5.0, "global", "duration",
             "consul/etcd: timeout of one registry request, and the longest Mesh() waits for the first listing.", "2s"),
         Key("registry_backoff_base", _duration(allow_zero=False), 0.1, "global", "duration",
-            "consul/etcd: first reconnect delay; attempt n waits a random time in [0, base x 2^n) (full jitter), capped.", "250ms"),
+            "consul/etcd: after the n-th failed reconnect in a row, wait a random time in [0, base x 2^(n-1)] (full jitter), capped by registry_backoff_max.", "250ms"),
         Key("registry_backoff_max", _duration(allow_zero=False), 30.0, "global", "duration",
             "consul/etcd: cap of the reconnect delay.", "2m"),
         Key("registry_ttl", lambda v, n: parse_duration(v, n, minimum=1.0), 10.0, "global", "duration",
