@@ -204,6 +204,13 @@ def test_httpx_uses_the_service_connect_timeout():
                 with pytest.raises((httpx.ConnectTimeout, httpx.ConnectError, httpx.ReadTimeout)):
                     client.get("http://inventory/")
                 assert time.monotonic() - started < 2.0
+        # A client's own shorter connect timeout is kept, not raised to the service's.
+        with mesh_for(f"127.0.0.1:{port}", connect_timeout="10s", num_retries=0) as mesh:
+            with mesh.httpx_client(timeout=httpx.Timeout(5.0, connect=0.2)) as client:
+                started = time.monotonic()
+                with pytest.raises((httpx.ConnectTimeout, httpx.ConnectError, httpx.ReadTimeout)):
+                    client.get("http://inventory/")
+                assert time.monotonic() - started < 2.0
     finally:
         for c in fillers:
             c.close()

@@ -134,7 +134,11 @@ def _begin(mesh: "Mesh", request: httpx.Request) -> Call | None:
     cfg = cluster.config
     key = request.headers.get(cfg.hash_header) if cluster.hashing and cfg.hash_header else None
     extensions = dict(request.extensions)
-    extensions["timeout"] = {**extensions.get("timeout", {}), "connect": cfg.connect_timeout}
+    timeouts = extensions.get("timeout", {})
+    # httpx always fills in a client timeout (5 s unless told), so a caller's
+    # own connect timeout cannot be told from the default: the shorter wins.
+    connect = timeouts.get("connect")
+    extensions["timeout"] = {**timeouts, "connect": cfg.connect_timeout if connect is None else min(connect, cfg.connect_timeout)}
     if request.url.scheme == "https":
         extensions["sni_hostname"] = request.url.host
     request.extensions = extensions
