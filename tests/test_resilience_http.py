@@ -615,7 +615,7 @@ def test_async_hedging_waits_out_a_retry_after_on_a_non_fatal_status(agents):
         async def timed() -> list[tuple[int, float]]:
             async with mesh.httpx_async_client() as client:
                 out = []
-                for _ in range(2):  # round robin: one of the two starts on the bad agent
+                for _ in range(2):  # round robin: at least one of the two starts on the bad agent
                     started = time.monotonic()
                     status = (await client.get("http://inventory/")).status_code
                     out.append((status, time.monotonic() - started))
@@ -624,7 +624,7 @@ def test_async_hedging_waits_out_a_retry_after_on_a_non_fatal_status(agents):
         answers = asyncio.run(timed())
         assert [status for status, _ in answers] == [200, 200]
         # the hedge went out after the server's 1 s, not at once nor after the 5 s delay
-        assert 0.95 <= max(took for _, took in answers) < 3.0 and bad.hits == 1
+        assert 0.95 <= max(took for _, took in answers) < 3.0 and bad.hits >= 1
 
 
 def test_hedging_is_not_used_for_post(agents):
