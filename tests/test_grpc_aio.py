@@ -191,6 +191,30 @@ async def test_aio_interceptors_on_your_own_channel(grpc_agents) -> None:
             assert info.value.code() is SC.UNAVAILABLE  # type: ignore[attr-defined]
 
 
+async def test_aio_interceptors_retry_client_streams_by_replaying_them(grpc_agents) -> None:
+    (agent,) = grpc_agents(1)
+    with Mesh(config={"services": {"svc": {"retry_on": "unavailable", "num_retries": 3, "retry_backoff_base": "1ms"}}}) as mesh:
+        interceptors = mesh.grpc_interceptors("svc", aio=True)
+        async with grpc.aio.insecure_channel(agent.address, interceptors=interceptors) as channel:
+            join = channel.stream_unary(JOIN)
+
+            async def requests():
+                for message in (b"x", b"y"):
+                    yield message
+
+            agent.fail(SC.UNAVAILABLE, times=1)
+            assert await join(requests()) == b"agent-1:x,y"  # the retry read the stream again from the start
+            agent.fail(SC.UNAVAILABLE, times=1)
+            call = join()
+            await call.write(b"p")
+            await call.write(b"q")
+            await call.done_writing()
+            assert await call == b"agent-1:p,q"
+            assert [s.metadata.get("x-envoy-attempt-count") for s in agent.behaviour.seen] == [None, "2", None, "2"]
+            stats = interceptors[0].stats()
+            assert (stats["calls"], stats["attempts"], stats["retries"], stats["active"]) == (2, 4, 2, 0)
+
+
 def test_aio_channel_needs_a_running_loop(grpc_agents) -> None:
     with mesh_for(grpc_agents(1)) as mesh:
         with pytest.raises(RuntimeError, match="from a coroutine"):

@@ -20,6 +20,7 @@ import grpc
 import grpc.aio
 
 from .._driver import Exchange, run_async, sit_out_fault_async
+from ..cluster import Call
 from ..endpoint import Endpoint
 from ..errors import MeshError
 from ..host import Outcome
@@ -169,23 +170,27 @@ class _Writes:
         await self._requests.done_writing()
 
 
+async def _answer(rpc: Any) -> Any:
+    """A unary-response attempt's outcome: (response, rpc), or its RpcError."""
+    try:
+        response = await rpc
+    except grpc.RpcError as err:
+        return err
+    return response, rpc
+
+
 class _UnaryResponseCall(_Writes, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryCall):
     """A unary-response mesh call: a task running the attempt loop, started
     at once on the caller's loop; awaiting it gives the response."""
 
-    def __init__(self, m: _AioMethod, request: Any, streaming: bool, timeout: float | None, metadata: Any, credentials: Any, wait_for_ready: bool | None, compression: Any) -> None:
-        self._requests = AsyncReplay(request) if streaming else None
-        self._final: Any = None
-        self._callbacks: list[Callable[[Any], None]] = []
-        self._deadline: float | None = None
-        self._task = asyncio.get_running_loop().create_task(self._run(m, request, timeout, metadata, credentials, wait_for_ready, compression))
-        self._task.add_done_callback(self._fire)
+    #: grpc.aio's intercepted calls read this of the call an interceptor returns.
+    _done_writing_flag = False
 
-    async def _run(self, m: _AioMethod, request: Any, timeout: float | None, metadata: Any, credentials: Any, wait_for_ready: bool | None, compression: Any) -> Any:
+    def __init__(self, m: _AioMethod, request: Any, streaming: bool, timeout: float | None, metadata: Any, credentials: Any, wait_for_ready: bool | None, compression: Any) -> None:
         owner = m.owner
         cluster = owner.cluster
         key, make = m.key, m.make
-        requests = self._requests
+        self._requests = requests = AsyncReplay(request) if streaming else None
         call = cluster.start_call(hash_header(cluster, metadata), None, timeout)
 
         async def send(ep: Endpoint, limit: float | None) -> Any:
@@ -194,14 +199,21 @@ class _UnaryResponseCall(_Writes, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryC
                 mc = sub.callable(key, make)
                 md = with_attempt(metadata, call.attempt)
                 rpc = mc(request if requests is None else requests.view(), timeout=limit, metadata=md, credentials=credentials, wait_for_ready=wait_for_ready, compression=compression)
-                try:
-                    response = await rpc
-                except grpc.RpcError as err:
-                    return err
-                return response, rpc
+                return await _answer(rpc)
             finally:
                 sub.release()
 
+        self._start(call, send)
+
+    def _start(self, call: Call, send: Callable[[Endpoint, float | None], Any]) -> None:
+        self._final: Any = None
+        self._callbacks: list[Callable[[Any], None]] = []
+        self._deadline: float | None = None
+        self._task = asyncio.get_running_loop().create_task(self._run(call, send))
+        self._task.add_done_callback(self._fire)
+
+    async def _run(self, call: Call, send: Callable[[Endpoint, float | None], Any]) -> Any:
+        requests = self._requests
         exchange: Exchange = EXCHANGE if requests is None else ReplayExchange(requests)
         try:
             result = await run_async(call, send, exchange, _aborted)
@@ -272,6 +284,24 @@ class _UnaryResponseCall(_Writes, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryC
 
     async def wait_for_connection(self) -> None:
         await self._finished()
+
+
+class _InterceptedUnaryResponse(_UnaryResponseCall):
+    """A client-streaming call through :class:`MeshAioClientInterceptor`: the
+    attempt loop over ``continuation``, each attempt reading the request
+    stream again from the start. Returned to grpc.aio before the call ends,
+    because grpc.aio routes ``write()`` through the interceptor's call."""
+
+    def __init__(self, interceptor: InterceptorBase, continuation: Callable[..., Any], details: Any, request_iterator: Any) -> None:
+        self._requests = requests = AsyncReplay(request_iterator)
+        call = interceptor.start(details.timeout)
+        metadata = details.metadata
+
+        async def send(ep: Endpoint, limit: float | None) -> Any:
+            rpc = await continuation(_aio_details(details, limit, with_attempt(metadata, call.attempt)), requests.view())
+            return await _answer(rpc)
+
+        self._start(call, send)
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -577,8 +607,9 @@ class MeshAioClientInterceptor(InterceptorBase):
     interceptor under one kind of call, so ``mesh.grpc_interceptors("svc",
     aio=True)`` returns four, one per kind, sharing their statistics: pass them
     all to ``grpc.aio.insecure_channel(target, interceptors=...)``.
-    Unary-request, unary-response calls are retried and hedged; the others get
-    admission, the deadline and bookkeeping."""
+    Unary-response calls are retried and hedged (a request stream is replayed
+    to each attempt, up to 256 KiB, as on the mesh channel); response streams
+    get admission, the deadline and bookkeeping."""
 
     async def intercept_unary_unary(self, continuation: Callable[..., Any], client_call_details: Any, request: Any) -> Any:
         call = self.start(client_call_details.timeout)
@@ -628,7 +659,7 @@ class MeshAioClientInterceptor(InterceptorBase):
         return await self._stream(continuation, client_call_details, request)
 
     async def intercept_stream_unary(self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any) -> Any:
-        return await self._stream(continuation, client_call_details, request_iterator)
+        return _InterceptedUnaryResponse(self, continuation, client_call_details, request_iterator)
 
     async def intercept_stream_stream(self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any) -> Any:
         return await self._stream(continuation, client_call_details, request_iterator)
