@@ -36,7 +36,7 @@ from .resilience.fault import FaultDecision
 from .resilience.health import HealthChecker, Probe
 from .resilience.outlier import OutlierDetector
 from .resilience.ratelimit import TokenBucket
-from .resilience.retry import IDEMPOTENT_METHODS, AttemptResult
+from .resilience.retry import AttemptResult
 from .resilience.thresholds import Thresholds
 
 __all__ = ["Cluster", "Call", "hash_key"]
@@ -307,13 +307,13 @@ class Cluster:
         with self._stats_lock:
             self.counters[counter] += n
 
-    def start_call(self, header_hash_key: str | None = None, method: str | None = None, timeout: float | None = None) -> "Call":
+    def start_call(self, header_hash_key: str | None = None, idempotent: bool = True, timeout: float | None = None) -> "Call":
         key: str | bytes | None = None
         if self.hashing:
             key = _HASH_KEY.get()
             if key is None:
                 key = header_hash_key
-        return Call(self, key, method, timeout)
+        return Call(self, key, idempotent, timeout)
 
     def resilience_stats(self) -> dict[str, Any]:
         with self._stats_lock:
@@ -359,15 +359,15 @@ class Call:
     (always, in a ``finally``).
     """
 
-    __slots__ = ("cluster", "key", "method", "tried", "attempt", "retries", "deadline", "started", "ok", "_breaker", "_is_retry", "_deposited", "_caller_deadline")
+    __slots__ = ("cluster", "key", "idempotent", "tried", "attempt", "retries", "deadline", "started", "ok", "_breaker", "_is_retry", "_deposited", "_caller_deadline")
 
-    def __init__(self, cluster: Cluster, key: str | bytes | None, method: str | None = None, timeout: float | None = None) -> None:
+    def __init__(self, cluster: Cluster, key: str | bytes | None, idempotent: bool = True, timeout: float | None = None) -> None:
         """``timeout``: the caller's own limit for this call (gRPC's ``timeout=``),
         counted from now on the cluster's clock, as a ``meshlib.deadline`` block would."""
         self.cluster = cluster
         self._caller_deadline = None if timeout is None else cluster.clock.monotonic() + timeout
         self.key = key
-        self.method = method
+        self.idempotent = idempotent
         self.tried: list[Host] = []
         self.attempt = 0
         self.retries = 0
@@ -429,7 +429,7 @@ class Call:
     @property
     def hedging(self) -> bool:
         """Whether this call hedges (the service hedges and the method is idempotent)."""
-        return self.cluster.hedges and (self.method is None or self.method.upper() in IDEMPOTENT_METHODS)
+        return self.cluster.hedges and self.idempotent
 
     # -- attempts ----------------------------------------------------------------
 
@@ -537,7 +537,7 @@ class Call:
     def _retry_delay(self, result: AttemptResult) -> float | None:
         cluster = self.cluster
         policy = cluster.retry
-        if not policy.should_retry(result, method=self.method, retries_done=self.retries):
+        if not policy.should_retry(result, idempotent=self.idempotent, retries_done=self.retries):
             return None
         delay = policy.next_delay(result, self.retries + 1, cluster.rng)
         left = self.remaining()

@@ -91,7 +91,7 @@ def test_attempts_never_exceed_the_budget(pattern, calls, gaps, ratio, floor):
     for i in range(calls):
         clock.advance(gaps[i % len(gaps)])
         try:
-            run(cluster.start_call(None, "GET"), send, EX)
+            run(cluster.start_call(None, True), send, EX)
         except (Refused, Reset, TimeoutError):
             pass
     elapsed = clock.monotonic() - start
@@ -120,7 +120,7 @@ def test_nothing_is_left_held_after_calls_end(pattern, keys):
     send, attempts = scripted(pattern * 3)
     for _ in range(len(pattern)):
         try:
-            run(cluster.start_call(None, "GET"), send, EX)
+            run(cluster.start_call(None, True), send, EX)
         except Exception:
             pass
         clock.advance(0.5)
@@ -143,7 +143,7 @@ def test_hedged_calls_release_everything_and_stay_in_budget(pattern, attempts):
         calls = len(pattern)
         for _ in range(calls):
             try:
-                run(cluster.start_call(None, "GET"), send, EX)
+                run(cluster.start_call(None, True), send, EX)
             except Exception:
                 pass
     assert len(sent) <= calls * 1.2 + 1 * 10

@@ -253,7 +253,7 @@ def _outage(rate: float, requests: int, *, budget_kind: str = "ratio") -> dict[s
         attempts += 1  # the attempt fails at once: a total outage
         if done > 0:
             budget.retry_done()
-        if not policy.should_retry(failure, method="GET", retries_done=done):
+        if not policy.should_retry(failure, idempotent=True, retries_done=done):
             budget.request_done()
             continue
         if not budget.try_withdraw():

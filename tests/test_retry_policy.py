@@ -28,6 +28,7 @@ from meshlib.resilience.retry import (
     RETRY_ON_CONDITIONS,
     AttemptResult,
     RetryPolicy,
+    is_idempotent,
     parse_retry_on,
     parse_status_codes,
 )
@@ -214,7 +215,7 @@ def _flatten() -> list:
 def test_each_retry_on_condition(condition: str, result: AttemptResult, expected: bool) -> None:
     policy = RetryPolicy(retry_on=frozenset({condition}))
     assert policy.matches(result) is expected
-    assert policy.should_retry(result, method="GET", retries_done=0) is expected
+    assert policy.should_retry(result, idempotent=True, retries_done=0) is expected
 
 
 def test_every_condition_has_cases() -> None:
@@ -227,7 +228,7 @@ def test_every_condition_has_cases() -> None:
 )
 def test_retriable_status_codes(result: AttemptResult, expected: bool) -> None:
     policy = RetryPolicy(retry_on="retriable-status-codes", retriable_status_codes=frozenset({429, 503}))
-    assert policy.should_retry(result, method="GET", retries_done=0) is expected
+    assert policy.should_retry(result, idempotent=True, retries_done=0) is expected
 
 
 def test_status_codes_without_their_condition_do_nothing() -> None:
@@ -250,27 +251,27 @@ def test_conditions_combine() -> None:
 def test_num_retries_default_is_envoys_one() -> None:
     policy = RetryPolicy(retry_on="5xx")
     assert policy.num_retries == 1
-    assert policy.should_retry(http(503), method="GET", retries_done=0)
-    assert not policy.should_retry(http(503), method="GET", retries_done=1)
+    assert policy.should_retry(http(503), idempotent=True, retries_done=0)
+    assert not policy.should_retry(http(503), idempotent=True, retries_done=1)
 
 
 def test_retries_stop_after_num_retries() -> None:
     policy = RetryPolicy(retry_on="5xx", num_retries=3)
-    assert [policy.should_retry(RESET, method="GET", retries_done=n) for n in range(5)] == [True, True, True, False, False]
+    assert [policy.should_retry(RESET, idempotent=True, retries_done=n) for n in range(5)] == [True, True, True, False, False]
 
 
 def test_null_policies_never_retry() -> None:
     for policy in (NO_RETRIES, RetryPolicy(), RetryPolicy(retry_on="5xx", num_retries=0)):
         assert not policy.enabled
         for r in (CONNECT, RESET, http(503), grpc("UNAVAILABLE")):
-            assert not policy.should_retry(r, method="GET", retries_done=0)
+            assert not policy.should_retry(r, idempotent=True, retries_done=0)
     assert RetryPolicy(retry_on="5xx").enabled
 
 
 def test_server_asking_for_no_retry_is_obeyed() -> None:
     policy = RetryPolicy(retry_on="unavailable", num_retries=3)
     refused = AttemptResult(Outcome.FAILURE, grpc_status="UNAVAILABLE", retry_after=DO_NOT_RETRY)
-    assert not policy.should_retry(refused, method=None, retries_done=0)
+    assert not policy.should_retry(refused, idempotent=True, retries_done=0)
 
 
 # ------------------------------------------------------------------ POST safety
@@ -281,34 +282,39 @@ ALL_FAILURES = [http(502), http(503), http(500), RESET, TIMEOUT, CONNECT, REFUSE
 @pytest.mark.parametrize("method", sorted(IDEMPOTENT_METHODS) + ["get", "Put"])
 def test_idempotent_methods_retry_every_matching_failure(method: str) -> None:
     policy = RetryPolicy(retry_on="5xx")
-    assert all(policy.should_retry(r, method=method, retries_done=0) for r in ALL_FAILURES)
+    assert all(policy.should_retry(r, idempotent=is_idempotent(method), retries_done=0) for r in ALL_FAILURES)
 
 
 @pytest.mark.parametrize("method", ["POST", "PATCH", "post", "CONNECT", "PROPFIND", "LOCK"])
 def test_non_idempotent_methods_retry_only_what_never_reached_the_server(method: str) -> None:
     policy = RetryPolicy(retry_on="5xx", num_retries=2)
     for r in (http(502), http(503), http(500), RESET, TIMEOUT):
-        assert not policy.should_retry(r, method=method, retries_done=0), r
+        assert not policy.should_retry(r, idempotent=is_idempotent(method), retries_done=0), r
     for r in (CONNECT, REFUSED):
-        assert policy.should_retry(r, method=method, retries_done=0), r
+        assert policy.should_retry(r, idempotent=is_idempotent(method), retries_done=0), r
 
 
 def test_post_still_needs_a_matching_condition() -> None:
     policy = RetryPolicy(retry_on="retriable-4xx")
-    assert not policy.should_retry(CONNECT, method="POST", retries_done=0)
-    assert not policy.should_retry(REFUSED, method="POST", retries_done=0)
-    assert RetryPolicy(retry_on="refused-stream").should_retry(REFUSED, method="POST", retries_done=0)
-    assert not RetryPolicy(retry_on="refused-stream").should_retry(CONNECT, method="POST", retries_done=0)
+    assert not policy.should_retry(CONNECT, idempotent=False, retries_done=0)
+    assert not policy.should_retry(REFUSED, idempotent=False, retries_done=0)
+    assert RetryPolicy(retry_on="refused-stream").should_retry(REFUSED, idempotent=False, retries_done=0)
+    assert not RetryPolicy(retry_on="refused-stream").should_retry(CONNECT, idempotent=False, retries_done=0)
 
 
 def test_post_retries_everything_when_the_user_opts_in() -> None:
     policy = RetryPolicy(retry_on="5xx", retry_non_idempotent=True)
-    assert all(policy.should_retry(r, method="POST", retries_done=0) for r in ALL_FAILURES)
+    assert all(policy.should_retry(r, idempotent=False, retries_done=0) for r in ALL_FAILURES)
 
 
-def test_unknown_method_means_the_policy_applies_as_configured() -> None:
+def test_idempotent_methods_are_rfc_9110s_in_any_case() -> None:
+    assert [is_idempotent(m) for m in ("GET", "head", b"PUT", "Delete", "OPTIONS", "TRACE")] == [True] * 6
+    assert [is_idempotent(m) for m in ("POST", "patch", b"CONNECT", "PROPFIND")] == [False] * 4
+
+
+def test_an_idempotent_call_gets_the_policy_as_configured() -> None:
     policy = RetryPolicy(retry_on="5xx,unavailable")
-    assert all(policy.should_retry(r, method=None, retries_done=0) for r in ALL_FAILURES + [grpc("UNAVAILABLE")])
+    assert all(policy.should_retry(r, idempotent=True, retries_done=0) for r in ALL_FAILURES + [grpc("UNAVAILABLE")])
 
 
 @settings(max_examples=300, deadline=None)
@@ -325,7 +331,7 @@ def test_unknown_method_means_the_policy_applies_as_configured() -> None:
 def test_retry_decision_properties(conditions, outcome, status, grpc_status, method, num_retries, retries_done, opt_in) -> None:
     policy = RetryPolicy(retry_on=conditions, num_retries=num_retries, retry_non_idempotent=opt_in, retriable_status_codes=frozenset({429}))
     result = AttemptResult(outcome, status, grpc_status)
-    decision = policy.should_retry(result, method=method, retries_done=retries_done)
+    decision = policy.should_retry(result, idempotent=method is None or is_idempotent(method), retries_done=retries_done)
     if decision:
         assert retries_done < num_retries
         assert policy.matches(result)

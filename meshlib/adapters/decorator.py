@@ -58,7 +58,6 @@ def mesh_call(mesh: "Mesh | Callable[[], Mesh]", service: str, *, idempotent: bo
     """``mesh`` may be a Mesh or a zero-argument function returning one
     (the module-level ``meshlib.call`` binds the default mesh lazily)."""
     get_mesh = mesh if callable(mesh) and not hasattr(mesh, "cluster") else (lambda: mesh)
-    method = None if idempotent else "POST"
 
     def decorate(fn: F) -> F:
         if inspect.iscoroutinefunction(fn):
@@ -73,7 +72,7 @@ def mesh_call(mesh: "Mesh | Callable[[], Mesh]", service: str, *, idempotent: bo
                     with deadline(limit, cluster.clock):
                         return await asyncio.wait_for(fn(ep, *args, **kwargs), limit)
 
-                return await run_async(cluster.start_call(None, method), send, EXCHANGE)
+                return await run_async(cluster.start_call(None, idempotent), send, EXCHANGE)
 
             return async_wrapper  # type: ignore[return-value]
 
@@ -87,7 +86,7 @@ def mesh_call(mesh: "Mesh | Callable[[], Mesh]", service: str, *, idempotent: bo
                 with deadline(limit, cluster.clock):
                     return fn(ep, *args, **kwargs)
 
-            return run(cluster.start_call(None, method), send, EXCHANGE)
+            return run(cluster.start_call(None, idempotent), send, EXCHANGE)
 
         return wrapper  # type: ignore[return-value]
 

@@ -657,7 +657,7 @@ class _UnaryResponse(grpc.UnaryUnaryMultiCallable, grpc.StreamUnaryMultiCallable
         pool = owner.pool
         key, make = m.key, m.make
         requests = Replay(request) if self._streaming else None
-        call = cluster.start_call(hash_header(cluster, metadata), None, timeout)
+        call = cluster.start_call(hash_header(cluster, metadata), True, timeout)
 
         def send(ep: Endpoint, limit: float | None) -> Any:
             sub = pool.acquire(ep)
@@ -807,7 +807,7 @@ class PinnedStream:
         self._error: BaseException | None = None
         self._attempt: _Attempt | None = None
         cluster = m.owner.cluster
-        self._call = cluster.start_call(hash_header(cluster, metadata), None, timeout)
+        self._call = cluster.start_call(hash_header(cluster, metadata), True, timeout)
 
     def _over(self) -> None:
         """The call is finished (a hook for done-callbacks)."""
@@ -1142,7 +1142,7 @@ class ChannelCall(Call):
     __slots__ = ("_host",)
 
     def __init__(self, cluster: Cluster, host: Host, timeout: float | None = None) -> None:
-        super().__init__(cluster, None, None, timeout)
+        super().__init__(cluster, None, True, timeout)
         self._host = host
 
     def pick(self, failure: BaseException | None = None) -> Host:

@@ -191,7 +191,7 @@ class _UnaryResponseCall(_Writes, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryC
         cluster = owner.cluster
         key, make = m.key, m.make
         self._requests = requests = AsyncReplay(request) if streaming else None
-        call = cluster.start_call(hash_header(cluster, metadata), None, timeout)
+        call = cluster.start_call(hash_header(cluster, metadata), True, timeout)
 
         async def send(ep: Endpoint, limit: float | None) -> Any:
             sub = owner.pool.acquire(ep)

@@ -30,7 +30,7 @@ from ..cluster import Call
 from ..endpoint import Endpoint
 from ..host import Outcome
 from ..resilience.fault import FaultDecision
-from ..resilience.retry import AttemptResult
+from ..resilience.retry import AttemptResult, is_idempotent
 from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, HttpExchange, classify_exception, judge_response, timeout_header
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def _begin(mesh: "Mesh", request: httpx.Request) -> Call | None:
     if request.url.scheme == "https":
         extensions["sni_hostname"] = request.url.host
     request.extensions = extensions
-    return cluster.start_call(key, request.method)
+    return cluster.start_call(key, is_idempotent(request.method))
 
 
 def _pointed(request: httpx.Request, ep: Endpoint, limit: float | None) -> httpx.Request:

@@ -17,7 +17,7 @@ from requests.structures import CaseInsensitiveDict
 
 from .._driver import run
 from ..endpoint import Endpoint
-from ..resilience.retry import AttemptResult
+from ..resilience.retry import AttemptResult, is_idempotent
 from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, HttpExchange, endpoint_url, judge_response, split_url, timeout_header
 from .urllib3 import TLSNamePoolManager
 
@@ -135,7 +135,7 @@ class MeshAdapter(HTTPAdapter):
         if timeout is None:
             timeout = (cfg.connect_timeout, None)
         key = request.headers.get(cfg.hash_header) if cluster.hashing and cfg.hash_header else None
-        call = cluster.start_call(key, request.method)
+        call = cluster.start_call(key, is_idempotent(request.method or "GET"))
         host_header = authority.rpartition("@")[2]
         send_base = super().send
 

@@ -23,7 +23,7 @@ from urllib3.util.url import parse_url
 from .._driver import run
 from ..endpoint import Endpoint
 from ..resilience.fault import FaultDecision
-from ..resilience.retry import AttemptResult
+from ..resilience.retry import AttemptResult, is_idempotent
 from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, HttpExchange, judge_response, split_url, timeout_header
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class MeshPoolManager(TLSNamePoolManager):
         key = None
         if cluster.hashing and cfg.hash_header:
             key = _header(headers, cfg.hash_header)
-        call = cluster.start_call(key, method)
+        call = cluster.start_call(key, is_idempotent(method))
         target = _request_target(rest)
         token = TLS_NAME.set(host) if scheme == "https" else None
 

@@ -49,9 +49,9 @@ setting                    class default         reference
 Idempotency: an HTTP method other than GET, HEAD, OPTIONS, PUT, DELETE and
 TRACE (RFC 9110's idempotent methods), such as POST or PATCH, is retried only
 when the request provably never reached the server (connect failure, refused
-stream), unless ``retry_non_idempotent``. ``method=None`` (a decorator call, a
-gRPC call) means the caller does not know: the policy then applies as
-configured, as Envoy and gRPC apply theirs.
+stream), unless ``retry_non_idempotent``. A gRPC call, or a decorated
+function not marked ``idempotent=False``, counts as idempotent: the policy
+then applies as configured, as Envoy and gRPC apply theirs.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ __all__ = [
     "REFUSED_STREAM",
     "RETRY_ON_CONDITIONS",
     "IDEMPOTENT_METHODS",
+    "is_idempotent",
     "parse_retry_on",
     "parse_status_codes",
 ]
@@ -82,6 +83,13 @@ REFUSED_STREAM: str = Outcome.REFUSED_STREAM
 
 #: RFC 9110 section 9.2.2: methods whose repetition has the effect of one request.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+def is_idempotent(method: str | bytes) -> bool:
+    """Whether an HTTP request with ``method`` may be repeated (RFC 9110's idempotent methods)."""
+    if isinstance(method, bytes):
+        method = method.decode("latin-1")
+    return method.upper() in IDEMPOTENT_METHODS
 
 _NO_RESPONSE = frozenset({Outcome.CONNECT_FAILURE, Outcome.RESET, Outcome.TIMEOUT, REFUSED_STREAM})
 _NEVER_SENT = frozenset({Outcome.CONNECT_FAILURE, REFUSED_STREAM})
@@ -217,20 +225,20 @@ class RetryPolicy:
         grpc_status = result.grpc_status
         return grpc_status is not None and bool(self._grpc) and _grpc_name(grpc_status) in self._grpc
 
-    def should_retry(self, result: AttemptResult, *, method: str | None, retries_done: int) -> bool:
+    def should_retry(self, result: AttemptResult, *, idempotent: bool, retries_done: int) -> bool:
         """Whether to make another attempt after ``result``.
 
         True only if fewer than ``num_retries`` retries were made, the server did
         not ask for no retry, a condition matches, and the request is safe to
-        repeat: an idempotent ``method``, ``method=None``, ``retry_non_idempotent``,
-        or an attempt that never reached the server. The budget is asked after
+        repeat: an ``idempotent`` request (see :func:`is_idempotent`),
+        ``retry_non_idempotent``, or an attempt that never reached the server. The budget is asked after
         this, by the caller.
         """
         if retries_done >= self.num_retries:
             return False
         if result.retry_after == DO_NOT_RETRY or not self.matches(result):
             return False
-        if method is None or self.retry_non_idempotent or method.upper() in IDEMPOTENT_METHODS:
+        if idempotent or self.retry_non_idempotent:
             return True
         return result.outcome in _NEVER_SENT
 
