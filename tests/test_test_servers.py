@@ -45,6 +45,11 @@ def test_a_child_is_terminated_when_its_parent_is_killed():
     )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
+    # setpriv arms the signal and then execs the command: wait for the command.
+    deadline = time.monotonic() + 5
+    while _command(child) != "sleep" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _command(child) == "sleep"
     parent.kill()
     parent.wait(5)
     parent.stdout.close()
@@ -61,3 +66,11 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def _command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except FileNotFoundError:
+        return ""

@@ -19,7 +19,9 @@ def dying_with_parent(cmd: Sequence[str]) -> list[str]:
     ``preexec_fn``: a ``preexec_fn`` makes subprocess fork instead of vfork,
     which runs grpcio's fork handlers in the child, and those restart gRPC's
     poller thread just before the child closes its file descriptors; the
-    poller then aborts the child (seen as etcd "exiting" with -6 before exec)."""
+    poller then aborts the child (seen as etcd "exiting" with -6 before exec).
+    The signal is armed by setpriv just before it execs ``cmd``: a parent
+    killed in the instant between ``Popen`` returning and that leaves it be."""
     setpriv = _setpriv()
     return [setpriv, "--pdeathsig", "TERM", *cmd] if setpriv else list(cmd)
 
