@@ -183,9 +183,6 @@ class _UnaryResponseCall(_Writes, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryC
     """A unary-response mesh call: a task running the attempt loop, started
     at once on the caller's loop; awaiting it gives the response."""
 
-    #: grpc.aio's intercepted calls read this of the call an interceptor returns.
-    _done_writing_flag = False
-
     def __init__(self, m: _AioMethod, request: Any, streaming: bool, timeout: float | None, metadata: Any, credentials: Any, wait_for_ready: bool | None, compression: Any) -> None:
         owner = m.owner
         cluster = owner.cluster
@@ -291,6 +288,9 @@ class _InterceptedUnaryResponse(_UnaryResponseCall):
     attempt loop over ``continuation``, each attempt reading the request
     stream again from the start. Returned to grpc.aio before the call ends,
     because grpc.aio routes ``write()`` through the interceptor's call."""
+
+    #: grpc.aio's intercepted calls read this of the call an interceptor returns.
+    _done_writing_flag = False
 
     def __init__(self, interceptor: InterceptorBase, continuation: Callable[..., Any], details: Any, request_iterator: Any) -> None:
         self._requests = requests = AsyncReplay(request_iterator)

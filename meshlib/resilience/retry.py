@@ -87,6 +87,8 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRAC
 
 def is_idempotent(method: str | bytes) -> bool:
     """Whether an HTTP request with ``method`` may be repeated (RFC 9110's idempotent methods)."""
+    if method in IDEMPOTENT_METHODS:  # the usual spelling: no upper() per call
+        return True
     if isinstance(method, bytes):
         method = method.decode("latin-1")
     return method.upper() in IDEMPOTENT_METHODS
