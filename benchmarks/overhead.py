@@ -110,7 +110,7 @@ def decisions(calls: int = 3000) -> float:
     response), each call timed alone right after a real urllib3 call."""
     from time import perf_counter
 
-    from meshlib._driver import run as drive
+    from meshlib.core.driver import run as drive
     from meshlib.adapters.urllib3 import EXCHANGE
 
     class Canned:

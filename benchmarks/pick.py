@@ -1,7 +1,7 @@
 """Cost of ``Cluster.pick()`` per policy and endpoint count, and of ``Cluster.update()``.
 
 For every policy and for 10, 100, 1,000 and 10,000 endpoints, a
-``meshlib.cluster.Cluster`` gets one snapshot and ``cluster.pick(h)`` is called
+``meshlib.core.cluster.Cluster`` gets one snapshot and ``cluster.pick(h)`` is called
 in a tight loop: ``h`` is a precomputed random 64-bit int for ring_hash and
 maglev, ``None`` for the others. All (policy, size) batches and two baselines
 (an empty Python function call, ``random.random()``) run in interleaved
@@ -23,7 +23,7 @@ import time
 from typing import Callable, Sequence
 
 from meshlib.balancing import HASHING
-from meshlib.cluster import Cluster
+from meshlib.core.cluster import Cluster
 from meshlib.config import load_config
 from meshlib.endpoint import Endpoint, EndpointSnapshot
 

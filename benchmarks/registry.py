@@ -33,7 +33,7 @@ import time
 from typing import Callable
 
 import meshlib
-from meshlib._etcd import EtcdClient
+from meshlib.discovery.etcd_client import EtcdClient
 from meshlib.discovery.consul import make_client
 from meshlib.config import RegistryConfig
 from meshlib.testing.etcd_server import EtcdServer

@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .resilience.breaker import COUNT_BASED, TIME_BASED, BreakerConfig
 from .resilience.budget import BUDGET_KINDS, BudgetConfig
 from .resilience.fault import FaultConfig
-from .resilience.health import HealthCheckConfig, parse_statuses
+from .health import HealthCheckConfig, parse_statuses
 from .resilience.hedge import GRPC_STATUS_NAMES, HedgePolicy, parse_non_fatal
 from .resilience.outlier import OutlierConfig
 from .resilience.retry import RetryPolicy, parse_retry_on, parse_status_codes

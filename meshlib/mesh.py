@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Mapping, Se
 
 from ._background import PeriodicWorker
 from .clock import SYSTEM_CLOCK, Clock
-from .cluster import Cluster
+from .core.cluster import Cluster
 from .config import MeshConfig, ServiceConfig, canonical_service, load_config
 from .discovery import DnsResolver, FileResolver, Resolver, StaticResolver
 from .discovery.dns import Lookup, system_lookup
 from .discovery.filter import filter_snapshot
 from .endpoint import Endpoint, EndpointSnapshot
 from .errors import MeshError, UnknownServiceError
-from .resilience.health import Probe
+from .health import Probe
 
 if TYPE_CHECKING:  # pragma: no cover - import cost only for type checkers
     import grpc

@@ -14,7 +14,7 @@ from meshlib import Endpoint, EndpointSnapshot, ManualClock, NoHealthyEndpointsE
 from meshlib.balancing.hashing import hash_key
 from meshlib.balancing.locality import plan_levels
 from meshlib.balancing.weighted_round_robin import schedule
-from meshlib.cluster import Cluster
+from meshlib.core.cluster import Cluster
 from meshlib.config import load_config
 
 

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 import meshlib
-from meshlib._etcd import EtcdClient
+from meshlib.discovery.etcd_client import EtcdClient
 from tests.registry_helpers import TcpProxy, Traffic, addresses, registering_process, wait_for
 
 #: Propagation target from a registry write to the picker (docs/benchmarks.md).

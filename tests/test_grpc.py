@@ -28,7 +28,7 @@ from meshlib.adapters.grpc import (
     judge_rpc,
 )
 from meshlib.endpoint import EndpointSnapshot, parse_endpoint
-from meshlib.host import Outcome
+from meshlib.outcome import Outcome
 
 from .grpc_agents import CHAT, COUNT, ECHO, JOIN, AgentProcess, GrpcAgent
 

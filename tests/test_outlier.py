@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from meshlib.clock import ManualClock
 from meshlib.errors import ConfigError
-from meshlib.host import Outcome
+from meshlib.outcome import Outcome
 from meshlib.resilience.outlier import OutlierConfig, OutlierDetector, success_rate_threshold
 
 HOSTS = [f"h{i}" for i in range(10)]

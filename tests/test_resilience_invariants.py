@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshlib import Endpoint, EndpointSnapshot, ManualClock
-from meshlib._driver import Exchange, run
-from meshlib.cluster import Cluster
+from meshlib.core.driver import Exchange, run
+from meshlib.core.cluster import Cluster
 from meshlib.config import load_config
-from meshlib.host import Outcome
-from meshlib.resilience.retry import AttemptResult
+from meshlib.outcome import Outcome
+from meshlib.outcome import AttemptResult
 
 ANSWERS = st.sampled_from([200, 500, 502, 503, 409, "refused", "reset", "timeout"])
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from meshlib.clock import ManualClock
 from meshlib.errors import ConfigError
-from meshlib.host import Outcome
+from meshlib.outcome import Outcome
 from meshlib.resilience.budget import (
     NO_BUDGET,
     UNLIMITED_BUDGET,
@@ -23,7 +23,7 @@ from meshlib.resilience.budget import (
     RatioRetryBudget,
     RetryBudget,
 )
-from meshlib.resilience.retry import AttemptResult, RetryPolicy
+from meshlib.outcome import AttemptResult, RetryPolicy
 
 # ManualClock starts at 1000 s, a whole number of 10 s / 16 = 0.625 s slices.
 START = 1000.0

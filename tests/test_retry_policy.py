@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshlib.errors import ConfigError
-from meshlib.host import Outcome
+from meshlib.outcome import Outcome
 from meshlib.resilience.backoff import (
     DO_NOT_RETRY,
     MAX_RETRY_AFTER,

@@ -11,11 +11,11 @@ from typing import Any
 
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ReadTimeoutError
 
-from .._driver import Exchange
-from ..host import Outcome
+from ..core.driver import Exchange
+from ..outcome import Outcome
 from ..resilience.backoff import parse_retry_after
 from ..resilience.deadline import ENVOY_TIMEOUT_HEADER, encode_envoy_timeout
-from ..resilience.retry import AttemptResult
+from ..outcome import AttemptResult
 
 #: The service name a TLS connection to an endpoint must present and verify
 #: (SNI and hostname check), set while a mesh call is being sent.

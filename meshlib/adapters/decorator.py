@@ -24,10 +24,10 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from .._driver import run, run_async
+from ..core.driver import run, run_async
 from ..endpoint import Endpoint
 from ..resilience.deadline import deadline
-from ..resilience.retry import AttemptResult
+from ..outcome import AttemptResult
 from ._common import HttpExchange, judge_response
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ per call itself: :class:`MeshChannel` is a real ``grpc.Channel`` (generated
 stubs work on it unchanged) holding one ordinary channel per endpoint, made on
 first use and closed when the endpoint leaves the service's snapshot (after
 the calls on it finish) or when the Mesh closes. Every call goes through the
-same attempt loop as the HTTP adapters (``meshlib._driver``): admission, a
+same attempt loop as the HTTP adapters (``meshlib.core.driver``): admission, a
 pick, per-attempt deadline, outcome bookkeeping, retries and hedging.
 
 How a gRPC status becomes an outcome (:func:`judge_rpc`): the status's HTTP
@@ -41,15 +41,16 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise ModuleNotFoundError("mesh.grpc_channel() needs grpcio: pip install 'meshlib[grpc]'") from exc
 
-from .._driver import Exchange, run, sit_out_fault
-from ..cluster import Call, Cluster
+from ..core.driver import Exchange, run, sit_out_fault
+from ..core.cluster import Call, Cluster
 from ..endpoint import Endpoint, EndpointSnapshot
 from ..errors import CircuitOpenError, DeadlineExceededError, MeshError, NoHealthyEndpointsError, RateLimitedError
-from ..host import Host, Outcome
+from ..core.host import Host
+from ..outcome import Outcome
 from ..resilience.backoff import DO_NOT_RETRY, parse_grpc_pushback
 from ..resilience.fault import FaultDecision
-from ..resilience.health import HealthCheckConfig
-from ..resilience.retry import AttemptResult
+from ..health import HealthCheckConfig
+from ..outcome import AttemptResult
 
 if TYPE_CHECKING:
     from ..mesh import Mesh

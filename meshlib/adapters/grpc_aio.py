@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, G
 import grpc
 import grpc.aio
 
-from .._driver import Exchange, run_async, sit_out_fault_async
-from ..cluster import Call
+from ..core.driver import Exchange, run_async, sit_out_fault_async
+from ..core.cluster import Call
 from ..endpoint import Endpoint
 from ..errors import MeshError
-from ..host import Outcome
-from ..resilience.retry import AttemptResult
+from ..outcome import Outcome
+from ..outcome import AttemptResult
 from .grpc import (
     _ENDED,
     _NONE,

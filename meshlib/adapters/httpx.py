@@ -25,12 +25,13 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise ModuleNotFoundError("mesh.httpx_client() needs httpx: pip install 'meshlib[httpx]'") from exc
 
-from .._driver import run, run_async
-from ..cluster import Call
+from ..core.driver import run, run_async
+from ..core.cluster import Call
 from ..endpoint import Endpoint
-from ..host import Outcome
+from ..outcome import Outcome
 from ..resilience.fault import FaultDecision
-from ..resilience.retry import AttemptResult, is_idempotent
+from ..outcome import AttemptResult
+from ..resilience.retry import is_idempotent
 from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, HttpExchange, classify_exception, judge_response, timeout_header
 
 if TYPE_CHECKING:

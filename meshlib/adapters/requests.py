@@ -15,9 +15,10 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
-from .._driver import run
+from ..core.driver import run
 from ..endpoint import Endpoint
-from ..resilience.retry import AttemptResult, is_idempotent
+from ..outcome import AttemptResult
+from ..resilience.retry import is_idempotent
 from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, HttpExchange, endpoint_url, judge_response, split_url, timeout_header
 from .urllib3 import TLSNamePoolManager
 

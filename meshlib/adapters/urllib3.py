@@ -20,10 +20,11 @@ from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 from urllib3.util.url import parse_url
 
-from .._driver import run
+from ..core.driver import run
 from ..endpoint import Endpoint
 from ..resilience.fault import FaultDecision
-from ..resilience.retry import AttemptResult, is_idempotent
+from ..outcome import AttemptResult
+from ..resilience.retry import is_idempotent
 from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, HttpExchange, judge_response, split_url, timeout_header
 
 if TYPE_CHECKING:

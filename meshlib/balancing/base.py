@@ -12,10 +12,24 @@ from typing import Callable, Protocol, Sequence
 
 from ..clock import Clock
 from ..config import ServiceConfig
+from ..endpoint import Endpoint
 from ..errors import NoHealthyEndpointsError
-from ..host import Host
 
-__all__ = ["Picker", "PolicyBuilder", "EmptyPicker", "cumulative"]
+__all__ = ["Host", "Picker", "PolicyBuilder", "EmptyPicker", "cumulative"]
+
+
+class Host(Protocol):
+    """What a picker reads of a host: its endpoint and its load.
+    ``meshlib.core.host.Host`` is the implementation the cluster hands over."""
+
+    endpoint: Endpoint
+    key: tuple[str, int]
+    #: Attempts in flight on this host now.
+    active: int
+
+    def ewma(self, now: float | None = None) -> float:
+        """The host's peak-EWMA latency in seconds, decayed to ``now``."""
+        ...
 
 
 class Picker(Protocol):

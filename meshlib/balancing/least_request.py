@@ -16,8 +16,7 @@ from typing import Sequence
 
 from ..clock import Clock
 from ..config import ServiceConfig
-from ..host import Host
-from .base import cumulative
+from .base import Host, cumulative
 
 
 class LeastRequestPicker:

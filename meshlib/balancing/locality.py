@@ -24,8 +24,7 @@ from typing import Sequence
 
 from ..clock import Clock
 from ..config import ServiceConfig
-from ..host import Host
-from .base import EmptyPicker, Picker, PolicyBuilder, cumulative
+from .base import EmptyPicker, Host, Picker, PolicyBuilder, cumulative
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Sequence
 
 from ..clock import Clock
 from ..config import ServiceConfig
-from ..host import Host
+from .base import Host
 from .hashing import _xxh64 as xxh64
 
 

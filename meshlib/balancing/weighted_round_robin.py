@@ -20,7 +20,7 @@ from typing import Sequence
 
 from ..clock import Clock
 from ..config import ServiceConfig
-from ..host import Host
+from .base import Host
 
 MAX_CYCLE = 1 << 17
 

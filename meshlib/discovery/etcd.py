@@ -33,7 +33,7 @@ import logging
 import threading
 from typing import Any, Mapping
 
-from .._etcd import EtcdClient, WatchStream
+from .etcd_client import EtcdClient, WatchStream
 from ..config import _SERVICE_RE, canonical_service
 from ..endpoint import Endpoint, endpoint_from_mapping
 from ..errors import ConfigError

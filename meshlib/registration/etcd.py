@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 
-from .._etcd import EtcdClient
+from ..discovery.etcd_client import EtcdClient
 from ..config import RegistryConfig
 from ..discovery._registry import RegistryUnavailable
 from .base import Health, Instance, Registration

@@ -6,7 +6,7 @@ Pure logic: no I/O, no threads. The cluster feeds every finished attempt to
 both return True when the ejected set changed, which is the cue to rebuild the
 picker with ejected hosts marked unusable.
 
-How outcomes count (``meshlib.host.Outcome``; Envoy's router does the same):
+How outcomes count (``meshlib.outcome.Outcome``; Envoy's router does the same):
 
 * A response: its HTTP status decides (``SUCCESS`` without a status is 200,
   ``FAILURE`` without one is 500; gRPC callers pass the status Envoy maps the
@@ -63,7 +63,7 @@ from typing import Hashable, Iterable, Sequence
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ConfigError
-from ..host import Outcome
+from ..outcome import Outcome
 
 __all__ = ["OutlierConfig", "OutlierDetector", "success_rate_threshold", "REASONS"]
 

@@ -62,7 +62,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
-from ..host import Outcome
+from ..outcome import AttemptResult, Outcome
 from .backoff import DO_NOT_RETRY, MAX_RETRY_AFTER, Backoff
 
 __all__ = [
@@ -122,23 +122,6 @@ _RETRY_ON_ACCEPTED = "comma-separated retry_on conditions from: " + ", ".join(
     _HTTP_CONDITIONS + tuple(_GRPC_CONDITIONS)
 )
 _STATUS_ACCEPTED = "comma-separated HTTP status codes from 100 to 599, e.g. 409,503"
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptResult:
-    """How one attempt ended, as the retry policy sees it.
-
-    ``outcome`` is a ``meshlib.host.Outcome`` value (or :data:`REFUSED_STREAM`);
-    ``status`` the HTTP status if a response arrived; ``grpc_status`` the gRPC
-    status name (``"UNAVAILABLE"``; a numeric ``"14"`` is read too);
-    ``retry_after`` the server's pushback in seconds (``parse_retry_after``,
-    ``parse_grpc_pushback``), ``DO_NOT_RETRY`` if it asked for no retry.
-    """
-
-    outcome: str
-    status: int | None = None
-    grpc_status: str | None = None
-    retry_after: float | None = None
 
 
 def _grpc_name(status: str) -> str:

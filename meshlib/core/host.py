@@ -11,31 +11,11 @@ from __future__ import annotations
 import math
 import threading
 
-from .clock import SYSTEM_CLOCK, Clock
-from .endpoint import Endpoint
+from ..clock import SYSTEM_CLOCK, Clock
+from ..endpoint import Endpoint
+from ..outcome import Outcome
 
-__all__ = ["Host", "Outcome"]
-
-
-class Outcome:
-    """How an attempt ended, in the vocabulary of Envoy's outlier detection."""
-
-    SUCCESS = "success"
-    #: The server answered with an error (HTTP 5xx, a failing gRPC status).
-    FAILURE = "failure"
-    #: No connection could be made: the request provably never reached the server.
-    CONNECT_FAILURE = "connect_failure"
-    #: The connection broke after the request was sent.
-    RESET = "reset"
-    #: The server refused an HTTP/2 stream before processing it (safe to retry).
-    REFUSED_STREAM = "refused_stream"
-    TIMEOUT = "timeout"
-    #: The wrapped function raised something meshlib does not classify.
-    ERROR = "error"
-    #: A hedged attempt abandoned because another one answered first: no verdict.
-    CANCELLED = "cancelled"
-
-    LOCAL_ORIGIN = frozenset({CONNECT_FAILURE, RESET, REFUSED_STREAM, TIMEOUT})
+__all__ = ["Host"]
 
 
 class Host:

@@ -31,10 +31,10 @@ import etcd3.etcdrpc as rpc
 import grpc
 from etcd3 import utils as etcd_utils
 
-from .discovery._registry import RegistryUnavailable
+from ._registry import RegistryUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import RegistryConfig
+    from ..config import RegistryConfig
 
 T = TypeVar("T")
 

@@ -1,10 +1,10 @@
 """The attempt loop, once for sync and once for async callers.
 
-Both drivers are the same few lines around :class:`~meshlib.cluster.Call`,
+Both drivers are the same few lines around :class:`~meshlib.core.cluster.Call`,
 which holds every decision. An adapter supplies ``send(endpoint, timeout)``
 (perform one attempt against an endpoint within ``timeout`` seconds, None for
 no limit) and an :class:`Exchange` that reads its library's results: the
-:class:`~meshlib.host.Outcome` of an exception, the
+:class:`~meshlib.outcome.Outcome` of an exception, the
 :class:`~meshlib.resilience.retry.AttemptResult` of a response, and how to let
 go of a response that is being retried; optionally ``abort``, the response a
 call aborted by fault injection answers.
@@ -25,12 +25,13 @@ from time import perf_counter
 from typing import Any, Awaitable, Callable, TypeVar
 
 from .cluster import Call
-from .endpoint import Endpoint
-from .errors import FaultInjectedError
-from .host import Host, Outcome
-from .resilience.backoff import DO_NOT_RETRY, MAX_RETRY_AFTER
-from .resilience.fault import FaultDecision
-from .resilience.retry import AttemptResult
+from ..endpoint import Endpoint
+from ..errors import FaultInjectedError
+from ..outcome import Outcome
+from .host import Host
+from ..resilience.backoff import DO_NOT_RETRY, MAX_RETRY_AFTER
+from ..resilience.fault import FaultDecision
+from ..outcome import AttemptResult
 
 T = TypeVar("T")
 

@@ -20,24 +20,25 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from ._background import PeriodicWorker
-from ._tally import Tally
-from .balancing import HASHING, POLICIES, Picker, build_picker
-from .balancing.hashing import hash_key as _hash
-from .balancing.locality import PriorityLevel
-from .clock import SYSTEM_CLOCK, Clock
-from .config import ServiceConfig
-from .endpoint import EndpointSnapshot
-from .errors import CircuitOpenError, DeadlineExceededError, NoHealthyEndpointsError, RateLimitedError
-from .host import Host, Outcome
-from .resilience.breaker import OPEN, CircuitBreaker
-from .resilience.deadline import current_deadline
-from .resilience.fault import FaultDecision
-from .resilience.health import HealthChecker, Probe
-from .resilience.outlier import OutlierDetector
-from .resilience.ratelimit import TokenBucket
-from .resilience.retry import AttemptResult
-from .resilience.thresholds import Thresholds
+from .._background import PeriodicWorker
+from .._tally import Tally
+from ..balancing import HASHING, POLICIES, Picker, build_picker
+from ..balancing.hashing import hash_key as _hash
+from ..balancing.locality import PriorityLevel
+from ..clock import SYSTEM_CLOCK, Clock
+from ..config import ServiceConfig
+from ..endpoint import EndpointSnapshot
+from ..errors import CircuitOpenError, DeadlineExceededError, NoHealthyEndpointsError, RateLimitedError
+from ..outcome import Outcome
+from .host import Host
+from ..resilience.breaker import OPEN, CircuitBreaker
+from ..resilience.deadline import current_deadline
+from ..resilience.fault import FaultDecision
+from ..health import HealthChecker, Probe
+from ..resilience.outlier import OutlierDetector
+from ..resilience.ratelimit import TokenBucket
+from ..resilience.retry import AttemptResult
+from ..resilience.thresholds import Thresholds
 
 __all__ = ["Cluster", "Call", "hash_key"]
 
