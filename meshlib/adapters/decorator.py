@@ -22,16 +22,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from ..core.driver import run, run_async
 from ..endpoint import Endpoint
 from ..resilience.deadline import deadline
 from ..outcome import AttemptResult
+from ..core.services import Services
 from ._common import HttpExchange, judge_response
 
-if TYPE_CHECKING:
-    from ..mesh import Mesh
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,7 +53,7 @@ class DecoratorExchange(HttpExchange):
 EXCHANGE = DecoratorExchange()
 
 
-def mesh_call(mesh: "Mesh | Callable[[], Mesh]", service: str, *, idempotent: bool = True) -> Callable[[F], F]:
+def mesh_call(mesh: "Services | Callable[[], Services]", service: str, *, idempotent: bool = True) -> Callable[[F], F]:
     """``mesh`` may be a Mesh or a zero-argument function returning one
     (the module-level ``meshlib.call`` binds the default mesh lazily)."""
     get_mesh = mesh if callable(mesh) and not hasattr(mesh, "cluster") else (lambda: mesh)

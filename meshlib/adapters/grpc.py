@@ -34,7 +34,7 @@ import contextvars
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Hashable, Iterable, Iterator, Sequence
 
 try:
     import grpc
@@ -51,9 +51,8 @@ from ..resilience.backoff import DO_NOT_RETRY, parse_grpc_pushback
 from ..resilience.fault import FaultDecision
 from ..health import HealthCheckConfig
 from ..outcome import AttemptResult
+from ..core.services import Services
 
-if TYPE_CHECKING:
-    from ..mesh import Mesh
 
 __all__ = [
     "MeshChannel",
@@ -1049,7 +1048,7 @@ class MeshChannel(grpc.Channel):
     options); :meth:`close` lets go of it, and the last user closes them.
     """
 
-    def __init__(self, mesh: "Mesh", service: str, *, credentials: grpc.ChannelCredentials | None = None, options: Sequence[tuple[str, Any]] = (), compression: grpc.Compression | None = None) -> None:
+    def __init__(self, mesh: "Services", service: str, *, credentials: grpc.ChannelCredentials | None = None, options: Sequence[tuple[str, Any]] = (), compression: grpc.Compression | None = None) -> None:
         self.cluster = cluster = mesh.cluster(service)
         self.service = cluster.name
         opts = channel_options(cluster.name, options, credentials is not None)
@@ -1128,7 +1127,7 @@ def _close_sync(ch: grpc.Channel) -> None:
     ch.close()
 
 
-def channel(mesh: "Mesh", name: str, *, credentials: grpc.ChannelCredentials | None = None, options: Sequence[tuple[str, Any]] = (), compression: grpc.Compression | None = None) -> MeshChannel:
+def channel(mesh: "Services", name: str, *, credentials: grpc.ChannelCredentials | None = None, options: Sequence[tuple[str, Any]] = (), compression: grpc.Compression | None = None) -> MeshChannel:
     return MeshChannel(mesh, name, credentials=credentials, options=options, compression=compression)
 
 
@@ -1187,7 +1186,7 @@ class InterceptorBase:
     """What the sync and aio interceptors share: the service's cluster and
     the stand-in Host whose counters :meth:`stats` reports."""
 
-    def __init__(self, mesh: "Mesh", name: str, *, share: "InterceptorBase | None" = None) -> None:
+    def __init__(self, mesh: "Services", name: str, *, share: "InterceptorBase | None" = None) -> None:
         if share is not None:  # one of a set: the same cluster and statistics
             self.cluster, self.host = share.cluster, share.host
             return
@@ -1302,7 +1301,7 @@ class MeshClientInterceptor(
         return self._stream(continuation, client_call_details, request_iterator)
 
 
-def interceptors(mesh: "Mesh", name: str) -> list[MeshClientInterceptor]:
+def interceptors(mesh: "Services", name: str) -> list[MeshClientInterceptor]:
     return [MeshClientInterceptor(mesh, name)]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Sequence
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Sequence
 
 import grpc
 import grpc.aio
@@ -25,6 +25,7 @@ from ..endpoint import Endpoint
 from ..errors import MeshError
 from ..outcome import Outcome
 from ..outcome import AttemptResult
+from ..core.services import Services
 from .grpc import (
     _ENDED,
     _NONE,
@@ -47,8 +48,6 @@ from .grpc import (
     with_attempt,
 )
 
-if TYPE_CHECKING:
-    from ..mesh import Mesh
 
 __all__ = ["MeshAioChannel", "MeshAioClientInterceptor", "aio_channel", "aio_interceptors"]
 
@@ -519,7 +518,7 @@ class MeshAioChannel(grpc.aio.Channel):
     """A ``grpc.aio.Channel`` balancing every call over a mesh service's
     endpoints, with one ``grpc.aio`` channel per endpoint on the caller's loop."""
 
-    def __init__(self, mesh: "Mesh", service: str, *, credentials: grpc.ChannelCredentials | None = None, options: Sequence[tuple[str, Any]] = (), compression: grpc.Compression | None = None) -> None:
+    def __init__(self, mesh: "Services", service: str, *, credentials: grpc.ChannelCredentials | None = None, options: Sequence[tuple[str, Any]] = (), compression: grpc.Compression | None = None) -> None:
         self.cluster = cluster = mesh.cluster(service)
         self.service = cluster.name
         opts = channel_options(cluster.name, options, credentials is not None)
@@ -589,7 +588,7 @@ class MeshAioChannel(grpc.aio.Channel):
         return f"<MeshAioChannel service={self.service!r} endpoints={len(self.cluster.hosts)}>"
 
 
-def aio_channel(mesh: "Mesh", name: str, *, credentials: grpc.ChannelCredentials | None = None, options: Sequence[tuple[str, Any]] = (), compression: grpc.Compression | None = None) -> MeshAioChannel:
+def aio_channel(mesh: "Services", name: str, *, credentials: grpc.ChannelCredentials | None = None, options: Sequence[tuple[str, Any]] = (), compression: grpc.Compression | None = None) -> MeshAioChannel:
     return MeshAioChannel(mesh, name, credentials=credentials, options=options, compression=compression)
 
 
@@ -681,7 +680,7 @@ class AioStreamStreamInterceptor(MeshAioClientInterceptor, grpc.aio.StreamStream
     pass
 
 
-def aio_interceptors(mesh: "Mesh", name: str) -> list[MeshAioClientInterceptor]:
+def aio_interceptors(mesh: "Services", name: str) -> list[MeshAioClientInterceptor]:
     first = AioUnaryUnaryInterceptor(mesh, name)
     rest = [cls(mesh, name, share=first) for cls in (AioUnaryStreamInterceptor, AioStreamUnaryInterceptor, AioStreamStreamInterceptor)]
     return [first, *rest]

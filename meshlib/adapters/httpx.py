@@ -18,7 +18,7 @@ import asyncio
 import functools
 import ssl
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 try:
     import httpx
@@ -32,10 +32,9 @@ from ..outcome import Outcome
 from ..resilience.fault import FaultDecision
 from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
+from ..core.services import Services
 from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, HttpExchange, classify_exception, judge_response, timeout_header
 
-if TYPE_CHECKING:
-    from ..mesh import Mesh
 
 #: Client keyword arguments that configure the transport rather than the client.
 TRANSPORT_KWARGS = ("verify", "cert", "trust_env", "http1", "http2", "limits")
@@ -128,7 +127,7 @@ class _Pools(Generic[T]):
         return [self.default, *self._tls.values()]
 
 
-def _begin(mesh: "Mesh", request: httpx.Request) -> Call | None:
+def _begin(mesh: "Services", request: httpx.Request) -> Call | None:
     cluster = mesh.lookup(request.url.host)
     if cluster is None:
         return None
@@ -174,7 +173,7 @@ def _restore(response: httpx.Response, request: httpx.Request) -> httpx.Response
 
 
 class MeshTransport(httpx.BaseTransport):
-    def __init__(self, mesh: "Mesh", inner: httpx.BaseTransport, make: Callable[[], httpx.BaseTransport] | None = None) -> None:
+    def __init__(self, mesh: "Services", inner: httpx.BaseTransport, make: Callable[[], httpx.BaseTransport] | None = None) -> None:
         self._mesh = mesh
         self._pools = _Pools(inner, make)
 
@@ -195,7 +194,7 @@ class MeshTransport(httpx.BaseTransport):
 
 
 class AsyncMeshTransport(httpx.AsyncBaseTransport):
-    def __init__(self, mesh: "Mesh", inner: httpx.AsyncBaseTransport, make: Callable[[], httpx.AsyncBaseTransport] | None = None) -> None:
+    def __init__(self, mesh: "Services", inner: httpx.AsyncBaseTransport, make: Callable[[], httpx.AsyncBaseTransport] | None = None) -> None:
         self._mesh = mesh
         self._pools = _Pools(inner, make)
 
@@ -222,7 +221,7 @@ def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     return transport_kw, kwargs.pop("transport", None)
 
 
-def client(mesh: "Mesh", **kwargs: Any) -> httpx.Client:
+def client(mesh: "Services", **kwargs: Any) -> httpx.Client:
     """A given ``transport=`` is wrapped as is (and shared by every service);
     otherwise meshlib builds ``HTTPTransport``s from the transport keywords."""
     transport_kw, inner = _split(kwargs)
@@ -232,7 +231,7 @@ def client(mesh: "Mesh", **kwargs: Any) -> httpx.Client:
     return httpx.Client(transport=MeshTransport(mesh, make(), make), **kwargs)
 
 
-def async_client(mesh: "Mesh", **kwargs: Any) -> httpx.AsyncClient:
+def async_client(mesh: "Services", **kwargs: Any) -> httpx.AsyncClient:
     transport_kw, inner = _split(kwargs)
     if inner is not None:
         return httpx.AsyncClient(transport=AsyncMeshTransport(mesh, inner), **kwargs)

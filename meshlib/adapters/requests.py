@@ -9,7 +9,7 @@ the ordinary ``HTTPAdapter`` code path, untouched.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -19,11 +19,10 @@ from ..core.driver import run
 from ..endpoint import Endpoint
 from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
+from ..core.services import Services
 from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, HttpExchange, endpoint_url, judge_response, split_url, timeout_header
 from .urllib3 import TLSNamePoolManager
 
-if TYPE_CHECKING:
-    from ..mesh import Mesh
 
 
 class RequestsExchange(HttpExchange):
@@ -91,7 +90,7 @@ _PARAMS_CACHE_SIZE = 1024
 class MeshAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` that balances requests to mesh services."""
 
-    def __init__(self, mesh: "Mesh", **kwargs: Any) -> None:
+    def __init__(self, mesh: "Services", **kwargs: Any) -> None:
         self._mesh = mesh
         self._pool_params: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
         super().__init__(**kwargs)
@@ -162,7 +161,7 @@ class MeshAdapter(HTTPAdapter):
                 TLS_NAME.reset(token)
 
 
-def session(mesh: "Mesh", **adapter_kwargs: Any) -> requests.Session:
+def session(mesh: "Services", **adapter_kwargs: Any) -> requests.Session:
     s = requests.Session()
     adapter = MeshAdapter(mesh, **adapter_kwargs)
     s.mount("http://", adapter)

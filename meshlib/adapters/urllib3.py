@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urljoin
 
 import urllib3
@@ -25,10 +25,9 @@ from ..endpoint import Endpoint
 from ..resilience.fault import FaultDecision
 from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
+from ..core.services import Services
 from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, HttpExchange, judge_response, split_url, timeout_header
 
-if TYPE_CHECKING:
-    from ..mesh import Mesh
 
 log = logging.getLogger("meshlib")
 
@@ -102,7 +101,7 @@ class TLSNamePoolManager(urllib3.PoolManager):
 
 
 class MeshPoolManager(TLSNamePoolManager):
-    def __init__(self, *, mesh: "Mesh", **kwargs: Any) -> None:
+    def __init__(self, *, mesh: "Services", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._mesh = mesh
         self._timeouts: dict[float, Timeout] = {}
