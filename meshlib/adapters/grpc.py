@@ -42,7 +42,8 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise ModuleNotFoundError("mesh.grpc_channel() needs grpcio: pip install 'meshlib[grpc]'") from exc
 
 from ..core.driver import Exchange, run, sit_out_fault
-from ..core.cluster import Call, Cluster
+from ..core.call import Call
+from ..core.cluster import Cluster
 from ..endpoint import Endpoint, EndpointSnapshot
 from ..errors import CircuitOpenError, DeadlineExceededError, MeshError, NoHealthyEndpointsError, RateLimitedError
 from ..core.host import Host

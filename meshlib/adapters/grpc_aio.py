@@ -3,7 +3,7 @@ interceptors, on the caller's event loop.
 
 The same design as :mod:`meshlib.adapters.grpc` (whose docstring says how
 statuses count, how streams commit and how endpoint channels live), with the
-attempt loop of ``_driver.run_async``: hedged attempts are tasks, and the
+attempt loop of ``core.driver.run_async``: hedged attempts are tasks, and the
 losers are cancelled. Per-endpoint ``grpc.aio`` channels belong to the event
 loop that made them; :meth:`MeshAioChannel.close` (or ``async with``) closes
 them, and ``mesh.close()`` schedules their closing on that loop.
@@ -20,7 +20,7 @@ import grpc
 import grpc.aio
 
 from ..core.driver import Exchange, run_async, sit_out_fault_async
-from ..core.cluster import Call
+from ..core.call import Call
 from ..endpoint import Endpoint
 from ..errors import MeshError
 from ..outcome import Outcome

@@ -26,7 +26,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise ModuleNotFoundError("mesh.httpx_client() needs httpx: pip install 'meshlib[httpx]'") from exc
 
 from ..core.driver import run, run_async
-from ..core.cluster import Call
+from ..core.call import Call
 from ..endpoint import Endpoint
 from ..outcome import Outcome
 from ..resilience.fault import FaultDecision

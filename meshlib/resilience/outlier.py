@@ -190,6 +190,9 @@ def success_rate_threshold(rates: Sequence[float], stdev_factor: float) -> tuple
     return mean, mean - stdev_factor * stdev
 
 
+_SUCCESS = Outcome.SUCCESS
+
+
 class _HostState:
     __slots__ = (
         "ejected",
@@ -277,8 +280,22 @@ class OutlierDetector:
         """Count one finished attempt on ``key``; True if it ejected the host.
         Attempts on hosts outside the current set are ignored."""
         split = self.config.split_external_local_origin_errors
+        if outcome == _SUCCESS and not split and (status is None or status < 500):
+            # The common case takes no lock: it only counts the success and
+            # clears the consecutive-failure counts (when set). Two racing
+            # threads may both read a count before either stores it, so the
+            # success-rate window may miss a success under contention, as an
+            # unsynchronised statistic may; ejection decisions take the lock.
+            h = self._hosts.get(key)
+            if h is not None:
+                ext = h.ext
+                ext[0] += 1
+                ext[1] += 1
+                if h.c5xx or h.cgw:
+                    h.c5xx = h.cgw = 0
+            return False
         lock = self._lock
-        lock.acquire()  # not ``with``: this runs on every attempt, and is cheaper so
+        lock.acquire()
         try:
             h = self._hosts.get(key)
             if h is None:
