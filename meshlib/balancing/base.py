@@ -8,7 +8,7 @@ request's hash (``None`` when the call has no hash key) and returns a Host.
 from __future__ import annotations
 
 import random
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence, Sized
 
 from ..clock import Clock
 from ..config import ServiceConfig
@@ -24,8 +24,9 @@ class Host(Protocol):
 
     endpoint: Endpoint
     key: tuple[str, int]
-    #: Attempts in flight on this host now.
-    active: int
+    #: The attempts in flight on this host now (``len(host.inflight)``; one
+    #: C call, no property in the way, as pickers read it on every pick).
+    inflight: Sized
 
     def ewma(self, now: float | None = None) -> float:
         """The host's peak-EWMA latency in seconds, decayed to ``now``."""

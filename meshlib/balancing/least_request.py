@@ -35,7 +35,7 @@ class LeastRequestPicker:
             return best
         for _ in range(self._k - 1):
             other = hosts[int(rand() * n)]
-            if other.active < best.active:
+            if len(other.inflight) < len(best.inflight):
                 best = other
         return best
 
@@ -57,11 +57,11 @@ class WeightedLeastRequestPicker:
     def pick(self, hash_value: int | None) -> Host:
         bias = self._bias
         best = self._draw()
-        best_active = best.active
+        best_active = len(best.inflight)
         best_score = best.endpoint.weight / (best_active + 1) ** bias
         for _ in range(self._k - 1):
             other = self._draw()
-            active = other.active
+            active = len(other.inflight)
             if active == best_active:
                 continue  # idle tie: keep the weight-proportional first draw
             score = other.endpoint.weight / (active + 1) ** bias

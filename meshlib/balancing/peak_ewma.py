@@ -39,8 +39,8 @@ class PeakEwmaPicker:
             j += 1
         a, b = self._hosts[i], self._hosts[j]
         now = self._now()
-        load_a = a.ewma(now) * (a.active + 1)
-        load_b = b.ewma(now) * (b.active + 1)
+        load_a = a.ewma(now) * (len(a.inflight) + 1)
+        load_b = b.ewma(now) * (len(b.inflight) + 1)
         if self._weighted:
             load_a /= a.endpoint.weight
             load_b /= b.endpoint.weight

@@ -19,7 +19,7 @@ from ..outcome import AttemptRecord, AttemptResult, Outcome
 from ..resilience.deadline import current_deadline
 from ..resilience.fault import FaultDecision
 from .host import Host
-from .observers import notify
+from .observers import notify, observer_failed
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -113,7 +113,17 @@ class Call:
             for gate in c.gates[:entered]:
                 gate.leave(self)
             raise
-        self._start_clock()
+        # The deadline, as _start_clock (inline: this runs on every call).
+        self.started = now = c.clock.monotonic()
+        deadline = current_deadline()
+        caller = self._caller_deadline
+        if caller is not None and (deadline is None or caller < deadline):
+            deadline = caller
+        timeout = c.timeout
+        if timeout is not None:
+            mine = now + timeout
+            deadline = mine if deadline is None or mine < deadline else deadline
+        self.deadline = deadline
         c.calls.add()
         fault = self.fault
         if fault is not None and fault.abort_status is not None:
@@ -216,7 +226,11 @@ class Call:
             host.endpoint, started, now if first_byte is None else first_byte, now, result.outcome,
             result.status, result.grpc_status, self.attempt, self.attempt > 1 and not hedge, hedge, nbytes,
         )  # fmt: skip
-        notify(self.cluster.observers, host, record)
+        for observer in self.cluster.observers:  # notify(), inline: this runs on every attempt
+            try:
+                observer.attempt_ended(host, record)
+            except Exception:
+                observer_failed(observer)
         if not hedge and self._is_retry:
             self._release_retry()
 
@@ -363,8 +377,8 @@ class Call:
         if self._is_retry:
             self._release_retry()
         self._finished = True
-        if self._open_streams == 0:
-            self._request_done()
+        if self._open_streams == 0 and self._deposited and self.cluster.budget_in_flight:
+            self.cluster.budget.request_done()
         for gate in self.cluster.gates:
             gate.leave(self)
 

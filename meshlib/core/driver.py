@@ -61,6 +61,7 @@ class Exchange:
 
 
 Abort = Callable[[FaultDecision], Any]
+_NO_DEFER = Exchange.defer
 _SUCCESS = AttemptResult(Outcome.SUCCESS)
 _OK = Outcome.SUCCESS
 _NONE = object()
@@ -111,11 +112,12 @@ class Attempts:
         self.failure: BaseException | None = None  # the last attempt's exception
         self.previous: Any = _NONE  # a response being retried, returned if no attempt can follow
 
-    def answered(self, host: Host, started: float, result: Any) -> float | None:
+    def answered(self, host: Host, started: float, result: Any, verdict: AttemptResult | None = None) -> float | None:
         """The attempt answered: the delay before a retry, or None to return
         ``result`` (its attempt then ends now, or when its stream ends)."""
         call, ex = self.call, self.ex
-        verdict = ex.judge(result)
+        if verdict is None:
+            verdict = ex.judge(result)
         if verdict.outcome == _OK and (verdict.status is None or verdict.status < 400):
             call.ok = True
             if not (self.streams and ex.defer(result, call.ended_later(host, started, verdict))):
@@ -174,10 +176,30 @@ def run(call: Call, send: Callable[[Any, float | None], T], ex: Exchange, abort:
             from .hedging import hedged
 
             return hedged(call, send, ex)
-        attempts = Attempts(call, ex)
         perf_counter = call.cluster.clock.perf_counter
         host: Host | None = call.pick(None)
-        while host is not None:
+        started = perf_counter()
+        try:
+            result = send(host.endpoint, call.attempt_timeout())  # type: ignore[union-attr]
+        except BaseException as exc:
+            attempts = Attempts(call, ex)
+            if (delay := attempts.failed(host, started, exc)) is None:  # type: ignore[arg-type]
+                raise
+        else:
+            # The common case first: one attempt, a clean answer, nothing streaming.
+            verdict = ex.judge(result)
+            if verdict.outcome == _OK and (verdict.status is None or verdict.status < 400) and type(ex).defer is _NO_DEFER:
+                call.ok = True
+                call.ended(host, started, verdict)  # type: ignore[arg-type]
+                return result
+            attempts = Attempts(call, ex)
+            if (delay := attempts.answered(host, started, result, verdict)) is None:  # type: ignore[arg-type]
+                return result
+        while True:
+            call.sleep(delay)
+            host = attempts.next_host()
+            if host is None:
+                return attempts.result()  # type: ignore[no-any-return]
             started = perf_counter()
             try:
                 result = send(host.endpoint, call.attempt_timeout())
@@ -187,9 +209,6 @@ def run(call: Call, send: Callable[[Any, float | None], T], ex: Exchange, abort:
             else:
                 if (delay := attempts.answered(host, started, result)) is None:
                     return result
-            call.sleep(delay)
-            host = attempts.next_host()
-        return attempts.result()  # type: ignore[no-any-return]
     finally:
         call.finish()
 
@@ -203,10 +222,30 @@ async def run_async(call: Call, send: Callable[[Any, float | None], Awaitable[T]
             from .hedging import hedged_async
 
             return await hedged_async(call, send, ex)
-        attempts = Attempts(call, ex)
         perf_counter = call.cluster.clock.perf_counter
         host: Host | None = call.pick(None)
-        while host is not None:
+        started = perf_counter()
+        try:
+            result = await send(host.endpoint, call.attempt_timeout())  # type: ignore[union-attr]
+        except BaseException as exc:
+            attempts = Attempts(call, ex)
+            if (delay := attempts.failed(host, started, exc)) is None:  # type: ignore[arg-type]
+                raise
+        else:
+            # The common case first: one attempt, a clean answer, nothing streaming.
+            verdict = ex.judge(result)
+            if verdict.outcome == _OK and (verdict.status is None or verdict.status < 400) and type(ex).defer is _NO_DEFER:
+                call.ok = True
+                call.ended(host, started, verdict)  # type: ignore[arg-type]
+                return result
+            attempts = Attempts(call, ex)
+            if (delay := attempts.answered(host, started, result, verdict)) is None:  # type: ignore[arg-type]
+                return result
+        while True:
+            await call.sleep_async(delay)
+            host = attempts.next_host()
+            if host is None:
+                return attempts.result()  # type: ignore[no-any-return]
             started = perf_counter()
             try:
                 result = await send(host.endpoint, call.attempt_timeout())
@@ -216,8 +255,5 @@ async def run_async(call: Call, send: Callable[[Any, float | None], Awaitable[T]
             else:
                 if (delay := attempts.answered(host, started, result)) is None:
                     return result
-            await call.sleep_async(delay)
-            host = attempts.next_host()
-        return attempts.result()  # type: ignore[no-any-return]
     finally:
         call.finish()

@@ -34,7 +34,7 @@ class Host:
     __slots__ = (
         "endpoint",
         "key",
-        "_inflight",
+        "inflight",
         "_requests",
         "_successes",
         "_failures",
@@ -59,7 +59,8 @@ class Host:
         self.endpoint = endpoint
         #: ``endpoint.key``, fixed for the host's life (a cluster keys its hosts by it).
         self.key = endpoint.key
-        self._inflight: list[None] = []
+        #: One entry per attempt in flight (``active`` is its length).
+        self.inflight: list[None] = []
         self._requests = Tally()
         self._successes = Tally()
         self._failures = Tally()
@@ -75,14 +76,14 @@ class Host:
 
     def start(self) -> None:
         """An attempt goes out to this host."""
-        self._inflight.append(None)
+        self.inflight.append(None)
         self._requests.add()
 
     def done(self, latency: float, outcome: str) -> None:
         """Record one finished attempt: its latency in seconds (time to the
         answer's first byte) and its :class:`~meshlib.outcome.Outcome`."""
         try:
-            self._inflight.pop()
+            self.inflight.pop()
         except IndexError:  # more ends than starts: never below zero
             pass
         if outcome == _CANCELLED:
@@ -112,7 +113,7 @@ class Host:
     @property
     def active(self) -> int:
         """Attempts in flight on this host now."""
-        return len(self._inflight)
+        return len(self.inflight)
 
     @property
     def requests(self) -> int:

@@ -51,10 +51,15 @@ def notify(observers: Sequence[Observer], host: Host, record: AttemptRecord) -> 
         try:
             observer.attempt_ended(host, record)
         except Exception:
-            observer_errors.add()
-            if id(observer) not in _logged:
-                _logged.add(id(observer))
-                log.exception("meshlib: observer %r failed; the call goes on (logged once per observer)", observer)
+            observer_failed(observer)
+
+
+def observer_failed(observer: Observer) -> None:
+    """Count an observer's failure; log it (with its traceback) the first time."""
+    observer_errors.add()
+    if id(observer) not in _logged:
+        _logged.add(id(observer))
+        log.exception("meshlib: observer %r failed; the call goes on (logged once per observer)", observer)
 
 
 class LoadMetric:
