@@ -31,7 +31,7 @@ __all__ = ["MeshConfig", "ServiceConfig", "RegistryConfig", "KEYS", "Key", "cano
 
 ENV_PREFIX = "MESHLIB_"
 SERVICES_PREFIX = "MESHLIB_SERVICES__"
-LB_POLICIES = ("round_robin", "weighted_round_robin", "random", "least_request", "peak_ewma", "ring_hash", "maglev")
+LB_POLICIES = ("round_robin", "weighted_round_robin", "random", "least_request", "peak_ewma", "ring_hash", "maglev", "least_loaded", "wrr_orca", "llm")
 
 _SERVICE_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
 
@@ -209,6 +209,32 @@ def _tag_list(value: object, name: str) -> tuple[str, ...]:
     return tuple(sorted({t.strip() for t in items if t.strip()}))
 
 
+_LOAD_SOURCES = ("header", "metrics", "orca_oob")
+
+
+def _load_sources(value: object, name: str) -> tuple[str, ...] | str:
+    """``auto``, ``off`` (or empty), or a comma-separated list of load-report sources."""
+    accepted = "auto, off, or a comma-separated list of " + ", ".join(_LOAD_SOURCES)
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(t, str) for t in items):
+        raise ConfigError(name, value, accepted)
+    words = [t.strip().lower() for t in items if t.strip()]
+    if words in (["auto"],):
+        return "auto"
+    if words in ([], ["off"], ["none"]):
+        return ()
+    if any(w not in _LOAD_SOURCES for w in words):
+        raise ConfigError(name, value, accepted)
+    return tuple(sorted(set(words)))
+
+
+def _balance_factor(value: object, name: str) -> int:
+    n = _int(0)(value, name)
+    if 0 < n < 100:
+        raise ConfigError(name, value, "0 (off) or a percentage from 100 up, as Envoy's hash_balance_factor")
+    return n
+
+
 def _meta_pairs(value: object, name: str) -> Mapping[str, str]:
     accepted = "key=value pairs separated by commas, e.g. model=llama3,tier=gold"
     if isinstance(value, Mapping):
@@ -361,6 +387,50 @@ KEYS: dict[str, Key] = {
             "peak_ewma: latency assumed for an endpoint with no observations yet (Linkerd default_rtt).", "50ms"),
         Key("ewma_failure_penalty", _duration(), 1.0, "both", "duration",
             "peak_ewma: latency recorded for a failed attempt (connect failure, reset, 5xx), so failing hosts lose traffic.", "2s"),
+        # -- server load reports and the policies that read them (docs/load-balancing.md, "LLM services")
+        Key("load_reports", _load_sources, "auto", "both", "source list",
+            "Server load reports read: header (endpoint-load-metrics response header, ORCA trailer), metrics (poll /metrics), "
+            "orca_oob (ORCA out-of-band stream); off for none; auto: header,metrics for lb_policy llm, header for least_loaded and wrr_orca, off otherwise.",
+            "header,orca_oob"),
+        Key("load_metrics_path", _text, "/metrics", "both", "string",
+            "load_reports metrics: the Prometheus path scraped on every endpoint.", "/metrics"),
+        Key("load_metrics_interval", _duration(allow_zero=False), 0.05, "both", "duration",
+            "load_reports metrics: how often each endpoint is scraped.", "100ms"),
+        Key("load_metrics_timeout", _duration(allow_zero=False), 0.25, "both", "duration",
+            "load_reports metrics: timeout of one scrape (a failing endpoint is then skipped for a growing number of rounds).", "500ms"),
+        Key("load_metric_waiting", _text, "vllm:num_requests_waiting", "both", "string",
+            "load_reports metrics: the gauge of requests waiting in the server's queue.", "tgi_queue_size"),
+        Key("load_metric_running", _text, "vllm:num_requests_running", "both", "string",
+            "load_reports metrics: the gauge of requests running on the server.", "tgi_batch_current_size"),
+        Key("load_metric_kv", _text, "vllm:kv_cache_usage_perc", "both", "string",
+            "load_reports metrics: the gauge of KV-cache use (0..1; older vLLM: vllm:gpu_cache_usage_perc).", "vllm:gpu_cache_usage_perc"),
+        Key("load_report_max_age", _duration(allow_zero=False), 1.0, "both", "duration",
+            "A load report older than this is ignored: the endpoint is judged by its own in-flight count.", "250ms"),
+        Key("load_queue_threshold", _float(0.0), 4.0, "both", "float",
+            "An endpoint whose estimated queue (reported waiting + requests sent since the report) is above this is saturated.", "8"),
+        Key("load_kv_threshold", _float(0.0, 1.0), 0.8, "both", "float",
+            "An endpoint whose reported KV-cache use is above this is saturated.", "0.9"),
+        Key("hash_balance_factor", _balance_factor, 0, "both", "integer (percent)",
+            "Bounded load for ring_hash, maglev and least_loaded/llm affinity: an endpoint holding more than factor/100 x the mean in-flight "
+            "count is saturated and the key goes to its next owner (Envoy hash_balance_factor; 0: off, llm uses 150).", "150"),
+        Key("load_queue_weight", _float(0.0), 1.0, "both", "float",
+            "least_loaded score: weight of the estimated queue.", "2"),
+        Key("load_kv_weight", _float(0.0), 4.0, "both", "float",
+            "least_loaded score: weight of KV-cache use (0..1).", "8"),
+        Key("load_inflight_weight", _float(0.0), 1.0, "both", "float",
+            "least_loaded score: weight of this client's own in-flight count on the endpoint.", "0.5"),
+        Key("load_saturation", _choice(("spill", "fail")), "spill", "both", "string",
+            "When every endpoint is saturated: spill (send to the least loaded anyway) or fail (EndpointsSaturatedError at once).", "fail"),
+        Key("orca_oob_interval", _duration(allow_zero=False), 1.0, "both", "duration",
+            "load_reports orca_oob: the report interval asked of the server (gRFC A51).", "250ms"),
+        Key("wrr_blackout_period", _duration(), 10.0, "both", "duration",
+            "wrr_orca: an endpoint's weight is used only after it has reported this long (gRFC A58 blackout_period).", "5s"),
+        Key("wrr_weight_expiration_period", _duration(allow_zero=False), 180.0, "both", "duration",
+            "wrr_orca: a weight not refreshed for this long is dropped (gRFC A58 weight_expiration_period).", "1m"),
+        Key("wrr_weight_update_period", _duration(allow_zero=False), 1.0, "both", "duration",
+            "wrr_orca: how often the schedule is rebuilt from new weights (gRFC A58 weight_update_period; at least 100ms).", "500ms"),
+        Key("wrr_error_utilization_penalty", _float(0.0), 1.0, "both", "float",
+            "wrr_orca: weight = qps / (utilization + eps/qps x penalty) (gRFC A58 error_utilization_penalty).", "0.5"),
         Key("panic_threshold", _float(0.0, 100.0), 50.0, "both", "percent",
             "Below this share of healthy hosts a priority balances over all its hosts (Envoy healthy_panic_threshold; 0 disables).", "30"),
         Key("overprovisioning_factor", _float(1.0, 100.0), 1.4, "both", "float",
@@ -608,6 +678,27 @@ class ServiceConfig:
     ewma_decay: float = 10.0
     ewma_default_rtt: float = 0.030
     ewma_failure_penalty: float = 1.0
+    # Load reports and the policies that read them (one block; see balancing.load.load_settings).
+    load_reports: tuple[str, ...] | str = "auto"
+    load_metrics_path: str = "/metrics"
+    load_metrics_interval: float = 0.05
+    load_metrics_timeout: float = 0.25
+    load_metric_waiting: str = "vllm:num_requests_waiting"
+    load_metric_running: str = "vllm:num_requests_running"
+    load_metric_kv: str = "vllm:kv_cache_usage_perc"
+    load_report_max_age: float = 1.0
+    load_queue_threshold: float = 4.0
+    load_kv_threshold: float = 0.8
+    hash_balance_factor: int = 0
+    load_queue_weight: float = 1.0
+    load_kv_weight: float = 4.0
+    load_inflight_weight: float = 1.0
+    load_saturation: str = "spill"
+    orca_oob_interval: float = 1.0
+    wrr_blackout_period: float = 10.0
+    wrr_weight_expiration_period: float = 180.0
+    wrr_weight_update_period: float = 1.0
+    wrr_error_utilization_penalty: float = 1.0
     panic_threshold: float = 50.0
     overprovisioning_factor: float = 1.4
     locality_weights: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
@@ -922,6 +1013,14 @@ DEFAULT_SOURCES = {
     "active_request_bias": "Envoy active_request_bias 1.0",
     "ewma_decay": "Finagle decayTime 10s, Linkerd decay 10s",
     "ewma_default_rtt": "Linkerd default_rtt 30ms",
+    "load_metrics_interval": "the Gateway API inference extension's endpoint picker refreshes metrics every 50ms",
+    "hash_balance_factor": "Envoy hash_balance_factor: unset (off); 150 in Envoy's docs example",
+    "wrr_blackout_period": "gRFC A58 blackout_period 10s",
+    "wrr_weight_expiration_period": "gRFC A58 weight_expiration_period 3m",
+    "wrr_weight_update_period": "gRFC A58 weight_update_period 1s",
+    "wrr_error_utilization_penalty": "gRFC A58 error_utilization_penalty 1.0",
+    "load_kv_threshold": "the inference extension's saturation detector: KV-cache use 0.8",
+    "load_queue_threshold": "the inference extension's saturation detector: queue depth 5 (meshlib: above 4)",
     "panic_threshold": "Envoy healthy_panic_threshold 50%",
     "overprovisioning_factor": "Envoy overprovisioning_factor 140 (1.4)",
     "connect_timeout": "Envoy connect_timeout 5s",

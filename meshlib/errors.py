@@ -7,6 +7,7 @@ __all__ = [
     "ConfigError",
     "UnknownServiceError",
     "NoHealthyEndpointsError",
+    "EndpointsSaturatedError",
     "CircuitOpenError",
     "DeadlineExceededError",
     "RateLimitedError",
@@ -57,6 +58,14 @@ class NoHealthyEndpointsError(MeshError):
             f"service {service!r} has {reason}; check that its agents are up and that "
             "the discovery source lists them (mesh.endpoints(name) shows what the mesh sees)."
         )
+
+
+class EndpointsSaturatedError(NoHealthyEndpointsError):
+    """Every endpoint of the service is saturated (by its load reports or its
+    in-flight count) and the service fails fast (``load_saturation=fail``)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(service, "every endpoint saturated (load_saturation=fail); retry later, add replicas or set load_saturation=spill")
 
 
 class CircuitOpenError(MeshError):

@@ -45,13 +45,16 @@ class AttemptResult:
     ``status`` the HTTP status if a response arrived; ``grpc_status`` the gRPC
     status name (``"UNAVAILABLE"``; a numeric ``"14"`` is read too);
     ``retry_after`` the server's pushback in seconds (``parse_retry_after``,
-    ``parse_grpc_pushback``), ``DO_NOT_RETRY`` if it asked for no retry.
+    ``parse_grpc_pushback``), ``DO_NOT_RETRY`` if it asked for no retry;
+    ``load`` the server's raw load report of this response, if it sent one
+    (``endpoint-load-metrics`` header or ORCA trailer; parsed by its observer).
     """
 
     outcome: str
     status: int | None = None
     grpc_status: str | None = None
     retry_after: float | None = None
+    load: str | bytes | None = None
 
 
 class AttemptRecord(NamedTuple):
@@ -63,7 +66,8 @@ class AttemptRecord(NamedTuple):
     any answer), ``ended`` when the answer was over (a streamed body fully
     read, closed or dropped). ``retry`` / ``hedge`` say whether the attempt
     was a retry or a hedge of the call; ``attempt`` is its number in the call
-    (1 for the first); ``bytes`` the response body size where known.
+    (1 for the first); ``bytes`` the response body size where known;
+    ``load`` the server's raw load report (see :class:`AttemptResult`).
     """
 
     endpoint: Endpoint
@@ -77,6 +81,7 @@ class AttemptRecord(NamedTuple):
     retry: bool = False
     hedge: bool = False
     bytes: int | None = None
+    load: str | bytes | None = None
 
     @property
     def latency(self) -> float:

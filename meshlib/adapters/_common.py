@@ -12,6 +12,7 @@ from typing import Any
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ReadTimeoutError
 
 from ..core.driver import Exchange
+from ..health.load import LOAD_HEADER, with_load_report
 from ..outcome import Outcome
 from ..resilience.backoff import parse_retry_after
 from ..resilience.deadline import ENVOY_TIMEOUT_HEADER, encode_envoy_timeout
@@ -94,8 +95,9 @@ def judge_status(status: int, retry_after: str | None = None) -> AttemptResult:
 
 def judge_response(status: int, headers: Any) -> AttemptResult:
     """:func:`judge_status` of a response, reading ``Retry-After`` from
-    ``headers`` (anything with ``get``) only for a status of 400 or more."""
-    return judge_status(status, headers.get("retry-after") if status >= 400 else None)
+    ``headers`` (anything with ``get``) only for a status of 400 or more,
+    and the server's load report (``endpoint-load-metrics``) if it sent one."""
+    return with_load_report(judge_status(status, headers.get("retry-after") if status >= 400 else None), headers.get(LOAD_HEADER))
 
 
 class HttpExchange(Exchange):

@@ -51,6 +51,7 @@ from ..outcome import Outcome
 from ..resilience.backoff import DO_NOT_RETRY, parse_grpc_pushback
 from ..resilience.fault import FaultDecision
 from ..health import HealthCheckConfig
+from ..health.load import orca_trailer, with_load_report
 from ..outcome import AttemptResult
 from ..core.services import Services
 
@@ -124,7 +125,7 @@ def judge_finished(rpc: Any) -> AttemptResult:
     otherwise :func:`judge_rpc`."""
     if rpc.cancelled():
         return _CANCELLED_RESULT
-    return judge_rpc(rpc)
+    return with_load_report(judge_rpc(rpc), orca_trailer(rpc))
 
 
 _CANCELLED_RESULT = AttemptResult(Outcome.CANCELLED)
@@ -304,8 +305,8 @@ class GrpcExchange(Exchange):
 
     def judge(self, result: Any) -> AttemptResult:
         if isinstance(result, grpc.RpcError):
-            return judge_rpc(result)
-        return _OK_RESULT
+            return with_load_report(judge_rpc(result), orca_trailer(result))
+        return with_load_report(_OK_RESULT, orca_trailer(result[1] if type(result) is tuple else result))
 
 
 EXCHANGE = GrpcExchange()

@@ -25,6 +25,7 @@ from ..endpoint import Endpoint
 from ..errors import MeshError
 from ..outcome import Outcome
 from ..outcome import AttemptResult
+from ..health.load import orca_trailer, with_load_report
 from ..core.services import Services
 from .grpc import (
     _ENDED,
@@ -476,7 +477,8 @@ async def verdict(rpc: Any) -> AttemptResult:
     """How a finished ``grpc.aio`` call counts (its status methods are coroutines)."""
     if rpc.cancelled():
         return AttemptResult(Outcome.CANCELLED)
-    return judge_rpc(_Status(await rpc.code(), await rpc.details() or "", await rpc.trailing_metadata()))
+    status = _Status(await rpc.code(), await rpc.details() or "", await rpc.trailing_metadata())
+    return with_load_report(judge_rpc(status), orca_trailer(status))
 
 
 def _book_later(book: Callable[[AttemptResult], Any], rpc: Any) -> None:

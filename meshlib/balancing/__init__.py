@@ -5,7 +5,7 @@ A policy is a builder ``(hosts, config, rng, clock) -> Picker``; see ``base``.
 
 from __future__ import annotations
 
-from . import least_request, maglev, peak_ewma, random, ring_hash, round_robin, weighted_round_robin
+from . import least_loaded, least_request, maglev, peak_ewma, random, ring_hash, round_robin, weighted_round_robin, wrr_orca
 from .base import EmptyPicker, Picker, PolicyBuilder
 from .locality import build_picker
 
@@ -17,9 +17,15 @@ POLICIES: dict[str, PolicyBuilder] = {
     "peak_ewma": peak_ewma.build,
     "ring_hash": ring_hash.build,
     "maglev": maglev.build,
+    # Policies that read servers' load reports (balancing.load).
+    "least_loaded": least_loaded.build,
+    "wrr_orca": wrr_orca.build,
+    "llm": least_loaded.build_llm,
 }
 
 #: Policies that read the request's hash key.
-HASHING = frozenset({"ring_hash", "maglev"})
+HASHING = frozenset({"ring_hash", "maglev", "least_loaded", "llm"})
+#: Load-report sources each policy reads when ``load_reports`` is ``auto``.
+AUTO_LOAD_REPORTS = {"llm": ("header", "metrics"), "least_loaded": ("header",), "wrr_orca": ("header",)}
 
-__all__ = ["POLICIES", "HASHING", "Picker", "PolicyBuilder", "EmptyPicker", "build_picker"]
+__all__ = ["POLICIES", "HASHING", "AUTO_LOAD_REPORTS", "Picker", "PolicyBuilder", "EmptyPicker", "build_picker"]

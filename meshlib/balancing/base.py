@@ -8,7 +8,7 @@ request's hash (``None`` when the call has no hash key) and returns a Host.
 from __future__ import annotations
 
 import random
-from typing import Callable, Protocol, Sequence, Sized
+from typing import Any, Callable, Protocol, Sequence, Sized
 
 from ..clock import Clock
 from ..config import ServiceConfig
@@ -27,6 +27,13 @@ class Host(Protocol):
     #: The attempts in flight on this host now (``len(host.inflight)``; one
     #: C call, no property in the way, as pickers read it on every pick).
     inflight: Sized
+    #: The endpoint's latest load report (``balancing.load.LoadReport``) or None.
+    load: Any
+    #: Attempts sent to this host so far.
+    requests: int
+    #: Whether any attempt on this host has been timed yet, and when last.
+    observed: bool
+    last_observed: float
 
     def ewma(self, now: float | None = None) -> float:
         """The host's peak-EWMA latency in seconds, decayed to ``now``."""

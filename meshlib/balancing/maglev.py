@@ -4,7 +4,9 @@ Each host walks its own permutation of a prime-sized table (offset and skip
 from xxHash64 of its address with seeds 0 and 1) and claims the next free
 slot in turn; a host of half the top weight takes a turn every second round.
 Lookup is one modulo and one index. Removing one of N hosts moves about 1/N
-of keys. A call without a hash key picks a random host, as Envoy does.
+of keys. A call without a hash key picks a random host, as Envoy does. With
+``hash_balance_factor`` set (or load reports read), a key whose owner is
+saturated goes to the owner of the key rehashed (``balancing.affinity``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Sequence
 from ..clock import Clock
 from ..config import ServiceConfig
 from .base import Host
+from .affinity import AffinityPicker, maglev_owners
 from .hashing import host_hash
+from .load import bounded, load_settings, scorer
 
 
 def build_table(addresses: Sequence[str], weights: Sequence[int], size: int) -> list[int]:
@@ -66,5 +70,9 @@ class MaglevPicker:
         return self._table[hash_value % self._size]
 
 
-def build(hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random, clock: Clock) -> MaglevPicker:
-    return MaglevPicker(hosts, cfg, rng)
+def build(hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random, clock: Clock) -> MaglevPicker | AffinityPicker:
+    picker = MaglevPicker(hosts, cfg, rng)
+    if not bounded(cfg) or len(hosts) == 1:
+        return picker
+    s = load_settings(cfg)
+    return AffinityPicker(cfg.name, hosts, maglev_owners(picker._table, hosts), picker, s, clock, scorer(s))

@@ -10,7 +10,9 @@ k of a host hashes ``"<address>_<k>"`` with xxHash64. A request's hash maps to
 the first entry at or after it, wrapping around. When a host leaves, only the
 keys that mapped to its entries move (about 1/N of them).
 
-A call without a hash key picks a random host, as Envoy does.
+A call without a hash key picks a random host, as Envoy does. With
+``hash_balance_factor`` set (or load reports read), a key whose owner is
+saturated goes to its next owner on the ring (``balancing.affinity``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import Sequence
 from ..clock import Clock
 from ..config import ServiceConfig
 from .base import Host
+from .affinity import AffinityPicker, ring_owners
 from .hashing import _xxh64 as xxh64
+from .load import bounded, load_settings, scorer
 
 
 #: Entries built at most (unless ring_hash_min_size asks for more): keeps a
@@ -103,5 +107,10 @@ class RingHashPicker:
         return self._size
 
 
-def build(hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random, clock: Clock) -> RingHashPicker:
-    return RingHashPicker(hosts, cfg, rng)
+def build(hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random, clock: Clock) -> RingHashPicker | AffinityPicker:
+    picker = RingHashPicker(hosts, cfg, rng)
+    if not bounded(cfg) or len(hosts) == 1:
+        return picker
+    s = load_settings(cfg)
+    owners = ring_owners(picker._hashes, picker._owners, len(hosts))
+    return AffinityPicker(cfg.name, hosts, owners, picker, s, clock, scorer(s))

@@ -224,7 +224,7 @@ class Call:
         now = self.cluster.clock.perf_counter()
         record = AttemptRecord(
             host.endpoint, started, now if first_byte is None else first_byte, now, result.outcome,
-            result.status, result.grpc_status, self.attempt, self.attempt > 1 and not hedge, hedge, nbytes,
+            result.status, result.grpc_status, self.attempt, self.attempt > 1 and not hedge, hedge, nbytes, result.load,
         )  # fmt: skip
         for observer in self.cluster.observers:  # notify(), inline: this runs on every attempt
             try:
@@ -255,7 +255,7 @@ class Call:
             verdict = result if outcome is None else AttemptResult(outcome, result.status, result.grpc_status)
             record = AttemptRecord(
                 host.endpoint, started, first_byte, now, verdict.outcome, verdict.status, verdict.grpc_status,
-                attempt, attempt > 1, False, nbytes,
+                attempt, attempt > 1, False, nbytes, result.load,
             )  # fmt: skip
             notify(self.cluster.observers, host, record)
             if retry:

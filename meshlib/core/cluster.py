@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
 
 from .._background import PeriodicWorker
 from .._tally import Tally
-from ..balancing import HASHING, POLICIES, Picker, build_picker
+from ..balancing import AUTO_LOAD_REPORTS, HASHING, POLICIES, Picker, build_picker
+from ..balancing.load import report_view
 from ..balancing.locality import PriorityLevel
 from ..clock import SYSTEM_CLOCK, Clock
 from ..endpoint import EndpointSnapshot
 from ..health import HealthChecker, Probe
+from ..health.load import LoadReports
 from ..resilience.breaker import OPEN, CircuitBreaker
 from ..resilience.outlier import OutlierDetector
 from ..resilience.ratelimit import TokenBucket
@@ -141,6 +143,16 @@ class Cluster:
             feeds.append(OutlierFeed(self.outlier, self))
         if self._per_endpoint_breakers:
             feeds.append(EndpointBreakerFeed(lambda: self.endpoint_breakers))
+        #: Servers' load reports (``load_reports``): an observer, and pollers started with the cluster.
+        self.load_reports: LoadReports | None = None
+        sources = cfg.load_reports if cfg.load_reports != "auto" else AUTO_LOAD_REPORTS.get(cfg.lb_policy, ())
+        if sources:
+            self.load_reports = LoadReports(
+                name, sources, clock, lambda: self.hosts,
+                metric_names=(cfg.load_metrics_path, cfg.load_metric_waiting, cfg.load_metric_running, cfg.load_metric_kv),
+                interval=cfg.load_metrics_interval, timeout=cfg.load_metrics_timeout, oob_interval=cfg.orca_oob_interval,
+            )  # fmt: skip
+            feeds.append(self.load_reports)
         for factory in observers:
             extra = factory(self)
             if extra is not None:
@@ -180,6 +192,8 @@ class Cluster:
             if self.health is not None:
                 if self.health.set_hosts(snapshot.endpoints) and self._health_worker is not None:
                     self._health_worker.wake()  # new endpoints are checked at once
+            if self.load_reports is not None:
+                self.load_reports.set_endpoints(snapshot.endpoints)
             if self._per_endpoint_breakers:
                 old = self.endpoint_breakers
                 self.endpoint_breakers = {k: old.get(k) or self._endpoint_breaker(k) for k in fresh}
@@ -277,13 +291,18 @@ class Cluster:
         return changed
 
     def start(self) -> None:
-        """Start the active health-check thread, if checks are configured."""
+        """Start the active health-check thread, if checks are configured
+        (and the load-report poller, if ``load_reports`` has ``metrics``)."""
+        if self.load_reports is not None:
+            self.load_reports.start()
         if self.health is not None and self._health_worker is None:
             self._health_worker = PeriodicWorker(f"health-{self.name}", self.config.health_check.interval, self.check_health)
             self._health_worker.start()
             self._health_worker.wake()  # the first round at once
 
     def close(self) -> None:
+        if self.load_reports is not None:
+            self.load_reports.close()
         if self._health_worker is not None:
             self._health_worker.stop()
 
@@ -340,6 +359,8 @@ class Cluster:
             out["outlier_detection"] = od
         if self.limiter is not None:
             out["rate_limit"] = self.limiter.snapshot()
+        if self.load_reports is not None:
+            out["load_reports"] = self.load_reports.stats()
         return out
 
     def host_resilience(self, host: Host) -> dict[str, Any]:
@@ -356,4 +377,6 @@ class Cluster:
             out.update(self.health.host_stats(key))
         if self._per_endpoint_breakers and key in self.endpoint_breakers:
             out["breaker"] = self.endpoint_breakers[key].state
+        if self.load_reports is not None:
+            out["load_report"] = report_view(host.load, self.clock.monotonic())
         return out

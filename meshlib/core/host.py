@@ -45,6 +45,7 @@ class Host:
         "_default_rtt",
         "_penalty",
         "_clock",
+        "load",
     )
 
     def __init__(
@@ -71,6 +72,8 @@ class Host:
         self._default_rtt = default_rtt
         self._penalty = failure_penalty
         self._clock = clock
+        #: The endpoint's latest load report (``balancing.load.LoadReport``), or None.
+        self.load: object = None
 
     # -- feedback (one call per attempt, start and done) ----------------------
 
@@ -139,6 +142,11 @@ class Host:
         if now is None:
             now = self._clock.monotonic()
         return cost * math.exp(-max(now - stamp, 0.0) / self._decay)
+
+    @property
+    def last_observed(self) -> float:
+        """When the latency average last took an observation (``monotonic``)."""
+        return self._ewma[1]
 
     @property
     def observed(self) -> bool:

@@ -1,0 +1,116 @@
+"""Prefix affinity with bounded load: a key keeps to its owner until the owner
+is saturated, then goes to the key's next owner, not to a random host.
+
+A call with a hash key (the prompt's prefix, from ``hash_header`` or
+``meshlib.hash_key``) walks its key's owners in a fixed order: for
+``ring_hash`` (and ``least_loaded``/``llm``, which keep a ring for this) the
+distinct hosts met walking the ring clockwise from the key, as Envoy's bounded
+load does; for ``maglev`` the owners of the key rehashed with seeds 1, 2, ...
+A host is passed over when it is saturated (``balancing.load.saturated``): its
+fresh report shows a queue above ``load_queue_threshold`` or KV use above
+``load_kv_threshold``, or it holds more than ``hash_balance_factor`` / 100 x the
+mean in-flight count (Envoy's ``hash_balance_factor``). Since the spill order
+is fixed per key, the second owner of a hot prefix caches it too and stays
+warm for it. When every owner is saturated: the least loaded host
+(``load_saturation=spill``) or ``EndpointsSaturatedError`` (``fail``).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from typing import Callable, Iterator, Sequence
+
+from ..clock import Clock
+from ..errors import EndpointsSaturatedError
+from .base import Host, Picker
+from .hashing import _xxh64
+from .load import LoadSettings, fresh_report, inflight_cap, saturated
+
+__all__ = ["AffinityPicker", "ring_owners", "maglev_owners", "Score"]
+
+#: ``score(host, now) -> float``: lower is less loaded.
+Score = Callable[[Host, float], float]
+#: ``owners(hash) -> hosts in the key's preference order``.
+Owners = Callable[[int], Iterator[Host]]
+
+
+def ring_owners(hashes: Sequence[int], owners: Sequence[Host], n_hosts: int) -> Owners:
+    """The distinct hosts walking the ring clockwise from a hash."""
+    size = len(hashes)
+
+    def walk(hash_value: int) -> Iterator[Host]:
+        i = bisect_left(hashes, hash_value)
+        seen: set[int] = set()
+        for step in range(size):
+            host = owners[(i + step) % size]
+            if id(host) not in seen:
+                seen.add(id(host))
+                yield host
+                if len(seen) == n_hosts:
+                    return
+
+    return walk
+
+
+def maglev_owners(table: Sequence[Host], hosts: Sequence[Host]) -> Owners:
+    """The key's owner, then the owners of the key rehashed with seeds 1, 2, ..."""
+    size = len(table)
+    n = len(hosts)
+
+    def walk(hash_value: int) -> Iterator[Host]:
+        seen: set[int] = set()
+        h = hash_value
+        for seed in range(4 * n):
+            host = table[h % size]
+            if id(host) not in seen:
+                seen.add(id(host))
+                yield host
+                if len(seen) == n:
+                    return
+            h = _xxh64(hash_value.to_bytes(8, "little"), seed + 1)
+        for host in hosts:
+            if id(host) not in seen:
+                yield host
+
+    return walk
+
+
+class AffinityPicker:
+    """Wraps a policy's picker: keyed calls go to their first unsaturated owner;
+    calls without a key go to ``fallback``."""
+
+    __slots__ = ("_owners", "_hosts", "_s", "_now", "_fallback", "_score", "_service", "_factor")
+
+    def __init__(self, service: str, hosts: Sequence[Host], owners: Owners, fallback: Picker, settings: LoadSettings, clock: Clock, score: Score) -> None:
+        self._service = service
+        self._hosts = tuple(hosts)
+        self._owners = owners
+        self._fallback = fallback
+        self._s = settings
+        self._now = clock.monotonic
+        self._score = score
+        self._factor = settings.balance_factor
+
+    def pick(self, hash_value: int | None) -> Host:
+        if hash_value is None:
+            return self._fallback.pick(None)
+        s = self._s
+        now = self._now()
+        cap = math.inf
+        capped = False
+        for host in self._owners(hash_value):
+            if not capped and host.inflight and self._factor > 0:
+                cap = inflight_cap(self._hosts, self._factor)  # only once an owner is busy: O(hosts)
+                capped = True
+            if not saturated(host, fresh_report(host, now, s.max_age), s, cap):
+                return host
+        if s.saturation == "fail":
+            raise EndpointsSaturatedError(self._service)
+        score = self._score
+        return min(self._hosts, key=lambda h: score(h, now))
+
+
+def owner_order(picker: AffinityPicker, hash_value: int) -> list[Host]:
+    """The key's owners in spill order (tests, docs)."""
+    return list(picker._owners(hash_value))
