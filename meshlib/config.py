@@ -390,7 +390,7 @@ KEYS: dict[str, Key] = {
         # -- server load reports and the policies that read them (docs/load-balancing.md, "LLM services")
         Key("load_reports", _load_sources, "auto", "both", "source list",
             "Server load reports read: header (endpoint-load-metrics response header, ORCA trailer), metrics (poll /metrics), "
-            "orca_oob (ORCA out-of-band stream); off for none; auto: header,metrics for lb_policy llm, header for least_loaded and wrr_orca, off otherwise.",
+            "orca_oob (ORCA out-of-band stream); off for none; auto: header,metrics for lb_policy llm, header for least_loaded, header,orca_oob for wrr_orca, off otherwise.",
             "header,orca_oob"),
         Key("load_metrics_path", _text, "/metrics", "both", "string",
             "load_reports metrics: the Prometheus path scraped on every endpoint.", "/metrics"),

@@ -200,6 +200,7 @@ class Server:
         self.replica = replica
         self.port = port
         self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -209,8 +210,11 @@ class Server:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+            for writer in list(self._writers):
+                writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             while True:
                 request = await _read_request(reader)
@@ -221,6 +225,7 @@ class Server:
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     async def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes, writer: asyncio.StreamWriter) -> None:
@@ -292,3 +297,30 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+class Fleet:
+    """Replicas served on a background thread's event loop (tests): ``ports``, ``close()``."""
+
+    def __init__(self, speeds: tuple[float, ...] = (1.0,), cfg: SimConfig | None = None) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="llm-sim", daemon=True)
+        self._thread.start()
+        self.servers = asyncio.run_coroutine_threadsafe(serve([(0, s) for s in speeds], cfg), self.loop).result(10)
+        self.ports = [s.port for s in self.servers]
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            for server in self.servers:
+                await server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()

@@ -26,6 +26,6 @@ POLICIES: dict[str, PolicyBuilder] = {
 #: Policies that read the request's hash key.
 HASHING = frozenset({"ring_hash", "maglev", "least_loaded", "llm"})
 #: Load-report sources each policy reads when ``load_reports`` is ``auto``.
-AUTO_LOAD_REPORTS = {"llm": ("header", "metrics"), "least_loaded": ("header",), "wrr_orca": ("header",)}
+AUTO_LOAD_REPORTS = {"llm": ("header", "metrics"), "least_loaded": ("header",), "wrr_orca": ("header", "orca_oob")}
 
 __all__ = ["POLICIES", "HASHING", "AUTO_LOAD_REPORTS", "Picker", "PolicyBuilder", "EmptyPicker", "build_picker"]

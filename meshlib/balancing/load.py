@@ -120,7 +120,7 @@ def est_queue(host: Any, report: LoadReport) -> float:
 def saturated(host: Any, report: LoadReport | None, s: LoadSettings, inflight_cap: float) -> bool:
     """Whether ``host`` should take no more traffic now: its reported queue or
     KV use over threshold, or its in-flight count over ``inflight_cap``."""
-    if len(host.inflight) >= inflight_cap:
+    if len(host.inflight) > inflight_cap:
         return True
     if report is None:
         return False
@@ -130,14 +130,15 @@ def saturated(host: Any, report: LoadReport | None, s: LoadSettings, inflight_ca
 
 
 def inflight_cap(hosts: Any, factor: float) -> float:
-    """Bounded load (Envoy's ``hash_balance_factor``, Mirrokni et al.): a host
-    may hold at most ``ceil(factor x (total in flight + 1) / hosts)`` attempts."""
+    """Bounded load as Envoy's ``hash_balance_factor`` (Mirrokni et al.): a host
+    is overloaded when it holds more than
+    ``max(ceil(ceil((total in flight + 1) x factor) / hosts), 1)`` attempts."""
     if factor <= 0:
         return math.inf
     total = 0
     for h in hosts:
         total += len(h.inflight)
-    return math.ceil(factor * (total + 1) / len(hosts))
+    return max(math.ceil(math.ceil((total + 1) * factor) / len(hosts)), 1)
 
 
 def scorer(s: LoadSettings) -> Callable[[Any, float], float]:

@@ -1,0 +1,354 @@
+"""Server load reports: parsing (bad and hostile input ignored), staleness,
+herding prevention, spill order, wrr_orca's weights, ORCA over real grpcio
+servers, and /metrics polling of the model-server simulator."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import random
+import threading
+import time
+from collections import Counter
+from concurrent import futures
+
+import grpc
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import meshlib
+from meshlib import Endpoint, EndpointSnapshot, ManualClock
+from meshlib.balancing.affinity import owner_order
+from meshlib.balancing.hashing import hash_key
+from meshlib.balancing.load import LoadSettings, inflight_cap
+from meshlib.balancing.wrr_orca import host_weight, scale_weights
+from meshlib.config import load_config
+from meshlib.core.cluster import Cluster
+from meshlib.errors import EndpointsSaturatedError
+from meshlib.health.load import orca_trailer, parse_header, parse_prometheus, store, with_load_report
+from meshlib.health.load.orca import STREAM_METHOD, encode_report
+from meshlib.outcome import AttemptResult, Outcome
+
+from .llm_sim import Fleet
+
+VLLM = "TEXT named_metrics.kv_cache_usage_perc=0.42, named_metrics.num_requests_waiting=3"
+
+
+def cluster_of(policy: str, n: int = 4, clock=None, seed: int = 3, **keys) -> Cluster:
+    cfg = load_config(environ={}, overrides={"lb_policy": policy, **keys}).service("svc")
+    c = Cluster("svc", cfg, clock=clock or ManualClock(), rng=random.Random(seed))
+    c.update(EndpointSnapshot("svc", tuple(Endpoint(f"10.0.0.{i + 1}", 80) for i in range(n))))
+    return c
+
+
+def report(host, clock, **fields):
+    return store(host, fields, "header", clock.monotonic())
+
+
+# -- parsing ---------------------------------------------------------------------------
+
+
+def test_vllm_text_header_is_read():
+    assert parse_header(VLLM) == {"kv": 0.42, "waiting": 3.0, "named": {"kv_cache_usage_perc": 0.42, "num_requests_waiting": 3.0}}
+
+
+def test_json_and_bin_forms_are_read():
+    js = parse_header('JSON {"cpu_utilization": 0.5, "rps_fractional": 10, "named_metrics": {"num_requests_waiting": 2}}')
+    assert js is not None and js["cpu"] == 0.5 and js["rps"] == 10 and js["waiting"] == 2
+    raw = encode_report(cpu_utilization=0.25, application_utilization=0.5, rps_fractional=40.0, eps=2.0, named_metrics={"kv_cache_usage_perc": 0.9})
+    for value in (raw, "BIN " + base64.b64encode(raw).decode()):
+        got = parse_header(value)
+        assert got is not None and got["app"] == 0.5 and got["cpu"] == 0.25 and got["rps"] == 40 and got["eps"] == 2 and got["kv"] == 0.9
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "", "TEXT", "TEXT =,=,,", "XML <a/>", "TEXT cpu_utilization=nan", "TEXT cpu_utilization=inf", "TEXT cpu_utilization=-1",
+        "TEXT named_metrics.num_requests_waiting=1e400", "JSON [1,2]", "JSON {", "JSON " + "[" * 100000, 'JSON {"cpu_utilization": "x"}',
+        "BIN !!!", "BIN " + base64.b64encode(b"\xff\xff\xff\xff").decode(), b"\xff\x00garbage", "TEXT " + "a=1," * 100000,
+        "TEXT cpu_utilization=1e308", 'JSON {"named_metrics": {"bad name\\n": 1}}', 12, None,
+    ],
+)  # fmt: skip
+def test_bad_and_hostile_headers_are_ignored(value):
+    got = parse_header(value)
+    assert got is None or all(math.isfinite(v) and v >= 0 for k, v in got.items() if k != "named")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=300), st.text(max_size=200).map(lambda t: "TEXT " + t), st.text(max_size=200).map(lambda t: "JSON " + t)))
+def test_no_input_makes_the_parser_fail(value):
+    got = parse_header(value)
+    if got is not None:
+        for key, v in got.items():
+            if key == "named":
+                assert all(math.isfinite(x) and x >= 0 for x in v.values())
+            else:
+                assert math.isfinite(v) and v >= 0
+        if "kv" in got:
+            assert got["kv"] <= 1.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=500))
+def test_no_scrape_makes_the_prometheus_parser_fail(text):
+    parse_prometheus(text, "vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc")
+
+
+def test_prometheus_gauges_are_read_and_summed_over_series():
+    text = (
+        "# HELP vllm:num_requests_waiting waiting\n# TYPE vllm:num_requests_waiting gauge\n"
+        'vllm:num_requests_waiting{model_name="a"} 2.0\nvllm:num_requests_waiting{model_name="b",x="}"} 3\n'
+        'vllm:kv_cache_usage_perc{model_name="a"} 0.5\nvllm:kv_cache_usage_perc{model_name="b"} 0.7 1700000000\n'
+        "vllm:num_requests_waiting_total 99\nbogus line\n"
+    )
+    got = parse_prometheus(text, "vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc")
+    assert got is not None and got["waiting"] == 5 and got["kv"] == 0.7 and "running" not in got
+
+
+def test_the_adapter_hook_carries_the_raw_report_only_when_there_is_one():
+    ok = AttemptResult(Outcome.SUCCESS, 200)
+    assert with_load_report(ok, None) is ok
+    assert with_load_report(ok, VLLM).load == VLLM
+
+    class Rpc:
+        def trailing_metadata(self):
+            return (("x", "y"), ("endpoint-load-metrics-bin", b"\x01"))
+
+    assert orca_trailer(Rpc()) == b"\x01"
+    assert orca_trailer(object()) is None
+
+
+# -- the observer, staleness, herding ----------------------------------------------------
+
+
+def test_a_report_on_a_response_lands_on_its_host_and_in_stats():
+    clock = ManualClock()
+    c = cluster_of("least_loaded", clock=clock)
+    call = c.start_call()
+    call.begin()
+    host = call.pick()
+    call.ended(host, clock.perf_counter(), with_load_report(AttemptResult(Outcome.SUCCESS, 200), VLLM))
+    call.finish()
+    assert host.load.waiting == 3 and host.load.kv == 0.42 and host.load.source == "header"
+    clock.advance(0.5)
+    assert c.host_resilience(host)["load_report"] == {"source": "header", "age_s": 0.5, "waiting": 3.0, "kv": 0.42, "named": {"kv_cache_usage_perc": 0.42, "num_requests_waiting": 3.0}}
+    assert c.resilience_stats()["load_reports"]["reports"] == 1
+    call = c.start_call()
+    call.begin()
+    host = call.pick()
+    call.ended(host, clock.perf_counter(), with_load_report(AttemptResult(Outcome.SUCCESS, 200), "TEXT \x00garbage=\u2603"))
+    call.finish()
+    assert c.resilience_stats()["load_reports"]["rejected"] == 1  # ignored, counted, never fatal
+
+
+def test_stale_reports_fall_back_to_the_own_in_flight_count():
+    clock = ManualClock()
+    c = cluster_of("least_loaded", n=2, clock=clock, load_report_max_age="1s")
+    a, b = c.hosts
+    report(a, clock, waiting=50.0)  # a says it is swamped
+    assert Counter(c.pick(None) for _ in range(200)) == Counter({b: 200})
+    clock.advance(1.5)  # the report is stale now: both idle, shared
+    counts = Counter(c.pick(None) for _ in range(2000))
+    assert 800 < counts[a] < 1200
+    b.start()
+    b.start()  # b busy by our own count
+    assert Counter(c.pick(None) for _ in range(200)) == Counter({a: 200})
+
+
+def test_requests_sent_since_a_report_count_against_it_so_a_burst_does_not_herd():
+    clock = ManualClock()
+    c = cluster_of("least_loaded", n=4, clock=clock, load_inflight_weight=0)  # only the reports speak
+    for i, host in enumerate(c.hosts):
+        report(host, clock, waiting=0.0 if i == 0 else 2.0)
+    burst = Counter()
+    for _ in range(24):  # a burst between two reports
+        host = c.pick(None)
+        host.start()
+        burst[host] += 1
+    assert burst[c.hosts[0]] <= 12  # without counting, all 24 would go to the one that looked idle
+    assert len(burst) == 4
+
+
+# -- spill order ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["ring_hash", "maglev", "llm"])
+def test_a_saturated_owner_spills_to_the_keys_next_owner_in_a_fixed_order(policy):
+    clock = ManualClock()
+    c = cluster_of(policy, n=5, clock=clock, load_reports="header", hash_header="x-prefix-key")
+    h = hash_key("system-prompt-7")
+    order = owner_order(c.picker, h)
+    assert len(order) == 5 and len(set(order)) == 5
+    assert c.pick(h) is order[0]
+    report(order[0], clock, kv=0.95)  # KV over 0.8
+    assert c.pick(h) is order[1]
+    report(order[1], clock, waiting=9.0)  # queue over 4
+    assert c.pick(h) is order[2]
+    assert owner_order(c.picker, h) == order  # the order is the key's, not the load's
+    clock.advance(5)  # both reports stale: back to the owner
+    assert c.pick(h) is order[0]
+
+
+def test_the_in_flight_bound_spills_as_envoys_hash_balance_factor():
+    c = cluster_of("ring_hash", n=4, hash_balance_factor=150)
+    h = hash_key("k")
+    order = owner_order(c.picker, h)
+    for _ in range(3):
+        order[0].start()
+    assert inflight_cap(c.hosts, 1.5) == 2  # ceil(ceil(1.5 x (3 + 1)) / 4): 3 in flight is over it
+    assert c.pick(h) is order[1]
+    order[0].done(0.01, "success")
+    order[0].done(0.01, "success")
+    assert inflight_cap(c.hosts, 1.5) == 1
+    assert c.pick(h) is order[0]  # 1 in flight is not more than 1
+
+def test_when_every_endpoint_is_saturated_spill_or_fail_fast():
+    clock = ManualClock()
+    spill = cluster_of("llm", n=3, clock=clock)
+    fail = cluster_of("llm", n=3, clock=clock, load_saturation="fail")
+    for c in (spill, fail):
+        for i, host in enumerate(c.hosts):
+            report(host, clock, waiting=10.0 + i)
+    h = hash_key("k")
+    assert spill.pick(h) is spill.hosts[0]  # the least loaded
+    with pytest.raises(EndpointsSaturatedError, match="saturated"):
+        fail.pick(h)
+
+
+# -- wrr_orca (gRFC A58) ---------------------------------------------------------------------
+
+
+def test_a58_weight_blackout_and_expiration():
+    clock = ManualClock()
+    c = cluster_of("wrr_orca", n=1, clock=clock)
+    host = c.hosts[0]
+    s = LoadSettings()
+    report(host, clock, rps=100.0, app=0.5, eps=10.0, cpu=0.9)
+    assert host_weight(host, clock.monotonic(), s) == 0  # blackout
+    clock.advance(11)
+    report(host, clock, rps=100.0, app=0.5, eps=10.0, cpu=0.9)
+    assert host_weight(host, clock.monotonic(), s) == pytest.approx(100 / (0.5 + 10 / 100 * 1.0))
+    clock.advance(181)
+    assert host_weight(host, clock.monotonic(), s) == 0  # expired
+    assert scale_weights([0.0, 0.0]) is None
+    assert scale_weights([1.0, 2.0, 0.0]) == (32768, 65535, 49151)
+
+
+def test_wrr_orca_shares_follow_reported_utilization():
+    clock = ManualClock()
+    c = cluster_of("wrr_orca", n=3, clock=clock)
+    for host, util in zip(c.hosts, (0.8, 0.4, 0.2)):
+        report(host, clock, rps=100.0, cpu=util)
+    clock.advance(11)
+    for host, util in zip(c.hosts, (0.8, 0.4, 0.2)):
+        report(host, clock, rps=100.0, cpu=util)
+    counts = Counter(c.pick(None) for _ in range(7000))
+    assert [round(counts[h] / 1000) for h in c.hosts] == [1, 2, 4]
+
+
+# -- ORCA over real grpcio servers ---------------------------------------------------------------
+
+
+class OrcaServer:
+    """A grpcio server that answers Echo with a per-call ORCA trailer and,
+    when ``oob``, serves OpenRcaService/StreamCoreMetrics."""
+
+    def __init__(self, util: float, oob: bool = False) -> None:
+        self.util = util
+        self.server = grpc.server(futures.ThreadPoolExecutor(4))
+        handlers = {"Echo": grpc.unary_unary_rpc_method_handler(self._echo)}
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("meshtest.Agent", handlers),))
+        if oob:
+            stream = grpc.unary_stream_rpc_method_handler(self._stream)
+            self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("xds.service.orca.v3.OpenRcaService", {"StreamCoreMetrics": stream}),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        self.streams = 0
+
+    def _echo(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        context.set_trailing_metadata((("endpoint-load-metrics-bin", encode_report(cpu_utilization=self.util, rps_fractional=50.0, named_metrics={"num_requests_waiting": 1.0})),))
+        return b"ok"
+
+    def _stream(self, request: bytes, context: grpc.ServicerContext):
+        self.streams += 1
+        while context.is_active():
+            yield encode_report(application_utilization=self.util, rps_fractional=20.0)
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.stop(0)
+
+
+def _wait_for(pred, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_grpcio_keeps_per_call_orca_trailers_from_python_so_oob_is_the_grpc_source():
+    """grpc core parses ``endpoint-load-metrics-bin`` itself and leaves it out
+    of the trailing metadata Python sees (docs/load-balancing.md): the hook
+    stays in place, and gRPC services get reports from the out-of-band stream."""
+    server = OrcaServer(0.2)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            _, call = ch.unary_unary("/meshtest.Agent/Echo").with_call(b"x", timeout=5)
+            assert orca_trailer(call) is None
+        with meshlib.Mesh(config={"services": {"orca": {"endpoints": f"127.0.0.1:{server.port}", "lb_policy": "wrr_orca", "load_reports": "header"}}}) as mesh:
+            assert mesh.grpc_channel("orca").unary_unary("/meshtest.Agent/Echo")(b"x", timeout=5) == b"ok"
+            assert mesh.cluster("orca").hosts[0].load is None
+    finally:
+        server.stop()
+
+
+def test_orca_out_of_band_stream_from_a_real_grpc_server():
+    offered, plain = OrcaServer(0.3, oob=True), OrcaServer(0.7)
+    try:
+        eps = f"127.0.0.1:{offered.port},127.0.0.1:{plain.port}"
+        with meshlib.Mesh(config={"services": {"orca": {"endpoints": eps, "lb_policy": "wrr_orca", "load_reports": "orca_oob", "orca_oob_interval": "50ms"}}}) as mesh:
+            mesh.grpc_channel("orca")  # the cluster exists: its streams start
+            cluster = mesh.cluster("orca")
+            host = next(h for h in cluster.hosts if h.endpoint.port == offered.port)
+            assert _wait_for(lambda: host.load is not None)
+            assert host.load.source == "oob" and host.load.app == 0.3 and host.load.rps == 20
+            echo = mesh.grpc_channel("orca").unary_unary("/meshtest.Agent/Echo")
+            assert echo(b"x", timeout=5) == b"ok"
+            assert mesh.stats()["services"]["orca"]["load_reports"]["reports"] > 0
+            other = next(h for h in cluster.hosts if h.endpoint.port == plain.port)
+            assert other.load is None  # UNIMPLEMENTED: left alone
+        assert _wait_for(lambda: threading.active_count() < 50)
+    finally:
+        offered.stop()
+        plain.stop()
+
+
+# -- /metrics polling against the simulator ------------------------------------------------------
+
+
+def test_llm_policy_polls_metrics_and_reads_headers_of_the_simulator():
+    fleet = Fleet((1.0, 1.0))
+    try:
+        eps = ",".join(f"127.0.0.1:{p}" for p in fleet.ports)
+        cfg = {"services": {"llm": {"endpoints": eps, "lb_policy": "llm", "hash_header": "x-prefix-key", "load_metrics_interval": "20ms"}}}
+        with meshlib.Mesh(config=cfg) as mesh:
+            cluster = mesh.cluster("llm")
+            assert _wait_for(lambda: all(h.load is not None for h in cluster.hosts))
+            assert {h.load.source for h in cluster.hosts} == {"metrics"}
+            s = mesh.requests_session()
+            body = {"system": "a", "system_tokens": 64, "user_tokens": 16, "max_tokens": 2, "stream": False}
+            r = s.post("http://llm/v1/completions", json=body, headers={"x-prefix-key": "a"}, timeout=10)
+            assert r.status_code == 200 and "endpoint-load-metrics" in r.headers
+            with s.post("http://llm/v1/completions", json={**body, "stream": True}, headers={"x-prefix-key": "a"}, stream=True, timeout=10) as streamed:
+                events = [line for line in streamed.iter_lines() if line]
+            assert events[-1] == b"data: [DONE]"
+            stats = mesh.stats()["services"]["llm"]
+            assert stats["load_reports"]["scrapes"] > 0
+            assert all(e["load_report"] is not None for e in stats["endpoints"])
+    finally:
+        fleet.close()
