@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Sequence, Sized
 
 __all__ = ["LoadReport", "LoadSettings", "load_settings", "bounded", "fresh_report", "est_queue", "saturated", "report_view", "scorer"]
 
@@ -135,10 +135,13 @@ def inflight_cap(hosts: Any, factor: float) -> float:
     ``max(ceil(ceil((total in flight + 1) x factor) / hosts), 1)`` attempts."""
     if factor <= 0:
         return math.inf
-    total = 0
-    for h in hosts:
-        total += len(h.inflight)
+    total = sum(map(len, [h.inflight for h in hosts]))
     return max(math.ceil(math.ceil((total + 1) * factor) / len(hosts)), 1)
+
+
+def cap_of(lists: Sequence[Sized], factor: float) -> float:
+    """:func:`inflight_cap` over the hosts' in-flight lists (kept by a picker: one C-level pass)."""
+    return max(math.ceil(math.ceil((sum(map(len, lists)) + 1) * factor) / len(lists)), 1)
 
 
 def scorer(s: LoadSettings) -> Callable[[Any, float], float]:
