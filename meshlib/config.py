@@ -421,6 +421,8 @@ KEYS: dict[str, Key] = {
             "least_loaded score: weight of this client's own in-flight count on the endpoint.", "0.5"),
         Key("load_saturation", _choice(("spill", "fail")), "spill", "both", "string",
             "When every endpoint is saturated: spill (send to the least loaded anyway) or fail (EndpointsSaturatedError at once).", "fail"),
+        Key("load_affinity_choices", _int(0, 2), 0, "both", "integer",
+            "Prefix affinity: 1 sends a key to its first unsaturated owner; 2 to the less loaded of its first two (each prefix then warms two endpoints); 0: 2 for llm, 1 otherwise.", "1"),
         Key("orca_oob_interval", _duration(allow_zero=False), 1.0, "both", "duration",
             "load_reports orca_oob: the report interval asked of the server (gRFC A51).", "250ms"),
         Key("wrr_blackout_period", _duration(), 10.0, "both", "duration",
@@ -694,6 +696,7 @@ class ServiceConfig:
     load_kv_weight: float = 4.0
     load_inflight_weight: float = 1.0
     load_saturation: str = "spill"
+    load_affinity_choices: int = 0
     orca_oob_interval: float = 1.0
     wrr_blackout_period: float = 10.0
     wrr_weight_expiration_period: float = 180.0

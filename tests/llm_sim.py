@@ -35,7 +35,7 @@ BLOCK = 16
 @dataclass
 class SimConfig:
     batch_limit: int = 4
-    kv_blocks: int = 200
+    kv_blocks: int = 320
     step: float = 0.025
     batch_slowdown: float = 0.10
     prefill_per_block: float = 0.006

@@ -352,3 +352,19 @@ def test_llm_policy_polls_metrics_and_reads_headers_of_the_simulator():
             assert all(e["load_report"] is not None for e in stats["endpoints"])
     finally:
         fleet.close()
+
+
+def test_llm_sends_a_key_to_the_less_loaded_of_its_first_two_owners():
+    clock = ManualClock()
+    c = cluster_of("llm", n=4, clock=clock)
+    h = hash_key("prompt")
+    first, second, third, _ = owner_order(c.picker, h)
+    report(first, clock, waiting=2.0)  # busier, not saturated
+    report(second, clock, waiting=1.0)
+    report(third, clock, waiting=0.0)  # idle, but cold for this prefix
+    assert c.pick(h) is second
+    report(second, clock, waiting=3.0)
+    assert c.pick(h) is first
+    one = cluster_of("llm", n=4, clock=clock, load_affinity_choices=1)
+    report(one.hosts[0], clock, waiting=1.0)
+    assert one.pick(h) is owner_order(one.picker, h)[0]  # the first unsaturated owner, however loaded

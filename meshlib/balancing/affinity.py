@@ -107,6 +107,7 @@ class AffinityPicker:
         now = self._now()
         cap = math.inf
         capped = False
+        first = None
         for host in self._owners(hash_value):
             if not capped and host.inflight and self._factor > 0:
                 if self._tick() % self._every == 0:
@@ -114,7 +115,15 @@ class AffinityPicker:
                 cap = self._cap
                 capped = True
             if not saturated(host, fresh_report(host, now, s.max_age), s, cap):
-                return host
+                if s.affinity_choices == 1:
+                    return host
+                if first is None:
+                    first = host
+                    continue
+                # The less loaded of the key's first two unsaturated owners (ties: the first).
+                return host if self._score(host, now) < self._score(first, now) else first
+        if first is not None:
+            return first
         if s.saturation == "fail":
             raise EndpointsSaturatedError(self._service)
         score = self._score

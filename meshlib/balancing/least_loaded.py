@@ -16,14 +16,16 @@ count alone, which is what ``least_request`` does.
 A call with a hash key (``hash_header``, ``meshlib.hash_key``) keeps to the
 key's owner on a consistent-hash ring until the owner is saturated, then
 spills to the key's next owner (``balancing.affinity``). ``llm`` is
-``least_loaded`` with that bounded load at ``hash_balance_factor`` 150 when
-it is left at 0, and with load reports from response headers and ``/metrics``
-(``load_reports=auto``).
+``least_loaded`` with that bounded load at ``hash_balance_factor`` 150 and
+the less loaded of each key's first two unsaturated owners
+(``load_affinity_choices`` 2) when those are left at 0, and with load reports
+from response headers and ``/metrics`` (``load_reports=auto``).
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Sequence
 
 from ..clock import Clock
@@ -34,8 +36,10 @@ from .ring_hash import build_ring
 
 __all__ = ["LeastLoadedPicker", "build", "build_llm"]
 
-#: ``llm``'s bounded load when ``hash_balance_factor`` is 0.
+#: ``llm``'s bounded load when ``hash_balance_factor`` is 0, and its owners
+#: compared per keyed call when ``load_affinity_choices`` is 0.
 LLM_BALANCE_FACTOR = 150
+LLM_AFFINITY_CHOICES = 2
 
 
 class LeastLoadedPicker:
@@ -78,6 +82,6 @@ def build(hosts: Sequence[Host], cfg, rng: random.Random, clock: Clock):  # type
 
 def build_llm(hosts: Sequence[Host], cfg, rng: random.Random, clock: Clock):  # type: ignore[no-untyped-def]
     s = load_settings(cfg)
-    if s.balance_factor <= 0:
-        s = LoadSettings(**{**s.__dict__, "balance_factor": LLM_BALANCE_FACTOR / 100.0})
-    return _build(hosts, cfg, rng, clock, s)
+    factor = s.balance_factor if s.balance_factor > 0 else LLM_BALANCE_FACTOR / 100.0
+    choices = cfg.load_affinity_choices or LLM_AFFINITY_CHOICES
+    return _build(hosts, cfg, rng, clock, replace(s, balance_factor=factor, affinity_choices=choices))

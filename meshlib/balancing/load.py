@@ -70,6 +70,8 @@ class LoadSettings:
     inflight_weight: float = 1.0
     #: When every candidate is saturated: ``spill`` (the least loaded anyway) or ``fail``.
     saturation: str = "spill"
+    #: Prefix affinity: the key's first unsaturated owner (1), or the less loaded of its first two (2).
+    affinity_choices: int = 1
     #: gRFC A58 (wrr_orca).
     blackout: float = 10.0
     expiration: float = 180.0
@@ -88,6 +90,7 @@ def load_settings(cfg: Any) -> LoadSettings:
         kv_weight=cfg.load_kv_weight,
         inflight_weight=cfg.load_inflight_weight,
         saturation=cfg.load_saturation,
+        affinity_choices=cfg.load_affinity_choices or 1,
         blackout=cfg.wrr_blackout_period,
         expiration=cfg.wrr_weight_expiration_period,
         error_penalty=cfg.wrr_error_utilization_penalty,
