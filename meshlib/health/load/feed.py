@@ -46,6 +46,7 @@ class LoadReports:
         self.sources = frozenset(sources)
         self._clock = clock
         self._hosts = hosts
+        self._index: tuple[Any, dict[Any, Any]] = (None, {})
         self.reports = 0
         self.rejected = 0
         self.poller = None
@@ -75,11 +76,12 @@ class LoadReports:
     # -- polled ----------------------------------------------------------------
 
     def _host(self, endpoint: Endpoint) -> Any:
-        key = endpoint.key
-        for host in self._hosts():
-            if host.key == key:
-                return host
-        return None
+        hosts = self._hosts()
+        cached, index = self._index
+        if cached is not hosts:  # the cluster swapped its host tuple: index the new one
+            index = {h.key: h for h in hosts}
+            self._index = (hosts, index)
+        return index.get(endpoint.key)
 
     def _from_scrape(self, endpoint: Endpoint, fields: Fields) -> None:
         host = self._host(endpoint)

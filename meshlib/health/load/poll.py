@@ -3,8 +3,9 @@
 For servers that report nothing per streamed response (vLLM attaches its
 ``endpoint-load-metrics`` header only to non-streamed ones). One daemon thread
 per service (the health checker's :class:`~meshlib._background.PeriodicWorker`)
-scrapes every endpoint in turn each ``interval``, as the Gateway API inference
-extension's endpoint picker does. The scrape's cost is bounded: one kept-alive
+scrapes every endpoint in turn, then waits ``interval`` (as the Gateway API
+inference extension's endpoint picker refreshes every 50ms), so a round over
+many endpoints simply takes longer; it never overlaps the next. The scrape's cost is bounded: one kept-alive
 connection per endpoint, a short timeout, a body of at most 1 MiB, and an
 endpoint whose scrape fails (refused, 404, unparsable) is skipped for a
 growing number of rounds (up to 100) before it is tried again.
