@@ -32,7 +32,7 @@ from ..balancing.locality import PriorityLevel
 from ..clock import SYSTEM_CLOCK, Clock
 from ..endpoint import EndpointSnapshot
 from ..health import HealthChecker, Probe
-from ..health.load import LoadReports
+from ..health.load import LOAD_FORMAT_HEADER, LoadReports
 from ..resilience.breaker import OPEN, CircuitBreaker
 from ..resilience.outlier import OutlierDetector
 from ..resilience.ratelimit import TokenBucket
@@ -153,6 +153,9 @@ class Cluster:
                 interval=cfg.load_metrics_interval, timeout=cfg.load_metrics_timeout, oob_interval=cfg.orca_oob_interval,
             )  # fmt: skip
             feeds.append(self.load_reports)
+        #: Headers an HTTP adapter adds to each attempt so servers attach their
+        #: load report (vLLM answers ``endpoint-load-metrics`` only when asked).
+        self.load_request_headers: dict[str, str] = {LOAD_FORMAT_HEADER: "TEXT"} if "header" in sources else {}
         for factory in observers:
             extra = factory(self)
             if extra is not None:
