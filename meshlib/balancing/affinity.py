@@ -6,7 +6,9 @@ A call with a hash key (the prompt's prefix, from ``hash_header`` or
 ``ring_hash`` (and ``least_loaded``/``llm``, which keep a ring for this) the
 distinct hosts met walking the ring clockwise from the key, as Envoy's bounded
 load does; for ``maglev`` the owners of the key rehashed with seeds 1, 2, ...
-A host is passed over when it is saturated (``balancing.load.saturated``): its
+With ``load_affinity_choices`` 2 (``llm``'s default) a call goes to the less
+loaded of the key's first two unsaturated owners, so each prefix is cached on
+two hosts and a hot one is shared. A host is passed over when it is saturated (``balancing.load.saturated``): its
 fresh report shows a queue above ``load_queue_threshold`` or KV use above
 ``load_kv_threshold``, or it holds more than ``hash_balance_factor`` / 100 x the
 mean in-flight count (Envoy's ``hash_balance_factor``). Since the spill order
@@ -78,8 +80,9 @@ def maglev_owners(table: Sequence[Host], hosts: Sequence[Host]) -> Owners:
 
 
 class AffinityPicker:
-    """Wraps a policy's picker: keyed calls go to their first unsaturated owner;
-    calls without a key go to ``fallback``."""
+    """Wraps a policy's picker: keyed calls go to their first unsaturated owner
+    (or the less loaded of the first two, ``affinity_choices`` 2); calls without
+    a key go to ``fallback``."""
 
     __slots__ = ("_owners", "_hosts", "_s", "_now", "_fallback", "_score", "_service", "_factor", "_lists", "_tick", "_every", "_cap")
 
