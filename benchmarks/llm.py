@@ -278,7 +278,7 @@ def start_fleet() -> tuple[subprocess.Popen, list[int]]:
 
 
 def run(quick: bool = False, policies: list[str] | None = None) -> bool:
-    runs, duration, warmup = (1, 4.0, 1.5) if quick else (3, 15.0, 3.0)
+    runs, duration, warmup = (1, 2.5, 1.0) if quick else (3, 15.0, 3.0)
     names = policies or list(POLICIES)
     for required in ("round_robin", "R1", "R2"):
         if required not in names:
