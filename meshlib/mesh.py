@@ -181,7 +181,7 @@ class Mesh:
         """The cluster for service ``name``; raises UnknownServiceError."""
         if self._closed:
             raise MeshError("this Mesh is closed; create a new one")
-        cluster = self.lookup(name)
+        cluster = self._by_host.get(name) or self.lookup(name)
         if cluster is None:
             raise UnknownServiceError(name, list(self._clusters))
         return cluster

@@ -89,10 +89,10 @@ def test_an_observer_that_raises_never_fails_the_call_and_is_logged_once(caplog:
 def test_policies_that_are_off_are_absent_not_checked() -> None:
     plain = make(ManualClock())
     assert plain.gates == ()
-    assert [type(o).__name__ for o in plain.observers] == ["LoadMetric", "ThresholdRelease", "OutlierFeed"]
+    assert [getattr(o, "__qualname__", "") for o in plain.observers] == ["Host.attempt_ended", "Thresholds.attempt_ended", "OutlierDetector.attempt_ended"]
     full = make(ManualClock(), rate_limit=100, breaker="cluster", fault_abort_percent=1, outlier_detection=False)
     assert [type(g).__name__ for g in full.gates] == ["RateLimitGate", "BreakerGate", "FaultGate"]
-    assert [type(o).__name__ for o in full.observers] == ["LoadMetric", "ThresholdRelease"]
+    assert [getattr(o, "__qualname__", "") for o in full.observers] == ["Host.attempt_ended", "Thresholds.attempt_ended"]
 
 
 # -- hedging on the injected clock -----------------------------------------------------

@@ -29,6 +29,9 @@ __all__ = ["Call", "hash_key"]
 _HASH_KEY: contextvars.ContextVar[str | bytes | None] = contextvars.ContextVar("meshlib_hash_key", default=None)
 _SUCCESS = Outcome.SUCCESS
 _CANCELLED = Outcome.CANCELLED
+#: Builds an AttemptRecord from a full tuple of its fields in one C call
+#: (the named tuple's own ``__new__`` is a Python function).
+_record = tuple.__new__
 
 
 class hash_key:
@@ -74,6 +77,7 @@ class Call:
         "_caller_deadline",
         "_open_streams",
         "_finished",
+        "hedging",
     )
 
     def __init__(self, cluster: "Cluster", key: str | bytes | None, idempotent: bool = True, timeout: float | None = None) -> None:
@@ -83,6 +87,8 @@ class Call:
         self._caller_deadline = None if timeout is None else cluster.clock.monotonic() + timeout
         self.key = key
         self.idempotent = idempotent
+        #: Whether this call hedges: the service hedges and the method is idempotent.
+        self.hedging = cluster.hedges and idempotent
         self.tried: list[Host] = []
         self.attempt = 0
         self.retries = 0
@@ -151,11 +157,6 @@ class Call:
         service timeout starts now (a caller's own deadline kept running)."""
         self._start_clock()
 
-    @property
-    def hedging(self) -> bool:
-        """Whether this call hedges (the service hedges and the method is idempotent)."""
-        return self.cluster.hedges and self.idempotent
-
     # -- attempts ----------------------------------------------------------------
 
     def remaining(self) -> float | None:
@@ -222,15 +223,15 @@ class Call:
         ``perf_counter``) is over: its record goes to the cluster's observers.
         ``first_byte`` is when its answer began (default: now)."""
         now = self.cluster.clock.perf_counter()
-        record = AttemptRecord(
+        record = _record(AttemptRecord, (
             host.endpoint, started, now if first_byte is None else first_byte, now, result.outcome,
             result.status, result.grpc_status, self.attempt, self.attempt > 1 and not hedge, hedge, nbytes,
-        )  # fmt: skip
-        for observer in self.cluster.observers:  # notify(), inline: this runs on every attempt
+        ))  # fmt: skip
+        for attempt_ended in self.cluster.observers:  # notify(), inline: this runs on every attempt
             try:
-                observer.attempt_ended(host, record)
+                attempt_ended(host, record)
             except Exception:
-                observer_failed(observer)
+                observer_failed(attempt_ended)
         if not hedge and self._is_retry:
             self._release_retry()
 

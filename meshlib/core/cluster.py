@@ -38,7 +38,7 @@ from ..resilience.thresholds import Thresholds
 from .call import Call, current_hash_key
 from .gates import ANY_HOST, BreakerGate, EndpointBreakers, FaultGate, Gate, RateLimitGate
 from .host import Host
-from .observers import EndpointBreakerFeed, LoadMetric, Observer, ObserverFactory, OutlierFeed, ThresholdRelease
+from .observers import AttemptEnded, EndpointBreakerFeed, ObserverFactory
 
 if TYPE_CHECKING:  # the model the config layer builds; the core only reads it
     from ..config import ServiceConfig
@@ -136,17 +136,20 @@ class Cluster:
         self.gates: tuple[Gate, ...] = tuple(gates)
         self._per_endpoint_breakers = cfg.breaker == "endpoint"
         self.host_gate = EndpointBreakers(self) if self._per_endpoint_breakers else ANY_HOST
-        feeds: list[Observer] = [LoadMetric(), ThresholdRelease(self.thresholds)]
+        feeds: list[AttemptEnded] = [Host.attempt_ended, self.thresholds.attempt_ended]
         if self.outlier is not None:
-            feeds.append(OutlierFeed(self.outlier, self))
+            self.outlier.on_eject = self._ejected
+            feeds.append(self.outlier.attempt_ended)
         if self._per_endpoint_breakers:
-            feeds.append(EndpointBreakerFeed(lambda: self.endpoint_breakers))
+            feeds.append(EndpointBreakerFeed(lambda: self.endpoint_breakers).attempt_ended)
         for factory in observers:
             extra = factory(self)
             if extra is not None:
-                feeds.append(extra)
-        #: Every finished attempt's record goes to each of these, in order.
-        self.observers: tuple[Observer, ...] = tuple(feeds)
+                feeds.append(extra.attempt_ended)
+        #: Every finished attempt's record goes to each of these (an observer's
+        #: bound ``attempt_ended``), in order: the load metric (``Host``), the
+        #: thresholds, outlier detection, endpoint breakers, extra observers.
+        self.observers: tuple[AttemptEnded, ...] = tuple(feeds)
 
         #: Called with each adopted snapshot (see :meth:`watch`).
         self._watchers: list[Callable[[EndpointSnapshot], None]] = []
@@ -203,6 +206,10 @@ class Cluster:
                 pass
 
         return unwatch
+
+    def _ejected(self, host: Host) -> None:
+        log.warning("meshlib: %s endpoint %s ejected (outlier detection)", self.name, host.endpoint.address)
+        self.rebuild()
 
     def _endpoint_breaker(self, key: tuple[str, int]) -> CircuitBreaker:
         breaker = CircuitBreaker(self.config.breaker_config, clock=self.clock, name=f"{self.name}/{key[0]}:{key[1]}")

@@ -172,7 +172,7 @@ def run(call: Call, send: Callable[[Any, float | None], T], ex: Exchange, abort:
     try:
         if fault is not None and sit_out_fault(call, fault):
             return _abort(call, fault, abort)  # type: ignore[no-any-return]
-        if call.cluster.hedges and call.hedging:
+        if call.hedging:
             from .hedging import hedged
 
             return hedged(call, send, ex)
@@ -218,7 +218,7 @@ async def run_async(call: Call, send: Callable[[Any, float | None], Awaitable[T]
     try:
         if fault is not None and await sit_out_fault_async(call, fault):
             return _abort(call, fault, abort)  # type: ignore[no-any-return]
-        if call.cluster.hedges and call.hedging:
+        if call.hedging:
             from .hedging import hedged_async
 
             return await hedged_async(call, send, ex)

@@ -59,7 +59,7 @@ import random
 import threading
 from collections import deque
 from dataclasses import dataclass, fields
-from typing import Hashable, Iterable, Sequence
+from typing import Any, Callable, Hashable, Iterable, Sequence
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ConfigError
@@ -191,6 +191,7 @@ def success_rate_threshold(rates: Sequence[float], stdev_factor: float) -> tuple
 
 
 _SUCCESS = Outcome.SUCCESS
+_CANCELLED = Outcome.CANCELLED
 
 
 class _HostState:
@@ -261,6 +262,8 @@ class OutlierDetector:
             FAILURE_PERCENTAGE_LOCAL_ORIGIN: cfg.enforcing_failure_percentage_local_origin,
         }
         self._next_tick = clock.monotonic() + cfg.interval
+        #: Called with the host an attempt just got ejected (the cluster rebuilds its picker).
+        self.on_eject: Callable[[Any], None] = lambda host: None
 
     # -- host set ------------------------------------------------------------------
 
@@ -323,6 +326,14 @@ class OutlierDetector:
             return self._response(key, h, status if status is not None else (503 if split else 500))
         finally:
             lock.release()
+
+    def attempt_ended(self, host: Any, record: Any) -> None:
+        """As an observer of finished attempts (anything with ``host.key`` and
+        ``record.outcome`` / ``record.status``): :meth:`record`, then
+        ``on_eject(host)`` if it ejected the host."""
+        outcome = record.outcome
+        if outcome != _CANCELLED and self.record(host.key, outcome, record.status):
+            self.on_eject(host)
 
     def is_ejected(self, key: Hashable) -> bool:
         h = self._hosts.get(key)
