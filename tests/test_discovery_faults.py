@@ -4,19 +4,21 @@ secret reaches a log line, a stat or an error."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 import meshlib
 from meshlib.discovery.etcd import EtcdResolver
 from meshlib.discovery.etcd_client import EtcdClient
-from tests.registry_helpers import Traffic, addresses, wait_for
+from tests.registry_helpers import Traffic, addresses, enable_etcd_auth, wait_for
 
 #: Every kind of bad etcd value seen or imagined: not UTF-8, not JSON, nested
 #: past any parser, the wrong types for every field, numbers beyond a float.
@@ -170,16 +172,29 @@ def test_file_rewritten_in_place_under_traffic_fails_no_call(tmp_path: Path, age
             assert status["reloads"] >= 1
 
 
-def test_only_an_explicit_empty_list_or_empty_services_removes_endpoints(tmp_path: Path):
-    f = tmp_path / "e.yaml"
-    f.write_text("services:\n  a: ['127.0.0.1:1']\n  b: ['127.0.0.1:2']\n")
-    resolver = meshlib.discovery.FileResolver(str(f), 3600)
+@contextlib.contextmanager
+def file_resolver(path: Path, text: str) -> Iterator[tuple[meshlib.discovery.FileResolver, list]]:
+    """A started FileResolver on ``path`` (first written with ``text``) and what it published."""
+    path.write_text(text)
+    resolver = meshlib.discovery.FileResolver(str(path), 3600)
     published: list = []
     resolver.start(published.append)
     try:
+        yield resolver, published
+    finally:
+        resolver.close()
+
+
+def write_settled(path: Path, text: str) -> None:
+    path.write_text(text)
+    os.utime(path, ns=(0, time.time_ns() - 1_000_000_000))  # written a second ago: no need to wait for it to settle
+
+
+def test_only_an_explicit_empty_list_or_empty_services_removes_endpoints(tmp_path: Path):
+    f = tmp_path / "e.yaml"
+    with file_resolver(f, "services:\n  a: ['127.0.0.1:1']\n  b: ['127.0.0.1:2']\n") as (resolver, published):
         for text in ["", "   \n# nothing yet\n", "services:\n", "services:\n  a:\n", "services:\n  a:\n    endpoints:\n"]:
-            f.write_text(text)
-            os.utime(f, ns=(0, time.time_ns() - 1_000_000_000))  # settled: written a second ago
+            write_settled(f, text)
             assert resolver.check() is False, text
         assert len(published) == 2 and resolver.status()["incomplete_reads"] == 5 and resolver.status()["errors"] == 0
         f.write_text("services:\n  a: []\n  b: ['127.0.0.1:2']\n")
@@ -188,24 +203,15 @@ def test_only_an_explicit_empty_list_or_empty_services_removes_endpoints(tmp_pat
         f.write_text("services: {}\n")
         assert resolver.check() is True
         assert published[-1].service == "b" and len(published[-1]) == 0
-    finally:
-        resolver.close()
 
 
 def test_any_error_reading_the_file_is_counted_and_keeps_the_last_good_endpoints(tmp_path: Path):
     f = tmp_path / "e.json"
-    f.write_text('{"services": {"a": ["127.0.0.1:1"]}}')
-    resolver = meshlib.discovery.FileResolver(str(f), 3600)
-    published: list = []
-    resolver.start(published.append)
-    try:
+    with file_resolver(f, '{"services": {"a": ["127.0.0.1:1"]}}') as (resolver, published):
         for text in ['{"services": {"a": [{"address": "127.0.0.1:1", "weight": 1e999}]}}', "[" * 100_000, '{"services": {"a": [{"address": "127.0.0.1:1", "tags": 5}]}}']:
-            f.write_text(text)
-            os.utime(f, ns=(0, time.time_ns() - 1_000_000_000))
+            write_settled(f, text)
             assert resolver.check() is False
         assert resolver.status()["errors"] == 3 and len(published) == 1
-    finally:
-        resolver.close()
 
 
 # -- Consul and DNS ---------------------------------------------------------------------------------
@@ -296,16 +302,8 @@ def test_the_consul_token_is_never_in_discovery_logs_stats_or_errors(consul, cap
 
 
 def test_the_etcd_password_is_never_in_discovery_logs_stats_or_errors(own_etcd, caplog):
-    import etcd3.etcdrpc as rpc
-    import grpc
-
     caplog.set_level(logging.DEBUG)
-    channel = grpc.insecure_channel(f"127.0.0.1:{own_etcd.port}")
-    auth = rpc.AuthStub(channel)
-    auth.UserAdd(rpc.AuthUserAddRequest(name="root", password="rootpw"))
-    auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="root", role="root"))
-    auth.AuthEnable(rpc.AuthEnableRequest())
-    channel.close()
+    enable_etcd_auth(own_etcd.port, "root", "rootpw")
     config = {"discovery": own_etcd.url, "etcd_user": "root", "etcd_password": SECRET, "registry_timeout": "500ms", "registry_backoff_base": "10ms", "registry_backoff_max": "50ms"}
     with meshlib.Mesh(config=config) as mesh:
         wait_for(lambda: mesh.stats()["discovery"][0]["errors"] > 1, timeout=10)
