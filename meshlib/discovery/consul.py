@@ -278,7 +278,7 @@ class _BlockingLoop(abc.ABC):
 
     def _run(self) -> None:
         r = self.resolver
-        run_guarded(f"consul {r.target} watch of {self.label}", self._loop, self.stop, r.staleness, r.cfg, self.label)
+        run_guarded(f"consul {r.target} watch of {self.label}", self._loop, self.stop, r.staleness, r.cfg, self.label, r.now)
 
     def _loop(self) -> None:
         r = self.resolver

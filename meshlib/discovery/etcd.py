@@ -136,7 +136,7 @@ class EtcdResolver(RegistryResolver):
     # -- the watch loop ---------------------------------------------------------
 
     def _run(self) -> None:
-        run_guarded(f"etcd {self.target} watch of {self._dir}", self._watch, self._stop, self.staleness, self.cfg)
+        run_guarded(f"etcd {self.target} watch of {self._dir}", self._watch, self._stop, self.staleness, self.cfg, now=self.now)
 
     def _watch(self) -> None:
         while not self._stop.is_set():

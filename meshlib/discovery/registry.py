@@ -270,7 +270,13 @@ class BadEntries:
 
 
 def run_guarded(
-    what: str, body: Callable[[], None], stop: threading.Event, staleness: Staleness, cfg: "RegistryConfig", part: str = ""
+    what: str,
+    body: Callable[[], None],
+    stop: threading.Event,
+    staleness: Staleness,
+    cfg: "RegistryConfig",
+    part: str = "",
+    now: Callable[[], float] = time.monotonic,
 ) -> None:
     """Run ``body`` until it returns or ``stop`` is set. An exception that
     escapes it (a bug, input nobody foresaw) is logged with its traceback,
@@ -283,9 +289,9 @@ def run_guarded(
             body()
             return
         except Exception as exc:
-            now = time.monotonic()
-            failures = 1 if now - last > 2 * cfg.registry_backoff_max else failures + 1
-            last = now
+            at = now()
+            failures = 1 if at - last > 2 * cfg.registry_backoff_max else failures + 1
+            last = at
             log.exception("meshlib: %s hit an unexpected error; backing off, then resuming", what)
             staleness.broken(exc, part)
             cap = min(cfg.registry_backoff_max, cfg.registry_backoff_base * 2 ** min(failures, 20))
