@@ -185,9 +185,9 @@ def run_registry_demo(registry: str = "etcd", duration: float = 10.0, *, out: Te
         rec = result.agents[name] = AgentRecord(name, server.server_address[1])
         mesh = Mesh(config={"discovery": reg.url, "registry_ttl": TTL})
         meshes.append(mesh)
+        rec.registered_at = now()  # before the call: the caller may see the entry before it returns
+        event(f"{name} registers {SERVICE} at {rec.address}" + (f" with {register}" if register else ""))
         mesh.register(SERVICE, port=rec.port, address="127.0.0.1", instance_id=name, **register)
-        rec.registered_at = now()
-        event(f"{name} registered {SERVICE} at {rec.address}" + (f" with {register}" if register else ""))
         rec.handle = mesh
 
     def start_process_agent(name: str) -> None:
@@ -290,6 +290,8 @@ def run_registry_demo(registry: str = "etcd", duration: float = 10.0, *, out: Te
             s.server_close()
         reg.close()
         view.close()
+    if view.mode != "off":
+        out.write("\n")
     result.summary = _summary(result, terminal_width(out))
     out.write(result.summary)
     out.flush()
