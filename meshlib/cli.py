@@ -73,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=_int_range(1, 64), default=4, metavar="N", help="client threads (default: 4)")
     demo.add_argument("--lb-policy", default=None, metavar="NAME", help=f"load-balancing policy: {_policies()} (default: meshlib's default, peak_ewma)")
     demo.add_argument("--no-live", action="store_true", help="print only the final summary, no live table")
-    demo.add_argument("--grpc", action=argparse.BooleanOptionalAction, default=None,
-                      help="also run the gRPC agent pool (default: on when grpcio is installed)")
+    demo.add_argument("--grpc", action=argparse.BooleanOptionalAction, default=True,
+                      help="also run the gRPC agent pool (default: on)")
     demo.add_argument(
         "--registry",
         choices=("etcd", "consul"),
@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    quiet_grpc_core()
     if args.registry:
-        from .demo_registry import run_registry_demo
+        from .demo.registry import run_registry_demo
 
         res = run_registry_demo(args.registry, args.duration, out=sys.stdout, live=False if args.no_live else None)
         return EXIT_INTERRUPTED if res.interrupted else 0
@@ -114,15 +115,19 @@ def _demo(args: argparse.Namespace) -> int:
         lb_policy=args.lb_policy,
         out=sys.stdout,
         live=False if args.no_live else None,
-        grpc=_grpc_available() if args.grpc is None else args.grpc,
+        grpc=args.grpc,
     )
     return EXIT_INTERRUPTED if result.interrupted else 0
 
 
-def _grpc_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("grpc") is not None
+def quiet_grpc_core() -> None:
+    """Keep gRPC core's own log lines (``chttp2_transport.cc ... Got goaway``,
+    written straight to the process's stderr at INFO, and any tracer's) off
+    the demo's screen: the demo's agents come and go on purpose. gRPC core
+    reads these variables once, when ``grpc`` is first imported, so this runs
+    before the demo imports it."""
+    os.environ["GRPC_VERBOSITY"] = "NONE"
+    os.environ["GRPC_TRACE"] = ""
 
 
 def _config_docs(args: argparse.Namespace) -> int:
@@ -137,7 +142,7 @@ def _config_docs(args: argparse.Namespace) -> int:
 
 
 def _endpoints(args: argparse.Namespace) -> int:
-    from .demo import format_table
+    from ._table import format_table
     from .mesh import Mesh
 
     with Mesh.from_env() as mesh:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Generic, TypeVar
 try:
     import httpx
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
-    raise ModuleNotFoundError("mesh.httpx_client() needs httpx: pip install 'meshlib[httpx]'") from exc
+    raise ModuleNotFoundError("mesh.httpx_client() and mesh.httpx_async_client() need httpx: pip install 'meshlib-client[httpx]'") from exc
 
 from ..core.driver import run, run_async
 from ..core.call import Call
