@@ -111,31 +111,44 @@ def _parse_host_port(text: str, name: str) -> tuple[str, int]:
         host, sep, port_s = text.rpartition(":")
         if not sep or not host or ":" in host:
             raise ConfigError(name, text, accepted)
-    try:
-        port = int(port_s)
-    except ValueError:
-        raise ConfigError(name, text, accepted, detail=f"port {port_s!r} is not a number") from None
+    if not (port_s.isascii() and port_s.isdigit() and len(port_s) <= 5):
+        raise ConfigError(name, text, accepted, detail=f"port {port_s[:20]!r} is not a number")
+    port = int(port_s)
     if not 1 <= port <= 65535:
         raise ConfigError(name, text, accepted, detail=f"port {port} is out of range")
     return host, port
 
 
+def _whole(value: object, lo: int, hi: int) -> int | None:
+    """A whole number from ``lo`` to ``hi`` written as an int, an integral float or
+    ASCII digits; None for anything else (bool, inf, nan, a list, "²", ...)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None
+        value = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        digits = text[1:] if text[:1] in ("+", "-") else text
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 12):
+            return None
+        value = int(text)
+    if not isinstance(value, int) or not lo <= value <= hi:
+        return None
+    return value
+
+
 def _check_weight(value: object, name: str) -> int:
-    try:
-        weight = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise ConfigError(name, value, "weight must be a whole number from 1 to 1000000") from None
-    if isinstance(value, float) and value != weight or not 1 <= weight <= 1_000_000:
+    weight = _whole(value, 1, 1_000_000)
+    if weight is None:
         raise ConfigError(name, value, "weight must be a whole number from 1 to 1000000")
     return weight
 
 
 def _check_priority(value: object, name: str) -> int:
-    try:
-        prio = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise ConfigError(name, value, "priority must be a whole number from 0 to 127") from None
-    if not 0 <= prio <= 127:
+    prio = _whole(value, 0, 127)
+    if prio is None:
         raise ConfigError(name, value, "priority must be a whole number from 0 to 127")
     return prio
 
@@ -183,22 +196,37 @@ def endpoint_from_mapping(data: object, *, name: str) -> Endpoint:
     if unknown:
         raise ConfigError(name, dict(data), f"unknown keys {sorted(unknown)}; accepted keys: {sorted(known)}")
     if "address" in data:
-        host, port = _parse_host_port(str(data["address"]), f"{name}.address")
+        if not isinstance(data["address"], str):
+            raise ConfigError(f"{name}.address", data["address"], "host:port as a string")
+        host, port = _parse_host_port(data["address"], f"{name}.address")
     elif "host" in data and "port" in data:
-        host = str(data["host"])
-        _, port = _parse_host_port(f"x:{data['port']}", f"{name}.port")
+        host = data["host"]
+        if not isinstance(host, str) or not host.strip() or any(c.isspace() or c in "/@?#[]" for c in host.strip()):
+            raise ConfigError(f"{name}.host", host, "a host name or IP address")
+        host = host.strip()
+        port = _whole(data["port"], 1, 65535)  # type: ignore[assignment]
+        if port is None:
+            raise ConfigError(f"{name}.port", data["port"], "a port from 1 to 65535")
     else:
         raise ConfigError(name, dict(data), "an endpoint needs 'address: host:port' or both 'host' and 'port'")
-    tags = data.get("tags") or ()
-    if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
+    tags = data.get("tags")
+    if tags is None:
+        tags = ()
+    if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
         raise ConfigError(f"{name}.tags", tags, "a list of strings")
-    meta = data.get("metadata") or {}
-    if not isinstance(meta, Mapping):
+    meta = data.get("metadata")
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, Mapping) or not all(_is_scalar(k) and _is_scalar(v) for k, v in meta.items()):
         raise ConfigError(f"{name}.metadata", meta, "a mapping of string keys to string values")
     healthy = data.get("healthy", True)
     if not isinstance(healthy, bool):
         raise ConfigError(f"{name}.healthy", healthy, "true or false")
-    zone = data.get("zone", "") or ""
+    zone = data.get("zone")
+    if zone is None:
+        zone = ""
+    if isinstance(zone, bool) or not isinstance(zone, (str, int)):
+        raise ConfigError(f"{name}.zone", zone, "a zone name (a string)")
     return Endpoint(
         host=host,
         port=port,
@@ -209,3 +237,7 @@ def endpoint_from_mapping(data: object, *, name: str) -> Endpoint:
         metadata=MappingProxyType({str(k): str(v) for k, v in meta.items()}),
         healthy=healthy,
     )
+
+
+def _is_scalar(value: object) -> bool:
+    return isinstance(value, (str, int, float, bool))

@@ -70,7 +70,7 @@ def test_toml_file(tmp_path: Path):
     "env, names, accepted",
     [
         ({"MESHLIB_LB_POLICY": "fastest"}, ["MESHLIB_LB_POLICY", "'fastest'"], "round_robin"),
-        ({"MESHLIB_LB_POLCY": "random"}, ["MESHLIB_LB_POLCY"], "lb_policy"),
+        ({"MESHLIB_LB_POLCY": "random"}, ["MESHLIB_LB_POLCY", "unknown"], "did you mean LB_POLICY?"),
         ({"MESHLIB_SERVICES__X__ENDPOINTS": "127.0.0.1:70000"}, ["MESHLIB_SERVICES__X__ENDPOINTS", "70000"], "1 to 65535"),
         ({"MESHLIB_SERVICES__X__ENDPOINTS": "localhost"}, ["MESHLIB_SERVICES__X__ENDPOINTS"], "host:port"),
         ({"MESHLIB_SERVICES__X__ENDPOINTS": "127.0.0.1:80;wieght=2"}, ["wieght"], "weight, zone, priority"),
