@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-__all__ = ["HIDDEN", "is_secret_name", "redact_url", "leaks", "shown"]
+__all__ = ["HIDDEN", "is_secret_name", "redact_url", "leaks", "shown", "safe_text"]
 
 _SECRET_WORDS = ("token", "passw", "passwd", "pwd", "secret", "key", "credential", "auth", "cookie")
 _URL_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>[^\s,;<>]*)")
@@ -29,6 +29,25 @@ class _Hidden:
 
 
 HIDDEN: Any = _Hidden()
+
+_LONGEST = 200  # characters of a value a message shows
+
+
+class _Shown(str):
+    """Text that stands in for a value too large to show; repr without quotes."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def safe_text(value: object) -> str:
+    """``str(value)``, whatever the value (an int of 5,000 digits cannot be printed)."""
+    try:
+        return str(value)
+    except ValueError:
+        return f"<a number of about {int(value.bit_length() * 0.30103)} digits>" if isinstance(value, int) else "<unprintable>"
 
 
 def is_secret_name(name: object) -> bool:
@@ -62,13 +81,17 @@ def leaks(message: str) -> bool:
 
 
 def shown(name: object, value: object, _depth: int = 0) -> object:
-    """``value`` as an error message may show it, for a setting named ``name``."""
-    if is_secret_name(name) or _depth > 8:
+    """``value`` as an error message may show it, for a setting named ``name``:
+    no secret, no URL credentials, nothing huge."""
+    if is_secret_name(safe_text(name)) or _depth > 8:
         return HIDDEN
     if isinstance(value, str):
-        return redact_url(value)
+        value = redact_url(value)
+        return value if len(value) <= _LONGEST else _Shown(f"{value[:_LONGEST]!r}... ({len(value)} characters)")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**50:
+        return _Shown(f"<a number of about {int(value.bit_length() * 0.30103)} digits>")
     if isinstance(value, Mapping):
-        return {k: shown(k, v, _depth + 1) for k, v in value.items()}
+        return {shown("", k, _depth + 1): shown(k, v, _depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(shown("", v, _depth + 1) for v in value)
     return value

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 from .keys import ENV_PREFIX, GLOBAL_KEYS, KEYS, SERVICE_KEYS, SERVICES_PREFIX
 from .parsers import check_service_name
-from .redact import HIDDEN, shown
+from .redact import HIDDEN, safe_text, shown
 
 __all__ = ["Raw", "UnknownKeyError", "read_env", "read_file", "read_mapping", "parse_document", "CONFIG_VAR"]
 
@@ -171,22 +171,24 @@ def parse_document(data: bytes, path: str, origin: str) -> Mapping[str, Any]:
 def read_mapping(data: Mapping[Any, Any], origin: str, raw: Raw) -> None:
     """A file's document or ``Mesh(config=...)``'s mapping into ``raw``."""
     for key, value in data.items():
-        k = str(key).lower()
+        k = safe_text(key).lower()
         if k == "services":
             where = f"services ({origin})"
             if not isinstance(value, Mapping):
                 raise ConfigError(where, shown("services", value), "a mapping of service name to its keys")
             for sname, skeys in value.items():
-                base = f"services.{sname}"
-                cname = check_service_name(str(sname), f"{base} ({origin})")
+                base = f"services.{safe_text(sname)}"
+                cname = check_service_name(safe_text(sname), f"{base} ({origin})")
                 if not isinstance(skeys, Mapping):
                     raise ConfigError(f"{base} ({origin})", shown(sname, skeys), "a mapping of keys, e.g. {endpoints: [...]}")
                 values = raw.services.setdefault(cname, {})
                 for sk, sv in skeys.items():
-                    skl = str(sk).lower()
-                    _check_key(skl, f"{base}.{sk} ({origin})", service=True, upper=False)
-                    values[skl] = (sv, f"{base}.{sk} ({origin})")
+                    skl = safe_text(sk).lower()
+                    where = f"{base}.{safe_text(sk)} ({origin})"
+                    _check_key(skl, where, service=True, upper=False)
+                    values[skl] = (sv, where)
         else:
-            _check_key(k, f"{key} ({origin})", service=False, upper=False)
-            raw.glob[k] = (value, f"{key} ({origin})")
+            where = f"{safe_text(key)} ({origin})"
+            _check_key(k, where, service=False, upper=False)
+            raw.glob[k] = (value, where)
     raw.sources.append(origin)
