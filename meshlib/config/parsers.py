@@ -298,16 +298,28 @@ def locality_weights(value: object, name: str) -> Mapping[str, int]:
     return MappingProxyType(out)
 
 
+def renamed(exc: ConfigError, name: str) -> ConfigError:
+    """``exc`` with its setting's name replaced (message, value and detail kept)."""
+    new = ConfigError(name, exc.value, exc.accepted)
+    text = str(exc)
+    new.args = (name + text[len(exc.name) :] if text.startswith(exc.name) else text,)
+    return new
+
+
 def endpoints(value: object, name: str) -> tuple[Endpoint, ...]:
-    items = [s for s in (p.strip() for p in value.split(",")) if s] if isinstance(value, str) else _items(value)
+    if isinstance(value, str):
+        return tuple(endpoint_from_mapping(s, name=name) for s in (p.strip() for p in value.split(",")) if s)
+    items = _items(value)
     if items is None:
         raise ConfigError(name, value, "a comma-separated list of host:port[;weight=N][;zone=Z][;priority=P]")
     key, sep, origin = name.partition(" (")
-
-    def label(i: int) -> str:
-        return name if isinstance(value, str) else f"{key}[{i}]{sep}{origin}"
-
-    return tuple(endpoint_from_mapping(item, name=label(i)) for i, item in enumerate(items))
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(endpoint_from_mapping(item, name=f"{key}[{i}]"))
+        except ConfigError as exc:  # services.x.endpoints[0].weight (file), not ...[0] (file).weight
+            raise renamed(exc, f"{exc.name}{sep}{origin}") from None
+    return tuple(out)
 
 
 # ----------------------------------------------------------------- policies' own lists
@@ -338,7 +350,7 @@ def status_codes(value: object, name: str) -> frozenset[int]:
 
 
 def health_statuses(value: object, name: str) -> frozenset[int]:
-    items = _checked_items(value, name, "HTTP statuses and inclusive ranges, e.g. 200-299,404", _RANGE_ITEM.match)  # type: ignore[arg-type]
+    items = _checked_items(value, name, "HTTP statuses (100-599) and inclusive ranges, e.g. 200-299,404", _RANGE_ITEM.match)  # type: ignore[arg-type]
     return parse_statuses(value if isinstance(value, (str, int)) else items, name)
 
 

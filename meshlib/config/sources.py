@@ -114,7 +114,7 @@ def read_env(environ: Mapping[str, str], raw: Raw) -> None:
             if not sep or not sname or not key:
                 fix = _suggest_var(var)
                 hint = f"; did you mean {fix}?" if fix and fix != var else ""
-                raise UnknownKeyError(var, f"per-service variables are named MESHLIB_SERVICES__<SERVICE>__<KEY>{hint}")
+                raise UnknownKeyError(var, f"unknown variable: per-service variables are named MESHLIB_SERVICES__<SERVICE>__<KEY>{hint}")
             cname = check_service_name(sname, var)
             _check_key(key.lower(), var, service=True, upper=True)
             raw.services.setdefault(cname, {})[key.lower()] = (value, var)
