@@ -108,6 +108,12 @@ def test_yaml_file_of_odd_values(tmp_path):
     str(exc), repr(exc)
 
 
+@pytest.mark.parametrize("bad", [[("lb_policy", "random")], "lb_policy=random", 5])
+def test_a_config_that_is_not_a_mapping(bad):
+    with pytest.raises(ConfigError, match=r"Mesh\(config=\.\.\.\).*a mapping of keys"):
+        Mesh(config=bad)
+
+
 def test_messages_name_the_variable_the_user_set():
     exc = _error(env={"MESHLIB_RING_HASH_MAX_SIZE": "8"})
     assert exc.name == "MESHLIB_RING_HASH_MAX_SIZE" and "ring_hash_min_size (1024, from its default)" in str(exc)

@@ -217,3 +217,35 @@ def test_zz_fuzz_outcomes_are_recorded():
         print(f"config fuzz, {source}: {total} cases, {counts['ok']} loaded, {counts['ConfigError']} ConfigError, 0 other")
         assert total >= CASES, f"{source}: only {total} cases ran"
         assert counts["ok"] > 0 and counts["ConfigError"] > 0, f"{source}: {dict(counts)} -- the generator is too narrow"
+
+
+NASTY = [
+    "", " ", "²", "٣", "1" * 5000, "-1", "1e999", "nan", "inf", "0x10", "1_000", "true", "none", "\u202e", "a" * 300,
+    "consul://h?token=x", 10**400, -(10**400), 2**63, float("inf"), float("-inf"), float("nan"), -1, 0, 1.5, True, False, None,
+    [], ["x"], [1, 2], [["nested"]], {}, {"a": 1}, {"a": {"b": [1, {"c": None}]}},
+]
+
+
+@pytest.mark.parametrize("source", ["mapping", "environment", "file"])
+def test_every_key_with_every_nasty_value(source, tmp_path):
+    """The same guarantee, exhaustively: each key, each of the values above."""
+    counts: Counter[str] = Counter()
+    for key in KEYS.values():
+        for value in NASTY:
+            data = {key.name: value} if key.scope != "service" else {"services": {"svc": {key.name: value}}}
+            if source == "mapping":
+                build = lambda: load_config(environ={}, overrides=data)  # noqa: E731
+            elif source == "environment":
+                var = key.env if key.scope != "service" else f"MESHLIB_SERVICES__SVC__{key.name.upper()}"
+                build = lambda: load_config(environ={var: _env_text(value)})  # noqa: E731
+            else:
+                path = tmp_path / "mesh.yaml"
+                path.write_text(yaml.dump(_dumpable(data), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper)))
+                build = lambda: load_config(environ={"MESHLIB_CONFIG": str(path)})  # noqa: E731
+            try:
+                build()
+                counts["ok"] += 1
+            except ConfigError as exc:
+                str(exc), repr(exc)
+                counts["ConfigError"] += 1
+    print(f"config sweep, {source}: {sum(counts.values())} cases ({len(KEYS)} keys x {len(NASTY)} values), {dict(counts)}")

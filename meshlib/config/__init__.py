@@ -6,12 +6,12 @@ Precedence, lowest first: the file named by ``MESHLIB_CONFIG`` (YAML or TOML),
 value is checked at start-up, and a bad one raises :class:`ConfigError` naming
 where it came from, the value (never a secret) and what is accepted.
 
-One concept per module: ``parsers`` (values), ``keys`` (the key table, each
-key's type, default, doc, example and source written once), ``model``
-(``ServiceConfig``, ``RegistryConfig``), ``sources`` (environment, file,
-mapping), ``load`` (``MeshConfig``, ``load_config``), ``docs``
-(docs/configuration.md), ``check`` (``meshlib config check``) and ``redact``
-(what a message may show).
+One concept per module: ``parsers`` (values), ``schemes`` (MESHLIB_DISCOVERY),
+``keys`` (the key table: each key's type, default, doc, example and source
+written once), ``model`` (``ServiceConfig``, ``RegistryConfig``), ``sources``
+(environment, file, mapping), ``load`` (``MeshConfig``, ``load_config``),
+``docs`` (docs/configuration.md), ``check`` (``meshlib config check``) and
+``redact`` (what a message may show).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from .docs import DEFAULT_SOURCES, render_markdown
 from .keys import DEFAULT_RETRY, ENV_PREFIX, GLOBAL_KEYS, KEYS, LB_POLICIES, SERVICE_KEYS, SERVICES_PREFIX, Key
 from .load import MeshConfig, load_config
 from .model import RegistryConfig, ServiceConfig
-from .parsers import REGISTRY_PORTS, SERVICE_RE, canonical_service, check_service_name, parse_discovery, parse_duration
+from .parsers import SERVICE_RE, canonical_service, check_service_name, parse_duration
+from .schemes import REGISTRY_PORTS, parse_discovery
 from .sources import parse_document
 
 #: Old private spellings other modules import.

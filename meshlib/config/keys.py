@@ -23,10 +23,11 @@ from ..resilience.outlier import OutlierConfig
 from ..resilience.retry import RetryPolicy
 from .parsers import (
     Parser, boolean, burst, choice, duration, endpoints, etcd_prefix, float_range, grpc_status, header, health_statuses,
-    hedge_non_fatal, hostname, int_range, locality_weights, maglev_size, meta_pairs, optional_duration, parse_discovery,
+    hedge_non_fatal, hostname, int_range, locality_weights, maglev_size, meta_pairs, optional_duration,
     path_text, pem_file, retry_on, status_codes, tag_list, text,
 )
 from .redact import is_secret_name
+from .schemes import parse_discovery
 
 __all__ = ["Key", "KEYS", "SERVICE_KEYS", "GLOBAL_KEYS", "LB_POLICIES", "ENV_PREFIX", "SERVICES_PREFIX", "DEFAULT_RETRY", "POLICY_DEFAULTS"]
 

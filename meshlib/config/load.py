@@ -63,6 +63,8 @@ def load_config(
 
 def read_sources(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None, origin: str = "Mesh(config=...)") -> Raw:
     """Every source's keys, unparsed, the later overriding the earlier."""
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ConfigError(origin, shown("", overrides), "a mapping of keys, e.g. {'lb_policy': 'round_robin', 'services': {...}}")
     raw = Raw()
     path = environ.get(CONFIG_VAR) or (overrides or {}).get("config_file")
     if path:
@@ -110,9 +112,9 @@ def _with_changes(obj: Any, changes: dict[str, tuple[Any, str, object]]) -> Any:
     try:
         return replace(obj, **flat)
     except ConfigError as exc:
-        culprit = [c for p, c in changes.items() if p.rpartition(".")[2] == exc.name] or list(changes.values())
-        _, where, written = culprit[0]
-        raise ConfigError(where, written, exc.accepted) from None
+        culprit = [(p, c) for p, c in changes.items() if p.rpartition(".")[2] == exc.name] or list(changes.items())
+        path, (_, where, written) = culprit[0]
+        raise ConfigError(where, shown(path, written), exc.accepted) from None
 
 
 def _service_config(base: ServiceConfig, name: str, values: Values) -> ServiceConfig:
@@ -188,7 +190,7 @@ def _check_registry(reg: RegistryConfig, glob: Values) -> None:
         return glob.get(key, ("", ENV_PREFIX + key.upper()))[1]
 
     def written(key: str) -> object:
-        return HIDDEN if KEYS[key].secret else glob.get(key, ("",))[0]
+        return shown(key, glob.get(key, ("",))[0])
 
     for kind in ("consul", "etcd"):
         cert, key = f"{kind}_tls_cert", f"{kind}_tls_key"

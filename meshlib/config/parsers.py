@@ -14,12 +14,11 @@ import re
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from ..endpoint import Endpoint, _parse_host_port, endpoint_from_mapping
+from ..endpoint import Endpoint, endpoint_from_mapping
 from ..errors import ConfigError
 from ..health import parse_statuses
 from ..resilience.hedge import GRPC_STATUS_NAMES, parse_non_fatal
 from ..resilience.retry import parse_retry_on, parse_status_codes
-from .redact import redact_url
 
 Parser = Callable[[object, str], Any]
 
@@ -27,7 +26,7 @@ __all__ = [
     "Parser", "canonical_service", "check_service_name", "SERVICE_RE", "parse_duration", "int_range", "float_range",
     "duration", "optional_duration", "choice", "boolean", "text", "header", "hostname", "pem_file", "etcd_prefix",
     "tag_list", "meta_pairs", "maglev_size", "endpoints", "locality_weights", "burst", "retry_on", "status_codes",
-    "health_statuses", "hedge_non_fatal", "grpc_status", "REGISTRY_PORTS", "parse_discovery",
+    "health_statuses", "hedge_non_fatal", "grpc_status",
 ]
 
 SERVICE_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
@@ -367,43 +366,3 @@ def retry_on(value: object, name: str) -> frozenset[str]:
     if items is None:
         raise ConfigError(name, value, "a comma-separated list of retry conditions, e.g. 5xx,connect-failure")
     return parse_retry_on(value if isinstance(value, str) else items, name)  # type: ignore[arg-type]
-
-
-# ----------------------------------------------------------------- discovery
-
-#: Registry schemes of MESHLIB_DISCOVERY and the port each defaults to (Consul's
-#: HTTP API port, etcd's client port).
-REGISTRY_PORTS = {"consul": 8500, "etcd": 2379}
-
-
-def parse_discovery(value: object, name: str) -> str:
-    """``MESHLIB_DISCOVERY``: the canonical source URL. The one place that knows
-    the schemes; it becomes a call into the discovery scheme registry."""
-    accepted = "static, dns, file:///path/to/endpoints.yaml, consul://host:port or etcd://host:port"
-    if not isinstance(value, str):
-        raise ConfigError(name, value, accepted)
-    url = value.strip()
-    low = url.lower()
-    if low in ("static", "dns"):
-        return low
-    if low.startswith("file://"):
-        path = url[len("file://") :]
-        if not path or "\0" in path:
-            raise ConfigError(name, value, accepted, detail="the file:// URL has no path")
-        return "file://" + path
-    scheme, sep, rest = url.partition("://")
-    safe = redact_url(url)  # what a message may show: no userinfo, no query
-    if sep and scheme.lower() in REGISTRY_PORTS:
-        scheme = scheme.lower()
-        rest = rest.rstrip("/")
-        just = f"{scheme}:// is followed by host:port only; credentials and TLS have their own MESHLIB_{scheme.upper()}_* keys"
-        if not rest or any(c in rest for c in "/?#@"):
-            raise ConfigError(name, safe, accepted, detail=just)
-        if not (rest.rpartition(":")[2].isdigit() and (not rest.startswith("[") or "]:" in rest)):
-            rest = f"{rest}:{REGISTRY_PORTS[scheme]}"
-        try:
-            host, port = _parse_host_port(rest, name)
-        except ConfigError as exc:
-            raise ConfigError(name, safe, accepted, detail=str(exc).partition(" is invalid: ")[2]) from None
-        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
-    raise ConfigError(name, safe, accepted)
