@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     docs.set_defaults(handler=_config_docs)
 
     config = sub.add_parser("config", help="configuration tools (meshlib config check)")
+    config.set_defaults(handler=lambda args: config.print_help(sys.stderr) or EXIT_USAGE)
     check = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND").add_parser(
         "check",
         help="validate MESHLIB_* and the MESHLIB_CONFIG file without starting anything; "

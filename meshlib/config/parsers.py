@@ -24,9 +24,9 @@ Parser = Callable[[object, str], Any]
 
 __all__ = [
     "Parser", "canonical_service", "check_service_name", "SERVICE_RE", "parse_duration", "int_range", "float_range",
-    "duration", "optional_duration", "choice", "boolean", "text", "header", "hostname", "pem_file", "etcd_prefix",
+    "duration", "optional_duration", "choice", "boolean", "text", "path_text", "header", "hostname", "pem_file", "etcd_prefix",
     "tag_list", "meta_pairs", "maglev_size", "endpoints", "locality_weights", "burst", "retry_on", "status_codes",
-    "health_statuses", "hedge_non_fatal", "grpc_status",
+    "health_statuses", "hedge_non_fatal", "grpc_status", "renamed",
 ]
 
 SERVICE_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
