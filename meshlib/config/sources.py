@@ -61,7 +61,7 @@ def _spell(names: list[str], upper: bool) -> str:
     return " or ".join(n.upper() if upper else n for n in names)
 
 
-def _check_key(key: str, where: str, *, service: bool, upper: bool, service_env: str = "") -> None:
+def _check_key(key: str, where: str, *, service: bool, upper: bool) -> None:
     """Raise UnknownKeyError unless ``key`` may be set in this scope."""
     k = KEYS.get(key)
     allowed = SERVICE_KEYS if service else GLOBAL_KEYS
