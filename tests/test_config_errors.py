@@ -269,3 +269,19 @@ def test_no_secret_in_a_valid_config(tmp_path):
     assert SECRET not in out.getvalue() and "<hidden>" in out.getvalue()
     with Mesh(config={"consul_token": SECRET, "services": {"a": {"endpoints": "127.0.0.1:1"}}}) as mesh:
         assert SECRET not in repr(mesh.config) and SECRET not in str(mesh.stats()) and SECRET not in repr(mesh.endpoints("a"))
+
+
+def test_no_secret_in_cli_output(monkeypatch, capsys):
+    for var in [v for v in __import__("os").environ if v.upper().startswith("MESHLIB")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("MESHLIB_CONSUL_TOKEN", SECRET)
+    monkeypatch.setenv("MESHLIB_SERVICES__A__ENDPOINTS", "127.0.0.1:1")
+    for argv in (["config", "check", "--all"], ["stats"], ["endpoints", "a"]):
+        assert cli.main(argv) == 0, argv
+        captured = capsys.readouterr()
+        assert SECRET not in captured.out + captured.err, argv
+    monkeypatch.setenv("MESHLIB_CONSUL_TOKN", SECRET)  # a typo: unknown variable
+    for argv in (["config", "check"], ["stats"], ["endpoints", "a"]):
+        assert cli.main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert "MESHLIB_CONSUL_TOKN" in captured.err and SECRET not in captured.out + captured.err, argv
