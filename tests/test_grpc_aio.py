@@ -14,7 +14,7 @@ import pytest
 
 import meshlib
 from meshlib import CircuitOpenError, DeadlineExceededError, Mesh
-from meshlib.adapters.grpc_aio import MeshAioChannel
+from meshlib.adapters.grpc import MeshAioChannel
 from meshlib.endpoint import EndpointSnapshot, parse_endpoint
 
 from .grpc_agents import CHAT, COUNT, ECHO, JOIN, GrpcAgent
