@@ -145,6 +145,8 @@ class FutureCall(StatusOf, grpc.Future, grpc.Call):
             self._cancelled = True
             rpcs = list(self._rpcs)
         cancelled = self._future.cancel()  # done callbacks run now, as grpcio's
+        if cancelled:
+            self._future.set_running_or_notify_cancel()  # wakes those waiting in result()
         for rpc in rpcs:
             rpc.cancel()
         return cancelled
