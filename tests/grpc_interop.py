@@ -230,7 +230,17 @@ class InteropServer:
             self._running += 1
         return seen
 
+    @staticmethod
+    def _settled(context: grpc.ServicerContext) -> None:
+        """A request stream ended: wait a moment for grpcio to say whether the
+        client half-closed it (the RPC stays active) or went away (it does not)."""
+        deadline = time.monotonic() + 0.05
+        while context.is_active() and time.monotonic() < deadline:
+            time.sleep(0.002)
+
     def _end(self, seen: Observed, context: grpc.ServicerContext, exc: BaseException | None) -> None:
+        if exc is None and seen.method in ("StreamingInputCall", "FullDuplexCall"):
+            self._settled(context)
         if exc is not None and context.code() is not None and context.code() is not grpc.StatusCode.OK:
             seen.end = context.code().name  # the status the server closed it with
         elif exc is not None or not context.is_active():
