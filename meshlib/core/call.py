@@ -18,6 +18,7 @@ from ..errors import CircuitOpenError, DeadlineExceededError, NoHealthyEndpoints
 from ..outcome import AttemptRecord, AttemptResult, Outcome
 from ..resilience.deadline import current_deadline
 from ..resilience.fault import FaultDecision
+from .gates import ANY_HOST
 from .host import Host
 from .observers import notify, observer_failed
 
@@ -173,30 +174,37 @@ class Call:
         left = self.deadline - self.cluster.clock.monotonic()
         return left if per_try is None or left < per_try else per_try
 
-    def pick(self, failure: BaseException | None = None) -> Host:
+    def pick(self, failure: BaseException | None = None, host: Host | None = None) -> Host:
         """Choose this attempt's host (another than those tried, where one
         exists), mark it started and return it. ``failure`` is the previous
-        attempt's error: if no host is left to retry on, it is raised instead."""
+        attempt's error: if no host is left to retry on, it is raised instead.
+        With ``host`` given, the attempt goes there (a caller's own channel,
+        whose stand-in Host carries the statistics): no balancing and no
+        per-endpoint breaker; the deadline and ``max_requests`` as usual."""
         cluster = self.cluster
         if self.deadline is not None and self.deadline <= cluster.clock.monotonic():
             self.expired(failure)
-        key = self.key
-        try:
-            host = cluster.picker.pick(None if key is None else _hash(key, self.attempt))
-        except NoHealthyEndpointsError:
-            if failure is not None:
-                raise failure from None
-            raise
         tried = self.tried
-        if tried and host in tried:
-            host = self._fresh_host(host)
-        host = cluster.host_gate.admit(self, host, failure)
+        gate = cluster.host_gate
+        if host is None:
+            key = self.key
+            try:
+                host = cluster.picker.pick(None if key is None else _hash(key, self.attempt))
+            except NoHealthyEndpointsError:
+                if failure is not None:
+                    raise failure from None
+                raise
+            if tried and host in tried:
+                host = self._fresh_host(host)
+            host = gate.admit(self, host, failure)
+        else:
+            gate = ANY_HOST  # a pinned host: no per-endpoint breaker
         try:
             cluster.thresholds.acquire_attempt()
         except CircuitOpenError:
             cluster.count("overflow")
             self._release_retry()
-            cluster.host_gate.release(host)  # the permit was never used
+            gate.release(host)  # the permit was never used
             if failure is not None:
                 raise failure from None
             raise

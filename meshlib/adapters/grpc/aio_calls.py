@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generator
 import grpc
 import grpc.aio
 
-from ...core.cluster import Call
+from ...core.call import Call
 from ...core.driver import Exchange, run_async
 from ...endpoint import Endpoint
 from ...errors import MeshError

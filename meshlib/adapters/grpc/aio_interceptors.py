@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import grpc
@@ -95,7 +94,7 @@ class MeshAioClientInterceptor(InterceptorBase):
             if isinstance(exc, MeshError):
                 raise aio_rpc_error(exc) from exc.__cause__
             raise
-        started = time.perf_counter()
+        started = call.cluster.clock.perf_counter()
         rpc = await continuation(_aio_details(details, call.remaining(), details.metadata), request)
 
         def book(result: AttemptResult) -> None:

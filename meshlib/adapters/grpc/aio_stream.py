@@ -50,7 +50,7 @@ class AioResponseStream(PinnedStream, Writes, grpc.aio.UnaryStreamCall, grpc.aio
             if fault is not None and await sit_out_fault_async(call, fault):
                 self._fail(aio_aborted(fault))
                 return
-            self._launch(None)
+            self._launch(call.pick(None))
         except Exception as exc:
             self._fail(aio_rpc_error(exc))
         except BaseException:
@@ -67,7 +67,7 @@ class AioResponseStream(PinnedStream, Writes, grpc.aio.UnaryStreamCall, grpc.aio
 
     def _book_done(self, attempt: Attempt) -> None:
         attempt.booked = True  # claimed: booked once its status is read
-        book_later(lambda v: self._book(attempt, v), attempt.rpc)
+        book_later(lambda v: self._ended(attempt, v), attempt.rpc)
 
     def _over(self) -> None:
         callbacks, self._callbacks = self._callbacks, []
@@ -82,12 +82,12 @@ class AioResponseStream(PinnedStream, Writes, grpc.aio.UnaryStreamCall, grpc.aio
             try:
                 first = await attempt.rpc.read()
             except grpc.RpcError as err:
-                delay = self._retry_delay(attempt, err)
+                delay = self._failed_early(attempt, err)
                 if delay is None:
                     return
                 try:
                     await self._call.sleep_async(delay)
-                    self._launch(err)
+                    self._next_attempt()
                 except Exception as exc:
                     self._fail(aio_rpc_error(exc))
                     return

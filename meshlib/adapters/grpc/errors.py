@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator, Sequence
 import grpc
 import grpc.aio
 
-from ...core.cluster import Call
+from ...core.call import Call
 from ...errors import CircuitOpenError, DeadlineExceededError, MeshError, NoHealthyEndpointsError, RateLimitedError
 from ...resilience.fault import FaultDecision
 from .status import SC, code_of

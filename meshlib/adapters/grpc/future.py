@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import grpc
 
-from ...core.cluster import Call
+from ...core.call import Call
 from .errors import RpcStatusError
 from .status import SC
 

@@ -3,7 +3,6 @@ the caller's own (``grpc.intercept_channel(ch, *mesh.grpc_interceptors("svc"))``
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Iterable
 
 import grpc
@@ -117,7 +116,7 @@ class MeshClientInterceptor(
             if isinstance(exc, MeshError):
                 return rpc_error(exc)
             raise
-        started = time.perf_counter()
+        started = call.cluster.clock.perf_counter()
         rpc = continuation(_details(details, call.remaining(), details.metadata), request)
 
         def over() -> None:

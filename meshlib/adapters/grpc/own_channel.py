@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...core.cluster import Call, Cluster
+from ...core.call import Call
+from ...core.cluster import Cluster
 from ...core.host import Host
 from ...core.services import Services
 from ...endpoint import Endpoint

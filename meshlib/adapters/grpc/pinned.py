@@ -6,57 +6,80 @@ picked when they start. Until the first response message arrives they are
 not committed (gRFC A6) and a failed attempt may be retried elsewhere, with
 the request messages sent so far replayed (see :mod:`.replay`); after that
 an error reaches the caller. Streams do not hedge.
+
+Every decision between two attempts is the core's (``core.driver.Attempts``,
+as for unary calls); a stream only reads and sleeps. The committed attempt's
+answer is deferred (``Exchange.defer``): it stays in flight, holding its
+``max_requests`` slot and its host's active count, until the stream ends —
+read to the end, failed mid-stream, cancelled or dropped — and the load
+metric sees its time to the first message.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import grpc
 
+from ...core.call import Call
+from ...core.driver import Attempts, End
 from ...core.host import Host
-from ...errors import DeadlineExceededError
 from ...outcome import AttemptResult, Outcome
-from .errors import rpc_error
+from .errors import rpc_error, settle
 from .pool import Subchannel
-from .status import SC, hash_header, judge_rpc, with_attempt
+from .replay import ReplayBuffer
+from .status import OK_RESULT, GrpcExchange, hash_header, with_attempt
 
-__all__ = ["Attempt", "PinnedStream", "END", "NONE"]
+__all__ = ["Attempt", "PinnedStream", "StreamExchange", "END", "NONE"]
 
 END = object()  # a stream that ended before its first message
 NONE = object()  # no first message held back
+_CANCELLED = AttemptResult(Outcome.CANCELLED)
+_ERROR = AttemptResult(Outcome.ERROR)
 
 
 class Attempt:
-    """One attempt of a response stream: its host, channel and grpcio call."""
+    """One attempt of a response stream: its host, channel and library call;
+    once committed, ``end`` reports its end to the core."""
 
-    __slots__ = ("host", "sub", "rpc", "started", "terminated", "booked")
+    __slots__ = ("host", "sub", "rpc", "started", "terminated", "booked", "end")
 
     def __init__(self, host: Host, sub: Subchannel, rpc: Any, started: float) -> None:
         self.host = host
         self.sub = sub
         self.rpc = rpc
         self.started = started
-        self.terminated = False
-        self.booked = False
+        self.terminated = False  # the library says the call is over
+        self.booked = False  # its record went to the core (or is on its way)
+        self.end: End | None = None
+
+
+class StreamExchange(GrpcExchange):
+    """A response stream's results: a failed attempt is judged by its status;
+    a request stream can be sent again while its replay buffer holds it; an
+    answer that began is deferred until the stream ends."""
+
+    def __init__(self, requests: ReplayBuffer | None) -> None:
+        self.requests = requests
+
+    def rewind(self) -> bool:
+        return self.requests is None or not self.requests.overflowed
+
+    def defer(self, result: Any, end: End) -> bool:
+        result.end = end  # the committed Attempt
+        return True
 
 
 class PinnedStream:
-    """What the sync and aio response streams share: one call pinned to the
-    endpoint of its current attempt, committed by its first message.
-
-    An attempt that ends before committing is booked by the reader, who may
-    retry it; the committed one is booked when the library reports it over,
-    its latency being the time to the first message."""
+    """The attempts of one response stream, read by a sync or asyncio reader."""
 
     _m: Any
-    #: Makes meshlib's errors the library's (grpc.aio: ``AioRpcError``).
-    _convert: Callable[[BaseException], BaseException] = staticmethod(rpc_error)
     #: Has the library report when an attempt is over (each stream class says how).
     _watch: Callable[[Attempt], None]
+    #: Makes meshlib's errors the library's (grpc.aio: ``AioRpcError``).
+    _convert: Callable[[BaseException], BaseException] = staticmethod(rpc_error)
 
-    def _setup(self, m: Any, request: Any, requests: Any, timeout: float | None, metadata: Any, kw: dict[str, Any]) -> None:
+    def _setup(self, m: Any, request: Any, requests: ReplayBuffer | None, timeout: float | None, metadata: Any, kw: dict[str, Any]) -> None:
         self._m = m
         self._request = request
         self._requests = requests
@@ -66,11 +89,11 @@ class PinnedStream:
         self._committed = False
         self._cancelled = False
         self._first: Any = NONE
-        self._first_at = 0.0
         self._error: BaseException | None = None
         self._attempt: Attempt | None = None
         cluster = m.owner.cluster
-        self._call = cluster.start_call(hash_header(cluster, metadata), True, timeout)
+        self._call: Call = cluster.start_call(hash_header(cluster, metadata), True, timeout)
+        self._attempts = Attempts(self._call, StreamExchange(requests))
 
     def _over(self) -> None:
         """The call is finished (a hook for done-callbacks)."""
@@ -81,15 +104,15 @@ class PinnedStream:
         self._call.finish()
         self._over()
 
-    def _launch(self, failure: BaseException | None) -> None:
+    def _launch(self, host: Host) -> None:
+        """Start an attempt on ``host`` (picked by the core)."""
         call = self._call
-        host = call.pick(failure)
-        started = time.perf_counter()
+        started = call.cluster.clock.perf_counter()
         m = self._m
         try:
             sub = m.owner.pool.acquire(host.endpoint)
         except BaseException:
-            call.done(host, started, AttemptResult(Outcome.ERROR), decide=False)
+            call.ended(host, started, _ERROR)
             raise
         try:
             mc = sub.callable(m.key, m.make)
@@ -97,60 +120,72 @@ class PinnedStream:
             rpc = mc(request, timeout=call.remaining(), metadata=with_attempt(self._metadata, call.attempt), **self._kw)
         except BaseException:
             sub.release()
-            call.done(host, started, AttemptResult(Outcome.ERROR), decide=False)
+            call.ended(host, started, _ERROR)
             raise
         self._attempt = attempt = Attempt(host, sub, rpc, started)
         self._watch(attempt)
 
-    def _book(self, attempt: Attempt, verdict: AttemptResult, decide: bool = False) -> float | None:
-        """Record a finished attempt; for an uncommitted failure, the retry delay."""
+    def _failed_early(self, attempt: Attempt, err: grpc.RpcError) -> float | None:
+        """An uncommitted attempt failed: the delay before the next one, or
+        None (``err``, or the deadline, is the answer)."""
+        if attempt.booked:
+            self._answer(err)
+            return None
         attempt.booked = True
         attempt.sub.release()
-        started = attempt.started
-        if self._committed and verdict.outcome == Outcome.SUCCESS:
-            started += time.perf_counter() - self._first_at  # latency: to the first message
-        if self._requests is not None:
-            verdict = self._requests.final(verdict)
-        delay = self._call.done(attempt.host, started, verdict, decide=decide)
+        if self._cancelled:
+            self._call.ended(attempt.host, attempt.started, _CANCELLED)
+            delay = None
+        else:
+            delay = self._attempts.answered(attempt.host, attempt.started, err)
         if delay is None:
-            self._finished = True
-            self._call.finish()
-            self._over()
+            self._answer(err)
         return delay
 
+    def _next_attempt(self) -> None:
+        """After the back-off: the next attempt, or the last answer if none can follow."""
+        host = self._attempts.next_host()
+        if host is None:
+            self._answer(self._attempts.result())
+        else:
+            self._launch(host)
+
+    def _answer(self, err: BaseException) -> None:
+        """The call ends with ``err`` (an expired deadline as meshlib's error)."""
+        try:
+            settle(self._call, err, self._convert)
+        except BaseException as final:
+            err = final
+        self._fail(err)
+
     def _commit_to(self, attempt: Attempt, first: Any) -> bool:
-        """The first message (or the end) arrived: commit. True if the attempt
-        is already over and still to be booked."""
+        """The first message (or the end) arrived: commit. The attempt stays
+        in flight until the stream ends. True if it is already over and its
+        end still to be reported."""
         self._first = first
-        self._first_at = time.perf_counter()
         self._committed = True
         if self._requests is not None:
             self._requests.commit()
+        self._attempts.answered(attempt.host, attempt.started, attempt, OK_RESULT)
+        self._call.finish()  # the call is over; its answer is still streaming
         return attempt.terminated and not attempt.booked
 
-    def _retry_delay(self, attempt: Attempt, err: grpc.RpcError) -> float | None:
-        """An uncommitted attempt failed: book it and return the delay before
-        the next one, or None (``err``, or the deadline, is the answer)."""
-        if attempt.booked:
-            self._error, self._committed = err, True
-            return None
-        if self._cancelled:
-            self._book(attempt, AttemptResult(Outcome.CANCELLED))
-            self._error, self._committed = err, True
-            return None
-        delay = self._book(attempt, judge_rpc(err), decide=True)
-        if delay is not None and self._call.enter_pending():
-            return delay
-        if delay is not None:
-            self._finished = True
-            self._call.finish()
-            self._over()
-        self._error, self._committed = err, True
-        if err.code() is SC.DEADLINE_EXCEEDED and self._call.is_expired():
-            try:
-                self._call.expired(err)
-            except DeadlineExceededError as exc:
-                self._error = self._convert(exc)
-        return None
+    def _ended(self, attempt: Attempt, verdict: AttemptResult) -> None:
+        """The committed attempt's stream is over: report how it ended."""
+        attempt.booked = True
+        attempt.sub.release()
+        if attempt.end is not None:
+            attempt.end(None if verdict.outcome == Outcome.SUCCESS else verdict.outcome)
+        self._finished = True
+        self._over()
 
-
+    def _dropped(self, attempt: Attempt) -> None:
+        """Nobody reads the stream any more: its attempt ends as cancelled."""
+        if self._committed:
+            self._ended(attempt, _CANCELLED)
+            return
+        attempt.booked = True
+        attempt.sub.release()
+        self._call.ended(attempt.host, attempt.started, _CANCELLED)
+        self._finished = True
+        self._call.finish()

@@ -16,8 +16,6 @@ from typing import Any, AsyncIterable, AsyncIterator, Iterable, Iterator
 
 import grpc.aio
 
-from ...outcome import AttemptResult, Outcome
-from ...resilience.backoff import DO_NOT_RETRY
 from .status import GrpcExchange
 
 __all__ = ["RETRY_BUFFER_BYTES", "ReplayBuffer", "Replay", "AsyncReplay", "ReplayExchange"]
@@ -69,12 +67,6 @@ class ReplayBuffer:
                 index = 0
             return item, index
         return (_ENDED if self._ended else _PULL), index
-
-    def final(self, verdict: AttemptResult) -> AttemptResult:
-        """``verdict``, made final (no retry) if it failed after the buffer overflowed."""
-        if verdict.outcome != Outcome.SUCCESS and self.overflowed:
-            return AttemptResult(verdict.outcome, verdict.status, verdict.grpc_status, DO_NOT_RETRY)
-        return verdict
 
     def _keep(self, item: Any, token: object) -> None:
         """Buffer a message the view ``token`` pulled; past the limit, the
@@ -204,14 +196,11 @@ class AsyncReplay(ReplayBuffer):
 
 
 class ReplayExchange(GrpcExchange):
-    """A request-streaming call: no retry once its retry buffer overflowed
-    (sync and asyncio alike)."""
+    """A request-streaming unary call: no further attempt (retry or hedge)
+    once its retry buffer overflowed (sync and asyncio alike)."""
 
     def __init__(self, requests: ReplayBuffer) -> None:
         self.requests = requests
-
-    def judge(self, result: Any) -> AttemptResult:
-        return self.requests.final(super().judge(result))
 
     def rewind(self) -> bool:
         """Whether the request stream can be sent again from its start (the

@@ -9,7 +9,6 @@ import grpc
 
 from ...core.driver import sit_out_fault
 from ...errors import MeshError
-from ...outcome import AttemptResult, Outcome
 from .errors import aborted, rpc_error
 from .future import StatusOf
 from .pinned import END, NONE, Attempt, PinnedStream
@@ -40,7 +39,7 @@ class ResponseStream(PinnedStream, StatusOf, grpc.Call):
             if fault is not None and sit_out_fault(call, fault):
                 self._fail(aborted(fault))
                 return
-            self._launch(None)
+            self._launch(call.pick(None))
         except BaseException as exc:
             self._fail(rpc_error(exc))
             if not isinstance(exc, Exception):
@@ -52,21 +51,21 @@ class ResponseStream(PinnedStream, StatusOf, grpc.Call):
 
     def _terminated(self, attempt: Attempt) -> None:
         """grpcio says an attempt is over (on its own thread). A committed one
-        is booked now; an uncommitted one by the reader, who may retry it (or,
-        if nobody ever reads the stream, when it is dropped)."""
+        ends now; an uncommitted one is judged by the reader, who may retry it
+        (or, if nobody ever reads the stream, when it is dropped)."""
         with self._lock:
             attempt.terminated = True
             if attempt is self._attempt and not attempt.booked and self._committed:
-                self._book(attempt, judge_finished(attempt.rpc))
+                self._ended(attempt, judge_finished(attempt.rpc))
 
     def __del__(self) -> None:
-        attempt = self._attempt
+        attempt = getattr(self, "_attempt", None)
         if attempt is not None and not attempt.booked and not self._finished:
             if not attempt.terminated:
                 attempt.rpc.cancel()
             with self._lock:
                 if not attempt.booked:
-                    self._book(attempt, AttemptResult(Outcome.CANCELLED))
+                    self._dropped(attempt)
 
     # -- commit ------------------------------------------------------------------
 
@@ -80,12 +79,12 @@ class ResponseStream(PinnedStream, StatusOf, grpc.Call):
                 first = END
             except grpc.RpcError as err:
                 with self._lock:
-                    delay = self._retry_delay(attempt, err)
+                    delay = self._failed_early(attempt, err)
                 if delay is None:
                     return
                 try:
                     self._call.sleep(delay)
-                    self._launch(err)
+                    self._next_attempt()
                 except BaseException as exc:
                     with self._lock:
                         self._fail(rpc_error(exc))
@@ -95,7 +94,7 @@ class ResponseStream(PinnedStream, StatusOf, grpc.Call):
                 continue
             with self._lock:
                 if self._commit_to(attempt, first):
-                    self._book(attempt, judge_finished(attempt.rpc))
+                    self._ended(attempt, judge_finished(attempt.rpc))
 
     # -- iteration ---------------------------------------------------------------
 
