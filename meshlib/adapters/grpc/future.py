@@ -4,9 +4,10 @@ once and can be cancelled while it runs, as grpcio's own.
 The call's attempt loop (retries, hedges) runs on a worker thread; each
 attempt hands its grpcio call to :meth:`FutureCall.track`, so ``cancel()``
 reaches the attempt in progress, and no further attempt starts after it.
-A caller that waits for the result without a timeout before a worker took
-the call runs the loop on its own thread instead (what grpcio's blocking
-``__call__`` does through an interceptor), which saves the thread hop.
+A caller that is going to wait for the call anyway runs the loop on its own
+thread instead, which saves the thread hop: grpcio's blocking ``__call__`` /
+``with_call`` through an interceptor, and a caller that waits for the result
+without a timeout before a worker took the call.
 """
 
 from __future__ import annotations
@@ -87,15 +88,20 @@ class FutureCall(StatusOf, grpc.Future, grpc.Call):
     raises its error; its attempts call :meth:`check` before sending and
     :meth:`track` / :meth:`untrack` around their grpcio call."""
 
-    def __init__(self, body: Callable[["FutureCall"], tuple[Any, Any]], executor: cf.Executor, call: Call) -> None:
+    def __init__(self, body: Callable[["FutureCall"], tuple[Any, Any]], executor: cf.Executor | None, call: Call) -> None:
+        """``executor`` None: the caller waits for the call, which runs now, on its thread."""
         self._body = body
         self.call = call
         self._future: cf.Future[tuple[Any, Any]] = cf.Future()
         self._claim = threading.Lock()
         self._lock = threading.Lock()
-        self._rpcs: set[Any] = set()
         self._cancelled = False
-        executor.submit(contextvars.copy_context().run, self._drive)
+        if executor is None:  # nobody can cancel it: nothing to track
+            self._rpcs: set[Any] | None = None
+            self._drive()
+        else:
+            self._rpcs = set()
+            executor.submit(contextvars.copy_context().run, self._drive)
 
     def _drive(self) -> None:
         """Run the call, unless another thread took it (or it was cancelled first)."""
@@ -126,6 +132,8 @@ class FutureCall(StatusOf, grpc.Future, grpc.Call):
 
     def track(self, rpc: Any) -> None:
         """An attempt's grpcio call started: ``cancel()`` cancels it from now on."""
+        if self._rpcs is None:
+            return
         with self._lock:
             if not self._cancelled:
                 self._rpcs.add(rpc)
@@ -133,6 +141,8 @@ class FutureCall(StatusOf, grpc.Future, grpc.Call):
         rpc.cancel()
 
     def untrack(self, rpc: Any) -> None:
+        if self._rpcs is None:
+            return
         with self._lock:
             self._rpcs.discard(rpc)
 
@@ -143,7 +153,7 @@ class FutureCall(StatusOf, grpc.Future, grpc.Call):
             if self._future.done():
                 return False
             self._cancelled = True
-            rpcs = list(self._rpcs)
+            rpcs = list(self._rpcs or ())
         cancelled = self._future.cancel()  # done callbacks run now, as grpcio's
         if cancelled:
             self._future.set_running_or_notify_cancel()  # wakes those waiting in result()
@@ -162,11 +172,13 @@ class FutureCall(StatusOf, grpc.Future, grpc.Call):
 
     def _wait(self, timeout: float | None) -> None:
         """Wait until the call is over; raise grpcio's errors for a timeout or a cancelled call."""
-        if timeout is None:
-            self._drive()
-        if not cf.wait((self._future,), timeout).done:
-            raise grpc.FutureTimeoutError()
-        if self._future.cancelled():
+        future = self._future
+        if not future.done():
+            if timeout is None:
+                self._drive()
+            if not cf.wait((future,), timeout).done:
+                raise grpc.FutureTimeoutError()
+        if future.cancelled():
             raise grpc.FutureCancelledError()
 
     def result(self, timeout: float | None = None) -> Any:

@@ -33,6 +33,15 @@ def _details(details: Any, timeout: float | None, metadata: Any) -> Any:
     return _CallDetails(**fields)
 
 
+def _blocking(continuation: Callable[..., Any]) -> bool:
+    """Whether grpcio is making a blocking call (``__call__`` / ``with_call``),
+    which waits for the interceptor's answer at once: its continuation is made
+    in grpcio's ``_with_call``, not in ``future``. The call then runs on the
+    caller's thread. (Anything else, or a grpcio that names it differently,
+    takes the ``.future()`` path: a worker thread, correct either way.)"""
+    return "._with_call." in getattr(continuation, "__qualname__", "")
+
+
 class _CallDetails(grpc.ClientCallDetails):
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
@@ -91,7 +100,7 @@ class MeshClientInterceptor(
             except MeshError as exc:
                 raise rpc_error(exc) from exc.__cause__
 
-        return FutureCall(body, self._workers.get(), call)
+        return FutureCall(body, None if _blocking(continuation) else self._workers.get(), call)
 
     def intercept_unary_unary(self, continuation: Callable[..., Any], client_call_details: Any, request: Any) -> Any:
         return self._unary(continuation, client_call_details, EXCHANGE, lambda: request)
