@@ -14,7 +14,8 @@ import grpc
 import grpc.aio
 
 from ...core.call import Call
-from ...core.driver import Exchange, run_async
+from ...core.driver import run_async
+from ...core.exchange import Exchange
 from ...endpoint import Endpoint
 from ...errors import MeshError
 from .errors import aio_aborted, aio_rpc_error, settle

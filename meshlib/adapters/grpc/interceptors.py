@@ -7,7 +7,8 @@ from typing import Any, Callable, Iterable
 
 import grpc
 
-from ...core.driver import Exchange, run, sit_out_fault
+from ...core.driver import run, sit_out_fault
+from ...core.exchange import Exchange
 from ...core.services import Services
 from ...endpoint import Endpoint
 from ...errors import MeshError

@@ -22,7 +22,8 @@ from typing import Any, Callable
 import grpc
 
 from ...core.call import Call
-from ...core.driver import Attempts, End
+from ...core.driver import Attempts
+from ...core.exchange import End
 from ...core.host import Host
 from ...outcome import AttemptResult, Outcome
 from .errors import rpc_error, settle

@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 
 from ...core.cluster import Cluster
-from ...core.driver import Exchange
+from ...core.exchange import Exchange
 from ...outcome import AttemptResult, Outcome
 from ...resilience.backoff import parse_grpc_pushback
 
