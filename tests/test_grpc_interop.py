@@ -16,7 +16,6 @@ import queue
 import time
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict
-from pathlib import Path
 from types import ModuleType
 from typing import Any, AsyncIterator, Callable, Iterator
 

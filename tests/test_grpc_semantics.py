@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import time
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -21,36 +21,14 @@ from meshlib import CircuitOpenError, DeadlineExceededError, Mesh
 from meshlib.adapters.grpc import judge_rpc
 from meshlib.outcome import Outcome
 
-from .grpc_agents import COUNT, ECHO, JOIN, GrpcAgent
+from .grpc_agents import COUNT, ECHO, JOIN, GrpcAgent, grpc_agents, wait_until  # noqa: F401 (a fixture)
 
 SC = grpc.StatusCode
 PEER_REFUSED = "backend db: Connection refused"
 
 
-@pytest.fixture
-def grpc_agents() -> Iterator[Callable[..., list[GrpcAgent]]]:
-    made: list[GrpcAgent] = []
-
-    def make(n: int = 1) -> list[GrpcAgent]:
-        new = [GrpcAgent(f"agent-{len(made) + i + 1}") for i in range(n)]
-        made.extend(new)
-        return new
-
-    yield make
-    for a in made:
-        a.stop()
-
-
 def mesh_for(agents: list[GrpcAgent], **service: object) -> Mesh:
     return Mesh(config={"services": {"svc": {"endpoints": ",".join(a.address for a in agents), **service}}})
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 class _Status:
