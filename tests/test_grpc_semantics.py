@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 import time
 from typing import Any
 
@@ -111,6 +112,51 @@ def test_a_future_reports_time_remaining_and_its_answer(grpc_agents) -> None:
         left = future.time_remaining()
         assert left is not None and 4 < left <= 5
         assert future.result() == b"agent-1" and future.code() is SC.OK and future.exception() is None
+
+
+def test_a_stream_cancelled_between_attempts_starts_no_other(grpc_agents) -> None:
+    agents = grpc_agents(2)
+    for agent in agents:
+        agent.fail(SC.UNAVAILABLE, pushback_ms="400")  # the retry waits 400 ms
+    with mesh_for(agents, retry_on="unavailable") as mesh:
+        stream = mesh.grpc_channel("svc").unary_stream(COUNT)(b"3")
+        errors: list[grpc.RpcError] = []
+        reader = threading.Thread(target=lambda: errors.extend(_first_error(stream)))
+        reader.start()
+        wait_until(lambda: sum(a.hits for a in agents) == 1)
+        time.sleep(0.05)  # the reader is in the back-off now
+        assert stream.cancel() is True
+        reader.join(5)
+        assert [e.code() for e in errors] == [SC.CANCELLED]
+        time.sleep(0.5)
+        assert sum(a.hits for a in agents) == 1
+
+
+def _first_error(stream: Any) -> list[grpc.RpcError]:
+    try:
+        next(stream)
+    except grpc.RpcError as err:
+        return [err]
+    return []
+
+
+async def test_an_aio_stream_cancelled_between_attempts_starts_no_other(grpc_agents) -> None:
+    agents = grpc_agents(2)
+    for agent in agents:
+        agent.fail(SC.UNAVAILABLE, pushback_ms="400")
+    with mesh_for(agents, retry_on="unavailable") as mesh:
+        async with mesh.grpc_aio_channel("svc") as channel:
+            stream = channel.unary_stream(COUNT)(b"3")
+            reading = asyncio.ensure_future(stream.read())
+            while sum(a.hits for a in agents) < 1:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            assert stream.cancel() is True and stream.cancelled()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await reading
+            assert err.value.code() is SC.CANCELLED
+            await asyncio.sleep(0.5)
+            assert sum(a.hits for a in agents) == 1
 
 
 # ------------------------------------------------------------- interceptors

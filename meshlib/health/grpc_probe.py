@@ -93,7 +93,7 @@ class GrpcHealthProbe:
         try:
             import grpc
         except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
-            raise ModuleNotFoundError("health_check_protocol=grpc needs grpcio: pip install 'meshlib[grpc]'") from exc
+            raise ModuleNotFoundError("health_check_protocol=grpc needs grpcio: pip install 'meshlib-client[grpc]'") from exc
         if self.credentials is not None:
             ch = grpc.secure_channel(endpoint.address, self.credentials, options=self.options)
         else:

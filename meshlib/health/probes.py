@@ -66,7 +66,7 @@ def _grpc(service: str) -> Probe:
     try:
         import grpc  # noqa: F401
     except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError("health_check_protocol=grpc needs grpcio: pip install 'meshlib[grpc]'") from exc
+        raise ModuleNotFoundError("health_check_protocol=grpc needs grpcio: pip install 'meshlib-client[grpc]'") from exc
     from .grpc_probe import grpc_health_probe
 
     return grpc_health_probe

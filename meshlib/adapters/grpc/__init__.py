@@ -1,4 +1,4 @@
-"""gRPC adapter (optional extra ``meshlib[grpc]``): balanced channels and
+"""gRPC adapter (optional extra ``meshlib-client[grpc]``): balanced channels and
 interceptors, sync and ``grpc.aio``, with gRPC statuses as outcomes.
 
 grpcio's Python API has no pluggable resolver or balancer, so meshlib balances
@@ -28,7 +28,7 @@ from __future__ import annotations
 try:
     import grpc  # noqa: F401
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
-    raise ModuleNotFoundError("mesh.grpc_channel() needs grpcio: pip install 'meshlib[grpc]'") from exc
+    raise ModuleNotFoundError("mesh.grpc_channel() needs grpcio: pip install 'meshlib-client[grpc]'") from exc
 
 from ...health.grpc_probe import GrpcHealthProbe, decode_health_status, encode_health_request, grpc_health_probe
 from .aio_channel import MeshAioChannel, aio_channel

@@ -91,6 +91,9 @@ class AioResponseStream(PinnedStream, Writes, grpc.aio.UnaryStreamCall, grpc.aio
                 except Exception as exc:
                     self._fail(aio_rpc_error(exc))
                     return
+                except BaseException:  # the reader was cancelled in the back-off
+                    self._fail(grpc.aio.AioRpcError(SC.CANCELLED, grpc.aio.Metadata(), grpc.aio.Metadata(), CANCELLED_DETAILS))
+                    raise
                 continue
             if self._committed:  # another reader got there first
                 if first is not grpc.aio.EOF:
@@ -138,11 +141,13 @@ class AioResponseStream(PinnedStream, Writes, grpc.aio.UnaryStreamCall, grpc.aio
         if not self._opening.done():
             return self._opening.cancel()
         attempt = self._attempt
-        return attempt is not None and attempt.rpc.cancel()
+        if attempt is not None and attempt.rpc.cancel():
+            return True
+        return self._cancel_pending()
 
     def cancelled(self) -> bool:
         attempt = self._attempt
-        return self._cancelled and (attempt is None or attempt.rpc.cancelled())
+        return self._cancelled and (attempt is None or attempt.rpc.cancelled() or not self._committed)
 
     def done(self) -> bool:
         return self._finished

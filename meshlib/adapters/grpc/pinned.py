@@ -26,10 +26,11 @@ from ...core.driver import Attempts
 from ...core.exchange import End
 from ...core.host import Host
 from ...outcome import AttemptResult, Outcome
-from .errors import rpc_error, settle
+from .errors import RpcStatusError, rpc_error, settle
+from .future import CANCELLED_DETAILS
 from .pool import Subchannel
 from .replay import ReplayBuffer
-from .status import OK_RESULT, GrpcExchange, hash_header, with_attempt
+from .status import OK_RESULT, SC, GrpcExchange, hash_header, with_attempt
 
 __all__ = ["Attempt", "PinnedStream", "StreamExchange", "END", "NONE"]
 
@@ -144,7 +145,11 @@ class PinnedStream:
         return delay
 
     def _next_attempt(self) -> None:
-        """After the back-off: the next attempt, or the last answer if none can follow."""
+        """After the back-off: the next attempt, or the last answer if none can
+        follow (CANCELLED, if the caller cancelled the stream meanwhile)."""
+        if self._cancelled:
+            self._fail(self._convert(RpcStatusError(SC.CANCELLED, CANCELLED_DETAILS)))
+            return
         host = self._attempts.next_host()
         if host is None:
             self._answer(self._attempts.result())
@@ -179,6 +184,12 @@ class PinnedStream:
             attempt.end(None if verdict.outcome == Outcome.SUCCESS else verdict.outcome)
         self._finished = True
         self._over()
+
+    def _cancel_pending(self) -> bool:
+        """``cancel()`` found no attempt to cancel: True if the stream is
+        between two attempts (no further one will start), as grpcio's cancel
+        of a call still running."""
+        return not self._finished and not self._committed
 
     def _dropped(self, attempt: Attempt) -> None:
         """Nobody reads the stream any more: its attempt ends as cancelled."""

@@ -138,7 +138,9 @@ class ResponseStream(PinnedStream, StatusOf, grpc.Call):
         with self._lock:
             self._cancelled = True
             attempt = self._attempt
-        return attempt is not None and attempt.rpc.cancel()
+        if attempt is not None and attempt.rpc.cancel():
+            return True
+        return self._cancel_pending()
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
         attempt = self._attempt
