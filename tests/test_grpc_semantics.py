@@ -267,6 +267,10 @@ async def test_aio_cancel_and_time_remaining_as_grpc_aio(grpc_agents) -> None:
             with pytest.raises(asyncio.CancelledError):
                 await call
             assert await call.code() is SC.CANCELLED
+            stream = channel.unary_stream(COUNT)(b"2", timeout=5)
+            left = stream.time_remaining()
+            assert left is not None and 4 < left <= 5  # before its first attempt went out
+            assert [m async for m in stream] == [b"agent-1:0", b"agent-1:1"]
 
 
 # ------------------------------------------------------------- streams count until they end

@@ -7,7 +7,6 @@ tasks, and the losers are cancelled. Errors are ``grpc.aio.AioRpcError``
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
 import grpc
@@ -21,7 +20,7 @@ from ...errors import MeshError
 from .errors import aio_aborted, aio_rpc_error, settle
 from .future import CANCELLED_DETAILS
 from .replay import AsyncReplay, ReplayExchange
-from .status import EXCHANGE, SC, hash_header, with_attempt
+from .status import EXCHANGE, SC, due, hash_header, time_left, with_attempt
 
 if TYPE_CHECKING:
     from .aio_channel import AioMethod
@@ -79,7 +78,7 @@ class UnaryResponseCall(Writes, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryCal
 
     def _start(self, call: Call, send: Callable[[Endpoint, float | None], Any], timeout: float | None) -> None:
         self._call = call
-        self._until = None if timeout is None else time.monotonic() + timeout
+        self._until = due(call, timeout)
         self._final: Any = None
         self._callbacks: list[Callable[[Any], None]] = []
         self._cancelled = False
@@ -129,11 +128,7 @@ class UnaryResponseCall(Writes, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryCal
         return self._cancelled or self._task.done()
 
     def time_remaining(self) -> float | None:
-        return self._call.remaining() if self._call.deadline is not None else self._timeout_left()
-
-    def _timeout_left(self) -> float | None:
-        """Before the call began: the caller's own timeout, from when it was made."""
-        return None if self._until is None else self._until - time.monotonic()
+        return time_left(self._call, self._until)
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
         if self._task.done():

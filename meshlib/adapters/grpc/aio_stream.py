@@ -17,7 +17,7 @@ from .errors import aio_aborted, aio_rpc_error
 from .future import CANCELLED_DETAILS
 from .pinned import NONE, Attempt, PinnedStream
 from .replay import AsyncReplay
-from .status import SC, judge_rpc
+from .status import SC, judge_rpc, time_left
 
 if TYPE_CHECKING:
     from .aio_channel import AioMethod
@@ -153,7 +153,7 @@ class AioResponseStream(PinnedStream, Writes, grpc.aio.UnaryStreamCall, grpc.aio
         return self._finished
 
     def time_remaining(self) -> float | None:
-        return self._call.remaining()
+        return time_left(self._call, self._until)
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
         if self._finished:

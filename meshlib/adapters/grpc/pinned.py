@@ -30,7 +30,7 @@ from .errors import RpcStatusError, rpc_error, settle
 from .future import CANCELLED_DETAILS
 from .pool import Subchannel
 from .replay import ReplayBuffer
-from .status import OK_RESULT, SC, GrpcExchange, hash_header, with_attempt
+from .status import OK_RESULT, SC, GrpcExchange, due, hash_header, with_attempt
 
 __all__ = ["Attempt", "PinnedStream", "StreamExchange", "END", "NONE"]
 
@@ -95,6 +95,7 @@ class PinnedStream:
         self._attempt: Attempt | None = None
         cluster = m.owner.cluster
         self._call: Call = cluster.start_call(hash_header(cluster, metadata), True, timeout)
+        self._until = due(self._call, timeout)
         self._attempts = Attempts(self._call, StreamExchange(requests))
 
     def _over(self) -> None:

@@ -22,12 +22,13 @@ from typing import Any
 
 import grpc
 
+from ...core.call import Call
 from ...core.cluster import Cluster
 from ...core.exchange import Exchange
 from ...outcome import AttemptResult, Outcome
 from ...resilience.backoff import parse_grpc_pushback
 
-__all__ = ["SC", "GRPC_TO_HTTP", "OK_RESULT", "judge_rpc", "judge_finished", "code_of", "GrpcExchange", "EXCHANGE", "hash_header", "with_attempt"]
+__all__ = ["SC", "GRPC_TO_HTTP", "OK_RESULT", "judge_rpc", "judge_finished", "code_of", "GrpcExchange", "EXCHANGE", "hash_header", "with_attempt", "time_left", "due"]
 
 SC = grpc.StatusCode
 
@@ -174,3 +175,15 @@ def with_attempt(metadata: Any, attempt: int) -> Any:
     return (*(metadata or ()), (ATTEMPT_COUNT_KEY, str(attempt)))
 
 
+def time_left(call: Call, until: float | None) -> float | None:
+    """What is left of ``call``'s deadline; before the call began (``begin``
+    fixes its deadline), of the caller's own timeout, due at ``until`` on the
+    cluster's clock (None: no timeout)."""
+    if call.deadline is not None:
+        return call.remaining()
+    return None if until is None else until - call.cluster.clock.monotonic()
+
+
+def due(call: Call, timeout: float | None) -> float | None:
+    """When a caller's ``timeout`` from now runs out, on ``call``'s cluster clock."""
+    return None if timeout is None else call.cluster.clock.monotonic() + timeout
