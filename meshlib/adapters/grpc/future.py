@@ -4,10 +4,10 @@ once and can be cancelled while it runs, as grpcio's own.
 The call's attempt loop (retries, hedges) runs on a worker thread; each
 attempt hands its grpcio call to :meth:`FutureCall.track`, so ``cancel()``
 reaches the attempt in progress, and no further attempt starts after it.
-A caller that is going to wait for the call anyway runs the loop on its own
-thread instead, which saves the thread hop: grpcio's blocking ``__call__`` /
-``with_call`` through an interceptor, and a caller that waits for the result
-without a timeout before a worker took the call.
+A caller that waits for the result without a timeout before a worker took
+the call runs the loop on its own thread instead, which saves the thread hop.
+(grpcio's blocking ``__call__`` / ``with_call`` through an interceptor needs
+no future at all: the interceptor runs the call at once.)
 """
 
 from __future__ import annotations
@@ -88,20 +88,15 @@ class FutureCall(StatusOf, grpc.Future, grpc.Call):
     raises its error; its attempts call :meth:`check` before sending and
     :meth:`track` / :meth:`untrack` around their grpcio call."""
 
-    def __init__(self, body: Callable[["FutureCall"], tuple[Any, Any]], executor: cf.Executor | None, call: Call) -> None:
-        """``executor`` None: the caller waits for the call, which runs now, on its thread."""
+    def __init__(self, body: Callable[["FutureCall"], tuple[Any, Any]], executor: cf.Executor, call: Call) -> None:
         self._body = body
         self.call = call
         self._future: cf.Future[tuple[Any, Any]] = cf.Future()
         self._claim = threading.Lock()
         self._lock = threading.Lock()
         self._cancelled = False
-        if executor is None:  # nobody can cancel it: nothing to track
-            self._rpcs: set[Any] | None = None
-            self._drive()
-        else:
-            self._rpcs = set()
-            executor.submit(contextvars.copy_context().run, self._drive)
+        self._rpcs: set[Any] = set()
+        executor.submit(contextvars.copy_context().run, self._drive)
 
     def _drive(self) -> None:
         """Run the call, unless another thread took it (or it was cancelled first)."""
@@ -132,8 +127,6 @@ class FutureCall(StatusOf, grpc.Future, grpc.Call):
 
     def track(self, rpc: Any) -> None:
         """An attempt's grpcio call started: ``cancel()`` cancels it from now on."""
-        if self._rpcs is None:
-            return
         with self._lock:
             if not self._cancelled:
                 self._rpcs.add(rpc)
@@ -141,8 +134,6 @@ class FutureCall(StatusOf, grpc.Future, grpc.Call):
         rpc.cancel()
 
     def untrack(self, rpc: Any) -> None:
-        if self._rpcs is None:
-            return
         with self._lock:
             self._rpcs.discard(rpc)
 
@@ -153,7 +144,7 @@ class FutureCall(StatusOf, grpc.Future, grpc.Call):
             if self._future.done():
                 return False
             self._cancelled = True
-            rpcs = list(self._rpcs or ())
+            rpcs = list(self._rpcs)
         cancelled = self._future.cancel()  # done callbacks run now, as grpcio's
         if cancelled:
             self._future.set_running_or_notify_cancel()  # wakes those waiting in result()

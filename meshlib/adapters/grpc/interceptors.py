@@ -75,21 +75,25 @@ class MeshClientInterceptor(
         super().__init__(mesh, name)
         self._workers: Workers = mesh.resource(("grpc-interceptor-workers", self.cluster.name), lambda: Workers(self.cluster.name))
 
-    def _unary(self, continuation: Callable[..., Any], details: Any, exchange: Exchange, view: Callable[[], Any]) -> FutureCall:
+    def _unary(self, continuation: Callable[..., Any], details: Any, exchange: Exchange, view: Callable[[], Any]) -> Any:
         call = self.start(details.timeout)
         metadata = details.metadata
 
-        def body(future: FutureCall) -> tuple[Any, Any]:
+        def body(future: FutureCall | None) -> tuple[Any, Any]:
             def send(ep: Endpoint, limit: float | None) -> Any:
-                future.check()
+                if future is not None:
+                    future.check()
                 outcome = continuation(_details(details, limit, with_attempt(metadata, call.attempt)), view())
-                future.track(outcome)
-                try:
-                    exc = outcome.exception()  # a grpcio future waits here
-                except grpc.FutureCancelledError:
-                    return outcome  # the attempt the caller cancelled: its status is CANCELLED
-                finally:
-                    future.untrack(outcome)
+                if future is None:  # grpcio's blocking call: the outcome is complete
+                    exc = outcome.exception()
+                else:
+                    future.track(outcome)
+                    try:
+                        exc = outcome.exception()  # a grpcio future waits here
+                    except grpc.FutureCancelledError:
+                        return outcome  # the attempt the caller cancelled: its status is CANCELLED
+                    finally:
+                        future.untrack(outcome)
                 if exc is None:
                     return outcome.result(), outcome
                 if isinstance(exc, grpc.RpcError):
@@ -101,7 +105,12 @@ class MeshClientInterceptor(
             except MeshError as exc:
                 raise rpc_error(exc) from exc.__cause__
 
-        return FutureCall(body, None if _blocking(continuation) else self._workers.get(), call)
+        if _blocking(continuation):  # grpcio reads .result() of the answer at once
+            try:
+                return body(None)[1]
+            except grpc.RpcError as err:
+                return err  # also a finished grpc.Future, raising itself
+        return FutureCall(body, self._workers.get(), call)
 
     def intercept_unary_unary(self, continuation: Callable[..., Any], client_call_details: Any, request: Any) -> Any:
         return self._unary(continuation, client_call_details, EXCHANGE, lambda: request)
