@@ -84,7 +84,8 @@ class ResponseStream(PinnedStream, StatusOf, grpc.Call):
                     return
                 try:
                     self._call.sleep(delay)
-                    self._next_attempt()
+                    with self._lock:  # a cancel() now either sees the new attempt or stops it
+                        self._next_attempt()
                 except BaseException as exc:
                     with self._lock:
                         self._fail(rpc_error(exc))
