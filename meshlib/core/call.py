@@ -246,22 +246,26 @@ class Call:
     def ended_later(self, host: Host, started: float, result: AttemptResult) -> Callable[[str | None, int | None], None]:
         """The attempt answered, its answer goes back to the caller, and its
         body is still to be read (a stream): the attempt stays in flight until
-        the returned ``end(outcome, nbytes)`` is called — exactly once, when the
-        body is fully read or closed (``outcome`` None: the answer's own), or
-        broke mid-body (``Outcome.RESET``, ``Outcome.TIMEOUT``, ...)."""
+        the returned ``end(outcome, nbytes, grpc_status)`` is called — once (later
+        calls do nothing), when the body is fully read or closed (``outcome``
+        None: the answer's own), or broke mid-body (``Outcome.RESET``,
+        ``Outcome.TIMEOUT``, ...; a gRPC stream gives its final status)."""
         first_byte = self.cluster.clock.perf_counter()
         retry, self._is_retry = self._is_retry, False
         attempt = self.attempt
         self._open_streams += 1
         done = False
 
-        def end(outcome: str | None = None, nbytes: int | None = None) -> None:
+        def end(outcome: str | None = None, nbytes: int | None = None, grpc_status: str | None = None) -> None:
             nonlocal done
             if done:
                 return
             done = True
             now = self.cluster.clock.perf_counter()
-            verdict = result if outcome is None else AttemptResult(outcome, result.status, result.grpc_status)
+            if outcome is None:
+                verdict = result
+            else:  # a stream's own final status (gRPC), or the answer's
+                verdict = AttemptResult(outcome, result.status, grpc_status or result.grpc_status)
             record = AttemptRecord(
                 host.endpoint, started, first_byte, now, verdict.outcome, verdict.status, verdict.grpc_status,
                 attempt, attempt > 1, False, nbytes,
