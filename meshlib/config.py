@@ -26,6 +26,7 @@ from .health import HealthCheckConfig, parse_statuses
 from .resilience.hedge import GRPC_STATUS_NAMES, HedgePolicy, parse_non_fatal
 from .resilience.outlier import OutlierConfig
 from .resilience.retry import RetryPolicy, parse_retry_on, parse_status_codes
+from .routing import RouteConfig, parse_routes
 
 __all__ = ["MeshConfig", "ServiceConfig", "RegistryConfig", "KEYS", "Key", "canonical_service", "load_config", "parse_duration"]
 
@@ -142,9 +143,9 @@ REGISTRY_PORTS = {"consul": 8500, "etcd": 2379}
 
 def _discovery(value: object, name: str) -> str:
     text = str(value).strip()
-    accepted = "static, dns, file:///path/to/endpoints.yaml, consul://host:port or etcd://host:port"
+    accepted = "static, dns, xds, file:///path/to/endpoints.yaml, consul://host:port or etcd://host:port"
     low = text.lower()
-    if low in ("static", "dns"):
+    if low in ("static", "dns", "xds"):
         return low
     if low.startswith("file://"):
         path = text[len("file://") :]
@@ -431,6 +432,32 @@ KEYS: dict[str, Key] = {
             "Client certificate (PEM) for etcd's --client-cert-auth; needs ETCD_TLS_KEY and ETCD_TLS_CA.", "/etc/etcd/client.pem"),
         Key("etcd_tls_key", _file, "", "global", "path",
             "Private key (PEM) of ETCD_TLS_CERT.", "/etc/etcd/client-key.pem"),
+        # -- routing and xDS (docs/xds.md); one block, parsed by meshlib.routing / read by meshlib.xds
+        Key("routes", lambda v, n: parse_routes(v, n, ""), None, "service", "route rules",
+            "Routes in front of the service's clusters: '[prefix:/p|path:/p|regex:re] [nocase] [[!]header:name(=|~=|^=|$=|*=)value] "
+            "[fraction:f] -> service[=weight,...]' rules separated by ';', first match wins. See docs/xds.md.",
+            "header:x-model-version=v2 -> summarizer-v2; -> summarizer-v1=95,summarizer-v2=5"),
+        Key("xds_listener", _text, "", "service", "string",
+            "Take this service from xDS: the name of its Listener (with MESHLIB_DISCOVERY=xds every declared service uses its own name).",
+            "inventory"),
+        Key("xds_listeners", _tag_list, (), "global", "name list",
+            "xDS: Listeners to follow from the start besides the declared services (each becomes a mesh service of that name).",
+            "inventory,summarizer"),
+        Key("xds_bootstrap", _file, "", "global", "path",
+            "xDS bootstrap file, gRPC's format (falls back to MESHLIB_XDS_BOOTSTRAP_CONFIG, GRPC_XDS_BOOTSTRAP, GRPC_XDS_BOOTSTRAP_CONFIG).",
+            "/etc/meshlib/xds-bootstrap.json"),
+        Key("xds_bootstrap_config", _text, "", "global", "JSON",
+            "xDS bootstrap as inline JSON (used when MESHLIB_XDS_BOOTSTRAP is not set).",
+            '{"xds_servers": [{"server_uri": "127.0.0.1:18000", "channel_creds": [{"type": "insecure"}]}], "node": {"id": "n1"}}'),
+        Key("xds_does_not_exist_timeout", _duration(allow_zero=False), 15.0, "global", "duration",
+            "xDS: a subscribed resource not received this long after the stream connected does not exist (gRFC A57).", "30s"),
+        Key("xds_backoff_base", _duration(allow_zero=False), 1.0, "global", "duration",
+            "xDS: after the n-th failed stream in a row, wait a random time in [0, base x 2^(n-1)], capped by xds_backoff_max (gRPC's 1 s).",
+            "250ms"),
+        Key("xds_backoff_max", _duration(allow_zero=False), 120.0, "global", "duration",
+            "xDS: cap of the reconnect delay (gRPC's 120 s).", "30s"),
+        Key("xds_wait", _duration(), 5.0, "global", "duration",
+            "xDS: how long Mesh() (and grpc_channel('xds:///name')) waits for a listener's first complete configuration.", "10s"),
     ]
 }
 
@@ -636,6 +663,9 @@ class ServiceConfig:
 
     filter_tags: tuple[str, ...] = ()
     filter_meta: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # routing and xDS
+    routes: RouteConfig | None = None
+    xds_listener: str = ""
 
 
 @dataclass(frozen=True)
@@ -668,6 +698,22 @@ class RegistryConfig:
 
 
 _REGISTRY_FIELDS = {f.name for f in fields(RegistryConfig)}
+
+
+@dataclass(frozen=True)
+class XdsConfig:
+    """The global xDS keys (``MESHLIB_XDS_*``)."""
+
+    xds_listeners: tuple[str, ...] = ()
+    xds_bootstrap: str = ""
+    xds_bootstrap_config: str = ""
+    xds_does_not_exist_timeout: float = 15.0
+    xds_backoff_base: float = 1.0
+    xds_backoff_max: float = 120.0
+    xds_wait: float = 5.0
+
+
+_XDS_FIELDS = {f.name for f in fields(XdsConfig)}
 
 def _with_changes(obj: Any, changes: dict[str, tuple[Any, str]]) -> Any:
     """``obj`` with the (possibly dotted) fields in ``changes`` replaced; a
@@ -718,6 +764,7 @@ class MeshConfig:
     services: Mapping[str, ServiceConfig] = field(default_factory=lambda: MappingProxyType({}))
     source: str = "defaults"
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    xds: XdsConfig = field(default_factory=XdsConfig)
 
     def service(self, name: str) -> ServiceConfig:
         """The settings for ``name``: its own if declared, else the global defaults."""
@@ -877,6 +924,7 @@ def load_config(
         services=MappingProxyType(built),
         source=" < ".join(sources) or "defaults",
         registry=registry,
+        xds=XdsConfig(**{k: v for k, v in values.items() if k in _XDS_FIELDS}),
     )
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import random
 import threading
+from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 from ._background import PeriodicWorker
 from .clock import SYSTEM_CLOCK, Clock
 from .core.cluster import Cluster
+from .core.routed import RoutedCluster, RouteTable
 from .config import MeshConfig, ServiceConfig, canonical_service, load_config
 from .discovery import DnsResolver, FileResolver, Resolver, StaticResolver
 from .discovery.dns import Lookup, system_lookup
@@ -19,6 +22,7 @@ from .discovery.filter import filter_snapshot
 from .endpoint import Endpoint, EndpointSnapshot
 from .errors import MeshError, UnknownServiceError
 from .health import Probe
+from .routing import RouteConfig, Router
 
 if TYPE_CHECKING:  # pragma: no cover - import cost only for type checkers
     import grpc
@@ -79,13 +83,23 @@ class Mesh:
         # Copied and swapped on change, read without a lock.
         self._by_host: Mapping[str, Cluster] = MappingProxyType({})
         self._registrations: list["Registration"] = []
+        # Routing (routes from configuration or xDS): routed name -> compiled virtual host.
+        self._routes = RouteTable(MappingProxyType({}), self.lookup)
+        self._route_configs: dict[str, RouteConfig] = {}
+        self._cluster_settings: dict[str, Mapping[str, Any]] = {}
+        self._xds: Any = None
+        self._listener_names: dict[str, str] = {}
         self._resolvers: list[Resolver] = self._make_resolvers(dns_lookup)
-        for name in config.services:
-            self._ensure_cluster(name)
+        for name, svc in config.services.items():
+            if svc.routes is not None:
+                self._set_routes(name, svc.routes)
+            if not self._is_xds_service(name):
+                self._ensure_cluster(name)
         try:
             self._ticker.start()
             for resolver in self._resolvers:
                 resolver.start(self._publish)
+            self._wait_for_xds()
         except BaseException:
             self.close()
             raise
@@ -117,6 +131,9 @@ class Mesh:
             from .discovery.registries import registry_resolver  # imported only when used (grpc, py-consul)
 
             resolvers.append(registry_resolver(cfg, exclude=frozenset(static), now=self.clock.monotonic))
+        xds = self._make_xds_resolver()
+        if xds is not None:
+            resolvers.append(xds)
         return resolvers
 
     def _ensure_cluster(self, name: str) -> Cluster:
@@ -125,7 +142,7 @@ class Mesh:
             if cluster is None:
                 cluster = Cluster(
                     name,
-                    self.config.service(name),
+                    self._service_config(name),
                     clock=self.clock,
                     rng=random.Random(self._rng.random()),
                     executor=self._executor,
@@ -178,22 +195,155 @@ class Mesh:
         return cluster
 
     def cluster(self, name: str) -> Cluster:
-        """The cluster for service ``name``; raises UnknownServiceError."""
+        """The cluster for service ``name``; raises UnknownServiceError. A routed
+        name (a Listener, or a service with ROUTES) answers the cluster its
+        routes choose for a call without path or headers."""
         if self._closed:
             raise MeshError("this Mesh is closed; create a new one")
+        if self._routes.hosts:
+            hr = self._routes.hosts.get(name) or self._routes.hosts.get(canonical_service(name))
+            if hr is not None:
+                return self._routes.route(name, hr, "/", None)  # type: ignore[return-value]
         cluster = self.lookup(name)
         if cluster is None:
-            raise UnknownServiceError(name, list(self._clusters))
+            raise UnknownServiceError(name, list(self._clusters) + list(self._route_configs))
         return cluster
 
     def is_mesh_service(self, host: str) -> bool:
-        return self.lookup(host) is not None
+        return self.lookup(host) is not None or self.routed(host)
 
     def services(self) -> list[str]:
-        return sorted(self._clusters)
+        return sorted(set(self._clusters) | set(self._route_configs))
 
     def service_config(self, name: str) -> ServiceConfig:
-        return self.config.service(name)
+        return self._service_config(name)
+
+    # -- routing and xDS -----------------------------------------------------------
+    # A routed name goes Listener (or ROUTES) -> virtual host -> route -> cluster.
+
+    def route(self, host: str, path: str = "/", headers: Any = None) -> Cluster | RoutedCluster | None:
+        """The cluster a call to ``host`` with ``path`` (and query) and
+        ``headers`` goes to: through the routes when ``host`` is routed, else
+        the cluster ``host`` names, or None if it is not a mesh service.
+        Raises ``NoRouteError`` when no route matches."""
+        table = self._routes
+        if table.hosts:
+            hr = table.hosts.get(host)
+            if hr is None:
+                hr = table.hosts.get(canonical_service(host))
+            if hr is not None:
+                return table.route(host, hr, path or "/", headers)
+        return self.lookup(host)
+
+    def routed(self, name: str) -> bool:
+        """Whether ``name`` goes through routes (a Listener or ROUTES)."""
+        hosts = self._routes.hosts
+        return name in hosts or canonical_service(name) in hosts
+
+    def _service_config(self, name: str) -> ServiceConfig:
+        base = self.config.service(name)
+        settings = self._cluster_settings.get(name)
+        return replace(base, **settings) if settings else base
+
+    def _set_routes(self, name: str, routes: RouteConfig | None) -> None:
+        with self._lock:
+            if routes is None:
+                self._route_configs.pop(name, None)
+            else:
+                self._route_configs[name] = routes
+            hosts = {}
+            for routed, rc in self._route_configs.items():
+                hr = Router(rc, random.Random(self._rng.random())).host(routed)
+                if hr is not None:
+                    for spelling in {routed, routed.replace("-", "_")}:
+                        hosts[spelling] = hr
+            self._routes = RouteTable(MappingProxyType(hosts), self.lookup)
+
+    def _is_xds_service(self, name: str) -> bool:
+        svc = self.config.services.get(name)
+        return self.config.discovery == "xds" or bool(svc is not None and svc.xds_listener)
+
+    def _xds_listeners(self) -> dict[str, str]:
+        """Listener name -> the mesh service it is named as."""
+        cfg = self.config
+        out = {name: name for name in cfg.xds.xds_listeners}
+        for name, svc in cfg.services.items():
+            if svc.xds_listener:
+                out[svc.xds_listener] = name
+            elif cfg.discovery == "xds" and svc.endpoints is None:
+                out[name] = name
+        return out
+
+    def _make_xds_resolver(self) -> Any:
+        listeners = self._xds_listeners()
+        if self.config.discovery != "xds" and not listeners:
+            return None
+        from .xds import XdsResolver, load_bootstrap  # needs the xds extra (xds-protos)
+
+        x = self.config.xds
+        env = dict(os.environ)
+        if x.xds_bootstrap:
+            env["MESHLIB_XDS_BOOTSTRAP"] = x.xds_bootstrap
+        if x.xds_bootstrap_config:
+            env["MESHLIB_XDS_BOOTSTRAP_CONFIG"] = x.xds_bootstrap_config
+        self._listener_names = listeners
+        resolver = XdsResolver(
+            load_bootstrap(env), listeners, clock=self.clock, does_not_exist_timeout=x.xds_does_not_exist_timeout,
+            backoff_base=x.xds_backoff_base, backoff_max=x.xds_backoff_max,
+        )  # fmt: skip
+        resolver.attach(self._xds_routes, self._xds_cluster)
+        self._xds = resolver
+        return resolver
+
+    def _xds_routes(self, listener: str, routes: RouteConfig | None) -> None:
+        if not self._closed:
+            self._set_routes(self._listener_names.get(listener, listener), routes)
+
+    def _xds_cluster(self, name: str, settings: Mapping[str, Any] | None) -> None:
+        """A cluster's settings from xDS: rebuild the cluster when they change
+        (its endpoints carried over), as a configured service would be built."""
+        if self._closed or settings is None:
+            return
+        with self._lock:
+            if self._cluster_settings.get(name) == settings:
+                return
+            self._cluster_settings[name] = settings
+            old = self._clusters.pop(name, None)
+        cluster = self._ensure_cluster(name)
+        if old is not None:
+            cluster.update(old.snapshot)
+            old.close()
+
+    def _wait_for_xds(self) -> None:
+        if self._xds is None:
+            return
+        deadline = self.clock.monotonic() + self.config.xds.xds_wait
+        for listener in self._listener_names:
+            left = deadline - self.clock.monotonic()
+            if left <= 0 or not self._xds.wait(listener, left):
+                log.warning("meshlib: xds: no complete configuration for listener %r yet; calls to it fail until it arrives", listener)
+
+    def _xds_target(self, name: str) -> str:
+        """``xds:///name`` -> ``name``, following the Listener if it is new."""
+        if not name.startswith("xds:///"):
+            return name
+        listener = name[len("xds:///") :]
+        if self._xds is None:
+            raise MeshError(f"{name!r} needs xDS: set MESHLIB_DISCOVERY=xds and an xDS bootstrap (MESHLIB_XDS_BOOTSTRAP)")
+        if listener not in self._listener_names:
+            self._listener_names[listener] = listener
+            self._xds.watch(listener)
+            if not self._xds.wait(listener, self.config.xds.xds_wait):
+                log.warning("meshlib: xds: no complete configuration for listener %r yet", listener)
+        return self._listener_names[listener]
+
+    def xds_status(self) -> dict[str, Any]:
+        """CSDS-like: the connected server, and per resource its type, version,
+        status (requested, does-not-exist, acked, nacked, nacked-but-cached),
+        last error and last update time. ``{"enabled": False}`` without xDS."""
+        if self._xds is None:
+            return {"enabled": False}
+        return {"enabled": True, **self._xds.status()}
 
     # -- introspection -----------------------------------------------------------
 
@@ -309,12 +459,20 @@ class Mesh:
         (``grpc.ChannelCredentials``, TLS to every endpoint, verifying the
         service name), ``options`` (channel arguments) and ``compression``.
         See docs/grpc.md."""
+        name = self._xds_target(name)
+        if self.routed(name):
+            from .adapters.grpc_routed import routed_channel
+
+            return routed_channel(self, name, **options)
         from .adapters.grpc import channel
 
         return channel(self, name, **options)
 
     def grpc_aio_channel(self, name: str, **options: Any) -> "grpc.aio.Channel":
         """The ``grpc.aio`` counterpart of :meth:`grpc_channel`, used on the caller's event loop."""
+        name = self._xds_target(name)
+        if self.routed(name):
+            raise MeshError(f"{name!r} is routed (xDS or ROUTES); grpc_aio_channel does not route per call yet: use grpc_channel")
         from .adapters.grpc_aio import aio_channel
 
         return aio_channel(self, name, **options)

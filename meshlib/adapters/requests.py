@@ -127,7 +127,7 @@ class MeshAdapter(HTTPAdapter):
     def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None, verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:  # type: ignore[override]
         url = request.url or ""
         scheme, authority, host, rest = split_url(url)
-        cluster = self._mesh.lookup(host)
+        cluster = self._mesh.route(host, rest, request.headers)  # routed names go through their routes
         if cluster is None:
             return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
         cfg = cluster.config

@@ -108,7 +108,7 @@ class MeshPoolManager(TLSNamePoolManager):
 
     def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> Any:  # type: ignore[override]
         scheme, authority, host, rest = split_url(url)
-        cluster = self._mesh.lookup(host)
+        cluster = self._mesh.route(host, rest, kw.get("headers") or self.headers)  # routed names go through their routes
         if cluster is None:
             return super().urlopen(method, url, redirect=redirect, **kw)
         cfg = cluster.config
