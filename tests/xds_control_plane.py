@@ -189,8 +189,8 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         wanted = stream.names.get(t)
         out = []
         for name, res in resources.items():
-            if wanted is not None and name not in wanted:
-                continue
+            if wanted is not None and name not in wanted and not isinstance(res, any_pb2.Any):
+                continue  # a raw Any (junk sent on purpose) goes to everyone
             if callable(res):
                 res = res(stream.node)
                 if res is None:

@@ -93,6 +93,7 @@ class AdsClient:
         self._handling = False
         self._dirty: set[str] = set()
         self.server_index = 0
+        self._back_to_primary = False
         self.connected = False
         self.counters = {"responses": 0, "acks": 0, "nacks": 0, "reconnects": 0, "fallbacks": 0,
                          "resource_updates_valid": 0, "resource_updates_invalid": 0}  # fmt: skip
@@ -199,6 +200,11 @@ class AdsClient:
             if self._stop.is_set():
                 return
             self.counters["reconnects"] += 1
+            if self._back_to_primary:
+                self._back_to_primary = False
+                self.server_index = 0
+                failures = 0
+                continue
             if answered:
                 failures = 0
                 continue  # closed after a response: not an error (A57); reconnect at once
@@ -238,9 +244,7 @@ class AdsClient:
         answered = False
         probe: threading.Thread | None = None
         try:
-            try:
-                grpc.channel_ready_future(channel).result(timeout=self.connect_timeout)
-            except grpc.FutureTimeoutError:
+            if not self._connect(channel, self.connect_timeout):
                 return False
             q: queue.Queue[Any] = queue.Queue()
             with self._lock:
@@ -276,6 +280,28 @@ class AdsClient:
                     st.requested_at = None
             channel.close()
 
+    def _connect(self, channel: grpc.Channel, timeout: float) -> bool:
+        """Wait until ``channel`` is READY; False on TRANSIENT_FAILURE (a refused
+        or failed connection, the signal for fallback in gRFC A71), on timeout
+        or on close."""
+        event = threading.Event()
+        state: list[grpc.ChannelConnectivity] = []
+
+        def seen(s: grpc.ChannelConnectivity) -> None:
+            if s in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE):
+                state.append(s)
+                event.set()
+
+        channel.subscribe(seen, try_to_connect=True)
+        try:
+            end = self.clock.monotonic() + timeout
+            while not event.wait(0.05):
+                if self._stop.is_set() or self.clock.monotonic() > end:
+                    return False
+            return state[0] is grpc.ChannelConnectivity.READY
+        finally:
+            channel.unsubscribe(seen)
+
     def _probe_primary(self, fallback_call: Any) -> None:
         """While on a fallback server, see whether the primary answers again;
         if it does, end the fallback stream so the loop goes back to it."""
@@ -286,7 +312,8 @@ class AdsClient:
             wait = min(self.backoff_max, wait * 2)
             channel = self._channel(primary)
             try:
-                grpc.channel_ready_future(channel).result(timeout=min(self.connect_timeout, 5.0))
+                if not self._connect(channel, min(self.connect_timeout, 5.0)):
+                    continue
                 with self._lock:
                     reqs = [discovery_pb2.DiscoveryRequest(resource_names=sorted(self._subs[t]), type_url=t) for t in TYPES if self._subs[t]]
                 if not reqs:
@@ -295,12 +322,13 @@ class AdsClient:
                 call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(iter(reqs), timeout=5.0)
                 next(iter(call))
                 call.cancel()
-            except (grpc.FutureTimeoutError, grpc.RpcError, StopIteration):
+            except (grpc.RpcError, StopIteration):
                 continue
             finally:
                 channel.close()
             log.warning("meshlib: xds: primary server %s is back; switching to it", primary.server_uri)
             if self._call is fallback_call:
+                self._back_to_primary = True
                 fallback_call.cancel()
             return
 
@@ -386,7 +414,8 @@ class AdsClient:
                 continue
             st = self._states[(t, name)]
             self.counters["resource_updates_invalid"] += 1
-            if st.reject(reason, now, drop=strict):
+            st.reject(reason, now, drop=strict)
+            if st.value is None:  # dropped, or never had a good copy: the watcher stops waiting for it
                 notes.append((t, name, None))
         if t in FULL_STATE:
             for name in subs - valid.keys() - invalid.keys():

@@ -70,6 +70,7 @@ class Graph:
             self._have[type_url][name] = value
             self._resubscribe()
             self._publish_ready()
+            self._resubscribe()  # what the previous configuration alone used can go now
 
     # -- what to watch -------------------------------------------------------------------
 
@@ -126,6 +127,11 @@ class Graph:
         return True, ci, a if isinstance(a, Assignment) else None
 
     def _publish_ready(self) -> None:
+        in_use = {c for rc in self.published.values() if rc is not None for c in rc.clusters}
+        for c in sorted(in_use):  # updates of clusters already on the data path apply at once
+            ready, ci, a = self._cluster_ready(c)
+            if ready:
+                self._publish_cluster(c, ci, a)
         for listener in sorted(self.roots):
             info = self._have[LDS].get(listener, _MISSING)
             if info is _MISSING:
