@@ -300,19 +300,20 @@ class Mesh:
             self._set_routes(self._listener_names.get(listener, listener), routes)
 
     def _xds_cluster(self, name: str, settings: Mapping[str, Any] | None) -> None:
-        """A cluster's settings from xDS: rebuild the cluster when they change
-        (its endpoints carried over), as a configured service would be built."""
+        """A cluster's settings from xDS, applied as ServiceConfig values (so it
+        behaves as a configured service would); an existing cluster is
+        reconfigured in place, keeping its hosts and statistics."""
         if self._closed or settings is None:
             return
         with self._lock:
             if self._cluster_settings.get(name) == settings:
                 return
             self._cluster_settings[name] = settings
-            old = self._clusters.pop(name, None)
-        cluster = self._ensure_cluster(name)
-        if old is not None:
-            cluster.update(old.snapshot)
-            old.close()
+            cluster = self._clusters.get(name)
+        if cluster is None:
+            self._ensure_cluster(name)
+        else:
+            cluster.reconfigure(self._service_config(name))
 
     def _wait_for_xds(self) -> None:
         if self._xds is None:

@@ -167,11 +167,11 @@ def test_header_match_kinds() -> None:
     [
         (lambda r: r.match.ClearField("prefix"), "prefix, path or safe_regex"),
         (lambda r: setattr(r.match.safe_regex, "regex", "("), "regular expression"),
-        (lambda r: r.route.weighted_clusters.total_weight.__setattr__("value", 7), "total_weight"),
+        (lambda r: [c.weight.__setattr__("value", 0) for c in r.route.weighted_clusters.clusters], "sum to more than 0"),
     ],
 )
 def test_invalid_routes_are_nacked(mutate, reason) -> None:
-    r = route("/", weighted=[("a", 1), ("b", 2)]) if "total" in reason else route("/", "c")
+    r = route("/", weighted=[("a", 1), ("b", 2)]) if "sum" in reason else route("/", "c")
     mutate(r)
     with pytest.raises(ResourceError, match=reason):
         route_config(rc_proto("rc", ["*"], [r]))

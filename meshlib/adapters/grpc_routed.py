@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import grpc
 
+from ..core.call import hash_key
+
 if TYPE_CHECKING:
     from ..core.services import Services
 
@@ -43,7 +45,7 @@ class _Routed:
         self._owner, self._kind, self._method, self._args, self._kwargs = owner, kind, method, args, kwargs
         self._callables: dict[str, Any] = {}
 
-    def _target(self, metadata: Any, timeout: float | None) -> tuple[Any, float | None]:
+    def _target(self, metadata: Any, timeout: float | None) -> tuple[Any, float | None, str | None]:
         routed = self._owner.mesh.route(self._owner.service, self._method, _Metadata(metadata))
         name = routed.name
         mc = self._callables.get(name)
@@ -53,19 +55,24 @@ class _Routed:
         route_timeout = limit.effective_timeout if limit is not None else None
         if route_timeout:
             timeout = route_timeout if timeout is None else min(timeout, route_timeout)
-        return mc, timeout
+        return mc, timeout, getattr(routed, "hash_key", None)
+
+    def _invoke(self, how: str, request: Any, timeout: float | None, metadata: Any, kw: dict[str, Any]) -> Any:
+        mc, timeout, key = self._target(metadata, timeout)
+        fn = mc if how == "__call__" else getattr(mc, how)
+        if key is None:
+            return fn(request, timeout=timeout, metadata=metadata, **kw)
+        with hash_key(key):  # the route's hash policy decides the ring_hash / maglev key
+            return fn(request, timeout=timeout, metadata=metadata, **kw)
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Any = None, **kw: Any) -> Any:
-        mc, timeout = self._target(metadata, timeout)
-        return mc(request, timeout=timeout, metadata=metadata, **kw)
+        return self._invoke("__call__", request, timeout, metadata, kw)
 
     def with_call(self, request: Any, timeout: float | None = None, metadata: Any = None, **kw: Any) -> Any:
-        mc, timeout = self._target(metadata, timeout)
-        return mc.with_call(request, timeout=timeout, metadata=metadata, **kw)
+        return self._invoke("with_call", request, timeout, metadata, kw)
 
     def future(self, request: Any, timeout: float | None = None, metadata: Any = None, **kw: Any) -> Any:
-        mc, timeout = self._target(metadata, timeout)
-        return mc.future(request, timeout=timeout, metadata=metadata, **kw)
+        return self._invoke("future", request, timeout, metadata, kw)
 
 
 class RoutedChannel(grpc.Channel):

@@ -67,6 +67,11 @@ class RoutedCluster:
     def cluster(self) -> "Cluster":
         return self._cluster
 
+    @property
+    def hash_key(self) -> str | None:
+        """The key the route's hash policy computed for this call (None: none)."""
+        return self._key
+
     def with_key(self, key: str | None) -> "RoutedCluster":
         out = RoutedCluster.__new__(RoutedCluster)
         for slot in RoutedCluster.__slots__:
