@@ -315,3 +315,28 @@ def test_routes_from_plain_configuration(agents) -> None:
 
         assert {who() for _ in range(60)} == {v1.name, v2.name}
         assert "summarizer" in mesh.services()
+
+
+# -- status ---------------------------------------------------------------------------
+
+
+def test_xds_status_and_cli(cp, upstreams, capsys, monkeypatch) -> None:
+    from meshlib.cli import main
+
+    cp.set(inventory(upstreams, routes=[route("/", "inv-v1")]))
+    doc = json.dumps(bootstrap(cp.address))
+    with mesh_for(cp) as mesh:
+        st = mesh.xds_status()
+        assert st["enabled"] and st["connected"] and st["server"] == cp.address
+        kinds = {(r["type"], r["name"]): r["status"] for r in st["resources"]}
+        assert kinds == {("listener", "inventory"): "acked", ("route_config", "inventory-routes"): "acked",
+                         ("cluster", "inv-v1"): "acked", ("endpoints", "inv-v1"): "acked"}  # fmt: skip
+    monkeypatch.setenv("MESHLIB_DISCOVERY", "xds")
+    monkeypatch.setenv("MESHLIB_XDS_BOOTSTRAP_CONFIG", doc)
+    monkeypatch.setenv("MESHLIB_XDS_LISTENERS", "inventory")
+    assert main(["xds", "status"]) == 0
+    out = capsys.readouterr().out
+    assert f"xds server {cp.address} (connected)" in out and "route_config" in out and "acked" in out
+    assert main(["xds", "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["resources"]
+    assert meshlib.Mesh().xds_status() == {"enabled": False}
