@@ -23,7 +23,7 @@ from .grpc_agents import ECHO, GrpcAgent
 from .xds_control_plane import ControlPlane, bootstrap, cluster, endpoints, header, merge, route, service
 from .xds_control_plane import route_config as rc_proto
 
-OUTAGE = float(os.environ.get("MESHLIB_TEST_XDS_OUTAGE", "30"))
+OUTAGE = float(os.environ.get("XDS_TEST_OUTAGE_SECONDS", "30"))
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:

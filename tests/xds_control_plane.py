@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -47,6 +48,8 @@ class Request:
     nonce: str
     names: tuple[str, ...]
     error: str
+    #: time.monotonic() when it arrived (comparable across processes on Linux).
+    at: float = 0.0
 
 
 def pack(msg: message.Message) -> any_pb2.Any:
@@ -72,6 +75,7 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.requests: list[Request] = []
         self._streams: list[_Stream] = []
         self._nonce = itertools.count(1)
+        self._packed: dict[int, any_pb2.Any] = {}
         self._server: grpc.Server | None = None
         self.port = port
         self.start()
@@ -105,6 +109,7 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         with self._lock:
             self.snapshot = {t: dict(snapshot.get(t, {})) for t in TYPES}
             self.version += 1
+            self._packed: dict[int, any_pb2.Any] = {}  # each message serialised once per version
             streams = list(self._streams)
         for s in streams:
             s.events.put(("push",))
@@ -163,7 +168,8 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     stream.node = req.node.id
                 with self._lock:
                     self.requests.append(
-                        Request(stream.node, req.type_url, req.version_info, req.response_nonce, tuple(req.resource_names), req.error_detail.message)
+                        Request(stream.node, req.type_url, req.version_info, req.response_nonce, tuple(req.resource_names), req.error_detail.message,
+                                time.monotonic())
                     )
                 t = req.type_url
                 if t not in TYPES:
@@ -186,16 +192,23 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         with self._lock:
             resources = self.snapshot[t]
             version = str(self.version)
+            cache = self._packed  # this version's: the snapshot keeps its messages (and ids) alive
         wanted = stream.names.get(t)
         out = []
         for name, res in resources.items():
             if wanted is not None and name not in wanted and not isinstance(res, any_pb2.Any):
                 continue  # a raw Any (junk sent on purpose) goes to everyone
-            if callable(res):
-                res = res(stream.node)
-                if res is None:
-                    continue
-            out.append(res if isinstance(res, any_pb2.Any) else pack(res))
+            if isinstance(res, any_pb2.Any):
+                out.append(res)
+            elif callable(res):
+                variant = res(stream.node)
+                if variant is not None:
+                    out.append(pack(variant))
+            else:
+                packed = cache.get(id(res))
+                if packed is None:
+                    packed = cache[id(res)] = pack(res)  # each message serialised once per version
+                out.append(packed)
         if t not in WILDCARD_TYPES and not out and wanted is not None and not wanted:
             return
         nonce = str(next(self._nonce))

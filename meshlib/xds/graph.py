@@ -166,7 +166,8 @@ class Graph:
 
     def _publish_cluster(self, name: str, ci: ClusterInfo | None, a: Assignment | None) -> None:
         key = (ci, a)
-        if self._published_clusters.get(name) == key:
+        last = self._published_clusters.get(name)
+        if last is not None and last[0] is ci and last[1] is a:  # identity: comparing 10,000 endpoints costs more than it saves
             return
         self._published_clusters[name] = key
         version = self._versions[name] = self._versions.get(name, 0) + 1
