@@ -10,7 +10,6 @@ cluster in place, so a service behaves the same whatever source configured it.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 from dataclasses import replace
@@ -108,19 +107,10 @@ class RoutingMixin:
         listeners = self._xds_listeners()
         if self.config.discovery != "xds" and not listeners:
             return None
-        from .xds import XdsResolver, load_bootstrap  # needs the xds extra (xds-protos)
+        from .xds import XdsResolver  # needs the xds extra (xds-protos)
 
-        x = self.config.xds
-        env = dict(os.environ)
-        if x.xds_bootstrap:
-            env["MESHLIB_XDS_BOOTSTRAP"] = x.xds_bootstrap
-        if x.xds_bootstrap_config:
-            env["MESHLIB_XDS_BOOTSTRAP_CONFIG"] = x.xds_bootstrap_config
         self._listener_names = listeners
-        resolver = XdsResolver(
-            load_bootstrap(env), listeners, clock=self.clock, does_not_exist_timeout=x.xds_does_not_exist_timeout,
-            backoff_base=x.xds_backoff_base, backoff_max=x.xds_backoff_max,
-        )  # fmt: skip
+        resolver = XdsResolver.from_settings(self.config.xds, listeners, clock=self.clock)
         resolver.attach(self._xds_routes, self._xds_cluster)
         self._xds = resolver
         return resolver

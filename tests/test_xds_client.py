@@ -339,4 +339,5 @@ def test_xds_status_and_cli(cp, upstreams, capsys, monkeypatch) -> None:
     assert f"xds server {cp.address} (connected)" in out and "route_config" in out and "acked" in out
     assert main(["xds", "status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["resources"]
-    assert meshlib.Mesh().xds_status() == {"enabled": False}
+    with meshlib.Mesh() as plain:
+        assert plain.xds_status() == {"enabled": False}

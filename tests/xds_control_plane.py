@@ -76,6 +76,7 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self._streams: list[_Stream] = []
         self._nonce = itertools.count(1)
         self._packed: dict[int, any_pb2.Any] = {}
+        self._readers: list[threading.Thread] = []
         self._server: grpc.Server | None = None
         self.port = port
         self.start()
@@ -97,6 +98,10 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             s.events.put(None)
         if server is not None:
             server.stop(0).wait(5)
+        with self._lock:
+            readers, self._readers = self._readers, []
+        for r in readers:
+            r.join(5)
 
     @property
     def address(self) -> str:
@@ -151,7 +156,10 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 pass
             stream.events.put(None)
 
-        threading.Thread(target=read, daemon=True).start()
+        reader = threading.Thread(target=read, daemon=True, name="xds-cp-reader")
+        with self._lock:
+            self._readers.append(reader)
+        reader.start()
         context.add_callback(lambda: stream.events.put(None))
         try:
             while True:

@@ -150,21 +150,24 @@ def _server(data: object, where: str) -> XdsServer:
 def _node(data: object, where: str) -> Node:
     if not isinstance(data, Mapping):
         raise ConfigError(where, data, "an object (id, cluster, locality, metadata)")
-    out: dict[str, Any] = {}
-    for key in ("id", "cluster"):
+    loc = data.get("locality", {})
+    if not isinstance(loc, Mapping):
+        raise ConfigError(f"{where}.locality", loc, "an object with region, zone, sub_zone")
+    meta = data.get("metadata", {})
+    if not isinstance(meta, Mapping):
+        raise ConfigError(f"{where}.metadata", meta, "an object")
+    return Node(
+        metadata=MappingProxyType(dict(meta)),
+        **_strings(data, ("id", "cluster"), where),
+        **_strings(loc, ("region", "zone", "sub_zone"), f"{where}.locality"),
+    )
+
+
+def _strings(data: Mapping[str, Any], keys: tuple[str, ...], where: str) -> dict[str, str]:
+    out = {}
+    for key in keys:
         value = data.get(key, "")
         if not isinstance(value, str):
             raise ConfigError(f"{where}.{key}", value, "a string")
         out[key] = value
-    loc = data.get("locality", {})
-    if not isinstance(loc, Mapping):
-        raise ConfigError(f"{where}.locality", loc, "an object with region, zone, sub_zone")
-    for key in ("region", "zone", "sub_zone"):
-        value = loc.get(key, "")
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}.locality.{key}", value, "a string")
-        out[key] = value
-    meta = data.get("metadata", {})
-    if not isinstance(meta, Mapping):
-        raise ConfigError(f"{where}.metadata", meta, "an object")
-    return Node(metadata=MappingProxyType(dict(meta)), **out)
+    return out

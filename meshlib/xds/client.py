@@ -94,6 +94,7 @@ class AdsClient:
         self._dirty: set[str] = set()
         self.server_index = 0
         self._back_to_primary = False
+        self._probe: threading.Thread | None = None
         self.connected = False
         self.counters = {"responses": 0, "acks": 0, "nacks": 0, "reconnects": 0, "fallbacks": 0,
                          "resource_updates_valid": 0, "resource_updates_invalid": 0}  # fmt: skip
@@ -116,8 +117,9 @@ class AdsClient:
             call.cancel()
         if q is not None:
             q.put(None)
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(5.0)
+        for thread in (self._thread, self._probe):
+            if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+                thread.join(6.0)
 
     @property
     def server(self) -> XdsServer:
@@ -242,7 +244,6 @@ class AdsClient:
         server = self.bootstrap.servers[index]
         channel = self._channel(server)
         answered = False
-        probe: threading.Thread | None = None
         try:
             if not self._connect(channel, self.connect_timeout):
                 return False
@@ -262,8 +263,8 @@ class AdsClient:
                 for st in self._states.values():
                     st.requested_at = now if st.value is None and st.status == "requested" else None
             if index > 0:
-                probe = threading.Thread(target=self._probe_primary, args=(call,), name="meshlib-xds-probe", daemon=True)
-                probe.start()
+                self._probe = threading.Thread(target=self._probe_primary, args=(call,), name="meshlib-xds-probe", daemon=True)
+                self._probe.start()
             try:
                 for resp in call:
                     answered = True
@@ -377,7 +378,7 @@ class AdsClient:
         seen: set[str] = set()
         for any_msg in resp.resources:
             try:
-                name, value, _ = decode(t, any_msg)
+                name, value, _ = decode(t, any_msg, lambda n: self.get(t, n))
             except NamedError as exc:
                 name, reason = exc.resource, str(exc)
                 errors.append(reason)

@@ -25,6 +25,7 @@ __all__ = ["Assignment", "assignment"]
 
 _UNHEALTHY = frozenset({health_check_pb2.UNHEALTHY, health_check_pb2.DRAINING, health_check_pb2.TIMEOUT})
 _U32 = 0xFFFFFFFF
+_NO_META: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,14 @@ class Assignment:
     locality_weights: Mapping[str, int]
     overprovisioning_factor: float = 1.4
     drops: tuple[tuple[str, float], ...] = ()
+
+    def index(self) -> dict[tuple[Any, ...], Endpoint]:
+        """Endpoints by every field the translation sets (made once, on first use)."""
+        found = self.__dict__.get("_index")
+        if found is None:
+            found = {(e.host, e.port, e.weight, e.zone, e.priority, e.healthy, e.metadata.get("hostname", "")): e for e in self.endpoints}
+            object.__setattr__(self, "_index", found)
+        return found
 
     def snapshot(self, service: str, version: int, locality_weighted: bool = False) -> EndpointSnapshot:
         """The endpoints as meshlib's snapshot; with locality weighting on, a
@@ -54,7 +63,10 @@ def _locality_name(loc: Any) -> str:
     return "/".join(parts)
 
 
-def assignment(msg: Any, where: str) -> Assignment:
+def assignment(msg: Any, where: str, previous: "Assignment | None" = None) -> Assignment:
+    """Validate and translate; endpoints equal to ones of ``previous`` (the
+    cached copy) are reused rather than built again."""
+    reuse = previous.index() if previous is not None else {}
     endpoints: list[Endpoint] = []
     weights: dict[str, int] = {}
     seen_pairs: set[tuple[str, int]] = set()
@@ -74,30 +86,27 @@ def assignment(msg: Any, where: str) -> Assignment:
             raise ResourceError(f"{where}: the locality weights of priority {prio} exceed uint32")
         if lw:
             weights[zone] = weights.get(zone, 0) + lw
-        for j, lb in enumerate(lle.lb_endpoints):
-            if lb.WhichOneof("host_identifier") != "endpoint":
-                raise ResourceError(f"{where}: endpoints[{i}].lb_endpoints[{j}] has no endpoint")
-            sa = lb.endpoint.address.socket_address
-            if not sa.address or sa.WhichOneof("port_specifier") != "port_value" or not 0 < sa.port_value < 65536:
-                raise ResourceError(f"{where}: endpoints[{i}].lb_endpoints[{j}] needs a socket address with a port")
-            key = (sa.address, sa.port_value)
+        add = endpoints.append
+        for lb in lle.lb_endpoints:
+            ep = lb.endpoint
+            sa = ep.address.socket_address
+            host, port = sa.address, sa.port_value
+            if not host or not 0 < port < 65536:
+                raise ResourceError(f"{where}: endpoints[{i}] has an lb_endpoint without a socket address and port")
+            key = (host, port)
             if key in seen_addresses:
-                raise ResourceError(f"{where}: address {sa.address}:{sa.port_value} appears twice")
+                raise ResourceError(f"{where}: address {host}:{port} appears twice")
             seen_addresses.add(key)
             weight = lb.load_balancing_weight.value if lb.HasField("load_balancing_weight") else 1
             if weight < 1:
-                raise ResourceError(f"{where}: endpoint {sa.address}:{sa.port_value} has weight 0")
-            endpoints.append(
-                Endpoint(
-                    host=sa.address,
-                    port=sa.port_value,
-                    weight=min(weight, 1_000_000),
-                    zone=zone,
-                    priority=prio,
-                    metadata=MappingProxyType({"hostname": lb.endpoint.hostname} if lb.endpoint.hostname else {}),
-                    healthy=lb.health_status not in _UNHEALTHY,
-                )
-            )
+                raise ResourceError(f"{where}: endpoint {host}:{port} has weight 0")
+            hostname = ep.hostname
+            healthy = lb.health_status not in _UNHEALTHY
+            weight = weight if weight <= 1_000_000 else 1_000_000
+            same = reuse.get((host, port, weight, zone, prio, healthy, hostname))
+            if same is None:
+                same = Endpoint(host, port, weight, zone, prio, metadata=MappingProxyType({"hostname": hostname}) if hostname else _NO_META, healthy=healthy)
+            add(same)
     if sums and sorted(sums) != list(range(len(sums))):
         raise ResourceError(f"{where}: priorities {sorted(sums)} have a gap")
     policy = msg.policy

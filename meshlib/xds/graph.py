@@ -165,11 +165,11 @@ class Graph:
         # Clusters no route uses any more keep their last state; nothing routes to them.
 
     def _publish_cluster(self, name: str, ci: ClusterInfo | None, a: Assignment | None) -> None:
-        key = (ci, a)
         last = self._published_clusters.get(name)
-        if last is not None and last[0] is ci and last[1] is a:  # identity: comparing 10,000 endpoints costs more than it saves
+        same_ci = last is not None and (last[0] is ci or last[0] == ci)  # a re-sent CDS resource is a new, equal object
+        if same_ci and last is not None and last[1] is a:  # identity: comparing 10,000 endpoints costs more than it saves
             return
-        self._published_clusters[name] = key
+        self._published_clusters[name] = (ci, a)
         version = self._versions[name] = self._versions.get(name, 0) + 1
         if ci is None:
             self._sink.cluster(name, None)
@@ -185,7 +185,7 @@ class Graph:
                 for _, share in a.drops:
                     kept *= 1.0 - share
                 settings["fault"] = FaultConfig(abort_percent=round((1.0 - kept) * 100, 6), abort_status=503, abort_grpc_status="UNAVAILABLE")
-        self._sink.cluster(name, settings)
+        self._sink.cluster(name, settings)  # the Mesh ignores settings equal to the current ones
         self._sink.endpoints(
             a.snapshot(name, version, ci.locality_weighted) if a is not None else EndpointSnapshot(name, (), version=version, source="xds")
         )

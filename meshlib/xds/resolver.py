@@ -12,6 +12,7 @@ per xDS cluster, named as the cluster.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from typing import Any, Callable, Iterable, Mapping
@@ -19,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping
 from ..clock import SYSTEM_CLOCK, Clock
 from ..endpoint import EndpointSnapshot
 from ..routing import RouteConfig
-from .bootstrap import Bootstrap
+from .bootstrap import Bootstrap, load_bootstrap
 from .client import AdsClient
 from .graph import Graph, Sink
 from .resources import SHORT, TYPES
@@ -55,6 +56,23 @@ class XdsResolver:
             backoff_base=backoff_base, backoff_max=backoff_max, rng=rng,
         )  # fmt: skip
         self._started = False
+
+    @classmethod
+    def from_settings(cls, settings: Any, listeners: Iterable[str], *, clock: Clock = SYSTEM_CLOCK,
+                      environ: Mapping[str, str] | None = None) -> "XdsResolver":  # fmt: skip
+        """Build from the ``MESHLIB_XDS_*`` settings (any object with the
+        ``xds_*`` attributes of ``meshlib.config.XdsConfig``); the bootstrap
+        comes from ``xds_bootstrap`` / ``xds_bootstrap_config`` if set, else
+        from the environment (``GRPC_XDS_BOOTSTRAP`` ...)."""
+        env = dict(os.environ if environ is None else environ)
+        if settings.xds_bootstrap:
+            env["MESHLIB_XDS_BOOTSTRAP"] = settings.xds_bootstrap
+        if settings.xds_bootstrap_config:
+            env["MESHLIB_XDS_BOOTSTRAP_CONFIG"] = settings.xds_bootstrap_config
+        return cls(
+            load_bootstrap(env), listeners, clock=clock, does_not_exist_timeout=settings.xds_does_not_exist_timeout,
+            backoff_base=settings.xds_backoff_base, backoff_max=settings.xds_backoff_max,
+        )  # fmt: skip
 
     def attach(self, routes: RoutesSink, cluster: ClusterSink) -> None:
         """Where listeners' routes and clusters' settings go (call before start)."""

@@ -52,7 +52,7 @@ _TRANSLATE: dict[str, Callable[[Any], Any]] = {
     LDS: listener_info,
     RDS: route_config,
     CDS: cluster_info,
-    EDS: lambda m: assignment(m, f"endpoints {m.cluster_name!r}"),
+    EDS: lambda m, previous=None: assignment(m, f"endpoints {m.cluster_name!r}", previous),
 }
 
 
@@ -64,8 +64,9 @@ class NamedError(ResourceError):
         super().__init__(f"{name}: {reason}")
 
 
-def decode(type_url: str, any_msg: Any) -> tuple[str, Any, Any]:
-    """``(name, translated value, the protobuf)`` of one resource of a response."""
+def decode(type_url: str, any_msg: Any, cached: Callable[[str], Any] | None = None) -> tuple[str, Any, Any]:
+    """``(name, translated value, the protobuf)`` of one resource of a response;
+    ``cached(name)`` is the resource's current value, which EDS reuses from."""
     if type_name(any_msg.type_url) == _WRAPPER:
         wrapper = discovery_pb2.Resource()
         try:
@@ -84,6 +85,8 @@ def decode(type_url: str, any_msg: Any) -> tuple[str, Any, Any]:
     if not name:
         raise ResourceError(f"a {SHORT[type_url]} has no name")
     try:
+        if type_url == EDS and cached is not None:
+            return name, _TRANSLATE[EDS](msg, cached(name)), msg
         return name, _TRANSLATE[type_url](msg), msg
     except ResourceError as exc:
         raise NamedError(name, str(exc)) from None
