@@ -341,3 +341,45 @@ def test_xds_status_and_cli(cp, upstreams, capsys, monkeypatch) -> None:
     assert json.loads(capsys.readouterr().out)["resources"]
     with meshlib.Mesh() as plain:
         assert plain.xds_status() == {"enabled": False}
+
+
+def test_route_retry_timeout_and_fault_apply_on_grpc_channels(cp, upstreams) -> None:
+    import grpc as grpc_mod
+    from envoy.extensions.filters.http.fault.v3 import fault_pb2
+
+    from .xds_control_plane import pack
+
+    flaky = GrpcAgent("flaky")
+    try:
+        flaky.fail(grpc_mod.StatusCode.UNAVAILABLE, times=1)
+        retried = route("/meshtest.Agent/Echo", "inv-flaky", headers=[header("x-retry", present=True)])
+        retried.route.retry_policy.retry_on = "unavailable"
+        retried.route.retry_policy.num_retries.value = 2
+        aborted = route("/", "inv-v1", headers=[header("x-abort", present=True)])
+        fault = fault_pb2.HTTPFault()
+        fault.abort.grpc_status = 8  # RESOURCE_EXHAUSTED
+        fault.abort.percentage.numerator = 100
+        aborted.typed_per_filter_config["envoy.filters.http.fault"].CopyFrom(pack(fault))
+        snap = inventory(upstreams, routes=[retried, aborted, route("/", "inv-flaky")],
+                         clusters={"inv-flaky": [flaky.address], "inv-v1": [upstreams["v1a"].address]})  # fmt: skip
+        fault_filter = __import__("envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2", fromlist=["x"])
+        lst = snap[LDS]["inventory"]("meshlib")
+        hcm = fault_filter.HttpConnectionManager()
+        lst.api_listener.api_listener.Unpack(hcm)
+        hcm.http_filters.insert(0, fault_filter.HttpFilter(name="envoy.filters.http.fault", typed_config=pack(fault_pb2.HTTPFault())))
+        lst.api_listener.api_listener.Pack(hcm)
+        snap[LDS]["inventory"] = lst
+        cp.set(snap)
+        with mesh_for(cp) as mesh:
+            echo = mesh.grpc_channel("inventory").unary_unary(ECHO)
+            assert echo(b"x", timeout=5, metadata=[("x-retry", "1")]) == b"flaky"  # the route's retry policy retried UNAVAILABLE
+            with pytest.raises(grpc_mod.RpcError) as info:
+                echo(b"x", timeout=5, metadata=[("x-abort", "1")])
+            assert info.value.code() == grpc_mod.StatusCode.RESOURCE_EXHAUSTED  # the route's fault
+            flaky.fail(grpc_mod.StatusCode.UNAVAILABLE, times=1)
+            with pytest.raises(grpc_mod.RpcError):
+                echo(b"x", timeout=5)  # the default route has no retry policy for UNAVAILABLE
+            seen = flaky.behaviour.seen[-1]
+            assert seen.authority == "inventory"  # the routed name stays the :authority
+    finally:
+        flaky.stop()

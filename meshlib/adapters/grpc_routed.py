@@ -1,10 +1,14 @@
 """A ``grpc.Channel`` for a routed service: every call is routed on its method
 path and metadata (Listener → virtual host → route → cluster, or a weighted
-split), then made on the chosen cluster's balanced channel.
+split), then made on a balanced channel for that route and cluster.
 
-The route's timeout (``timeout`` / ``max_stream_duration``) caps the call's
-own; the per-cluster channels are the usual ``MeshChannel`` (balancing,
-retries, breakers and statistics per cluster), made on first use.
+Those are the usual ``MeshChannel`` (balancing, breakers and statistics per
+cluster, the endpoints' connections shared), one per route action and
+cluster, made on first use: a route with its own retry policy, timeout or
+fault settings hands the channel its view of the cluster (``RoutedCluster``),
+so they apply as on the HTTP adapters. The route's hash policy sets the
+ring_hash / maglev key of each call. Calls keep the routed name as their
+``:authority``, as Envoy and grpcio's xDS client do.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ if TYPE_CHECKING:
     from ..core.services import Services
 
 __all__ = ["routed_channel", "RoutedChannel"]
+
+#: Route-and-cluster channels kept per routed channel before the older ones are closed.
+MAX_VIEWS = 64
 
 
 class _Metadata:
@@ -47,14 +54,12 @@ class _Routed:
 
     def _target(self, metadata: Any, timeout: float | None) -> tuple[Any, float | None, str | None]:
         routed = self._owner.mesh.route(self._owner.service, self._method, _Metadata(metadata))
-        name = routed.name
-        mc = self._callables.get(name)
+        view = getattr(routed, "base", routed)  # a Cluster, or the route's shared RoutedCluster
+        mc = self._callables.get(view)
         if mc is None:
-            mc = self._callables[name] = getattr(self._owner.channel_for(name), self._kind)(self._method, *self._args, **self._kwargs)
-        limit = getattr(routed, "action", None)
-        route_timeout = limit.effective_timeout if limit is not None else None
-        if route_timeout:
-            timeout = route_timeout if timeout is None else min(timeout, route_timeout)
+            if len(self._callables) >= MAX_VIEWS:
+                self._callables = {}
+            mc = self._callables[view] = getattr(self._owner.channel_for(view), self._kind)(self._method, *self._args, **self._kwargs)
         return mc, timeout, getattr(routed, "hash_key", None)
 
     def _invoke(self, how: str, request: Any, timeout: float | None, metadata: Any, kw: dict[str, Any]) -> Any:
@@ -76,20 +81,27 @@ class _Routed:
 
 
 class RoutedChannel(grpc.Channel):
-    def __init__(self, mesh: "Services", service: str, make: Callable[[str], grpc.Channel]) -> None:
+    def __init__(self, mesh: "Services", service: str, make: Callable[["Services", str], grpc.Channel]) -> None:
         self.mesh = mesh
         self.service = service
         self._make = make
-        self._channels: dict[str, grpc.Channel] = {}
+        self._channels: dict[Any, grpc.Channel] = {}
         self._lock = threading.Lock()
 
-    def channel_for(self, cluster: str) -> grpc.Channel:
-        ch = self._channels.get(cluster)
+    def channel_for(self, view: Any) -> grpc.Channel:
+        """The balanced channel for ``view`` (a Cluster or a route's view of one).
+        Route changes make new views: past ``MAX_VIEWS`` the older channels are
+        closed (their endpoints' connections stay in the mesh's shared pool)."""
+        ch = self._channels.get(view)
         if ch is None:
             with self._lock:
-                ch = self._channels.get(cluster)
+                ch = self._channels.get(view)
                 if ch is None:
-                    ch = self._channels[cluster] = self._make(cluster)
+                    if len(self._channels) >= MAX_VIEWS:
+                        old, self._channels = self._channels, {}
+                        for stale in old.values():
+                            stale.close()
+                    ch = self._channels[view] = self._make(_Viewed(self.mesh, view), view.name)
         return ch
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -123,7 +135,24 @@ class RoutedChannel(grpc.Channel):
         self.close()
 
 
+class _Viewed:
+    """The mesh as one MeshChannel sees it: ``cluster()`` answers the route's view."""
+
+    def __init__(self, mesh: "Services", view: Any) -> None:
+        self._mesh = mesh
+        self._view = view
+
+    def cluster(self, name: str) -> Any:
+        return self._view
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._mesh, name)
+
+
 def routed_channel(mesh: "Services", service: str, **options: Any) -> RoutedChannel:
     from .grpc import channel
 
-    return RoutedChannel(mesh, service, lambda cluster: channel(mesh, cluster, **options))
+    opts = list(options.pop("options", ()))
+    if not any(o[0] == "grpc.default_authority" for o in opts):
+        opts.append(("grpc.default_authority", service))  # the routed name, as Envoy and grpcio keep it
+    return RoutedChannel(mesh, service, lambda viewed, cluster: channel(viewed, cluster, options=opts, **options))

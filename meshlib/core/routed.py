@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import MeshError
 from ..routing import HostRoutes, RouteAction, hash_key
-from .call import Call
+from .call import Call, current_hash_key
 from .gates import FaultGate
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class RoutedCluster:
     """``cluster`` with the overrides of one route ``action`` (and, for one call,
     the hash key the route's hash policy computed)."""
 
-    __slots__ = ("_cluster", "retry", "timeout", "per_try_timeout", "gates", "_key", "action")
+    __slots__ = ("_cluster", "retry", "timeout", "per_try_timeout", "gates", "_key", "action", "base")
 
     def __init__(self, cluster: "Cluster", action: RouteAction, key: str | None = None) -> None:
         self._cluster = cluster
@@ -59,6 +59,8 @@ class RoutedCluster:
                 gates += (FaultGate(action.fault, cluster),)
         self.gates = gates
         self._key = key
+        #: The shared view this one was copied from for one call's hash key (itself if none).
+        self.base = self
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cluster, name)
@@ -77,11 +79,16 @@ class RoutedCluster:
         for slot in RoutedCluster.__slots__:
             setattr(out, slot, getattr(self, slot))
         out._key = key
+        out.base = self.base
         return out
 
     def start_call(self, header_hash_key: str | None = None, idempotent: bool = True, timeout: float | None = None) -> Call:
-        key = self._key if self._key is not None else header_hash_key
-        return Call(self, key if self._cluster.hashing else None, idempotent, timeout)  # type: ignore[arg-type]
+        key: str | bytes | None = None
+        if self._cluster.hashing:  # as Cluster.start_call: meshlib.hash_key(), then the route's, then the header
+            key = current_hash_key()
+            if key is None:
+                key = self._key if self._key is not None else header_hash_key
+        return Call(self, key, idempotent, timeout)  # type: ignore[arg-type]
 
 
 class RouteTable:

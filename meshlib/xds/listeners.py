@@ -37,7 +37,6 @@ class ListenerInfo:
     inline: RouteConfig | None = None
     max_stream_duration: float | None = None
     fault: FaultConfig | None = None
-    fault_filters: frozenset[str] = frozenset()
 
 
 def listener_info(msg: listener_pb2.Listener) -> ListenerInfo:
@@ -56,7 +55,7 @@ def listener_info(msg: listener_pb2.Listener) -> ListenerInfo:
                 break
         if hcm is None:
             raise ResourceError(f"{where}: neither an api_listener nor a filter chain with an HttpConnectionManager")
-    fault, fault_filters = _filters(hcm, where)
+    fault = _filters(hcm, where)
     msd = None
     if hcm.common_http_protocol_options.HasField("max_stream_duration"):
         msd = seconds(hcm.common_http_protocol_options.max_stream_duration) or None
@@ -67,17 +66,16 @@ def listener_info(msg: listener_pb2.Listener) -> ListenerInfo:
             raise ResourceError(f"{where}: rds.config_source must be ads")
         if not hcm.rds.route_config_name:
             raise ResourceError(f"{where}: rds.route_config_name is empty")
-        return ListenerInfo(msg.name, rds_name=hcm.rds.route_config_name, max_stream_duration=msd, fault=fault, fault_filters=fault_filters)
+        return ListenerInfo(msg.name, rds_name=hcm.rds.route_config_name, max_stream_duration=msd, fault=fault)
     if spec == "route_config":
-        inline = route_config(hcm.route_config, fault_filters)
-        return ListenerInfo(msg.name, inline=inline, max_stream_duration=msd, fault=fault, fault_filters=fault_filters)
+        inline = route_config(hcm.route_config)
+        return ListenerInfo(msg.name, inline=inline, max_stream_duration=msd, fault=fault)
     raise ResourceError(f"{where}: HttpConnectionManager needs rds or route_config (got {spec or 'none'})")
 
 
-def _filters(hcm: hcm_pb2.HttpConnectionManager, where: str) -> tuple[FaultConfig | None, frozenset[str]]:
+def _filters(hcm: hcm_pb2.HttpConnectionManager, where: str) -> FaultConfig | None:
     names: set[str] = set()
     fault = None
-    fault_names: set[str] = set()
     filters = list(hcm.http_filters)
     for i, f in enumerate(filters):
         if f.name in names:
@@ -91,11 +89,10 @@ def _filters(hcm: hcm_pb2.HttpConnectionManager, where: str) -> tuple[FaultConfi
         elif last:
             raise ResourceError(f"{where}: the last http filter must be the router (got {f.name!r})")
         elif kind == FAULT_TYPE:
-            fault_names.add(f.name)
             cfg = fault_config(unpack(f.typed_config, fault_pb2.HTTPFault, f"{where} filter {f.name!r}"), where)
             fault = cfg if cfg.enabled else None
         elif not f.is_optional:
             raise ResourceError(f"{where}: http filter {f.name!r} ({kind or 'no typed_config'}) is not supported and not is_optional")
     if not filters:
         raise ResourceError(f"{where}: http_filters must end with the router")
-    return fault, frozenset(fault_names)
+    return fault

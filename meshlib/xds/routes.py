@@ -22,23 +22,23 @@ from ..resilience.backoff import Backoff
 from ..resilience.fault import FaultConfig
 from ..resilience.retry import RetryPolicy, parse_retry_on
 from ..routing import HashPolicy, HeaderMatcher, MirrorPolicy, PathMatcher, Route, RouteAction, RouteConfig, VirtualHost
-from ._proto import ResourceError, fraction, seconds, unpack
+from ._proto import ResourceError, fraction, seconds, type_name, unpack
 
 __all__ = ["route_config", "fault_config", "FAULT_TYPE"]
 
 log = logging.getLogger("meshlib.xds")
 _GRPC_CODES = {code.value[0]: code.name for code in grpc.StatusCode}
+_FILTER_CONFIG = "envoy.config.route.v3.FilterConfig"
 FAULT_TYPE = fault_pb2.HTTPFault.DESCRIPTOR.full_name
 
 
-def route_config(msg: route_pb2.RouteConfiguration, fault_filters: frozenset[str] = frozenset()) -> RouteConfig:
-    """Translate one RouteConfiguration; ``fault_filters`` are the HCM's fault
-    filter names whose ``typed_per_filter_config`` overrides apply."""
+def route_config(msg: route_pb2.RouteConfiguration) -> RouteConfig:
+    """Translate one RouteConfiguration."""
     vhosts = []
     for i, vh in enumerate(msg.virtual_hosts):
         where = f"virtual_hosts[{i}] {vh.name!r}"
         try:
-            routes = tuple(r for j, route in enumerate(vh.routes) if (r := _route(route, f"{where} routes[{j}]", fault_filters)))
+            routes = tuple(r for j, route in enumerate(vh.routes) if (r := _route(route, f"{where} routes[{j}]")))
             vhosts.append(
                 VirtualHost(
                     vh.name or f"vh{i}",
@@ -52,7 +52,7 @@ def route_config(msg: route_pb2.RouteConfiguration, fault_filters: frozenset[str
     return RouteConfig(msg.name, tuple(vhosts))
 
 
-def _route(route: rc.Route, where: str, fault_filters: frozenset[str]) -> Route | None:
+def _route(route: rc.Route, where: str) -> Route | None:
     m = route.match
     spec = m.WhichOneof("path_specifier")
     if spec not in ("prefix", "path", "safe_regex"):
@@ -71,7 +71,7 @@ def _route(route: rc.Route, where: str, fault_filters: frozenset[str]) -> Route 
     action = _action(route.route, where)
     if action is None:
         return None
-    fault = _fault_override(route.typed_per_filter_config, fault_filters, where)
+    fault = _fault_override(route.typed_per_filter_config, where)
     if fault is not None:
         action = RouteAction(**{**_fields(action), "fault": fault})
     return Route(path=path, action=action, headers=headers, fraction=frac, name=route.name, query_never_matches=len(m.query_parameters) > 0)
@@ -208,8 +208,14 @@ def fault_config(msg: fault_pb2.HTTPFault, where: str) -> FaultConfig:
         raise ResourceError(f"{where}: {exc}") from None
 
 
-def _fault_override(per_filter: Any, fault_filters: frozenset[str], where: str) -> FaultConfig | None:
-    for name in fault_filters:
-        if name in per_filter:
-            return fault_config(unpack(per_filter[name], fault_pb2.HTTPFault, f"{where} typed_per_filter_config[{name}]"), where)
+def _fault_override(per_filter: Any, where: str) -> FaultConfig | None:
+    """A route's fault filter override: an HTTPFault in ``typed_per_filter_config``
+    (bare or in a FilterConfig). Recognised by its type: an RDS resource does not
+    know its listener's filter names."""
+    for name in sorted(per_filter):
+        cfg = per_filter[name]
+        if type_name(cfg.type_url) == _FILTER_CONFIG:
+            cfg = unpack(cfg, rc.FilterConfig, f"{where} typed_per_filter_config[{name}]").config
+        if type_name(cfg.type_url) == FAULT_TYPE:
+            return fault_config(unpack(cfg, fault_pb2.HTTPFault, f"{where} typed_per_filter_config[{name}]"), where)
     return None
