@@ -71,7 +71,7 @@ class RoutingMixin:
 
     def _service_config(self, name: str) -> ServiceConfig:
         base = self.config.service(name)
-        settings = self._cluster_settings.get(name)
+        settings = self._cluster_settings.get(canonical_service(name))
         return replace(base, **settings) if settings else base
 
     def _set_routes(self, name: str, routes: RouteConfig | None) -> None:
@@ -125,6 +125,7 @@ class RoutingMixin:
         reconfigured in place, keeping its hosts and statistics."""
         if self._closed or settings is None:
             return
+        name = canonical_service(name)  # as Mesh._publish names the cluster its endpoints go to
         with self._lock:
             if self._cluster_settings.get(name) == settings:
                 return

@@ -383,3 +383,16 @@ def test_route_retry_timeout_and_fault_apply_on_grpc_channels(cp, upstreams) -> 
             assert seen.authority == "inventory"  # the routed name stays the :authority
     finally:
         flaky.stop()
+
+
+def test_cluster_names_in_any_spelling_get_their_settings(cp, upstreams) -> None:
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    name = "outbound|8080||Inventory_V1.default"
+    snap = inventory(upstreams, routes=[route("/", name)], clusters={name: [upstreams["v1a"].address, upstreams["v1b"].address]})
+    snap[CDS][name] = cluster(name, lb=cluster_pb2.Cluster.LEAST_REQUEST)
+    cp.set(snap)
+    with mesh_for(cp) as mesh:
+        assert set(calls(mesh, 20)) == {"v1a", "v1b"}
+        services = mesh.stats()["services"]
+        assert [s["policy"] for n, s in services.items() if "inventory-v1" in n] == ["least_request"]
