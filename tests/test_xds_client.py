@@ -396,3 +396,22 @@ def test_cluster_names_in_any_spelling_get_their_settings(cp, upstreams) -> None
         assert set(calls(mesh, 20)) == {"v1a", "v1b"}
         services = mesh.stats()["services"]
         assert [s["policy"] for n, s in services.items() if "inventory-v1" in n] == ["least_request"]
+
+
+def test_request_mirroring_is_fire_and_forget(cp, agents, refused_port) -> None:
+    main, shadow = agents(1, "main")[0], agents(1, "shadow")[0]
+    r = route("/", "web-main")
+    m = r.route.request_mirror_policies.add()
+    m.cluster = "web-shadow"
+    dead = r.route.request_mirror_policies.add()
+    dead.cluster = "web-dead"  # a mirror that refuses connections never fails the real call
+    snap = service("web", {"web-main": [main.address], "web-shadow": [shadow.address], "web-dead": [f"127.0.0.1:{refused_port}"]}, routes=[r])
+    cp.set(snap)
+    with mesh_for(cp, listeners="web") as mesh:
+        s = mesh.requests_session()
+        for i in range(5):
+            assert s.post("http://web/items", data=b"payload").json()["agent"] == main.name
+        wait_until(lambda: shadow.hits == 5, what="5 shadow copies")
+        seen = shadow.behaviour.seen[-1]
+        assert seen["host"] == "web-shadow"
+        assert main.hits == 5

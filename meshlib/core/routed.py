@@ -43,7 +43,7 @@ class RoutedCluster:
     """``cluster`` with the overrides of one route ``action`` (and, for one call,
     the hash key the route's hash policy computed)."""
 
-    __slots__ = ("_cluster", "retry", "timeout", "per_try_timeout", "gates", "_key", "action", "base")
+    __slots__ = ("_cluster", "retry", "timeout", "per_try_timeout", "gates", "fault", "mirrors", "_key", "action", "base")
 
     def __init__(self, cluster: "Cluster", action: RouteAction, key: str | None = None) -> None:
         self._cluster = cluster
@@ -53,11 +53,15 @@ class RoutedCluster:
         self.timeout = cluster.timeout if timeout is None else (timeout or None)
         self.per_try_timeout = self.retry.per_try_timeout if action.retry is not None else cluster.per_try_timeout
         gates = cluster.gates
+        self.fault = cluster.fault
         if action.fault is not None:
             gates = tuple(g for g in gates if not isinstance(g, FaultGate))
-            if action.fault.enabled:
-                gates += (FaultGate(action.fault, cluster),)
+            self.fault = action.fault if action.fault.enabled else None
+            if self.fault is not None:
+                gates += (FaultGate(self.fault, cluster),)
         self.gates = gates
+        #: Where copies of the calls go (request_mirror_policies); sent by the HTTP adapters.
+        self.mirrors = action.mirrors
         self._key = key
         #: The shared view this one was copied from for one call's hash key (itself if none).
         self.base = self
@@ -115,7 +119,7 @@ class RouteTable:
 
             raise NoHealthyEndpointsError(d.cluster, f"no cluster (route of {name!r} names {d.cluster!r}, which is not known yet)")
         action = d.route.action
-        if action.retry is None and action.effective_timeout is None and action.fault is None and not action.hash_policies:
+        if action.retry is None and action.effective_timeout is None and action.fault is None and not action.hash_policies and not action.mirrors:
             return cluster
         view_key = (id(action), d.cluster)
         view = self._views.get(view_key)
