@@ -415,3 +415,27 @@ def test_request_mirroring_is_fire_and_forget(cp, agents, refused_port) -> None:
         seen = shadow.behaviour.seen[-1]
         assert seen["host"] == "web-shadow"
         assert main.hits == 5
+
+
+@pytest.mark.parametrize("transient", [False, True])
+def test_resource_timer_on_a_manual_clock(cp, transient) -> None:
+    from meshlib.clock import ManualClock
+
+    cp.set({})
+    clock = ManualClock()
+    features = ["resource_timer_is_transient_error"] if transient else []
+    r = XdsResolver(parse_bootstrap(bootstrap(cp.address, features=features)), ["missing"], clock=clock, does_not_exist_timeout=15)
+    r.start(lambda snap: None)
+    try:
+        wait_until(lambda: r.status()["connected"], what="connected")
+        clock.advance(14.9)
+        r.client.check_timers()
+        assert r.status()["resources"][0]["status"] == "requested"
+        clock.advance(0.2)
+        r.client.check_timers()
+        assert r.status()["resources"][0]["status"] == ("requested" if transient else "does-not-exist")
+        clock.advance(15)
+        r.client.check_timers()
+        assert r.status()["resources"][0]["status"] == ("timeout" if transient else "does-not-exist")
+    finally:
+        r.close()

@@ -430,17 +430,22 @@ class AdsClient:
         """Report resources whose does-not-exist timer ran out (called by a
         timer thread every 50 ms; tests with a ManualClock call it directly)."""
         expired = []
+        # gRFC A88: with resource_timer_is_transient_error the timer is 30 s and
+        # its end a transient "timeout", not a verdict that the resource does not exist.
+        transient = self.server.resource_timer_is_transient
+        timeout = max(self.dne_timeout, 30.0) if transient else self.dne_timeout
         with self._lock:
             if not self.connected:
                 return
             now = self.clock.monotonic()
             for st in self._states.values():
-                if st.requested_at is not None and st.value is None and now - st.requested_at >= self.dne_timeout:
+                if st.requested_at is not None and st.value is None and now - st.requested_at >= timeout:
                     st.requested_at = None
-                    st.status = "does-not-exist"
+                    st.status = "timeout" if transient else "does-not-exist"
                     expired.append((st.type_url, st.name))
         for t, name in expired:
-            log.warning("meshlib: xds: %s %r does not exist (nothing received in %gs)", SHORT[t], name, self.dne_timeout)
+            log.warning("meshlib: xds: %s %r %s (nothing received in %gs)", SHORT[t], name,
+                        "timed out" if transient else "does not exist", timeout)  # fmt: skip
             try:
                 self._watcher(t, name, None)
             except Exception:

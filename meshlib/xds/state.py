@@ -7,7 +7,7 @@ from typing import Any
 __all__ = ["ResourceState", "STATUSES"]
 
 #: gRFC A78 / CSDS cache states, spelt as meshlib shows them.
-STATUSES = ("requested", "does-not-exist", "acked", "nacked", "nacked-but-cached")
+STATUSES = ("requested", "does-not-exist", "acked", "nacked", "nacked-but-cached", "timeout")
 
 
 class ResourceState:
