@@ -337,7 +337,9 @@ class Mesh(RoutingMixin):
         """The ``grpc.aio`` counterpart of :meth:`grpc_channel`, used on the caller's event loop."""
         name = self._xds_target(name)
         if self.routed(name):
-            raise MeshError(f"{name!r} is routed (xDS or ROUTES); grpc_aio_channel does not route per call yet: use grpc_channel")
+            from .adapters.grpc_aio_routed import routed_aio_channel
+
+            return routed_aio_channel(self, name, **options)  # type: ignore[return-value]
         from .adapters.grpc_aio import aio_channel
 
         return aio_channel(self, name, **options)

@@ -439,3 +439,14 @@ def test_resource_timer_on_a_manual_clock(cp, transient) -> None:
         assert r.status()["resources"][0]["status"] == ("timeout" if transient else "does-not-exist")
     finally:
         r.close()
+
+
+async def test_routed_grpc_aio_channel(cp, upstreams) -> None:
+    cp.set(inventory(upstreams, routes=[route("/", cluster="inv-v2", headers=[header("x-model-version", "v2")]),
+                                        route("/", weighted=[("inv-v1", 50), ("inv-v2", 50)])]))  # fmt: skip
+    with mesh_for(cp) as mesh:
+        async with mesh.grpc_aio_channel("inventory") as ch:
+            echo = ch.unary_unary(ECHO)
+            got = Counter([(await echo(b"x", timeout=5)).decode() for _ in range(200)])
+            assert set(got) == {"v1a", "v1b", "v2"} and 60 < got["v2"] < 140, got
+            assert {(await echo(b"x", metadata=(("x-model-version", "v2"),))).decode() for _ in range(10)} == {"v2"}
