@@ -895,6 +895,11 @@ def load_config(
     _merge_env(environ, glob, services)
     if "consul_token" not in glob and environ.get("CONSUL_HTTP_TOKEN"):
         glob["consul_token"] = (environ["CONSUL_HTTP_TOKEN"], "CONSUL_HTTP_TOKEN")  # Consul's own variable
+    if "xds_bootstrap" not in glob and "xds_bootstrap_config" not in glob:  # gRPC's own variables, in gRPC's order
+        for var, key in (("GRPC_XDS_BOOTSTRAP", "xds_bootstrap"), ("GRPC_XDS_BOOTSTRAP_CONFIG", "xds_bootstrap_config")):
+            if environ.get(var):
+                glob[key] = (environ[var], var)
+                break
     if any(k.startswith(ENV_PREFIX) for k in environ):
         sources.append("environment")
     if overrides:

@@ -450,3 +450,20 @@ async def test_routed_grpc_aio_channel(cp, upstreams) -> None:
             got = Counter([(await echo(b"x", timeout=5)).decode() for _ in range(200)])
             assert set(got) == {"v1a", "v1b", "v2"} and 60 < got["v2"] < 140, got
             assert {(await echo(b"x", metadata=(("x-model-version", "v2"),))).decode() for _ in range(10)} == {"v2"}
+
+
+def test_one_service_from_xds_beside_static_ones(cp, upstreams, tmp_path, agents) -> None:
+    cp.set(inventory(upstreams, routes=[route("/", "inv-v2")]))
+    f = tmp_path / "bootstrap.json"
+    f.write_text(json.dumps(bootstrap(cp.address)))
+    other = agents(1, "static")[0]
+    env = {
+        "GRPC_XDS_BOOTSTRAP": str(f),  # gRPC's own variable is honoured
+        "MESHLIB_SERVICES__INV__XDS_LISTENER": "inventory",
+        "MESHLIB_SERVICES__PLAIN__ENDPOINTS": other.address,
+    }
+    with meshlib.Mesh.from_env(env) as mesh:
+        assert mesh.config.discovery == "static"
+        assert mesh.grpc_channel("inv").unary_unary(ECHO)(b"x", timeout=5) == b"v2"
+        assert mesh.requests_session().get("http://plain/").json()["agent"] == other.name
+        assert mesh.xds_status()["listeners"] == ["inventory"]
