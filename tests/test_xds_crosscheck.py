@@ -223,3 +223,33 @@ def test_endpoint_weights_meshlib_agrees_with_envoy(world) -> None:
         share = got.get("a", 0) / 2000
         expected = 0.50 if name == "grpc" else 0.75
         assert abs(share - expected) <= TOLERANCE, (name, got)
+
+
+def test_least_request_meshlib_agrees_with_envoy_and_grpcio_nacks_it(world) -> None:
+    """LEAST_REQUEST: Envoy and meshlib send most calls to the fast upstream
+    when the other is slow; grpcio's C-core has no least-request policy and
+    NACKs the cluster (gRFC A48 is Java-only)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    w, clients = world
+    w.apply(w.snapshot({"c1": ["a", "b"]}))
+    seen = len(w.cp.requests)
+    version = w.cp.set(w.snapshot({"c1": ["a", "b"]}, c1={"lb": cluster_pb2.Cluster.LEAST_REQUEST}))
+    for node in ("meshlib", "envoy-1"):
+        _wait(lambda: w.cp.acked(node, CDS) == version, f"{node} ACK")
+    _wait(lambda: any(q.node == "grpc" and q.type_url == CDS and q.error for q in w.cp.requests[seen:]), "grpc NACK")
+    time.sleep(0.3)
+    w.up["a"].behaviour.delay = 0.05
+    try:
+        for name in ("meshlib", "envoy"):
+            call = _call(clients[name])
+            before = w.hits()
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda _: call(), range(200)))
+            after = w.hits()
+            fast = after["b"] - before["b"]
+            assert fast / 200 > 0.65, (name, fast)
+    finally:
+        w.up["a"].behaviour.delay = 0.0
