@@ -415,6 +415,8 @@ def test_request_mirroring_is_fire_and_forget(cp, agents, refused_port) -> None:
         seen = shadow.behaviour.seen[-1]
         assert seen["host"] == "web-shadow"
         assert main.hits == 5
+        assert mesh.urllib3_pool().request("POST", "http://web/items", body=b"p").json()["agent"] == main.name
+        wait_until(lambda: shadow.hits == 6, what="a shadow copy from urllib3")
 
 
 @pytest.mark.parametrize("transient", [False, True])
