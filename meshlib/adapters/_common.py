@@ -7,7 +7,7 @@ import contextvars
 import functools
 import socket
 import time
-from typing import Any
+from typing import Any, AsyncIterator, Iterable, Iterator
 
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ReadTimeoutError
 
@@ -59,7 +59,11 @@ def classify_exception(exc: BaseException) -> str:
     """Map an exception (and its causes) to an :class:`Outcome`.
 
     A refused or timed-out *connect* is a connect failure: the request never
-    reached the server, so it is safe to retry anywhere.
+    reached the server, so it is safe to retry anywhere. Only the error's own
+    chain is read (its ``reason``, explicit cause, or implicit context unless
+    suppressed), and the first recognised error wins, so a failure raised after
+    the request was written (a reset, a timeout reading the answer) is never
+    taken for a connect failure.
     """
     seen = 0
     e: BaseException | None = exc
@@ -71,7 +75,12 @@ def classify_exception(exc: BaseException) -> str:
         if isinstance(e, (ReadTimeoutError, TimeoutError, socket.timeout, asyncio.TimeoutError)):  # distinct before 3.11
             return Outcome.TIMEOUT
         reason = getattr(e, "reason", None)  # urllib3 MaxRetryError
-        e = reason if isinstance(reason, BaseException) else (e.__cause__ or e.__context__)
+        if isinstance(reason, BaseException):
+            e = reason
+        elif e.__cause__ is not None or e.__suppress_context__:
+            e = e.__cause__  # ``raise ... from None`` cut the chain: what it hid is not this error
+        else:
+            e = e.__context__
         seen += 1
     return Outcome.ERROR
 
@@ -104,6 +113,157 @@ class HttpExchange(Exchange):
 
     def classify(self, exc: BaseException) -> str:
         return classify_exception(exc)
+
+
+# -- request bodies ------------------------------------------------------------------
+#
+# A plain body (None, bytes, str, a buffer) goes out as many times as asked with
+# no per-call state: the adapter's module-level exchange serves the call. Any
+# other body gets an exchange of its own for the call, which knows how to send
+# it again: a file that can seek is rewound to where it started; a one-shot body
+# (a generator, an iterator, a stream that cannot seek) is sent through a wrapper
+# that notes when an attempt began to read it, after which it is never resent.
+
+
+class BodyExchange(HttpExchange):
+    """One call's exchange when its body is not plain bytes: the adapter's
+    exchange (``base``) reads results, this one rewinds the body and gives
+    each attempt what to send (:meth:`attempt_body`)."""
+
+    def __init__(self, base: HttpExchange, body: Any) -> None:
+        self.base = base
+        self.body = body
+
+    def classify(self, exc: BaseException) -> str:
+        return self.base.classify(exc)
+
+    def judge(self, result: Any) -> AttemptResult:
+        return self.base.judge(result)
+
+    def discard(self, result: Any) -> None:
+        self.base.discard(result)
+
+    def attempt_body(self) -> Any:
+        return self.body
+
+
+class SeekingExchange(BodyExchange):
+    """A file body that can seek: every attempt after the first starts where
+    the caller's file stood when the call began."""
+
+    def __init__(self, base: HttpExchange, body: Any, position: int) -> None:
+        super().__init__(base, body)
+        self.position = position
+
+    def rewind(self) -> bool:
+        try:
+            self.body.seek(self.position)
+        except (OSError, ValueError):  # closed, or it cannot seek after all
+            return False
+        return True
+
+
+class OneShotExchange(BodyExchange):
+    """A body that can be read once. Each attempt sends it through a wrapper
+    that notes when sending began; from then on it is never resent. The call
+    does not hedge (hedges would share it)."""
+
+    replayable = False
+
+    def __init__(self, base: HttpExchange, body: Any) -> None:
+        super().__init__(base, body)
+        self.started = False
+
+    def rewind(self) -> bool:
+        return not self.started
+
+    def attempt_body(self) -> Iterator[Any]:
+        return self._chunks(self.body)
+
+    def _chunks(self, source: Iterable[Any]) -> Iterator[Any]:
+        self.started = True  # runs when the first chunk is asked for, not before
+        yield from source
+
+    def attempt_body_async(self) -> AsyncIterator[Any]:
+        return self._achunks(self.body)
+
+    async def _achunks(self, source: Any) -> AsyncIterator[Any]:
+        self.started = True
+        async for chunk in source:
+            yield chunk
+
+
+def start_position(body: Any) -> int | None:
+    """Where a file-like body stands now, if it can seek back there; else None."""
+    try:
+        if not body.seekable():
+            return None
+    except AttributeError:
+        if not hasattr(body, "seek"):
+            return None
+    except (OSError, ValueError):
+        return None
+    try:
+        return int(body.tell())
+    except (AttributeError, OSError, ValueError, TypeError):
+        return None
+
+
+def read_blocks(body: Any, size: int = 65536) -> Iterator[bytes]:
+    """A readable body as byte chunks (text files encoded as UTF-8, as urllib3 does)."""
+    while True:
+        block = body.read(size)
+        if not block:
+            return
+        yield block.encode("utf-8") if isinstance(block, str) else block
+
+
+def file_body(base: HttpExchange, body: Any, hedging: bool) -> tuple[HttpExchange, Any]:
+    """The exchange and the body to send for a file-like body: rewound for each
+    attempt if it can seek (read into memory once if the call hedges, as its
+    attempts run at once), else sent once, in blocks."""
+    position = start_position(body)
+    if position is None:
+        return OneShotExchange(base, read_blocks(body)), None
+    if hedging:
+        return base, b"".join(read_blocks(body))
+    return SeekingExchange(base, body, position), body
+
+
+#: Bodies sent as they are, however many times (no per-call state).
+PLAIN_BODIES = (bytes, str, bytearray, memoryview)
+
+
+def body_exchange(base: HttpExchange, body: Any, hedging: bool) -> tuple[HttpExchange, Any]:
+    """The exchange and the body to send for a body that is not plain bytes
+    (for those, ``base`` serves the call as it is: nothing is made)."""
+    if hasattr(body, "read"):
+        return file_body(base, body, hedging)
+    return OneShotExchange(base, body), None
+
+
+#: How much of a discarded (retried) response's body is read so that its
+#: connection can go back to the pool; a longer body closes the connection.
+DRAIN_LIMIT = 64 * 1024
+
+
+def release_unread(response: Any, limit: int = DRAIN_LIMIT) -> None:
+    """Let go of an unread urllib3 response that will not be returned: read
+    what is left of its body (up to ``limit`` bytes, undecoded) and give its
+    connection back to its pool, or close the connection if there is more."""
+    try:
+        left = limit
+        while True:
+            chunk = response.read(min(left + 1, 16384), decode_content=False)
+            if not chunk:
+                break
+            left -= len(chunk)
+            if left < 0:
+                response.close()  # too long to drain
+                break
+    except Exception:  # a broken connection: closed rather than reused
+        response.close()
+    response.release_conn()
 
 
 #: Header telling the server how long the caller will wait (Envoy's name), and its value.

@@ -17,10 +17,24 @@ from requests.structures import CaseInsensitiveDict
 
 from ..core.driver import run
 from ..endpoint import Endpoint
+from ..errors import MeshError
 from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
 from ..core.services import Services
-from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, HttpExchange, endpoint_url, judge_response, split_url, timeout_header
+from ._common import (
+    FAULT_BODY,
+    FAULT_HEADERS,
+    TIMEOUT_HEADER,
+    TLS_NAME,
+    PLAIN_BODIES,
+    HttpExchange,
+    endpoint_url,
+    body_exchange,
+    judge_response,
+    release_unread,
+    split_url,
+    timeout_header,
+)
 from .urllib3 import TLSNamePoolManager
 
 
@@ -31,13 +45,13 @@ class RequestsExchange(HttpExchange):
 
     def discard(self, response: Any) -> None:
         # A read body has already gone back to the pool with its connection;
-        # only an unread (stream=True) one must be closed.
+        # an unread (stream=True) one is drained, within bounds, so that its
+        # connection goes back too.
         if not getattr(response, "_content_consumed", False):
-            response.close()
+            release_unread(response.raw)
 
 
 EXCHANGE = RequestsExchange()
-
 
 def _aborted(request: requests.PreparedRequest, url: str, status: int) -> requests.Response:
     response = requests.Response()
@@ -130,18 +144,30 @@ class MeshAdapter(HTTPAdapter):
         cluster = self._mesh.lookup(host)
         if cluster is None:
             return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
+        if self._mesh.closed:
+            raise MeshError(f"this Mesh is closed; create a new one (a request to mesh service {cluster.name!r})")
         cfg = cluster.config
         user_timeout = timeout
         if timeout is None:
             timeout = (cfg.connect_timeout, None)
         key = request.headers.get(cfg.hash_header) if cluster.hashing and cfg.hash_header else None
         call = cluster.start_call(key, is_idempotent(request.method or "GET"))
-        host_header = authority.rpartition("@")[2]
+        # The caller's own Host header stands; else the URL's authority.
+        host_header = None if "Host" in request.headers else authority.rpartition("@")[2]
+        body = request.body
+        ex: HttpExchange = EXCHANGE
+        if body is not None and not isinstance(body, PLAIN_BODIES):
+            ex, body = body_exchange(EXCHANGE, body, call.hedging)
         send_base = super().send
 
         def send(ep: Endpoint, limit: float | None) -> requests.Response:
             attempt = _Attempt(request, endpoint_url(scheme, ep.address, rest), (scheme, ep.host, ep.port))
-            attempt.headers["Host"] = host_header
+            if host_header is not None:
+                attempt.headers["Host"] = host_header
+            if ex is not EXCHANGE:
+                attempt.body = ex.attempt_body()  # type: ignore[attr-defined]
+            elif body is not request.body:  # a file read once for a hedged call
+                attempt.body = body
             t = timeout
             if limit is not None:
                 attempt.headers[TIMEOUT_HEADER] = timeout_header(limit)
@@ -155,7 +181,7 @@ class MeshAdapter(HTTPAdapter):
         token = TLS_NAME.set(host) if scheme == "https" else None
         try:
             abort = None if cluster.fault is None else (lambda fault: _aborted(request, url, fault.abort_status))
-            return run(call, send, EXCHANGE, abort)
+            return run(call, send, ex, abort)
         finally:
             if token is not None:
                 TLS_NAME.reset(token)

@@ -22,11 +22,24 @@ from urllib3.util.url import parse_url
 
 from ..core.driver import run
 from ..endpoint import Endpoint
+from ..errors import MeshError
 from ..resilience.fault import FaultDecision
 from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
 from ..core.services import Services
-from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, HttpExchange, judge_response, split_url, timeout_header
+from ._common import (
+    FAULT_BODY,
+    FAULT_HEADERS,
+    PLAIN_BODIES,
+    TIMEOUT_HEADER,
+    TLS_NAME,
+    HttpExchange,
+    body_exchange,
+    judge_response,
+    release_unread,
+    split_url,
+    timeout_header,
+)
 
 
 log = logging.getLogger("meshlib")
@@ -41,8 +54,7 @@ class Urllib3Exchange(HttpExchange):
         return judge_response(response.status, response.headers)
 
     def discard(self, response: Any) -> None:
-        response.drain_conn()
-        response.release_conn()
+        release_unread(response)
 
 
 
@@ -111,9 +123,14 @@ class MeshPoolManager(TLSNamePoolManager):
         cluster = self._mesh.lookup(host)
         if cluster is None:
             return super().urlopen(method, url, redirect=redirect, **kw)
+        if self._mesh.closed:
+            raise MeshError(f"this Mesh is closed; create a new one (a request to mesh service {cluster.name!r})")
         cfg = cluster.config
-        headers = dict(kw.get("headers") or self.headers)
-        headers["Host"] = authority.rpartition("@")[2]
+        # The caller's headers as urllib3 keeps them (repeated fields apart,
+        # names case-insensitive); their own Host stands, else the URL's authority.
+        headers = HTTPHeaderDict(kw.get("headers") or self.headers)
+        if "host" not in headers:
+            headers["Host"] = authority.rpartition("@")[2]
         # Each attempt goes straight to the endpoint's pool (as PoolManager.urlopen
         # would after parsing the endpoint URL again); redirects are followed
         # below, through the mesh.
@@ -126,23 +143,31 @@ class MeshPoolManager(TLSNamePoolManager):
             if timeout is None:
                 timeout = self._timeouts.setdefault(cfg.connect_timeout, Timeout(connect=cfg.connect_timeout, read=None))
             attempt_kw["timeout"] = timeout
-        key = None
-        if cluster.hashing and cfg.hash_header:
-            key = _header(headers, cfg.hash_header)
+        key = headers.get(cfg.hash_header) if cluster.hashing and cfg.hash_header else None
         call = cluster.start_call(key, is_idempotent(method))
+        ex: HttpExchange = EXCHANGE
+        body = kw.get("body")
+        if body is not None and not isinstance(body, PLAIN_BODIES):
+            ex, body = body_exchange(EXCHANGE, body, call.hedging)
+            if ex is EXCHANGE:  # a file read once for a hedged call, still sent chunked
+                attempt_kw["body"] = (body,)
         target = _request_target(rest)
         token = TLS_NAME.set(host) if scheme == "https" else None
 
         def send(ep: Endpoint, limit: float | None) -> Any:
             akw = attempt_kw
             if limit is not None:
-                akw = dict(attempt_kw, headers={**headers, TIMEOUT_HEADER: timeout_header(limit)})
+                limited = headers.copy()
+                limited[TIMEOUT_HEADER] = timeout_header(limit)
+                akw = dict(attempt_kw, headers=limited)
                 akw["timeout"] = _bounded(user_timeout, cfg.connect_timeout, limit)
+            if ex is not EXCHANGE:
+                akw = dict(akw, body=ex.attempt_body())  # type: ignore[attr-defined]
             host = ep.host if ":" not in ep.host else f"[{ep.host}]"  # as parse_url gives an IPv6 host
             return self.connection_from_host(host, ep.port, scheme).urlopen(method, target, **akw)
 
         try:
-            response = run(call, send, EXCHANGE, _aborted)
+            response = run(call, send, ex, _aborted)
         finally:
             if token is not None:
                 TLS_NAME.reset(token)
@@ -201,10 +226,3 @@ def _bounded(timeout: Any, connect: float, limit: float) -> Timeout:
     c = limit if not isinstance(c, (int, float)) else min(c, limit)
     r = limit if not isinstance(r, (int, float)) else min(r, limit)
     return Timeout(connect=c, read=r)
-
-
-def _header(headers: dict[str, str], name: str) -> str | None:
-    for k, v in headers.items():
-        if k.lower() == name:
-            return v
-    return None

@@ -85,6 +85,7 @@ COUNTERS = (
     "retries",
     "retries_budget_exhausted",
     "retries_overflow",
+    "retries_skipped_body",
     "hedges",
     "hedges_budget_exhausted",
     "deadline_exceeded",
@@ -563,6 +564,16 @@ class Call:
         self.retries += 1
         cluster.count(counter)
         return True
+
+    def skip_retry(self) -> None:
+        """The retry just granted will not be sent: the request's body cannot be
+        replayed. Hands the retry back, uncounts it and counts ``retries_skipped_body``."""
+        cluster = self.cluster
+        self._release_retry()
+        self.retries -= 1
+        with cluster._stats_lock:
+            cluster.counters["retries"] -= 1
+            cluster.counters["retries_skipped_body"] += 1
 
     def retry_finished(self) -> None:
         """A granted retry (or hedge) attempt is over, or was never made."""

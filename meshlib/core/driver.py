@@ -51,6 +51,18 @@ class Exchange:
     def discard(self, result: Any) -> None:
         """Let go of a response that will not be returned (its retry goes out)."""
 
+    #: False when the request's body can go out only once (a generator, a
+    #: stream that cannot seek): the call then never hedges, since hedges
+    #: would share the body.
+    replayable = True
+
+    def rewind(self) -> bool:
+        """Make the request's body ready to be sent again, before every attempt
+        after the first; False if it cannot be (a one-shot body an attempt
+        began to send): the call then returns the previous answer or raises
+        the previous error, and counts ``retries_skipped_body``."""
+        return True
+
 
 Abort = Callable[[FaultDecision], Any]
 
@@ -102,6 +114,13 @@ class _Attempts:
         self.failure: BaseException | None = None  # the last attempt's exception
         self.previous: Any = _NONE  # a response being retried, returned if no attempt can follow
 
+    def _may_resend(self) -> bool:
+        """A retry was granted: rewind the body for it, or hand the retry back."""
+        if self.ex.rewind():
+            return True
+        self.call.skip_retry()
+        return False
+
     def next_host(self) -> Host | None:
         """The next attempt's host; None when the call should return ``previous``."""
         try:
@@ -120,7 +139,7 @@ class _Attempts:
         (``DeadlineExceededError`` instead, if the call's deadline has passed)."""
         call = self.call
         delay = call.done(host, started, AttemptResult(_outcome(self.ex, exc)))
-        if delay is None or not call.enter_pending():
+        if delay is None or not self._may_resend() or not call.enter_pending():
             if call.is_expired():
                 call.expired(exc)
             return None
@@ -130,7 +149,8 @@ class _Attempts:
     def retrying(self, result: Any) -> bool:
         """The attempt answered and its verdict asks for a retry: hold the
         response while waiting for it; False to return the response now."""
-        if not self.call.enter_pending():
+        call = self.call
+        if not self._may_resend() or not call.enter_pending():
             return False
         self.previous, self.failure = result, None
         return True
@@ -141,7 +161,7 @@ def run(call: Call, send: Callable[[Endpoint, float | None], T], ex: Exchange, a
     try:
         if fault is not None and sit_out_fault(call, fault):
             return _abort(call, fault, abort)  # type: ignore[no-any-return]
-        if call.cluster.hedges and call.hedging:
+        if call.cluster.hedges and call.hedging and ex.replayable:
             return _hedged(call, send, ex)
         attempts: _Attempts | None = None  # made only if a retry is considered
         host: Host | None = call.pick(None)
@@ -171,7 +191,7 @@ async def run_async(call: Call, send: Callable[[Endpoint, float | None], Awaitab
     try:
         if fault is not None and await sit_out_fault_async(call, fault):
             return _abort(call, fault, abort)  # type: ignore[no-any-return]
-        if call.cluster.hedges and call.hedging:
+        if call.cluster.hedges and call.hedging and ex.replayable:
             return await _hedged_async(call, send, ex)
         attempts: _Attempts | None = None  # made only if a retry is considered
         host: Host | None = call.pick(None)
@@ -220,7 +240,7 @@ class _Hedge:
     def pick(self) -> Host | None:
         """The next attempt's host, or None if the budget (or the cluster) says no more."""
         call = self.call
-        if self.launched > 0 and not call.grant_retry("hedges"):
+        if self.launched > 0 and not (self.ex.rewind() and call.grant_retry("hedges")):
             self.launched = self.policy.max_attempts  # the budget is spent: no more hedges
             return None
         try:
