@@ -77,18 +77,19 @@ def _limit_timeout(timeout: Any, connect: float, limit: float) -> Any:
 class _Attempt(requests.PreparedRequest):
     """One attempt of a mesh request, sent to an endpoint's URL.
 
-    A lean copy of the caller's request: headers are copied (the attempt
-    sets ``Host`` and the timeout header), body and hooks are shared, and so
+    A lean copy of the caller's request: headers are the call's (``Host``
+    first, as a client sends it) and copied if the attempt adds the timeout
+    header, body and hooks are shared, and so
     is the cookie jar, which sending never reads (cookies are already in the
     headers). ``origin`` is the endpoint URL's (scheme, host, port)."""
 
     origin: tuple[str, str, int]
 
-    def __init__(self, request: requests.PreparedRequest, url: str, origin: tuple[str, str, int]) -> None:
+    def __init__(self, request: requests.PreparedRequest, url: str, origin: tuple[str, str, int], headers: CaseInsensitiveDict[str]) -> None:
         # PreparedRequest.__init__ would only set what is overwritten here.
         self.method = request.method
         self.url = url
-        self.headers = request.headers.copy()
+        self.headers = headers
         self._cookies = request._cookies  # type: ignore[attr-defined]
         self.body = request.body
         self.hooks = request.hooks
@@ -152,8 +153,12 @@ class MeshAdapter(HTTPAdapter):
             timeout = (cfg.connect_timeout, None)
         key = request.headers.get(cfg.hash_header) if cluster.hashing and cfg.hash_header else None
         call = cluster.start_call(key, is_idempotent(request.method or "GET"))
-        # The caller's own Host header stands; else the URL's authority.
-        host_header = None if "Host" in request.headers else authority.rpartition("@")[2]
+        # The caller's own Host header stands; else the URL's authority, sent
+        # first, where the client would have put it.
+        headers = request.headers
+        if "Host" not in headers:
+            headers = CaseInsensitiveDict({"Host": authority.rpartition("@")[2]})
+            headers.update(request.headers)
         body = request.body
         ex: HttpExchange = EXCHANGE
         if body is not None and not isinstance(body, PLAIN_BODIES):
@@ -161,15 +166,14 @@ class MeshAdapter(HTTPAdapter):
         send_base = super().send
 
         def send(ep: Endpoint, limit: float | None) -> requests.Response:
-            attempt = _Attempt(request, endpoint_url(scheme, ep.address, rest), (scheme, ep.host, ep.port))
-            if host_header is not None:
-                attempt.headers["Host"] = host_header
+            attempt = _Attempt(request, endpoint_url(scheme, ep.address, rest), (scheme, ep.host, ep.port), headers)
             if ex is not EXCHANGE:
                 attempt.body = ex.attempt_body()  # type: ignore[attr-defined]
             elif body is not request.body:  # a file read once for a hedged call
                 attempt.body = body
             t = timeout
             if limit is not None:
+                attempt.headers = headers.copy()
                 attempt.headers[TIMEOUT_HEADER] = timeout_header(limit)
                 t = _limit_timeout(user_timeout, cfg.connect_timeout, limit)
             # Mesh endpoints are reached directly, never through an HTTP proxy.

@@ -128,9 +128,12 @@ class MeshPoolManager(TLSNamePoolManager):
         cfg = cluster.config
         # The caller's headers as urllib3 keeps them (repeated fields apart,
         # names case-insensitive); their own Host stands, else the URL's authority.
-        headers = HTTPHeaderDict(kw.get("headers") or self.headers)
-        if "host" not in headers:
-            headers["Host"] = authority.rpartition("@")[2]
+        given = kw.get("headers") or self.headers
+        if any(k.lower() == "host" for k in given):
+            headers = HTTPHeaderDict(given)
+        else:
+            headers = HTTPHeaderDict({"Host": authority.rpartition("@")[2]})
+            headers.extend(given)
         # Each attempt goes straight to the endpoint's pool (as PoolManager.urlopen
         # would after parsing the endpoint URL again); redirects are followed
         # below, through the mesh.
