@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,10 @@ class Script:
     hang_up: bool = False
     #: Seconds to wait before answering.
     delay: float = 0.0
+    #: Send only this many bytes of the body, then reset the connection.
+    truncate: int | None = None
+    #: Send the body in chunked transfer encoding (100-byte chunks).
+    chunked: bool = False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -89,8 +94,24 @@ class _Handler(BaseHTTPRequestHandler):
         payload = b"r" * script.body_size
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
+        if script.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(payload), 100):
+                part = payload[i : i + 100]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+            return
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
+        if script.truncate is not None:
+            self.wfile.write(payload[: script.truncate])
+            self.wfile.flush()
+            time.sleep(0.05)  # the client has the headers and the first bytes
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+            return
         self.wfile.write(payload)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer

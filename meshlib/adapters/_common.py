@@ -7,9 +7,11 @@ import contextvars
 import functools
 import socket
 import time
-from typing import Any, AsyncIterator, Iterable, Iterator
+import weakref
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ReadTimeoutError
+from urllib3.response import HTTPResponse
 
 from ..core.driver import Exchange
 from ..outcome import Outcome
@@ -264,6 +266,108 @@ def release_unread(response: Any, limit: int = DRAIN_LIMIT) -> None:
     except Exception:  # a broken connection: closed rather than reused
         response.close()
     response.release_conn()
+
+
+# -- responses still being read (the attempt ends when the body does) ----------------
+
+
+End = Callable[[Any, Any], None]
+
+
+class Ending:
+    """Calls ``end(outcome, status)`` once, however many endings are reported
+    (a body read to its end, then closed, then garbage-collected)."""
+
+    __slots__ = ("end", "status")
+
+    def __init__(self, end: End, status: int) -> None:
+        self.end: End | None = end
+        self.status = status
+
+    def __call__(self, outcome: str | None) -> None:
+        end = self.end
+        if end is not None:
+            self.end = None
+            end(outcome, self.status)
+
+
+def mid_body(outcome: str) -> str:
+    """How an attempt ends whose body broke off: a timeout stays one, any
+    other failure is a reset (the answer had begun)."""
+    return outcome if outcome == Outcome.TIMEOUT else Outcome.RESET
+
+
+def _watched(cls: type) -> type:
+    """``cls`` (a urllib3 response class) reporting the end of its body to
+    the instance's ``_meshlib_end``: read to the end (``None``), broken off
+    mid-body (a reset), or closed / released by its reader (``None``).
+    A close or release inside a read (urllib3 releases the connection when
+    the body ends or breaks) is left for the read to report."""
+
+    def read(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self._meshlib_depth += 1
+        try:
+            data = cls.read(self, *args, **kwargs)
+        except Exception as exc:
+            self._meshlib_end(mid_body(classify_exception(exc)))
+            raise
+        finally:
+            self._meshlib_depth -= 1
+        if self.isclosed():
+            self._meshlib_end(None)
+        return data
+
+    def read_chunked(self: Any, *args: Any, **kwargs: Any) -> Iterator[bytes]:
+        chunks = cls.read_chunked(self, *args, **kwargs)
+        while True:
+            self._meshlib_depth += 1
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                if self.isclosed():
+                    self._meshlib_end(None)
+                return
+            except Exception as exc:
+                self._meshlib_end(mid_body(classify_exception(exc)))
+                raise
+            finally:
+                self._meshlib_depth -= 1
+            yield chunk
+
+    def release_conn(self: Any) -> None:
+        cls.release_conn(self)
+        if not self._meshlib_depth:
+            self._meshlib_end(None)
+
+    def close(self: Any) -> None:
+        cls.close(self)
+        if not self._meshlib_depth:
+            self._meshlib_end(None)
+
+    methods = {"read": read, "read_chunked": read_chunked, "release_conn": release_conn, "close": close}
+    return type(cls.__name__, (cls,), {**methods, "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+
+
+_WATCHED: dict[type, type] = {}
+
+
+def watch_urllib3(response: Any, end: End, status: int) -> bool:
+    """Have ``end(outcome, status)`` called once when the unread body of a
+    urllib3 response ends (read to the end, closed, released, broken off, or
+    the response garbage-collected); False, and nothing done, if the body
+    was read already (``preload_content``) or the response is not urllib3's."""
+    if not isinstance(response, HTTPResponse) or response.closed:
+        return False
+    cls = type(response)
+    watched = _WATCHED.get(cls)
+    if watched is None:
+        watched = _WATCHED.setdefault(cls, _watched(cls))
+    ending = Ending(end, status)
+    response._meshlib_end = ending
+    response._meshlib_depth = 0
+    response.__class__ = watched
+    weakref.finalize(response, ending, None)
+    return True
 
 
 #: Header telling the server how long the caller will wait (Envoy's name), and its value.

@@ -18,6 +18,7 @@ import asyncio
 import functools
 import ssl
 import threading
+import weakref
 from typing import Any, Callable, Generic, TypeVar
 
 try:
@@ -42,8 +43,11 @@ from ._common import (
     FAULT_HEADERS,
     TIMEOUT_HEADER,
     HttpExchange,
+    End,
+    Ending,
     OneShotExchange,
     classify_exception,
+    mid_body,
     file_body,
     judge_response,
     timeout_header,
@@ -96,6 +100,55 @@ class HttpxExchange(HttpExchange):
         except Exception:  # a broken connection: closed below
             pass
         response.close()
+
+    def defer(self, response: httpx.Response, end: End) -> bool:
+        """The client reads the body after the transport returns (at once, or
+        as you iterate with ``client.stream()``): the attempt ends with it
+        (``end`` is called once). False for an answer meshlib made itself."""
+        if hasattr(response, "_content"):
+            return False
+        ending = Ending(end, response.status_code)
+        response.stream = watched = _WatchedStream(response.stream, ending)
+        weakref.finalize(watched, ending, None)
+        return True
+
+
+class _WatchedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response body that reports its end: read to the end or closed
+    (``None``), broken off mid-body (a reset, or a timeout)."""
+
+    def __init__(self, inner: Any, ending: Ending) -> None:
+        self._inner = inner
+        self._ending = ending
+
+    def __iter__(self) -> Any:
+        try:
+            yield from self._inner
+        except Exception as exc:
+            self._ending(mid_body(classify(exc)))
+            raise
+        self._ending(None)
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._ending(None)
+
+    async def __aiter__(self) -> Any:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except Exception as exc:
+            self._ending(mid_body(classify(exc)))
+            raise
+        self._ending(None)
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._ending(None)
 
 
 class AsyncHttpxExchange(HttpxExchange):

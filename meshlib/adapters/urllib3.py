@@ -36,9 +36,11 @@ from ._common import (
     HttpExchange,
     body_exchange,
     judge_response,
+    End,
     release_unread,
     split_url,
     timeout_header,
+    watch_urllib3,
 )
 
 
@@ -55,6 +57,11 @@ class Urllib3Exchange(HttpExchange):
 
     def discard(self, response: Any) -> None:
         release_unread(response)
+
+    def defer(self, response: Any, end: End) -> bool:
+        """With ``preload_content=False`` the body is still to be read: the
+        attempt ends with it (``end`` is called once, see :func:`watch_urllib3`)."""
+        return watch_urllib3(response, end, response.status)
 
 
 
@@ -126,14 +133,7 @@ class MeshPoolManager(TLSNamePoolManager):
         if self._mesh.closed:
             raise MeshError(f"this Mesh is closed; create a new one (a request to mesh service {cluster.name!r})")
         cfg = cluster.config
-        # The caller's headers as urllib3 keeps them (repeated fields apart,
-        # names case-insensitive); their own Host stands, else the URL's authority.
-        given = kw.get("headers") or self.headers
-        if any(k.lower() == "host" for k in given):
-            headers = HTTPHeaderDict(given)
-        else:
-            headers = HTTPHeaderDict({"Host": authority.rpartition("@")[2]})
-            headers.extend(given)
+        headers = _with_host(kw.get("headers") or self.headers, authority)
         # Each attempt goes straight to the endpoint's pool (as PoolManager.urlopen
         # would after parsing the endpoint URL again); redirects are followed
         # below, through the mesh.
@@ -146,7 +146,7 @@ class MeshPoolManager(TLSNamePoolManager):
             if timeout is None:
                 timeout = self._timeouts.setdefault(cfg.connect_timeout, Timeout(connect=cfg.connect_timeout, read=None))
             attempt_kw["timeout"] = timeout
-        key = headers.get(cfg.hash_header) if cluster.hashing and cfg.hash_header else None
+        key = _header(headers, cfg.hash_header) if cluster.hashing and cfg.hash_header else None
         call = cluster.start_call(key, is_idempotent(method))
         ex: HttpExchange = EXCHANGE
         body = kw.get("body")
@@ -229,3 +229,29 @@ def _bounded(timeout: Any, connect: float, limit: float) -> Timeout:
     c = limit if not isinstance(c, (int, float)) else min(c, limit)
     r = limit if not isinstance(r, (int, float)) else min(r, limit)
     return Timeout(connect=c, read=r)
+
+
+def _with_host(given: Any, authority: str) -> Any:
+    """The caller's headers as urllib3 keeps them, with a ``Host``: theirs,
+    in any spelling, stands (the container is used as is); else the URL's
+    authority, first. An ``HTTPHeaderDict`` stays one, its repeated fields
+    apart; a plain mapping (which cannot repeat a field) stays a dict, which
+    is far cheaper to build."""
+    for name in given:
+        if name.lower() == "host":
+            return given
+    host = authority.rpartition("@")[2]
+    if isinstance(given, HTTPHeaderDict):
+        headers = HTTPHeaderDict()
+        headers["Host"] = host
+        for name, value in given.iteritems():
+            headers.add(name, value)
+        return headers
+    return {"Host": host, **given}
+
+
+def _header(headers: Any, name: str) -> str | None:
+    for k, v in headers.items():
+        if k.lower() == name:
+            return v  # type: ignore[no-any-return]
+    return None

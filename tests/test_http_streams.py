@@ -1,0 +1,170 @@
+"""A response whose body is still to be read ends its attempt when the body
+ends: the adapters' ``defer(response, end)`` calls ``end(outcome, status)``
+exactly once — read to the end or closed (``None``), broken off mid-body
+(``"reset"``), or the response garbage-collected. Against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+import requests
+import urllib3
+
+from meshlib import Mesh
+from meshlib.adapters import httpx as httpx_adapter
+from meshlib.adapters import requests as requests_adapter
+from meshlib.adapters import urllib3 as urllib3_adapter
+
+from .http_recorder import Recorder
+
+URL = "http://inventory/stream"
+
+
+@pytest.fixture
+def rec() -> Iterator[Recorder]:
+    r = Recorder()
+    r.script.body_size = 50_000
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def mesh(rec: Recorder) -> Iterator[Mesh]:
+    with Mesh(config={"services": {"inventory": {"endpoints": rec.address}}}) as m:
+        yield m
+
+
+class Ends(list):
+    def __call__(self, outcome: str | None, status: int) -> None:
+        self.append((outcome, status))
+
+
+# -- how each client opens a response whose body is unread, and reads it -----------------
+
+
+def open_requests(mesh: Mesh, ends: Ends) -> Any:
+    r = mesh.requests_session().get(URL, stream=True)
+    assert requests_adapter.EXCHANGE.defer(r, ends)
+    return r
+
+
+def open_urllib3(mesh: Mesh, ends: Ends) -> Any:
+    r = mesh.urllib3_pool().request("GET", URL, preload_content=False)
+    assert urllib3_adapter.EXCHANGE.defer(r, ends)
+    return r
+
+
+def open_httpx(mesh: Mesh, ends: Ends) -> Any:
+    # as the driver sees it: the transport's response, before the client reads it
+    client = mesh.httpx_client()
+    r = client._transport.handle_request(client.build_request("GET", URL))
+    assert httpx_adapter.EXCHANGE.defer(r, ends)
+    return r
+
+
+READ: dict[str, Callable[[Any], Any]] = {
+    "requests": lambda r: r.content,
+    "urllib3": lambda r: r.read(),
+    "httpx": lambda r: r.read(),
+}
+READ_SOME: dict[str, Callable[[Any], Any]] = {
+    "requests": lambda r: next(r.iter_content(100)),
+    "urllib3": lambda r: r.read(100),
+    "httpx": lambda r: next(r.iter_raw(100)),
+}
+CLOSE: dict[str, Callable[[Any], Any]] = {
+    "requests": lambda r: r.close(),
+    "urllib3": lambda r: r.release_conn(),
+    "httpx": lambda r: r.close(),
+}
+OPEN = {"requests": open_requests, "urllib3": open_urllib3, "httpx": open_httpx}
+clients = pytest.mark.parametrize("client", list(OPEN))
+
+
+@clients
+@pytest.mark.parametrize("chunked", [False, True])
+def test_the_attempt_ends_when_the_body_is_read_to_its_end(rec, mesh, client, chunked):
+    rec.script.chunked = chunked
+    ends = Ends()
+    r = OPEN[client](mesh, ends)
+    assert ends == []  # headers are in, the body is not
+    if client == "urllib3" and chunked:
+        assert b"".join(r.stream(1000)) == b"r" * 50_000  # urllib3's read_chunked
+    else:
+        assert READ[client](r) == b"r" * 50_000
+    assert ends == [(None, 200)]
+    CLOSE[client](r)
+    del r
+    gc.collect()
+    assert ends == [(None, 200)]  # once
+
+
+@clients
+def test_the_attempt_ends_when_the_reader_closes_the_body_early(rec, mesh, client):
+    ends = Ends()
+    r = OPEN[client](mesh, ends)
+    READ_SOME[client](r)
+    assert ends == []
+    CLOSE[client](r)
+    assert ends == [(None, 200)]
+
+
+@clients
+def test_a_body_broken_off_midway_ends_the_attempt_as_a_reset(rec, mesh, client):
+    rec.script.truncate = 1000
+    ends = Ends()
+    r = OPEN[client](mesh, ends)
+    with pytest.raises((requests.RequestException, urllib3.exceptions.HTTPError, httpx.HTTPError)):
+        READ[client](r)
+    assert ends == [("reset", 200)]
+    CLOSE[client](r)
+    assert ends == [("reset", 200)]
+
+
+@clients
+def test_a_response_dropped_unread_ends_the_attempt_when_collected(rec, mesh, client):
+    ends = Ends()
+    r = OPEN[client](mesh, ends)
+    assert ends == []
+    del r
+    gc.collect()
+    assert ends == [(None, 200)]
+
+
+def test_bodies_read_before_the_adapter_returns_are_not_deferred(rec, mesh):
+    ends = Ends()
+    r = mesh.urllib3_pool().request("GET", URL)  # preload_content=True
+    assert not urllib3_adapter.EXCHANGE.defer(r, ends)
+    s = mesh.requests_session()
+    r2 = s.get(URL)
+    assert not requests_adapter.EXCHANGE.defer(r2, ends)
+    assert not httpx_adapter.EXCHANGE.defer(httpx.Response(200, content=b"made here"), ends)
+    assert ends == []
+
+
+def test_httpx_async_streams_end_their_attempt(rec, mesh):
+    async def main() -> list[Ends]:
+        out = []
+        async with mesh.httpx_async_client() as client:
+            for how in ("read", "close", "broken"):
+                rec.script.truncate = 1000 if how == "broken" else None
+                ends = Ends()
+                r = await client._transport.handle_async_request(client.build_request("GET", URL))
+                assert httpx_adapter.ASYNC_EXCHANGE.defer(r, ends)
+                assert ends == []
+                if how == "read":
+                    assert await r.aread() == b"r" * 50_000
+                elif how == "close":
+                    await r.aclose()
+                else:
+                    with pytest.raises(httpx.HTTPError):
+                        await r.aread()
+                await r.aclose()
+                out.append(ends)
+        return out
+
+    assert asyncio.run(main()) == [[(None, 200)], [(None, 200)], [("reset", 200)]]
