@@ -42,14 +42,14 @@ from ._common import (
     FAULT_BODY,
     FAULT_HEADERS,
     TIMEOUT_HEADER,
-    HttpExchange,
     End,
     Ending,
+    HttpExchange,
     OneShotExchange,
     classify_exception,
-    mid_body,
     file_body,
     judge_response,
+    mid_body,
     timeout_header,
 )
 

@@ -24,21 +24,20 @@ from ..core.services import Services
 from ._common import (
     FAULT_BODY,
     FAULT_HEADERS,
+    PLAIN_BODIES,
     TIMEOUT_HEADER,
     TLS_NAME,
-    PLAIN_BODIES,
-    HttpExchange,
-    endpoint_url,
-    body_exchange,
-    judge_response,
     End,
+    HttpExchange,
+    body_exchange,
+    endpoint_url,
+    judge_response,
     release_unread,
     split_url,
     timeout_header,
     watch_urllib3,
 )
 from .urllib3 import TLSNamePoolManager
-
 
 
 class RequestsExchange(HttpExchange):
