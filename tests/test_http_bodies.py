@@ -341,3 +341,32 @@ def test_a_discarded_response_too_long_to_drain_closes_its_connection(recorders)
             r.content
         assert time.monotonic() - started < 5
     assert rec.connections == 2
+
+
+# -- the invariant, over any chunking and any run of answers -----------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@given(
+    chunks=st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=6),
+    failures=st.integers(0, 3),
+    one_shot=st.booleans(),
+    client=st.sampled_from(list(SYNC)),
+)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_server_gets_each_attempt_whole_and_one_shot_bodies_once(recorders, chunks, failures, one_shot, client):
+    (rec,) = recorders(1)
+    rec.script.statuses = [503] * failures
+    data = b"".join(chunks)
+    body = (c for c in chunks) if one_shot else io.BytesIO(data)
+    with mesh_for(rec.address, retry_on="5xx", num_retries=2, retry_backoff_base="1ms") as mesh:
+        status = SYNC[client](mesh)("http://inventory/put", body)
+        stats = svc(mesh)
+    seen = rec.hashes()
+    assert set(seen) == {sha(data)}  # never a partial or an empty resend
+    attempts = 1 if one_shot else 1 + min(failures, 2)
+    assert len(seen) == attempts
+    assert status == (503 if failures >= attempts else 200)
+    assert stats["retries"] == attempts - 1
+    assert stats["retries_skipped_body"] == (1 if one_shot and failures else 0)

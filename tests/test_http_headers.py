@@ -153,3 +153,43 @@ def test_a_decorated_function_of_a_closed_mesh_raises(rec):
     with pytest.raises(MeshError, match="this Mesh is closed"):
         ping()
     assert len(rec.seen) == 1
+
+
+# -- invariants of the urllib3 header container ------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from meshlib.adapters.urllib3 import _with_host  # noqa: E402
+
+_names = st.sampled_from(["Host", "host", "HOST", "X-Tag", "x-tag", "Accept", "Content-Type", "X-Trace"])
+_values = st.text(alphabet="abc ,;=/", min_size=0, max_size=6)
+
+
+@given(st.lists(st.tuples(_names, _values), max_size=8), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_one_host_and_every_other_field_kept_in_order(fields, as_header_dict):
+    if as_header_dict:
+        given_headers: Any = HTTPHeaderDict()
+        for k, v in fields:
+            given_headers.add(k, v)
+    else:
+        given_headers = dict(fields)
+    out = _with_host(given_headers, "user@inventory:8080")
+    lines = list(out.items()) if not isinstance(out, HTTPHeaderDict) else list(out.iteritems())
+    hosts = [v for k, v in lines if k.lower() == "host"]
+    theirs = [v for k, v in (fields if as_header_dict else given_headers.items()) if k.lower() == "host"]
+    # the caller's Host lines stand as given; without any, exactly one: the URL's authority, first
+    assert hosts == (theirs or ["inventory:8080"])
+    if not theirs:
+        assert lines[0] == ("Host", "inventory:8080")
+    def by_name(pairs: Any) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for k, v in pairs:
+            if k.lower() != "host":
+                out.setdefault(k.lower(), []).append(v)
+        return out
+
+    # repeated fields apart, each name's values in order and untouched (an
+    # HTTPHeaderDict groups a name's values, as urllib3 sends them)
+    assert by_name(lines) == by_name(fields if as_header_dict else given_headers.items())
+    assert isinstance(out, HTTPHeaderDict) == as_header_dict
