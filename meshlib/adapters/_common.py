@@ -7,7 +7,6 @@ import contextvars
 import functools
 import socket
 import time
-import weakref
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ReadTimeoutError
@@ -300,7 +299,8 @@ def mid_body(outcome: str) -> str:
 def _watched(cls: type) -> type:
     """``cls`` (a urllib3 response class) reporting the end of its body to
     the instance's ``_meshlib_end``: read to the end (``None``), broken off
-    mid-body (a reset), or closed / released by its reader (``None``).
+    mid-body (a reset), or closed / released by its reader or, once
+    collected, by ``io.IOBase``'s finaliser (``None``).
     A close or release inside a read (urllib3 releases the connection when
     the body ends or breaks) is left for the read to report."""
 
@@ -366,7 +366,7 @@ def watch_urllib3(response: Any, end: End, status: int) -> bool:
     response._meshlib_end = ending
     response._meshlib_depth = 0
     response.__class__ = watched
-    weakref.finalize(response, ending, None)
+    # Collected unread: io.IOBase's finaliser closes it, which reports the end.
     return True
 
 

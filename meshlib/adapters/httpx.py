@@ -18,7 +18,6 @@ import asyncio
 import functools
 import ssl
 import threading
-import weakref
 from typing import Any, Callable, Generic, TypeVar
 
 try:
@@ -107,19 +106,20 @@ class HttpxExchange(HttpExchange):
         (``end`` is called once). False for an answer meshlib made itself."""
         if hasattr(response, "_content"):
             return False
-        ending = Ending(end, response.status_code)
-        response.stream = watched = _WatchedStream(response.stream, ending)
-        weakref.finalize(watched, ending, None)
+        response.stream = _WatchedStream(response.stream, Ending(end, response.status_code))
         return True
 
 
 class _WatchedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
-    """A response body that reports its end: read to the end or closed
-    (``None``), broken off mid-body (a reset, or a timeout)."""
+    """A response body that reports its end: read to the end, closed or
+    collected (``None``), broken off mid-body (a reset, or a timeout)."""
 
     def __init__(self, inner: Any, ending: Ending) -> None:
         self._inner = inner
         self._ending = ending
+
+    def __del__(self) -> None:
+        self._ending(None)
 
     def __iter__(self) -> Any:
         try:
