@@ -12,9 +12,10 @@ import platform
 import sys
 import time
 
-from . import failure, grpc_overhead, overhead, pick, registry
+from . import failure, grpc_overhead, overhead, own_cost, pick, registry
 
 BENCHMARKS = {
+    "own_cost": own_cost.run,
     "overhead": overhead.run,
     "pick": pick.run,
     "failure": failure.run,

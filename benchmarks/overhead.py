@@ -21,7 +21,7 @@ than a fifth of what the Envoy hop adds.
 meshlib's adapters also skip work the raw clients do on every request (parsing
 the URL again and rebuilding urllib3's pool key), so the end-to-end figure is
 net of that saving. To show what the resilience stack costs on its own, a
-second measurement times meshlib's per-call decisions alone (``_driver.run``
+second measurement times meshlib's per-call decisions alone (``core.driver.run``
 with the default stack and a send that returns a canned response: admission,
 deadline, budget deposit, pick, thresholds, host and outlier bookkeeping),
 each call timed between two real urllib3 calls so that caches are as cold as

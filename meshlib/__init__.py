@@ -16,7 +16,7 @@ import threading
 from typing import Any, Callable, TypeVar
 
 from .clock import ManualClock
-from .core.cluster import hash_key
+from .core.call import hash_key
 from .config import MeshConfig, ServiceConfig
 from .endpoint import Endpoint, EndpointSnapshot
 from .errors import (

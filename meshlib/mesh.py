@@ -13,8 +13,9 @@ from ._background import PeriodicWorker
 from .clock import SYSTEM_CLOCK, Clock
 from .core.cluster import Cluster
 from .config import MeshConfig, ServiceConfig, canonical_service, load_config
-from .discovery import DnsResolver, FileResolver, Resolver, StaticResolver
+from .discovery import Resolver
 from .discovery.dns import Lookup, system_lookup
+from .discovery.schemes import make_resolvers
 from .discovery.filter import filter_snapshot
 from .endpoint import Endpoint, EndpointSnapshot
 from .errors import MeshError, UnknownServiceError
@@ -99,25 +100,7 @@ class Mesh:
     # -- discovery ---------------------------------------------------------------
 
     def _make_resolvers(self, dns_lookup: Lookup) -> list[Resolver]:
-        cfg = self.config
-        static = {name: svc.endpoints for name, svc in cfg.services.items() if svc.endpoints is not None}
-        resolvers: list[Resolver] = []
-        if static:
-            resolvers.append(StaticResolver(static))
-        if cfg.discovery.startswith("file://"):
-            resolvers.append(FileResolver(cfg.discovery[len("file://") :], cfg.file_poll_interval))
-        elif cfg.discovery == "dns":
-            targets = {
-                name: (svc.dns_name or name, svc.port, svc.dns_refresh_interval)
-                for name, svc in cfg.services.items()
-                if svc.endpoints is None
-            }
-            resolvers.append(DnsResolver(targets, lookup=dns_lookup, now=self.clock.monotonic))
-        elif cfg.discovery.startswith(("consul://", "etcd://")):
-            from .discovery.registries import registry_resolver  # imported only when used (grpc, py-consul)
-
-            resolvers.append(registry_resolver(cfg, exclude=frozenset(static), now=self.clock.monotonic))
-        return resolvers
+        return make_resolvers(self.config, dns_lookup=dns_lookup, now=self.clock.monotonic)
 
     def _ensure_cluster(self, name: str) -> Cluster:
         with self._lock:
@@ -181,7 +164,7 @@ class Mesh:
         """The cluster for service ``name``; raises UnknownServiceError."""
         if self._closed:
             raise MeshError("this Mesh is closed; create a new one")
-        cluster = self.lookup(name)
+        cluster = self._by_host.get(name) or self.lookup(name)
         if cluster is None:
             raise UnknownServiceError(name, list(self._clusters))
         return cluster
@@ -315,7 +298,7 @@ class Mesh:
 
     def grpc_aio_channel(self, name: str, **options: Any) -> "grpc.aio.Channel":
         """The ``grpc.aio`` counterpart of :meth:`grpc_channel`, used on the caller's event loop."""
-        from .adapters.grpc_aio import aio_channel
+        from .adapters.grpc import aio_channel
 
         return aio_channel(self, name, **options)
 
@@ -325,7 +308,7 @@ class Mesh:
         with ``aio=True``): ``name``'s retries and budget, breakers, deadlines,
         trace headers and statistics, without meshlib's balancing."""
         if aio:
-            from .adapters.grpc_aio import aio_interceptors
+            from .adapters.grpc import aio_interceptors
 
             return aio_interceptors(self, name)
         from .adapters.grpc import interceptors

@@ -1,15 +1,19 @@
 """How an attempt ended: the vocabulary every policy, observer and adapter shares.
 
 :class:`Outcome` names the kinds of ending in Envoy's outlier-detection terms;
-:class:`AttemptResult` is the verdict the retry policy reads; adapters produce
-both at their boundary.
+:class:`AttemptResult` is the verdict the retry policy reads (adapters produce
+both at their boundary); :class:`AttemptRecord` is the one record of a
+finished attempt that the cluster hands to its observers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
-__all__ = ["Outcome", "AttemptResult"]
+from .endpoint import Endpoint
+
+__all__ = ["Outcome", "AttemptResult", "AttemptRecord"]
 
 
 class Outcome:
@@ -48,3 +52,42 @@ class AttemptResult:
     status: int | None = None
     grpc_status: str | None = None
     retry_after: float | None = None
+
+
+class AttemptRecord(NamedTuple):
+    """One finished attempt, as every observer sees it (immutable).
+
+    Times are the cluster clock's ``perf_counter`` readings: ``started`` when
+    the attempt went out, ``first_byte`` when its answer began (response
+    headers, the first message; the end, for an attempt that failed before
+    any answer), ``ended`` when the answer was over (a streamed body fully
+    read, closed or dropped). ``retry`` / ``hedge`` say whether the attempt
+    was a retry or a hedge of the call; ``attempt`` is its number in the call
+    (1 for the first); ``bytes`` the response body size where known.
+    """
+
+    endpoint: Endpoint
+    started: float
+    first_byte: float
+    ended: float
+    outcome: str
+    status: int | None = None
+    grpc_status: str | None = None
+    attempt: int = 1
+    retry: bool = False
+    hedge: bool = False
+    bytes: int | None = None
+
+    @property
+    def latency(self) -> float:
+        """Time to first byte: what the load metric (EWMA) sees."""
+        return self.first_byte - self.started
+
+    @property
+    def duration(self) -> float:
+        """The attempt's whole time, streamed body included."""
+        return self.ended - self.started
+
+    @property
+    def success(self) -> bool:
+        return self.outcome == Outcome.SUCCESS

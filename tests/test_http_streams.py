@@ -1,5 +1,5 @@
 """A response whose body is still to be read ends its attempt when the body
-ends: the adapters' ``defer(response, end)`` calls ``end(outcome, status)``
+ends: the adapters' ``defer(response, end)`` calls ``end(outcome)``
 exactly once — read to the end or closed (``None``), broken off mid-body
 (``"reset"``), or the response garbage-collected. Against a real server."""
 
@@ -39,8 +39,10 @@ def mesh(rec: Recorder) -> Iterator[Mesh]:
 
 
 class Ends(list):
-    def __call__(self, outcome: str | None, status: int) -> None:
-        self.append((outcome, status))
+    """An ``end`` as the driver hands one out: ``end(outcome=None, nbytes=None)``."""
+
+    def __call__(self, outcome: str | None = None, nbytes: int | None = None) -> None:
+        self.append(outcome)
 
 
 # -- how each client opens a response whose body is unread, and reads it -----------------
@@ -96,11 +98,11 @@ def test_the_attempt_ends_when_the_body_is_read_to_its_end(rec, mesh, client, ch
         assert b"".join(r.stream(1000)) == b"r" * 50_000  # urllib3's read_chunked
     else:
         assert READ[client](r) == b"r" * 50_000
-    assert ends == [(None, 200)]
+    assert ends == [None]
     CLOSE[client](r)
     del r
     gc.collect()
-    assert ends == [(None, 200)]  # once
+    assert ends == [None]  # once
 
 
 @clients
@@ -110,7 +112,7 @@ def test_the_attempt_ends_when_the_reader_closes_the_body_early(rec, mesh, clien
     READ_SOME[client](r)
     assert ends == []
     CLOSE[client](r)
-    assert ends == [(None, 200)]
+    assert ends == [None]
 
 
 @clients
@@ -120,9 +122,9 @@ def test_a_body_broken_off_midway_ends_the_attempt_as_a_reset(rec, mesh, client)
     r = OPEN[client](mesh, ends)
     with pytest.raises((requests.RequestException, urllib3.exceptions.HTTPError, httpx.HTTPError)):
         READ[client](r)
-    assert ends == [("reset", 200)]
+    assert ends == ["reset"]
     CLOSE[client](r)
-    assert ends == [("reset", 200)]
+    assert ends == ["reset"]
 
 
 @clients
@@ -132,7 +134,7 @@ def test_a_response_dropped_unread_ends_the_attempt_when_collected(rec, mesh, cl
     assert ends == []
     del r
     gc.collect()
-    assert ends == [(None, 200)]
+    assert ends == [None]
 
 
 def test_bodies_read_before_the_adapter_returns_are_not_deferred(rec, mesh):
@@ -167,4 +169,64 @@ def test_httpx_async_streams_end_their_attempt(rec, mesh):
                 out.append(ends)
         return out
 
-    assert asyncio.run(main()) == [[(None, 200)], [(None, 200)], [("reset", 200)]]
+    assert asyncio.run(main()) == [[None], [None], ["reset"]]
+
+
+# -- end to end: through the driver, a streamed attempt is in flight until its body ends ---------
+
+
+def _endpoint(mesh: Mesh) -> dict[str, Any]:
+    return mesh.stats()["services"]["inventory"]["endpoints"][0]
+
+
+STREAM_OPEN: dict[str, Callable[[Mesh], Any]] = {
+    "requests": lambda mesh: mesh.requests_session().get(URL, stream=True),
+    "urllib3": lambda mesh: mesh.urllib3_pool().request("GET", URL, preload_content=False),
+    "httpx": lambda mesh: mesh.httpx_client().send(mesh.httpx_client().build_request("GET", URL), stream=True),
+}
+
+
+@clients
+def test_a_streamed_answer_holds_its_endpoint_until_the_body_is_read(rec, mesh, client):
+    r = STREAM_OPEN[client](mesh)
+    assert _endpoint(mesh)["active"] == 1  # headers are in; the body is still coming
+    chunks = r.stream(100) if client == "urllib3" else r.iter_content(100) if client == "requests" else r.iter_bytes(100)
+    next(chunks)
+    assert _endpoint(mesh)["active"] == 1
+    for _ in chunks:
+        pass
+    CLOSE[client](r)
+    ep = _endpoint(mesh)
+    assert ep["active"] == 0 and ep["successes"] == 1 and ep["failures"] == 0
+
+
+@clients
+def test_a_stream_broken_mid_body_is_a_failure_of_its_endpoint(rec, mesh, client):
+    rec.script.truncate = 1000
+    r = STREAM_OPEN[client](mesh)
+    assert _endpoint(mesh)["active"] == 1
+    with pytest.raises((requests.RequestException, urllib3.exceptions.HTTPError, httpx.HTTPError)):
+        READ[client](r)
+    ep = _endpoint(mesh)
+    assert ep["active"] == 0 and ep["failures"] == 1
+
+
+def test_plain_calls_end_their_attempt_before_returning(rec, mesh):
+    assert mesh.requests_session().get(URL).content == b"r" * 50_000
+    assert mesh.urllib3_pool().request("GET", URL).data == b"r" * 50_000
+    assert mesh.httpx_client().get(URL).content == b"r" * 50_000
+    ep = _endpoint(mesh)
+    assert ep["active"] == 0 and ep["successes"] == 3
+
+
+def test_an_async_stream_holds_its_endpoint_until_closed(rec, mesh):
+    async def main() -> list[int]:
+        seen = []
+        async with mesh.httpx_async_client() as client:
+            async with client.stream("GET", URL) as r:
+                seen.append(_endpoint(mesh)["active"])
+                await r.aread()
+            seen.append(_endpoint(mesh)["active"])
+        return seen
+
+    assert asyncio.run(main()) == [1, 0]

@@ -23,7 +23,8 @@ from meshlib.resilience.budget import (
     RatioRetryBudget,
     RetryBudget,
 )
-from meshlib.outcome import AttemptResult, RetryPolicy
+from meshlib.outcome import AttemptResult
+from meshlib.resilience.retry import RetryPolicy
 
 # ManualClock starts at 1000 s, a whole number of 10 s / 16 = 0.625 s slices.
 START = 1000.0

@@ -12,7 +12,8 @@ from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ReadTimeoutError
 from urllib3.response import HTTPResponse
 
-from ..core.driver import Exchange
+from ..core.call import Call
+from ..core.exchange import End, Exchange
 from ..outcome import Outcome
 from ..resilience.backoff import parse_retry_after
 from ..resilience.deadline import ENVOY_TIMEOUT_HEADER, encode_envoy_timeout
@@ -144,6 +145,9 @@ class BodyExchange(HttpExchange):
     def discard(self, result: Any) -> None:
         self.base.discard(result)
 
+    def defer(self, result: Any, end: End) -> bool:
+        return self.base.defer(result, end)
+
     def attempt_body(self) -> Any:
         return self.body
 
@@ -167,9 +171,7 @@ class SeekingExchange(BodyExchange):
 class OneShotExchange(BodyExchange):
     """A body that can be read once. Each attempt sends it through a wrapper
     that notes when sending began; from then on it is never resent. The call
-    does not hedge (hedges would share it)."""
-
-    replayable = False
+    does not hedge (see :func:`body_exchange`)."""
 
     def __init__(self, base: HttpExchange, body: Any) -> None:
         super().__init__(base, body)
@@ -219,14 +221,22 @@ def read_blocks(body: Any, size: int = 65536) -> Iterator[bytes]:
         yield block.encode("utf-8") if isinstance(block, str) else block
 
 
-def file_body(base: HttpExchange, body: Any, hedging: bool) -> tuple[HttpExchange, Any]:
+def one_shot(base: HttpExchange, body: Any, call: Call) -> OneShotExchange:
+    """The exchange for a body that can be sent once; the call does not hedge,
+    since its hedges would share the body (and a hedge may start before the
+    first attempt has begun to read it)."""
+    call.hedging = False
+    return OneShotExchange(base, body)
+
+
+def file_body(base: HttpExchange, body: Any, call: Call) -> tuple[HttpExchange, Any]:
     """The exchange and the body to send for a file-like body: rewound for each
     attempt if it can seek (read into memory once if the call hedges, as its
     attempts run at once), else sent once, in blocks."""
     position = start_position(body)
     if position is None:
-        return OneShotExchange(base, read_blocks(body)), None
-    if hedging:
+        return one_shot(base, read_blocks(body), call), None
+    if call.hedging:
         return base, b"".join(read_blocks(body))
     return SeekingExchange(base, body, position), body
 
@@ -235,12 +245,12 @@ def file_body(base: HttpExchange, body: Any, hedging: bool) -> tuple[HttpExchang
 PLAIN_BODIES = (bytes, str, bytearray, memoryview)
 
 
-def body_exchange(base: HttpExchange, body: Any, hedging: bool) -> tuple[HttpExchange, Any]:
+def body_exchange(base: HttpExchange, body: Any, call: Call) -> tuple[HttpExchange, Any]:
     """The exchange and the body to send for a body that is not plain bytes
     (for those, ``base`` serves the call as it is: nothing is made)."""
     if hasattr(body, "read"):
-        return file_body(base, body, hedging)
-    return OneShotExchange(base, body), None
+        return file_body(base, body, call)
+    return one_shot(base, body, call), None
 
 
 #: How much of a discarded (retried) response's body is read so that its
@@ -270,24 +280,20 @@ def release_unread(response: Any, limit: int = DRAIN_LIMIT) -> None:
 # -- responses still being read (the attempt ends when the body does) ----------------
 
 
-End = Callable[[Any, Any], None]
-
-
 class Ending:
-    """Calls ``end(outcome, status)`` once, however many endings are reported
-    (a body read to its end, then closed, then garbage-collected)."""
+    """Calls the driver's ``end(outcome)`` once, however many endings are
+    reported (a body read to its end, then closed, then garbage-collected)."""
 
-    __slots__ = ("end", "status")
+    __slots__ = ("end",)
 
-    def __init__(self, end: End, status: int) -> None:
+    def __init__(self, end: End) -> None:
         self.end: End | None = end
-        self.status = status
 
     def __call__(self, outcome: str | None) -> None:
         end = self.end
         if end is not None:
             self.end = None
-            end(outcome, self.status)
+            end(outcome)
 
 
 def mid_body(outcome: str) -> str:
@@ -351,8 +357,8 @@ def _watched(cls: type) -> type:
 _WATCHED: dict[type, type] = {}
 
 
-def watch_urllib3(response: Any, end: End, status: int) -> bool:
-    """Have ``end(outcome, status)`` called once when the unread body of a
+def watch_urllib3(response: Any, end: End) -> bool:
+    """Have ``end(outcome)`` called once when the unread body of a
     urllib3 response ends (read to the end, closed, released, broken off, or
     the response garbage-collected); False, and nothing done, if the body
     was read already (``preload_content``) or the response is not urllib3's."""
@@ -362,7 +368,7 @@ def watch_urllib3(response: Any, end: End, status: int) -> bool:
     watched = _WATCHED.get(cls)
     if watched is None:
         watched = _WATCHED.setdefault(cls, _watched(cls))
-    ending = Ending(end, status)
+    ending = Ending(end)
     response._meshlib_end = ending
     response._meshlib_depth = 0
     response.__class__ = watched

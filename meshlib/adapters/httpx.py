@@ -23,12 +23,12 @@ from typing import Any, Callable, Generic, TypeVar
 try:
     import httpx
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
-    raise ModuleNotFoundError("mesh.httpx_client() needs httpx: pip install 'meshlib[httpx]'") from exc
+    raise ModuleNotFoundError("mesh.httpx_client() and mesh.httpx_async_client() need httpx: pip install 'meshlib-client[httpx]'") from exc
 
 from httpx._multipart import MultipartStream
 
 from ..core.driver import run, run_async
-from ..core.cluster import Call
+from ..core.call import Call
 from ..endpoint import Endpoint
 from ..errors import MeshError
 from ..outcome import Outcome
@@ -49,6 +49,7 @@ from ._common import (
     file_body,
     judge_response,
     mid_body,
+    one_shot,
     timeout_header,
 )
 
@@ -106,7 +107,7 @@ class HttpxExchange(HttpExchange):
         (``end`` is called once). False for an answer meshlib made itself."""
         if hasattr(response, "_content"):
             return False
-        response.stream = _WatchedStream(response.stream, Ending(end, response.status_code))
+        response.stream = _WatchedStream(response.stream, Ending(end))
         return True
 
 
@@ -192,7 +193,7 @@ class _OneShotStream(httpx.SyncByteStream, httpx.AsyncByteStream):
         return self._ex.attempt_body_async()
 
 
-def _body(request: httpx.Request, hedging: bool, base: HttpExchange) -> tuple[HttpExchange, Any]:
+def _body(request: httpx.Request, call: Call, base: HttpExchange) -> tuple[HttpExchange, Any]:
     """The exchange for a call, and the stream its attempts send: the
     module's exchange and the request's stream for bytes and multipart forms
     (which rewind their files themselves); a rewinding exchange for a file
@@ -202,13 +203,13 @@ def _body(request: httpx.Request, hedging: bool, base: HttpExchange) -> tuple[Ht
         return base, stream
     source = getattr(stream, "_stream", None)  # what IteratorByteStream reads
     if isinstance(stream, httpx.SyncByteStream) and hasattr(source, "read"):
-        ex, body = file_body(base, source, hedging)
+        ex, body = file_body(base, source, call)
         if ex is base:
             return ex, httpx.ByteStream(body)
         if isinstance(ex, OneShotExchange):
             return ex, _OneShotStream(ex)
         return ex, stream
-    ex = OneShotExchange(base, stream)
+    ex = one_shot(base, stream, call)
     return ex, _OneShotStream(ex)
 
 
@@ -310,7 +311,7 @@ class MeshTransport(httpx.BaseTransport):
         if call is None:
             return self._pools.default.handle_request(request)
         inner = self._pools.for_request(request, call.cluster.name)
-        ex, stream = _body(request, call.hedging, EXCHANGE)
+        ex, stream = _body(request, call, EXCHANGE)
 
         def send(ep: Endpoint, limit: float | None) -> httpx.Response:
             return _restore(inner.handle_request(_pointed(request, ep, limit, stream)), request)
@@ -332,7 +333,7 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         if call is None:
             return await self._pools.default.handle_async_request(request)
         inner = self._pools.for_request(request, call.cluster.name)
-        ex, stream = _body(request, call.hedging, ASYNC_EXCHANGE)
+        ex, stream = _body(request, call, ASYNC_EXCHANGE)
 
         async def send(ep: Endpoint, limit: float | None) -> httpx.Response:
             drain = getattr(request, "_meshlib_drain", None)

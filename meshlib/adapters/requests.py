@@ -56,7 +56,7 @@ class RequestsExchange(HttpExchange):
         ``stream=True``): the attempt ends with it (``end`` is called once)."""
         if getattr(response, "_content_consumed", False):
             return False
-        return watch_urllib3(response.raw, end, response.status_code)
+        return watch_urllib3(response.raw, end)
 
 
 EXCHANGE = RequestsExchange()
@@ -173,7 +173,7 @@ class MeshAdapter(HTTPAdapter):
         body = request.body
         ex: HttpExchange = EXCHANGE
         if body is not None and not isinstance(body, PLAIN_BODIES):
-            ex, body = body_exchange(EXCHANGE, body, call.hedging)
+            ex, body = body_exchange(EXCHANGE, body, call)
         send_base = super().send
 
         def send(ep: Endpoint, limit: float | None) -> requests.Response:

@@ -61,7 +61,7 @@ class Urllib3Exchange(HttpExchange):
     def defer(self, response: Any, end: End) -> bool:
         """With ``preload_content=False`` the body is still to be read: the
         attempt ends with it (``end`` is called once, see :func:`watch_urllib3`)."""
-        return watch_urllib3(response, end, response.status)
+        return watch_urllib3(response, end)
 
 
 
@@ -151,7 +151,7 @@ class MeshPoolManager(TLSNamePoolManager):
         ex: HttpExchange = EXCHANGE
         body = kw.get("body")
         if body is not None and not isinstance(body, PLAIN_BODIES):
-            ex, body = body_exchange(EXCHANGE, body, call.hedging)
+            ex, body = body_exchange(EXCHANGE, body, call)
             if ex is EXCHANGE:  # a file read once for a hedged call, still sent chunked
                 attempt_kw["body"] = (body,)
         target = _request_target(rest)

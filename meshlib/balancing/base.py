@@ -8,12 +8,12 @@ request's hash (``None`` when the call has no hash key) and returns a Host.
 from __future__ import annotations
 
 import random
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence, Sized
 
 from ..clock import Clock
-from ..config import ServiceConfig
 from ..endpoint import Endpoint
 from ..errors import NoHealthyEndpointsError
+from .settings import LbSettings
 
 __all__ = ["Host", "Picker", "PolicyBuilder", "EmptyPicker", "cumulative"]
 
@@ -24,8 +24,9 @@ class Host(Protocol):
 
     endpoint: Endpoint
     key: tuple[str, int]
-    #: Attempts in flight on this host now.
-    active: int
+    #: The attempts in flight on this host now (``len(host.inflight)``; one
+    #: C call, no property in the way, as pickers read it on every pick).
+    inflight: Sized
 
     def ewma(self, now: float | None = None) -> float:
         """The host's peak-EWMA latency in seconds, decayed to ``now``."""
@@ -36,8 +37,8 @@ class Picker(Protocol):
     def pick(self, hash_value: int | None) -> Host: ...
 
 
-#: ``build(hosts, config, rng, clock) -> Picker``; ``hosts`` is never empty.
-PolicyBuilder = Callable[[Sequence[Host], ServiceConfig, random.Random, Clock], Picker]
+#: ``build(hosts, settings, rng, clock) -> Picker``; ``hosts`` is never empty.
+PolicyBuilder = Callable[[Sequence[Host], LbSettings, random.Random, Clock], Picker]
 
 
 class EmptyPicker:

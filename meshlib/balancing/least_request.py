@@ -15,8 +15,8 @@ from bisect import bisect_right
 from typing import Sequence
 
 from ..clock import Clock
-from ..config import ServiceConfig
 from .base import Host, cumulative
+from .settings import LbSettings
 
 
 class LeastRequestPicker:
@@ -35,7 +35,7 @@ class LeastRequestPicker:
             return best
         for _ in range(self._k - 1):
             other = hosts[int(rand() * n)]
-            if other.active < best.active:
+            if len(other.inflight) < len(best.inflight):
                 best = other
         return best
 
@@ -57,11 +57,11 @@ class WeightedLeastRequestPicker:
     def pick(self, hash_value: int | None) -> Host:
         bias = self._bias
         best = self._draw()
-        best_active = best.active
+        best_active = len(best.inflight)
         best_score = best.endpoint.weight / (best_active + 1) ** bias
         for _ in range(self._k - 1):
             other = self._draw()
-            active = other.active
+            active = len(other.inflight)
             if active == best_active:
                 continue  # idle tie: keep the weight-proportional first draw
             score = other.endpoint.weight / (active + 1) ** bias
@@ -70,7 +70,7 @@ class WeightedLeastRequestPicker:
         return best
 
 
-def build(hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random, clock: Clock) -> LeastRequestPicker | WeightedLeastRequestPicker:
+def build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock) -> LeastRequestPicker | WeightedLeastRequestPicker:
     if len({h.endpoint.weight for h in hosts}) == 1:
         return LeastRequestPicker(hosts, rng, cfg.choice_count)
     return WeightedLeastRequestPicker(hosts, rng, cfg.choice_count, cfg.active_request_bias)

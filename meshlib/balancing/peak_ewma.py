@@ -14,8 +14,8 @@ import random
 from typing import Sequence
 
 from ..clock import Clock
-from ..config import ServiceConfig
 from .base import Host
+from .settings import LbSettings
 
 
 class PeakEwmaPicker:
@@ -39,13 +39,13 @@ class PeakEwmaPicker:
             j += 1
         a, b = self._hosts[i], self._hosts[j]
         now = self._now()
-        load_a = a.ewma(now) * (a.active + 1)
-        load_b = b.ewma(now) * (b.active + 1)
+        load_a = a.ewma(now) * (len(a.inflight) + 1)
+        load_b = b.ewma(now) * (len(b.inflight) + 1)
         if self._weighted:
             load_a /= a.endpoint.weight
             load_b /= b.endpoint.weight
         return b if load_b < load_a else a
 
 
-def build(hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random, clock: Clock) -> PeakEwmaPicker:
+def build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock) -> PeakEwmaPicker:
     return PeakEwmaPicker(hosts, rng, clock)

@@ -1,71 +1,51 @@
-"""A cluster: one service's hosts, its picker, its policies, and the per-call decisions.
+"""A cluster: one service's hosts, its picker and its policies.
 
 Discovery calls :meth:`Cluster.update` with each new snapshot (off the hot
 path); it rebuilds the picker and swaps one reference. Calls read that
-reference without a lock. The cluster composes the service's resilience
-policies (retry policy and budget, circuit-breaker thresholds, breakers,
-outlier detection, active health checks, rate limit, fault injection), and
-:class:`Call` holds one logical call's decisions as plain methods, shared by
-the sync and async drivers in ``_driver``.
+reference without a lock. The cluster composes the service's policies once,
+from its immutable configuration, into three fixed tuples and objects:
+
+* ``gates`` — admission (local rate limit, cluster breaker, fault injection);
+* ``host_gate`` — per-endpoint breakers, or the null object that admits any host;
+* ``observers`` — who hears of every finished attempt (load metric,
+  thresholds, outlier detection, endpoint breakers, plus extra observers such
+  as telemetry, given at construction).
+
+A policy that is off is absent from its tuple (or a null object), so the call
+path never asks whether it is on. :class:`~meshlib.core.call.Call` holds one
+logical call's decisions; ``core.driver`` runs its attempts.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import logging
 import random
 import threading
-import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
 
 from .._background import PeriodicWorker
 from .._tally import Tally
 from ..balancing import HASHING, POLICIES, Picker, build_picker
-from ..balancing.hashing import hash_key as _hash
 from ..balancing.locality import PriorityLevel
 from ..clock import SYSTEM_CLOCK, Clock
-from ..config import ServiceConfig
 from ..endpoint import EndpointSnapshot
-from ..errors import CircuitOpenError, DeadlineExceededError, NoHealthyEndpointsError, RateLimitedError
-from ..outcome import Outcome
-from .host import Host
-from ..resilience.breaker import OPEN, CircuitBreaker
-from ..resilience.deadline import current_deadline
-from ..resilience.fault import FaultDecision
 from ..health import HealthChecker, Probe
+from ..resilience.breaker import OPEN, CircuitBreaker
 from ..resilience.outlier import OutlierDetector
 from ..resilience.ratelimit import TokenBucket
-from ..resilience.retry import AttemptResult
 from ..resilience.thresholds import Thresholds
+from .call import Call, current_hash_key
+from .gates import ANY_HOST, BreakerGate, EndpointBreakers, FaultGate, Gate, RateLimitGate
+from .host import Host
+from .observers import AttemptEnded, EndpointBreakerFeed, ObserverFactory
 
-__all__ = ["Cluster", "Call", "hash_key"]
+if TYPE_CHECKING:  # the model the config layer builds; the core only reads it
+    from ..config import ServiceConfig
+
+__all__ = ["Cluster", "COUNTERS"]
 
 log = logging.getLogger("meshlib")
-
-_HASH_KEY: contextvars.ContextVar[str | bytes | None] = contextvars.ContextVar("meshlib_hash_key", default=None)
-
-
-class hash_key:
-    """Give calls made inside the block an explicit hash key (ring_hash, maglev)::
-
-        with meshlib.hash_key(user_id):
-            session.get("http://profile/")
-    """
-
-    __slots__ = ("_key", "_token")
-
-    def __init__(self, key: str | bytes) -> None:
-        self._key = key
-
-    def __enter__(self) -> "hash_key":
-        self._token = _HASH_KEY.set(self._key)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        _HASH_KEY.reset(self._token)
-
 
 @dataclass(frozen=True)
 class _State:
@@ -109,6 +89,7 @@ class Cluster:
         rng: random.Random | None = None,
         executor: Callable[[], Any] | None = None,
         health_probe: Probe | None = None,
+        observers: Sequence[ObserverFactory] = (),
     ) -> None:
         self.name = name
         self.config = cfg
@@ -135,7 +116,7 @@ class Cluster:
         self.budget_in_flight = self.budget.tracks_in_flight
         self.thresholds = Thresholds(cfg.max_requests, cfg.max_pending_requests, cfg.max_retries, cfg.max_connections, service=name)
         self.breaker = CircuitBreaker(cfg.breaker_config, clock=clock, name=name) if cfg.breaker == "cluster" else None
-        self.endpoint_breakers: dict[tuple[str, int], CircuitBreaker] | None = {} if cfg.breaker == "endpoint" else None
+        self.endpoint_breakers: dict[Hashable, CircuitBreaker] = {}
         self.outlier = OutlierDetector(cfg.outlier, clock, random.Random(f"{name}/outlier")) if cfg.outlier_detection else None
         self.limiter = TokenBucket(cfg.rate_limit, cfg.rate_limit_burst, now=clock.monotonic) if cfg.rate_limit > 0 else None
         self.fault = cfg.fault if cfg.fault.enabled else None
@@ -144,12 +125,40 @@ class Cluster:
         if cfg.health_check.enabled:
             self.health = HealthChecker(name, cfg.health_check, probe=health_probe, clock=clock, on_pass=self._health_passed)
 
+        gates: list[Gate] = []
+        if self.limiter is not None:
+            gates.append(RateLimitGate(self.limiter, self))
+        if self.breaker is not None:
+            gates.append(BreakerGate(self.breaker, self))
+        if self.fault is not None:
+            gates.append(FaultGate(self.fault, self))
+        #: Admission, in order; empty by default.
+        self.gates: tuple[Gate, ...] = tuple(gates)
+        self._per_endpoint_breakers = cfg.breaker == "endpoint"
+        self.host_gate = EndpointBreakers(self) if self._per_endpoint_breakers else ANY_HOST
+        feeds: list[AttemptEnded] = [Host.attempt_ended, self.thresholds.attempt_ended]
+        if self.outlier is not None:
+            self.outlier.on_eject = self._ejected
+            feeds.append(self.outlier.attempt_ended)
+        if self._per_endpoint_breakers:
+            feeds.append(EndpointBreakerFeed(lambda: self.endpoint_breakers).attempt_ended)
+        for factory in observers:
+            extra = factory(self)
+            if extra is not None:
+                feeds.append(extra.attempt_ended)
+        #: Every finished attempt's record goes to each of these (an observer's
+        #: bound ``attempt_ended``), in order: the load metric (``Host``), the
+        #: thresholds, outlier detection, endpoint breakers, extra observers.
+        self.observers: tuple[AttemptEnded, ...] = tuple(feeds)
+
         #: Called with each adopted snapshot (see :meth:`watch`).
         self._watchers: list[Callable[[EndpointSnapshot], None]] = []
 
-        picker, levels = build_picker(name, (), (), cfg, self._policy, self.rng, clock)
+        picker, levels = build_picker(name, (), (), cfg.lb, self._policy, self.rng, clock)
         empty = EndpointSnapshot(name, ())
         self._state = _State(empty, (), picker, tuple(levels), empty)
+        #: The current picker (swapped with each rebuild; read without a lock).
+        self.picker: Picker = picker
 
     # -- discovery side -------------------------------------------------------
 
@@ -174,7 +183,7 @@ class Cluster:
             if self.health is not None:
                 if self.health.set_hosts(snapshot.endpoints) and self._health_worker is not None:
                     self._health_worker.wake()  # new endpoints are checked at once
-            if self.endpoint_breakers is not None:
+            if self._per_endpoint_breakers:
                 old = self.endpoint_breakers
                 self.endpoint_breakers = {k: old.get(k) or self._endpoint_breaker(k) for k in fresh}
             self._build(snapshot, tuple(hosts))
@@ -198,6 +207,10 @@ class Cluster:
 
         return unwatch
 
+    def _ejected(self, host: Host) -> None:
+        log.warning("meshlib: %s endpoint %s ejected (outlier detection)", self.name, host.endpoint.address)
+        self.rebuild()
+
     def _endpoint_breaker(self, key: tuple[str, int]) -> CircuitBreaker:
         breaker = CircuitBreaker(self.config.breaker_config, clock=self.clock, name=f"{self.name}/{key[0]}:{key[1]}")
         breaker.on_transition(lambda old, new: self.rebuild() if OPEN in (old, new) else None)
@@ -208,7 +221,7 @@ class Cluster:
         key = host.key
         healthy = host.endpoint.healthy and (self.health is None or self.health.is_healthy(key))
         ejected = self.outlier is not None and self.outlier.is_ejected(key)
-        if not ejected and self.endpoint_breakers is not None:
+        if not ejected and self._per_endpoint_breakers:
             breaker = self.endpoint_breakers.get(key)
             ejected = breaker is not None and breaker.state == OPEN
         return healthy, ejected
@@ -221,13 +234,14 @@ class Cluster:
     def _build(self, snapshot: EndpointSnapshot, hosts: tuple[Host, ...]) -> None:
         flags = [self._usable(h) for h in hosts]
         usable = [healthy and not ejected for healthy, ejected in flags]
-        picker, levels = build_picker(self.name, hosts, usable, self.config, self._policy, self.rng, self.clock)
+        picker, levels = build_picker(self.name, hosts, usable, self.config.lb, self._policy, self.rng, self.clock)
         if all(healthy == h.endpoint.healthy and not ejected for h, (healthy, ejected) in zip(hosts, flags)):
             view = snapshot
         else:
             eps = [replace(h.endpoint, healthy=healthy, ejected=ejected) for h, (healthy, ejected) in zip(hosts, flags)]
             view = EndpointSnapshot(snapshot.service, eps, snapshot.version, snapshot.source)
         self._state = _State(snapshot, hosts, picker, tuple(levels), view)
+        self.picker = picker
 
     def rebuild(self) -> None:
         """Rebuild the picker after a health, ejection or breaker change."""
@@ -251,7 +265,7 @@ class Cluster:
                     log.info("meshlib: %s endpoint %s:%d returned to rotation (outlier detection)", self.name, host, port)
                 for host, port in sorted(after - before):
                     log.warning("meshlib: %s endpoint %s:%d ejected (outlier detection)", self.name, host, port)
-        if self.endpoint_breakers is not None:
+        if self._per_endpoint_breakers:
             for breaker in list(self.endpoint_breakers.values()):
                 if breaker.probe_due() and breaker.try_acquire():  # now half-open
                     breaker.release()
@@ -303,7 +317,7 @@ class Cluster:
         return self._state.levels
 
     def pick(self, hash_value: int | None = None) -> Host:
-        return self._state.picker.pick(hash_value)
+        return self.picker.pick(hash_value)
 
     def count(self, counter: str, n: int = 1) -> None:
         with self._stats_lock:
@@ -312,7 +326,7 @@ class Cluster:
     def start_call(self, header_hash_key: str | None = None, idempotent: bool = True, timeout: float | None = None) -> "Call":
         key: str | bytes | None = None
         if self.hashing:
-            key = _HASH_KEY.get()
+            key = current_hash_key()
             if key is None:
                 key = header_hash_key
         return Call(self, key, idempotent, timeout)
@@ -347,303 +361,6 @@ class Cluster:
             out.update(od)
         if self.health is not None:
             out.update(self.health.host_stats(key))
-        if self.endpoint_breakers is not None and key in self.endpoint_breakers:
+        if self._per_endpoint_breakers and key in self.endpoint_breakers:
             out["breaker"] = self.endpoint_breakers[key].state
         return out
-
-
-class Call:
-    """One logical call's decisions: admission, which host next, whether and
-    when to try again, and the bookkeeping each step owes the policies.
-
-    Drivers call :meth:`begin` once, then for each attempt :meth:`pick`,
-    :meth:`attempt_timeout` and :meth:`done`, and :meth:`finish` at the end
-    (always, in a ``finally``).
-    """
-
-    __slots__ = ("cluster", "key", "idempotent", "tried", "attempt", "retries", "deadline", "started", "ok", "_breaker", "_is_retry", "_deposited", "_caller_deadline")
-
-    def __init__(self, cluster: Cluster, key: str | bytes | None, idempotent: bool = True, timeout: float | None = None) -> None:
-        """``timeout``: the caller's own limit for this call (gRPC's ``timeout=``),
-        counted from now on the cluster's clock, as a ``meshlib.deadline`` block would."""
-        self.cluster = cluster
-        self._caller_deadline = None if timeout is None else cluster.clock.monotonic() + timeout
-        self.key = key
-        self.idempotent = idempotent
-        self.tried: list[Host] = []
-        self.attempt = 0
-        self.retries = 0
-        self.deadline: float | None = None
-        self.started = 0.0
-        self.ok = False
-        self._breaker: CircuitBreaker | None = None
-        self._is_retry = False  # the attempt in progress (or about to be) holds a granted retry
-        self._deposited = False
-
-    # -- admission ---------------------------------------------------------------
-
-    def begin(self) -> FaultDecision | None:
-        """Admit the call (rate limit, breaker), fix its deadline, count it for
-        the budget; returns the fault to inject, if any. Raises
-        ``RateLimitedError`` / ``CircuitOpenError`` without touching the network."""
-        c = self.cluster
-        if c.limiter is not None and not c.limiter.try_take():
-            c.count("rate_limited")
-            raise RateLimitedError(c.name, c.limiter.rate)
-        if c.breaker is not None:
-            if not c.breaker.try_acquire():
-                c.count("breaker_rejected")
-                raise CircuitOpenError(c.name, f"breaker open ({_breaker_reason(c.breaker)})")
-            self._breaker = c.breaker
-        self._start_clock()
-        c.calls.add()
-        decision = None
-        if c.fault is not None:
-            decision = c.fault.decide(c.rng)
-            if decision.delay:
-                c.count("fault_delays")
-            if decision.abort_status is not None:
-                c.count("fault_aborts")
-                return decision  # never sent: not a request for the retry budget
-        c.budget.deposit()
-        self._deposited = True
-        return decision
-
-    def _start_clock(self) -> None:
-        """Fix the call's deadline: the service timeout from now, or the caller's, if sooner."""
-        c = self.cluster
-        self.started = now = c.clock.monotonic()
-        deadline = current_deadline()
-        caller = self._caller_deadline
-        if caller is not None and (deadline is None or caller < deadline):
-            deadline = caller
-        timeout = c.timeout
-        if timeout is not None:
-            mine = now + timeout
-            deadline = mine if deadline is None or mine < deadline else deadline
-        self.deadline = deadline
-
-    def fault_delayed(self) -> None:
-        """An injected delay is over: as behind Envoy's fault filter, the
-        service timeout starts now (a caller's own deadline kept running)."""
-        self._start_clock()
-
-    @property
-    def hedging(self) -> bool:
-        """Whether this call hedges (the service hedges and the method is idempotent)."""
-        return self.cluster.hedges and self.idempotent
-
-    # -- attempts ----------------------------------------------------------------
-
-    def remaining(self) -> float | None:
-        if self.deadline is None:
-            return None
-        return self.deadline - self.cluster.clock.monotonic()
-
-    def attempt_timeout(self) -> float | None:
-        """This attempt's time limit: the per-try timeout or what is left of the
-        deadline, whichever is shorter (None: no limit)."""
-        per_try = self.cluster.per_try_timeout
-        if self.deadline is None:
-            return per_try
-        left = self.deadline - self.cluster.clock.monotonic()
-        return left if per_try is None or left < per_try else per_try
-
-    def pick(self, failure: BaseException | None = None) -> Host:
-        """Choose this attempt's host (another than those tried, where one
-        exists), mark it started and return it. ``failure`` is the previous
-        attempt's error: if no host is left to retry on, it is raised instead."""
-        cluster = self.cluster
-        if self.deadline is not None and self.deadline <= cluster.clock.monotonic():
-            self.expired(failure)
-        key = self.key
-        try:
-            host = cluster._state.picker.pick(None if key is None else _hash(key, self.attempt))
-        except NoHealthyEndpointsError:
-            if failure is not None:
-                raise failure from None
-            raise
-        tried = self.tried
-        if tried and host in tried:
-            host = self._fresh_host(host)
-        breakers = cluster.endpoint_breakers
-        if breakers is not None:
-            host = self._admit_endpoint(host, breakers, failure)
-        try:
-            cluster.thresholds.acquire_attempt()
-        except CircuitOpenError:
-            cluster.count("overflow")
-            self._release_retry()
-            if breakers is not None and host.key in breakers:
-                breakers[host.key].release()  # the permit was never used
-            if failure is not None:
-                raise failure from None
-            raise
-        tried.append(host)
-        self.attempt += 1
-        host.start()
-        return host
-
-    def _fresh_host(self, host: Host) -> Host:
-        """Envoy's previous_hosts predicate: re-pick a few times for a host not
-        yet tried; failing that, the first usable untried one; failing that, ``host``."""
-        cluster, key, tried = self.cluster, self.key, self.tried
-        for extra in range(1, 4):
-            candidate = cluster.pick(None if key is None else _hash(key, self.attempt + 7919 * extra))
-            if candidate not in tried:
-                return candidate
-        for other in cluster.hosts:
-            if other not in tried and cluster.usable(other):
-                return other
-        return host
-
-    def _admit_endpoint(self, host: Host, breakers: dict[tuple[str, int], CircuitBreaker], failure: BaseException | None) -> Host:
-        breaker = breakers.get(host.key)
-        if breaker is None or breaker.try_acquire():
-            return host
-        for other in self.cluster.hosts:
-            b = breakers.get(other.key)
-            if other is not host and other not in self.tried and (b is None or b.try_acquire()):
-                return other
-        self.cluster.count("breaker_rejected")
-        if failure is not None:
-            raise failure
-        raise CircuitOpenError(self.cluster.name, "breaker open on every endpoint")
-
-    def done(self, host: Host, started: float, result: AttemptResult, *, decide: bool = True) -> float | None:
-        """Record one finished attempt; return the delay before the next
-        attempt, or None to stop (the result goes back to the caller). With
-        ``decide=False`` (hedged attempts) only the bookkeeping is done."""
-        elapsed = time.perf_counter() - started
-        cluster = self.cluster
-        outcome = result.outcome
-        cluster.thresholds.release_attempt()
-        if decide and self._is_retry:
-            self._release_retry()
-        host.done(elapsed, outcome)
-        if outcome == Outcome.CANCELLED:
-            return None
-        self.ok = success = outcome == Outcome.SUCCESS
-        outlier = cluster.outlier
-        if outlier is not None and outlier.record(host.key, outcome, result.status):
-            log.warning("meshlib: %s endpoint %s ejected (outlier detection)", cluster.name, host.endpoint.address)
-            cluster.rebuild()
-        if cluster.endpoint_breakers is not None:
-            breaker = cluster.endpoint_breakers.get(host.key)
-            if breaker is not None:
-                breaker.on_result(success, elapsed)
-        if not decide or (success and (result.status is None or result.status < 400)):
-            return None
-        return self._retry_delay(result)
-
-    def _retry_delay(self, result: AttemptResult) -> float | None:
-        cluster = self.cluster
-        policy = cluster.retry
-        if not policy.should_retry(result, idempotent=self.idempotent, retries_done=self.retries):
-            return None
-        delay = policy.next_delay(result, self.retries + 1, cluster.rng)
-        left = self.remaining()
-        if left is not None and delay >= left:
-            return None  # no time left for another attempt
-        if not self.grant_retry():
-            return None
-        self._is_retry = True
-        return delay
-
-    def grant_retry(self, counter: str = "retries") -> bool:
-        """Ask the budget (or, without one, ``max_retries``) for one more
-        attempt; each granted one is paid back with :meth:`retry_finished`."""
-        cluster = self.cluster
-        if cluster.budget_limited:
-            if not cluster.budget.try_withdraw():
-                cluster.count(f"{counter}_budget_exhausted")
-                return False
-        elif not cluster.thresholds.acquire_retry():
-            cluster.count("retries_overflow")
-            return False
-        self.retries += 1
-        cluster.count(counter)
-        return True
-
-    def skip_retry(self) -> None:
-        """The retry just granted will not be sent: the request's body cannot be
-        replayed. Hands the retry back, uncounts it and counts ``retries_skipped_body``."""
-        cluster = self.cluster
-        self._release_retry()
-        self.retries -= 1
-        with cluster._stats_lock:
-            cluster.counters["retries"] -= 1
-            cluster.counters["retries_skipped_body"] += 1
-
-    def retry_finished(self) -> None:
-        """A granted retry (or hedge) attempt is over, or was never made."""
-        if self.cluster.budget_limited:
-            self.cluster.budget.retry_done()
-        else:
-            self.cluster.thresholds.release_retry()
-
-    def _release_retry(self) -> None:
-        if self._is_retry:
-            self._is_retry = False
-            self.retry_finished()
-
-    def enter_pending(self) -> bool:
-        """Hold a ``max_pending_requests`` slot for the wait before the next
-        attempt; False (and the granted retry handed back) if none is free."""
-        try:
-            self.cluster.thresholds.acquire_pending()
-        except CircuitOpenError:
-            self.cluster.count("overflow")
-            self._release_retry()
-            return False
-        return True
-
-    def sleep(self, delay: float) -> None:
-        """Sleep out a back-off delay (after :meth:`enter_pending`), on the cluster's clock."""
-        try:
-            if delay > 0:
-                self.cluster.clock.sleep(delay)
-        finally:
-            self.cluster.thresholds.release_pending()
-
-    async def sleep_async(self, delay: float) -> None:
-        try:
-            if delay > 0:
-                await asyncio.sleep(delay)
-        finally:
-            self.cluster.thresholds.release_pending()
-
-    def expired(self, cause: BaseException | None = None) -> None:
-        """Raise ``DeadlineExceededError`` (from ``cause``)."""
-        cluster = self.cluster
-        cluster.count("deadline_exceeded")
-        timeout = (self.deadline - self.started) if self.deadline is not None else 0.0
-        raise DeadlineExceededError(cluster.name, timeout) from cause
-
-    def is_expired(self) -> bool:
-        left = self.remaining()
-        return left is not None and left <= 0
-
-    def finish(self) -> None:
-        """The call is over: release what it holds, tell the budget and breaker."""
-        cluster = self.cluster
-        if self._is_retry:
-            self._release_retry()
-        if self._deposited and cluster.budget_in_flight:
-            cluster.budget.request_done()
-        if self._breaker is not None:
-            if self.attempt == 0:
-                self._breaker.release()  # refused before any attempt: no verdict
-            else:
-                self._breaker.on_result(self.ok, cluster.clock.monotonic() - self.started)
-
-
-def _breaker_reason(breaker: CircuitBreaker) -> str:
-    snap = breaker.snapshot()
-    cfg = breaker.config
-    if snap["state"] == "half_open":
-        return f"half-open, its {cfg.permitted_calls_half_open} probe calls are out"
-    return (
-        f"failure rate at or above {cfg.failure_rate_threshold:g}% or slow-call rate at or above "
-        f"{cfg.slow_call_rate_threshold:g}%; probe calls go through {cfg.wait_duration_open:g}s after it opened"
-    )

@@ -24,8 +24,9 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from .._tally import Tally
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ConfigError
 
@@ -136,7 +137,6 @@ class RatioRetryBudget:
         "_slices",
         "_current",
         "_now",
-        "_deposits",
         "_retries",
         "_latest",
         "_lock",
@@ -163,11 +163,10 @@ class RatioRetryBudget:
         self._unit = q * b
         self._per_deposit = p * b
         self._reserve = a * q
-        # [slice index, deposits, retries], oldest first; totals over all of them.
-        self._slices: deque[list[int]] = deque()
-        self._current: list[int] | None = None  # the newest slice
+        # [slice index, deposits (a Tally), retries], oldest first; retries totalled.
+        self._slices: deque[list[Any]] = deque()
+        self._current: list[Any] | None = None  # the newest slice
         self._now = clock.monotonic
-        self._deposits = 0
         self._retries = 0
         self._latest = int(clock.monotonic() // self._width)
         self._lock = threading.Lock()
@@ -182,37 +181,29 @@ class RatioRetryBudget:
         oldest = k - self.SLICES
         slices = self._slices
         while slices and slices[0][0] < oldest:
-            _, d, r = slices.popleft()
-            self._deposits -= d
-            self._retries -= r
-        deposits = self._deposits
-        if slices and slices[0][0] == oldest:
-            deposits -= slices[0][1]
+            self._retries -= slices.popleft()[2]
+        deposits = sum(s[1].value for s in slices if s[0] != oldest)
         return k, deposits
 
-    def _slice(self, k: int) -> list[int]:
+    def _slice(self, k: int) -> list[Any]:
         slices = self._slices
         if slices and slices[-1][0] == k:
             return slices[-1]
-        s = [k, 0, 0]
+        s: list[Any] = [k, Tally(), 0]
         slices.append(s)
         self._current = s
         return s
 
     def deposit(self) -> None:
-        k = int(self._now() // self._width)
-        lock = self._lock
-        lock.acquire()  # not ``with``: this runs on every call, and is cheaper so
-        try:
-            current = self._current
-            if current is None or current[0] != k or k != self._latest:
-                # A new slice: expire what left the window first.
-                k, _ = self._expire()
-                current = self._slice(k)
-            current[1] += 1
-            self._deposits += 1
-        finally:
-            lock.release()
+        # Within a slice, a deposit is one C call on that slice's Tally (no
+        # lock); only the first deposit of a new slice takes the lock.
+        current = self._current
+        if current is not None and current[0] == int(self._now() // self._width):
+            current[1].add()
+            return
+        with self._lock:
+            k, _ = self._expire()
+            self._slice(k)[1].add()
 
     def try_withdraw(self) -> bool:
         with self._lock:

@@ -19,8 +19,16 @@ max_retries            3        3        ``acquire_retry()`` returns False: the 
 ``max_retries`` caps retries *in flight across the cluster* at once, not
 retries per request (Envoy's per-request ``num_retries`` is the retry policy's
 business). A limit of 0 admits nothing. Each ``acquire_*`` that succeeds must be
-paired with its ``release_*`` (use ``try``/``finally``). Counters take one small
-lock; a release below zero is ignored rather than going negative.
+paired with its ``release_*`` (use ``try``/``finally``); a release below zero is
+ignored rather than going negative.
+
+The per-attempt pair (:meth:`acquire_attempt` / :meth:`release_attempt`) takes
+no lock: attempts in flight are a list each acquire appends to and each release
+pops from (single C calls, atomic in CPython), so the count is exact. As in
+Envoy, whose resource managers compare an atomic count with the limit and then
+increment it, concurrent acquires may overshoot a limit by the number of
+threads racing for its last slot; nothing is ever left held. The rarer pairs
+(pending, retries, connections alone) and the overflow counts use a lock.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ _COUNTERS = ("requests", "pending_requests", "retries", "connections")
 class Thresholds:
     """One cluster's circuit-breaker thresholds and their live counters."""
 
-    __slots__ = ("service", "_limits", "_active", "_overflow", "_lock")
+    __slots__ = ("service", "_limits", "_active", "_overflow", "_lock", "_attempts")
 
     def __init__(
         self,
@@ -59,12 +67,15 @@ class Thresholds:
         self._active = [0, 0, 0, 0]
         self._overflow = [0, 0, 0, 0]
         self._lock = threading.Lock()
+        #: Attempts in flight: each holds a request and a connection.
+        self._attempts: list[None] = []
 
     # -- the one mechanism ----------------------------------------------------
 
     def _try(self, i: int) -> bool:
+        in_flight = len(self._attempts) if i in (_REQUESTS, _CONNECTIONS) else 0
         with self._lock:
-            if self._active[i] >= self._limits[i]:
+            if self._active[i] + in_flight >= self._limits[i]:
                 self._overflow[i] += 1
                 return False
             self._active[i] += 1
@@ -96,33 +107,30 @@ class Thresholds:
         self._release(_PENDING)
 
     def acquire_attempt(self) -> None:
-        """One attempt goes out: take a request and a connection together (one
-        lock), or raise ``CircuitOpenError`` naming whichever limit is reached."""
+        """One attempt goes out: it takes a request and a connection together,
+        or raises ``CircuitOpenError`` naming whichever limit is reached."""
+        attempts = self._attempts
+        if len(attempts) + self._active[_REQUESTS] < self._limits[_REQUESTS] and len(attempts) + self._active[_CONNECTIONS] < self._limits[_CONNECTIONS]:
+            attempts.append(None)
+            return
         active, limits = self._active, self._limits
-        lock = self._lock
-        lock.acquire()  # not ``with``: this runs on every attempt, and is cheaper so
-        try:
-            if active[_REQUESTS] < limits[_REQUESTS] and active[_CONNECTIONS] < limits[_CONNECTIONS]:
-                active[_REQUESTS] += 1
-                active[_CONNECTIONS] += 1
-                return
-            i = _REQUESTS if active[_REQUESTS] >= limits[_REQUESTS] else _CONNECTIONS
+        i = _REQUESTS if len(attempts) + active[_REQUESTS] >= limits[_REQUESTS] else _CONNECTIONS
+        with self._lock:
             self._overflow[i] += 1
-        finally:
-            lock.release()
         raise CircuitOpenError(self.service, f"{_NAMES[i]} ({limits[i]}) reached")
 
     def release_attempt(self) -> None:
-        active = self._active
-        lock = self._lock
-        lock.acquire()
         try:
-            if active[_REQUESTS] > 0:
-                active[_REQUESTS] -= 1
-            if active[_CONNECTIONS] > 0:
-                active[_CONNECTIONS] -= 1
-        finally:
-            lock.release()
+            self._attempts.pop()
+        except IndexError:
+            pass
+
+    def attempt_ended(self, host: object, record: object) -> None:
+        """As an observer of finished attempts: :meth:`release_attempt`."""
+        try:
+            self._attempts.pop()
+        except IndexError:
+            pass
 
     def acquire_retry(self) -> bool:
         """Start one retry; False (and an overflow counted) when ``max_retries`` are in flight."""
@@ -150,6 +158,9 @@ class Thresholds:
         ``retries``, ``connections``)."""
         with self._lock:
             active, overflow = list(self._active), list(self._overflow)
+        attempts = len(self._attempts)
+        active[_REQUESTS] += attempts
+        active[_CONNECTIONS] += attempts
         out: dict[str, int] = {}
         for i, counter in enumerate(_COUNTERS):
             out[_NAMES[i]] = self._limits[i]
