@@ -50,13 +50,13 @@ class Ends(list):
 
 def open_requests(mesh: Mesh, ends: Ends) -> Any:
     r = mesh.requests_session().get(URL, stream=True)
-    assert requests_adapter.EXCHANGE.defer(r, ends)
+    assert requests_adapter.STREAMING.defer(r, ends)
     return r
 
 
 def open_urllib3(mesh: Mesh, ends: Ends) -> Any:
     r = mesh.urllib3_pool().request("GET", URL, preload_content=False)
-    assert urllib3_adapter.EXCHANGE.defer(r, ends)
+    assert urllib3_adapter.STREAMING.defer(r, ends)
     return r
 
 
@@ -140,10 +140,10 @@ def test_a_response_dropped_unread_ends_the_attempt_when_collected(rec, mesh, cl
 def test_bodies_read_before_the_adapter_returns_are_not_deferred(rec, mesh):
     ends = Ends()
     r = mesh.urllib3_pool().request("GET", URL)  # preload_content=True
-    assert not urllib3_adapter.EXCHANGE.defer(r, ends)
+    assert not urllib3_adapter.STREAMING.defer(r, ends)
     s = mesh.requests_session()
     r2 = s.get(URL)
-    assert not requests_adapter.EXCHANGE.defer(r2, ends)
+    assert not requests_adapter.STREAMING.defer(r2, ends)
     assert not httpx_adapter.EXCHANGE.defer(httpx.Response(200, content=b"made here"), ends)
     assert ends == []
 
@@ -230,3 +230,21 @@ def test_an_async_stream_holds_its_endpoint_until_closed(rec, mesh):
         return seen
 
     assert asyncio.run(main()) == [1, 0]
+
+
+@pytest.mark.parametrize("client", ["requests", "urllib3"])
+def test_a_body_read_within_the_attempt_that_breaks_off_is_a_reset_to_retry(client):
+    broken, good = Recorder(), Recorder()
+    try:
+        broken.script.body_size = good.script.body_size = 50_000
+        broken.script.truncate = 1000
+        config = {"lb_policy": "round_robin", "services": {"inventory": {"endpoints": f"{broken.address},{good.address}", "retry_on": "reset"}}}
+        with Mesh(config=config) as mesh:
+            get = (lambda: mesh.requests_session().get(URL).content) if client == "requests" else (lambda: mesh.urllib3_pool().request("GET", URL).data)
+            assert [get() for _ in range(2)] == [b"r" * 50_000] * 2  # one of the two started on the broken server
+            stats = mesh.stats()["services"]["inventory"]
+        assert len(broken.seen) >= 1 and stats["retries"] == len(broken.seen)
+        assert next(e for e in stats["endpoints"] if e["address"] == broken.address)["failures"] == len(broken.seen)
+    finally:
+        broken.stop()
+        good.stop()

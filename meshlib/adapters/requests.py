@@ -41,6 +41,8 @@ from .urllib3 import TLSNamePoolManager
 
 
 class RequestsExchange(HttpExchange):
+    """For ``stream=False``: each attempt reads its body before it ends."""
+
     def judge(self, response: Any) -> AttemptResult:
         return judge_response(response.status_code, response.headers)
 
@@ -51,15 +53,20 @@ class RequestsExchange(HttpExchange):
         if not getattr(response, "_content_consumed", False):
             release_unread(response.raw)
 
+
+class StreamingRequestsExchange(RequestsExchange):
+    """For ``stream=True``: the body is read by the caller, after the call."""
+
     def defer(self, response: Any, end: End) -> bool:
-        """The body is still to be read (by the session, or by you with
-        ``stream=True``): the attempt ends with it (``end`` is called once)."""
+        """The attempt ends with the body (``end`` is called once)."""
         if getattr(response, "_content_consumed", False):
             return False
         return watch_urllib3(response.raw, end)
 
 
 EXCHANGE = RequestsExchange()
+STREAMING = StreamingRequestsExchange()
+
 
 def _aborted(request: requests.PreparedRequest, url: str, status: int) -> requests.Response:
     response = requests.Response()
@@ -171,14 +178,15 @@ class MeshAdapter(HTTPAdapter):
             # directly, as copy() does: update() goes through MutableMapping, 4x slower.
             headers._store.update(request.headers._store)  # type: ignore[attr-defined]
         body = request.body
-        ex: HttpExchange = EXCHANGE
+        base: HttpExchange = STREAMING if stream else EXCHANGE
+        ex = base
         if body is not None and not isinstance(body, PLAIN_BODIES):
-            ex, body = body_exchange(EXCHANGE, body, call)
+            ex, body = body_exchange(base, body, call)
         send_base = super().send
 
         def send(ep: Endpoint, limit: float | None) -> requests.Response:
             attempt = _Attempt(request, endpoint_url(scheme, ep.address, rest), (scheme, ep.host, ep.port), headers)
-            if ex is not EXCHANGE:
+            if ex is not base:
                 attempt.body = ex.attempt_body()  # type: ignore[attr-defined]
             elif body is not request.body:  # a file read once for a hedged call
                 attempt.body = body
@@ -191,6 +199,10 @@ class MeshAdapter(HTTPAdapter):
             response = send_base(attempt, stream=stream, timeout=t, verify=verify, cert=cert, proxies=None)
             response.url = url
             response.request = request
+            if not stream:
+                # Read now, as the session would on return: the attempt lasts
+                # until its body is in, and a body broken midway is its error.
+                response.content
             return response
 
         token = TLS_NAME.set(host) if scheme == "https" else None

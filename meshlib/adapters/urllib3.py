@@ -52,17 +52,22 @@ MESH_RETRIES = Retry(total=3, connect=0, read=0, status=0, other=0, redirect=3)
 
 
 class Urllib3Exchange(HttpExchange):
+    """For ``preload_content=True`` (the default): urllib3 reads the body
+    before the attempt returns."""
+
     def judge(self, response: Any) -> AttemptResult:
         return judge_response(response.status, response.headers)
 
     def discard(self, response: Any) -> None:
         release_unread(response)
 
-    def defer(self, response: Any, end: End) -> bool:
-        """With ``preload_content=False`` the body is still to be read: the
-        attempt ends with it (``end`` is called once, see :func:`watch_urllib3`)."""
-        return watch_urllib3(response, end)
 
+class StreamingUrllib3Exchange(Urllib3Exchange):
+    """For ``preload_content=False``: the caller reads the body after the call."""
+
+    def defer(self, response: Any, end: End) -> bool:
+        """The attempt ends with the body (``end`` is called once, see :func:`watch_urllib3`)."""
+        return watch_urllib3(response, end)
 
 
 def _aborted(fault: FaultDecision) -> Any:
@@ -70,6 +75,7 @@ def _aborted(fault: FaultDecision) -> Any:
 
 
 EXCHANGE = Urllib3Exchange()
+STREAMING = StreamingUrllib3Exchange()
 
 
 #: How many (host, port, scheme, TLS name, pool options) a pool manager
@@ -148,11 +154,12 @@ class MeshPoolManager(TLSNamePoolManager):
             attempt_kw["timeout"] = timeout
         key = _header(headers, cfg.hash_header) if cluster.hashing and cfg.hash_header else None
         call = cluster.start_call(key, is_idempotent(method))
-        ex: HttpExchange = EXCHANGE
+        base: HttpExchange = EXCHANGE if kw.get("preload_content", True) else STREAMING
+        ex = base
         body = kw.get("body")
         if body is not None and not isinstance(body, PLAIN_BODIES):
-            ex, body = body_exchange(EXCHANGE, body, call)
-            if ex is EXCHANGE:  # a file read once for a hedged call, still sent chunked
+            ex, body = body_exchange(base, body, call)
+            if ex is base:  # a file read once for a hedged call, still sent chunked
                 attempt_kw["body"] = (body,)
         target = _request_target(rest)
         token = TLS_NAME.set(host) if scheme == "https" else None
@@ -164,7 +171,7 @@ class MeshPoolManager(TLSNamePoolManager):
                 limited[TIMEOUT_HEADER] = timeout_header(limit)
                 akw = dict(attempt_kw, headers=limited)
                 akw["timeout"] = _bounded(user_timeout, cfg.connect_timeout, limit)
-            if ex is not EXCHANGE:
+            if ex is not base:
                 akw = dict(akw, body=ex.attempt_body())  # type: ignore[attr-defined]
             host = ep.host if ":" not in ep.host else f"[{ep.host}]"  # as parse_url gives an IPv6 host
             return self.connection_from_host(host, ep.port, scheme).urlopen(method, target, **akw)
