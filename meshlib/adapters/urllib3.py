@@ -42,6 +42,7 @@ from ._common import (
     timeout_header,
     watch_urllib3,
 )
+from ._mirror import mirror
 
 
 log = logging.getLogger("meshlib")
@@ -133,7 +134,7 @@ class MeshPoolManager(TLSNamePoolManager):
 
     def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> Any:  # type: ignore[override]
         scheme, authority, host, rest = split_url(url)
-        cluster = self._mesh.lookup(host)
+        cluster = self._mesh.route(host, rest, kw.get("headers") or self.headers)  # routed names go through their routes
         if cluster is None:
             return super().urlopen(method, url, redirect=redirect, **kw)
         if self._mesh.closed:
@@ -154,6 +155,8 @@ class MeshPoolManager(TLSNamePoolManager):
             attempt_kw["timeout"] = timeout
         key = _header(headers, cfg.hash_header) if cluster.hashing and cfg.hash_header else None
         call = cluster.start_call(key, is_idempotent(method))
+        if getattr(cluster, "mirrors", None):  # the route mirrors its calls (shadow traffic)
+            mirror(self._mesh, cluster.mirrors, lambda name: self._shadow(method, scheme, name, rest, headers, kw))
         base: HttpExchange = EXCHANGE if kw.get("preload_content", True) else STREAMING
         ex = base
         body = kw.get("body")
@@ -184,6 +187,15 @@ class MeshPoolManager(TLSNamePoolManager):
         if redirect and response.get_redirect_location():
             return self._follow(method, url, response, kw)
         return response
+
+    def _shadow(self, method: str, scheme: str, target: str, rest: str, headers: dict[str, Any], kw: dict[str, Any]) -> None:
+        """A copy of the request to the mirror cluster ``target`` (a body that
+        cannot be sent twice is never mirrored)."""
+        body = kw.get("body")
+        if body is not None and not isinstance(body, (bytes, str)):
+            return
+        shadow = {**headers, "Host": f"{_header(headers, 'host')}-shadow"}
+        self.urlopen(method, f"{scheme}://{target}{rest}", redirect=False, body=body, headers=shadow).release_conn()
 
     def _follow(self, method: str, url: str, response: Any, kw: dict[str, Any]) -> Any:
         """Follow a redirect the way ``PoolManager.urlopen`` does (303 turns into

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 from .keys import ENV_PREFIX, KEYS, Key
-from .model import REGISTRY_FIELDS, RegistryConfig, ServiceConfig
+from .model import REGISTRY_FIELDS, XDS_FIELDS, RegistryConfig, ServiceConfig, XdsConfig
 from .parsers import canonical_service
 from .redact import HIDDEN, leaks, redact_url, shown
 from .sources import CONFIG_VAR, Raw, Values, read_env, read_file, read_mapping
@@ -35,6 +35,7 @@ class MeshConfig:
     services: Mapping[str, ServiceConfig] = field(default_factory=lambda: MappingProxyType({}))
     source: str = "defaults"
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    xds: XdsConfig = field(default_factory=XdsConfig)
 
     def service(self, name: str) -> ServiceConfig:
         """The settings for ``name``: its own if declared, else the global defaults."""
@@ -72,6 +73,11 @@ def read_sources(environ: Mapping[str, str], overrides: Mapping[str, Any] | None
     read_env(environ, raw)
     if "consul_token" not in raw.glob and environ.get("CONSUL_HTTP_TOKEN"):
         raw.glob["consul_token"] = (environ["CONSUL_HTTP_TOKEN"], "CONSUL_HTTP_TOKEN")  # Consul's own variable
+    if "xds_bootstrap" not in raw.glob and "xds_bootstrap_config" not in raw.glob:  # gRPC's own variables, in gRPC's order
+        for var, key in (("GRPC_XDS_BOOTSTRAP", "xds_bootstrap"), ("GRPC_XDS_BOOTSTRAP_CONFIG", "xds_bootstrap_config")):
+            if environ.get(var):
+                raw.glob[key] = (environ[var], var)
+                break
     if overrides:
         read_mapping({k: v for k, v in overrides.items() if k != "config_file"}, origin, raw)
     return raw
@@ -166,6 +172,7 @@ def build_config(raw: Raw) -> MeshConfig:
         services=MappingProxyType(built),
         source=" < ".join(raw.sources) or "defaults",
         registry=registry,
+        xds=XdsConfig(**{k: v for k, v in values.items() if k in XDS_FIELDS}),
     )
 
 
