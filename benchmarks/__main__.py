@@ -12,14 +12,17 @@ import platform
 import sys
 import time
 
-from . import failure, grpc_overhead, overhead, pick, registry
+from . import failure, grpc_overhead, llm, overhead, own_cost, pick, registry, xds
 
 BENCHMARKS = {
+    "own_cost": own_cost.run,
     "overhead": overhead.run,
     "pick": pick.run,
     "failure": failure.run,
     "grpc": grpc_overhead.run,
     "registry": registry.run,
+    "xds": xds.run,
+    "llm": llm.run,
 }
 
 

@@ -33,6 +33,7 @@ from .affinity import AffinityPicker, ring_owners
 from .base import Host
 from .load import LoadSettings, load_settings, scorer
 from .ring_hash import build_ring
+from .settings import LbSettings
 
 __all__ = ["LeastLoadedPicker", "build", "build_llm"]
 
@@ -67,7 +68,7 @@ class LeastLoadedPicker:
         return b if score(b, now) < score(a, now) else a
 
 
-def _build(hosts: Sequence[Host], cfg, rng: random.Random, clock: Clock, s: LoadSettings):  # type: ignore[no-untyped-def]
+def _build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock, s: LoadSettings):  # type: ignore[no-untyped-def]
     plain = LeastLoadedPicker(hosts, rng, clock, s)
     if len(hosts) == 1:
         return plain
@@ -76,11 +77,11 @@ def _build(hosts: Sequence[Host], cfg, rng: random.Random, clock: Clock, s: Load
     return AffinityPicker(cfg.name, hosts, owners, plain, s, clock, scorer(s))
 
 
-def build(hosts: Sequence[Host], cfg, rng: random.Random, clock: Clock):  # type: ignore[no-untyped-def]
+def build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock):  # type: ignore[no-untyped-def]
     return _build(hosts, cfg, rng, clock, load_settings(cfg))
 
 
-def build_llm(hosts: Sequence[Host], cfg, rng: random.Random, clock: Clock):  # type: ignore[no-untyped-def]
+def build_llm(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock):  # type: ignore[no-untyped-def]
     s = load_settings(cfg)
     factor = s.balance_factor if s.balance_factor > 0 else LLM_BALANCE_FACTOR / 100.0
     choices = cfg.load_affinity_choices or LLM_AFFINITY_CHOICES

@@ -8,9 +8,8 @@ moment, so a picker can tell how old it is and how many requests it has sent
 there since. Everything here is pure: the balancers that use reports
 (``least_loaded``, ``wrr_orca``, prefix affinity) call these functions.
 
-``LoadSettings`` is the few configuration fields these policies read, in one
-place (``load_settings(cfg)``), so the configuration can move without the
-policies changing.
+``LoadSettings`` is the few :class:`~meshlib.balancing.settings.LbSettings`
+fields these policies read, renamed in one place (``load_settings(lb)``).
 """
 
 from __future__ import annotations
@@ -19,6 +18,8 @@ import math
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, NamedTuple, Sequence, Sized
+
+from .settings import LbSettings
 
 __all__ = ["LoadReport", "LoadSettings", "load_settings", "bounded", "fresh_report", "est_queue", "saturated", "report_view", "scorer"]
 
@@ -79,8 +80,8 @@ class LoadSettings:
     update_period: float = 1.0
 
 
-def load_settings(cfg: Any) -> LoadSettings:
-    """The service configuration's load-report fields (the one place that names them)."""
+def load_settings(cfg: LbSettings) -> LoadSettings:
+    """The service's load-report settings (the one place that names them)."""
     return LoadSettings(
         max_age=cfg.load_report_max_age,
         queue_threshold=cfg.load_queue_threshold,
@@ -98,7 +99,7 @@ def load_settings(cfg: Any) -> LoadSettings:
     )
 
 
-def bounded(cfg: Any) -> bool:
+def bounded(cfg: LbSettings) -> bool:
     """Whether ring_hash / maglev keep keys off saturated owners: with
     ``hash_balance_factor`` set, or with load reports read explicitly."""
     return cfg.hash_balance_factor > 0 or (isinstance(cfg.load_reports, tuple) and bool(cfg.load_reports))

@@ -15,11 +15,11 @@ import random
 from typing import Sequence
 
 from ..clock import Clock
-from ..config import ServiceConfig
 from .base import Host
 from .affinity import AffinityPicker, maglev_owners
 from .hashing import host_hash
 from .load import bounded, load_settings, scorer
+from .settings import LbSettings
 
 
 def build_table(addresses: Sequence[str], weights: Sequence[int], size: int) -> list[int]:
@@ -56,7 +56,7 @@ def build_table(addresses: Sequence[str], weights: Sequence[int], size: int) -> 
 class MaglevPicker:
     __slots__ = ("_table", "_size", "_hosts", "_rand")
 
-    def __init__(self, hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random) -> None:
+    def __init__(self, hosts: Sequence[Host], cfg: LbSettings, rng: random.Random) -> None:
         size = cfg.maglev_table_size
         idx = build_table([h.endpoint.address for h in hosts], [h.endpoint.weight for h in hosts], size)
         self._hosts = tuple(hosts)
@@ -70,7 +70,7 @@ class MaglevPicker:
         return self._table[hash_value % self._size]
 
 
-def build(hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random, clock: Clock) -> MaglevPicker | AffinityPicker:
+def build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock) -> MaglevPicker | AffinityPicker:
     picker = MaglevPicker(hosts, cfg, rng)
     if not bounded(cfg) or len(hosts) == 1:
         return picker

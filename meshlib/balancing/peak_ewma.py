@@ -33,8 +33,8 @@ from bisect import bisect_right
 from typing import Sequence
 
 from ..clock import Clock
-from ..config import ServiceConfig
 from .base import Host, cumulative
+from .settings import LbSettings
 
 #: Loads within this fraction of each other are a tie (decided at random).
 TIE = 0.10
@@ -105,5 +105,5 @@ def _load(host: Host, now: float, stale_after: float) -> float:
     return host.ewma(now) * (active + 1)
 
 
-def build(hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random, clock: Clock) -> PeakEwmaPicker:
+def build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock) -> PeakEwmaPicker:
     return PeakEwmaPicker(hosts, rng, clock, cfg.ewma_decay)

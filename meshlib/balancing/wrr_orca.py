@@ -27,6 +27,7 @@ from typing import Any, Sequence
 from ..clock import Clock
 from .base import Host
 from .load import LoadSettings, load_settings
+from .settings import LbSettings
 
 __all__ = ["WrrOrcaPicker", "host_weight", "scale_weights", "build"]
 
@@ -100,5 +101,5 @@ class WrrOrcaPicker:
                 return self._hosts[i]
 
 
-def build(hosts: Sequence[Host], cfg: Any, rng: random.Random, clock: Clock) -> WrrOrcaPicker:
+def build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock) -> WrrOrcaPicker:
     return WrrOrcaPicker(hosts, rng, clock, load_settings(cfg))

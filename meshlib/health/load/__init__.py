@@ -42,8 +42,11 @@ def orca_trailer(rpc: Any) -> bytes | None:
     """The ``endpoint-load-metrics-bin`` value in a finished gRPC call's
     trailing metadata (``rpc``: a call, an ``RpcError``, or anything with
     ``trailing_metadata()``); None if it has none."""
+    trailing = getattr(rpc, "trailing_metadata", None)
+    if trailing is None:  # a response message, not a call: no report
+        return None
     try:
-        metadata = rpc.trailing_metadata()
+        metadata = trailing()
         if not metadata:
             return None
         for item in metadata:
