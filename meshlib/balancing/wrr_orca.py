@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from typing import Any, Sequence
+from typing import Sequence
 
 from ..clock import Clock
 from .base import Host
