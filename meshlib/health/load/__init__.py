@@ -9,6 +9,7 @@ load reports (``load_reports``).
 from __future__ import annotations
 
 from dataclasses import replace
+from collections.abc import Coroutine
 from typing import Any
 
 from ...outcome import AttemptResult
@@ -47,6 +48,9 @@ def orca_trailer(rpc: Any) -> bytes | None:
         return None
     try:
         metadata = trailing()
+        if isinstance(metadata, Coroutine):  # a grpc.aio call: its verdict reads the trailer, awaited
+            metadata.close()
+            return None
         if not metadata:
             return None
         for item in metadata:
