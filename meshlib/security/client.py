@@ -1,0 +1,183 @@
+"""The mesh's TLS side: one identity source, and per service how calls are
+carried (``TLS_MODE``) and which server identities are accepted
+(``TLS_SPIFFE_IDS``).
+
+``TlsProvider`` is made once per Mesh from :class:`TlsSettings`; adapters ask
+it for a service's :class:`ClientTls` and, per connection, for the current
+``ssl.SSLContext`` (or gRPC credentials). Contexts are cached per identity
+generation: after a rotation the next connection gets a new context, and
+because connection pools are keyed by it, connections made under the old
+certificate are never handed out again (they drain and close).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import ConfigError
+from .contexts import MeshSSLContext, RotatingServerContext, client_context
+from .identity import Identity
+from .sources import FileIdentitySource, IdentitySource
+from .spiffe_id import IdMatcher
+
+__all__ = ["TLS_MODES", "TlsSettings", "ClientTls", "TlsProvider", "make_source"]
+
+TLS_MODES = ("off", "tls", "mtls")
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """The global TLS keys (``MESHLIB_TLS_*``, the Workload API socket, ``ALLOWED_CALLERS``)."""
+
+    cert: str = ""
+    key: str = ""
+    ca: str = ""
+    spiffe_socket: str = ""
+    watch_interval: float = 1.0
+    spiffe_timeout: float = 5.0
+    allowed_callers: tuple[str, ...] = ()
+
+    @property
+    def has_identity(self) -> bool:
+        return bool(self.cert or self.key or self.spiffe_socket)
+
+
+def make_source(settings: TlsSettings, *, now: Callable[[], float] = time.time) -> IdentitySource | None:
+    """The identity source the settings name (files win over nothing; the
+    Workload API and files together are a ConfigError), or None."""
+    if settings.spiffe_socket and (settings.cert or settings.key):
+        raise ConfigError("MESHLIB_SPIFFE_ENDPOINT_SOCKET", settings.spiffe_socket, "either the Workload API or MESHLIB_TLS_CERT/KEY files, not both")
+    if settings.spiffe_socket:
+        from .workload import SpiffeIdentitySource
+
+        return SpiffeIdentitySource(settings.spiffe_socket, timeout=settings.spiffe_timeout, now=now)
+    if settings.cert or settings.key:
+        return FileIdentitySource(settings.cert, settings.key, settings.ca, interval=settings.watch_interval, now=now)
+    return None
+
+
+class ClientTls:
+    """How one service's calls are protected. ``mode`` is ``tls`` or ``mtls``."""
+
+    def __init__(self, service: str, mode: str, matcher: IdMatcher, provider: "TlsProvider") -> None:
+        self.service = service
+        self.mode = mode
+        self.matcher = matcher
+        self.present = mode == "mtls"
+        self._provider = provider
+        self._lock = threading.Lock()
+        self._ctx: MeshSSLContext | None = None
+        self._grpc: Any = None
+
+    def identity(self) -> Identity | None:
+        return self._provider.identity()
+
+    @property
+    def generation(self) -> int:
+        ident = self._provider.identity()
+        return ident.generation if ident is not None else 0
+
+    def ssl_context(self) -> MeshSSLContext:
+        """The context for a new connection now: after a rotation, a new one."""
+        ctx = self._ctx
+        gen = self.generation
+        if ctx is None or ctx.generation != gen:
+            with self._lock:
+                ctx = self._ctx
+                if ctx is None or ctx.generation != gen:
+                    ctx = self._ctx = client_context(self._provider.identity(), present=self.present, matcher=self.matcher or None)
+        return ctx
+
+    def grpc(self) -> Any:
+        """The gRPC side (``meshlib.security.grpc_tls.GrpcTls``), made on first use."""
+        g = self._grpc
+        if g is None:
+            from .grpc_tls import GrpcTls
+
+            with self._lock:
+                if self._grpc is None:
+                    self._grpc = GrpcTls(self)
+                g = self._grpc
+        return g
+
+    def __repr__(self) -> str:
+        return f"<ClientTls {self.service} {self.mode} expects {self.matcher.describe() if self.matcher else 'the DNS name ' + self.service}>"
+
+
+class TlsProvider:
+    """The Mesh's identity and every service's :class:`ClientTls`."""
+
+    def __init__(self, settings: TlsSettings, *, source: IdentitySource | None = None, now: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.source = source if source is not None else make_source(settings, now=now)
+        self._bundle_only: Identity | None = None
+        if self.source is None and settings.ca:
+            self._bundle_only = _bundle_identity(settings.ca)
+        self._services: dict[tuple[str, str, tuple[str, ...]], ClientTls] = {}
+        self._lock = threading.Lock()
+        self._server: RotatingServerContext | None = None
+
+    def identity(self) -> Identity | None:
+        src = self.source
+        return src.current() if src is not None else self._bundle_only
+
+    def for_service(self, service: str, mode: str, spiffe_ids: tuple[str, ...] = ()) -> ClientTls | None:
+        """None for ``off``; a ConfigError for ``mtls`` without an identity."""
+        if mode == "off":
+            return None
+        key = (service, mode, spiffe_ids)
+        found = self._services.get(key)
+        if found is None:
+            if mode == "mtls" and self.source is None:
+                raise ConfigError(f"MESHLIB_SERVICES__{service.upper().replace('-', '_')}__TLS_MODE", mode,
+                                  "off or tls, unless a workload identity is set (MESHLIB_TLS_CERT/KEY/CA or MESHLIB_SPIFFE_ENDPOINT_SOCKET)")  # fmt: skip
+            with self._lock:
+                found = self._services.setdefault(key, ClientTls(service, mode, IdMatcher.of(spiffe_ids), self))
+        return found
+
+    def _require_source(self, what: str) -> IdentitySource:
+        if self.source is None:
+            raise ConfigError("MESHLIB_TLS_CERT", "", f"a workload identity for {what} (MESHLIB_TLS_CERT/KEY/CA or MESHLIB_SPIFFE_ENDPOINT_SOCKET)")
+        return self.source
+
+    def server_ssl_context(self, *, require_client_cert: bool = True) -> Any:
+        source = self._require_source("mesh.server_ssl_context()")
+        if not require_client_cert:
+            return RotatingServerContext(source.current, require_client_cert=False).context
+        with self._lock:
+            if self._server is None:
+                self._server = RotatingServerContext(source.current)
+            return self._server.context
+
+    def grpc_server_credentials(self, *, require_client_auth: bool = True) -> Any:
+        from .grpc_tls import server_credentials
+
+        return server_credentials(self._require_source("mesh.grpc_server_credentials()"), require_client_auth=require_client_auth)
+
+    def status(self) -> dict[str, Any]:
+        if self.source is None:
+            return {"source": "none", "trust": "MESHLIB_TLS_CA" if self._bundle_only is not None else "system"}
+        return self.source.status()
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+
+
+def _bundle_identity(path: str) -> Identity:
+    """A trust bundle with no certificate of our own (``tls`` mode, MESHLIB_TLS_CA only)."""
+    from cryptography import x509
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        certs = x509.load_pem_x509_certificates(data)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("MESHLIB_TLS_CA", path, "a readable PEM trust bundle", detail=type(exc).__name__) from None
+    from cryptography.hazmat.primitives import serialization
+
+    bundle = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+    return Identity(chain_pem=b"", key_pem=b"", bundle_pem=bundle, spiffe_id="", serial=0, not_after=float("inf"), sha256="", source="ca")
