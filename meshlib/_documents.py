@@ -28,7 +28,7 @@ def parse_document(data: bytes, path: str, origin: str) -> Mapping[str, Any]:
         else:
             import yaml
 
-            doc = yaml.safe_load(data.decode("utf-8"))
+            doc = yaml.load(data.decode("utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except Exception as exc:  # every parser has its own error type (and RecursionError, MemoryError on hostile input)
         raise ConfigError(origin, path, "a well-formed YAML, JSON or TOML document", detail=(str(exc).splitlines() or [type(exc).__name__])[0]) from None
     if doc is None:

@@ -3,6 +3,7 @@
     meshlib demo [--duration S] [--agents N] [--concurrency N] [--lb-policy NAME] [--no-live] [--no-grpc]
     meshlib demo --registry etcd|consul [--duration S] [--no-live]
     meshlib config-docs              # docs/configuration.md, from meshlib.config
+    meshlib config check [--all]     # validate MESHLIB_* and MESHLIB_CONFIG, print the effective config
     meshlib endpoints SERVICE        # what the mesh built from MESHLIB_* sees
     meshlib stats                    # mesh.stats() as JSON
 
@@ -87,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     docs = sub.add_parser("config-docs", help="print the configuration reference (docs/configuration.md) as Markdown")
     docs.set_defaults(handler=_config_docs)
 
+    config = sub.add_parser("config", help="configuration tools (meshlib config check)")
+    config.set_defaults(handler=lambda args: config.print_help(sys.stderr) or EXIT_USAGE)
+    check = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND").add_parser(
+        "check",
+        help="validate MESHLIB_* and the MESHLIB_CONFIG file without starting anything; "
+        "print the effective configuration per service (secrets hidden)",
+    )
+    check.add_argument("--all", action="store_true", help="also list the keys left at their defaults")
+    check.set_defaults(handler=_config_check)
+
     endpoints = sub.add_parser("endpoints", help="list a service's endpoints as the mesh built from MESHLIB_* sees them")
     endpoints.add_argument("service", metavar="SERVICE")
     endpoints.set_defaults(handler=_endpoints)
@@ -139,6 +150,12 @@ def _config_docs(args: argparse.Namespace) -> int:
     text = render_markdown()
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from .config.check import check
+
+    return check(os.environ, sys.stdout, sys.stderr, show_all=args.all)
 
 
 def _endpoints(args: argparse.Namespace) -> int:

@@ -123,12 +123,19 @@ _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 80, 80
 
 
+#: Words that make a key's value a secret, never shown (as config/redact.py's).
+_SECRET_WORDS = ("token", "passw", "pwd", "secret", "key", "credential", "auth", "cookie")
+
+
 def _shown(value: object) -> object:
-    """``value`` for a ConfigError: scalars as they are, containers shortened."""
+    """``value`` for a ConfigError: scalars as they are, containers shortened,
+    the values of secret-looking keys in a mapping hidden."""
     if value is None or isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, str):
         return value if len(value) <= 200 else _Shown(value)
+    if isinstance(value, Mapping):
+        value = {k: "<hidden>" if any(w in str(k).lower() for w in _SECRET_WORDS) else v for k, v in value.items()}
     return _Shown(value)
 
 
@@ -259,7 +266,8 @@ def endpoint_from_mapping(data: object, *, name: str) -> Endpoint:
     known = {"address", "host", "port", "weight", "zone", "priority", "tags", "metadata", "healthy"}
     unknown = set(data) - known
     if unknown:
-        raise ConfigError(name, _shown(dict(data)), f"unknown keys {sorted(map(str, unknown))}; accepted keys: {sorted(known)}")
+        # The keys only: an unknown key's value may be a secret (a token put in the wrong place).
+        raise ConfigError(name, _shown({str(k): "…" for k in data}), f"unknown keys {sorted(map(str, unknown))}; accepted keys: {sorted(known)}")
     if "address" in data:
         address = data["address"]
         if not isinstance(address, str):
@@ -293,3 +301,4 @@ def endpoint_from_mapping(data: object, *, name: str) -> Endpoint:
         metadata=check_metadata(data.get("metadata"), f"{name}.metadata"),
         healthy=healthy,
     )
+

@@ -154,7 +154,7 @@ class Cluster:
         #: Called with each adopted snapshot (see :meth:`watch`).
         self._watchers: list[Callable[[EndpointSnapshot], None]] = []
 
-        picker, levels = build_picker(name, (), (), cfg, self._policy, self.rng, clock)
+        picker, levels = build_picker(name, (), (), cfg.lb, self._policy, self.rng, clock)
         empty = EndpointSnapshot(name, ())
         self._state = _State(empty, (), picker, tuple(levels), empty)
         #: The current picker (swapped with each rebuild; read without a lock).
@@ -234,7 +234,7 @@ class Cluster:
     def _build(self, snapshot: EndpointSnapshot, hosts: tuple[Host, ...]) -> None:
         flags = [self._usable(h) for h in hosts]
         usable = [healthy and not ejected for healthy, ejected in flags]
-        picker, levels = build_picker(self.name, hosts, usable, self.config, self._policy, self.rng, self.clock)
+        picker, levels = build_picker(self.name, hosts, usable, self.config.lb, self._policy, self.rng, self.clock)
         if all(healthy == h.endpoint.healthy and not ejected for h, (healthy, ejected) in zip(hosts, flags)):
             view = snapshot
         else:
