@@ -336,7 +336,7 @@ def test_provider_contexts_follow_the_identity_and_never_leak_keys(ca: SpiffeCA,
     caplog.set_level(logging.DEBUG, logger="meshlib")
     first = ca.issue("spiffe://example.org/planner")
     cert, key, bundle = first.write(tmp_path / "id")
-    provider = TlsProvider(TlsSettings(cert=cert, key=key, ca=bundle))
+    provider = TlsProvider(TlsSettings(tls_cert=cert, tls_key=key, tls_ca=bundle))
     try:
         tls = provider.for_service("inventory", "mtls", ("spiffe://example.org/inventory",))
         assert provider.for_service("inventory", "off") is None

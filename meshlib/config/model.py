@@ -79,6 +79,8 @@ class ServiceConfig:
 
     filter_tags: tuple[str, ...] = _d("filter_tags")
     filter_meta: Mapping[str, str] = _factory("filter_meta")
+    tls_mode: str = _d("tls_mode")
+    tls_spiffe_ids: tuple[str, ...] = _d("tls_spiffe_ids")
 
     #: What the balancers read (``meshlib.balancing.LbSettings``), built once from the fields above.
     lb: LbSettings = field(init=False, repr=False, compare=False)

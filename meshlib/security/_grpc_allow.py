@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 
-from .peer import peer_identity
-
 if TYPE_CHECKING:  # pragma: no cover
     from .peer import AllowList
 
@@ -35,7 +33,7 @@ def _wrap(handler: Any, allow: "AllowList", aio: bool) -> Any:
             continue
         if aio:
             async def guarded_aio(request: Any, context: Any, _b: Any = behaviour, _stream: bool = attr.endswith("stream")) -> Any:
-                if not allow.allows(peer_identity(context)):
+                if not allow.admits(context):
                     await context.abort(grpc.StatusCode.PERMISSION_DENIED, MESSAGE)
                 result = _b(request, context)
                 if hasattr(result, "__aiter__"):
@@ -44,7 +42,7 @@ def _wrap(handler: Any, allow: "AllowList", aio: bool) -> Any:
 
             if attr.endswith("stream"):
                 async def guarded_gen(request: Any, context: Any, _b: Any = behaviour) -> Any:
-                    if not allow.allows(peer_identity(context)):
+                    if not allow.admits(context):
                         await context.abort(grpc.StatusCode.PERMISSION_DENIED, MESSAGE)
                     async for item in _b(request, context):
                         yield item
@@ -54,7 +52,7 @@ def _wrap(handler: Any, allow: "AllowList", aio: bool) -> Any:
                 fn = guarded_aio
         else:
             def fn(request: Any, context: Any, _b: Any = behaviour) -> Any:
-                if not allow.allows(peer_identity(context)):
+                if not allow.admits(context):
                     context.abort(grpc.StatusCode.PERMISSION_DENIED, MESSAGE)
                 return _b(request, context)
 

@@ -32,30 +32,27 @@ TLS_MODES = ("off", "tls", "mtls")
 class TlsSettings:
     """The global TLS keys (``MESHLIB_TLS_*``, the Workload API socket, ``ALLOWED_CALLERS``)."""
 
-    cert: str = ""
-    key: str = ""
-    ca: str = ""
-    spiffe_socket: str = ""
-    watch_interval: float = 1.0
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    spiffe_endpoint_socket: str = ""
+    tls_watch_interval: float = 1.0
     spiffe_timeout: float = 5.0
     allowed_callers: tuple[str, ...] = ()
-
-    @property
-    def has_identity(self) -> bool:
-        return bool(self.cert or self.key or self.spiffe_socket)
 
 
 def make_source(settings: TlsSettings, *, now: Callable[[], float] = time.time) -> IdentitySource | None:
     """The identity source the settings name (files win over nothing; the
     Workload API and files together are a ConfigError), or None."""
-    if settings.spiffe_socket and (settings.cert or settings.key):
-        raise ConfigError("MESHLIB_SPIFFE_ENDPOINT_SOCKET", settings.spiffe_socket, "either the Workload API or MESHLIB_TLS_CERT/KEY files, not both")
-    if settings.spiffe_socket:
+    socket = settings.spiffe_endpoint_socket
+    if socket and (settings.tls_cert or settings.tls_key):
+        raise ConfigError("MESHLIB_SPIFFE_ENDPOINT_SOCKET", socket, "either the Workload API or MESHLIB_TLS_CERT/KEY files, not both")
+    if socket:
         from .workload import SpiffeIdentitySource
 
-        return SpiffeIdentitySource(settings.spiffe_socket, timeout=settings.spiffe_timeout, now=now)
-    if settings.cert or settings.key:
-        return FileIdentitySource(settings.cert, settings.key, settings.ca, interval=settings.watch_interval, now=now)
+        return SpiffeIdentitySource(socket, timeout=settings.spiffe_timeout, now=now)
+    if settings.tls_cert or settings.tls_key:
+        return FileIdentitySource(settings.tls_cert, settings.tls_key, settings.tls_ca, interval=settings.tls_watch_interval, now=now)
     return None
 
 
@@ -114,8 +111,8 @@ class TlsProvider:
         self.settings = settings
         self.source = source if source is not None else make_source(settings, now=now)
         self._bundle_only: Identity | None = None
-        if self.source is None and settings.ca:
-            self._bundle_only = _bundle_identity(settings.ca)
+        if self.source is None and settings.tls_ca:
+            self._bundle_only = _bundle_identity(settings.tls_ca)
         self._services: dict[tuple[str, str, tuple[str, ...]], ClientTls] = {}
         self._lock = threading.Lock()
         self._server: RotatingServerContext | None = None

@@ -78,6 +78,10 @@ class AllowList:
     def allows(self, spiffe_id: str | None) -> bool:
         return spiffe_id is not None and self.matcher.accepts(spiffe_id)
 
+    def admits(self, obj: Any) -> bool:
+        """True if the caller behind ``obj`` (anything :func:`peer_identity` takes) is on the list."""
+        return self.allows(peer_identity(obj))
+
     def check(self, obj: Any) -> str:
         """The caller's SPIFFE ID, or ``PeerIdentityError`` if not allowed."""
         der = peer_certificate(obj)
@@ -87,7 +91,7 @@ class AllowList:
         """WSGI middleware: 403 for callers not on the list."""
 
         def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-            if not self.allows(peer_identity(environ)):
+            if not self.admits(environ):
                 body = b"forbidden: caller identity not allowed\n"
                 start_response("403 Forbidden", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
                 return [body]
@@ -100,7 +104,7 @@ class AllowList:
         websocket is closed with 1008 before it is accepted)."""
 
         async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            if scope.get("type") in ("http", "websocket") and not self.allows(peer_identity(scope)):
+            if scope.get("type") in ("http", "websocket") and not self.admits(scope):
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": 1008})
                     return
