@@ -20,8 +20,11 @@ from .discovery.filter import filter_snapshot
 from .endpoint import Endpoint, EndpointSnapshot
 from .errors import MeshError, UnknownServiceError
 from .health import Probe
+from .security import AllowList, ClientTls, TlsProvider
 
 if TYPE_CHECKING:  # pragma: no cover - import cost only for type checkers
+    import ssl
+
     import grpc
     import grpc.aio
     import httpx
@@ -80,7 +83,16 @@ class Mesh:
         # Copied and swapped on change, read without a lock.
         self._by_host: Mapping[str, Cluster] = MappingProxyType({})
         self._registrations: list["Registration"] = []
-        self._resolvers: list[Resolver] = self._make_resolvers(dns_lookup)
+        # Workload identity (files or the SPIFFE Workload API) and each service's
+        # TLS mode; a bad identity or mtls without one is a ConfigError now.
+        self._tls = TlsProvider(config.tls)
+        try:
+            for svc in (config.defaults, *config.services.values()):
+                self._tls.for_service(svc.name, svc.tls_mode, svc.tls_spiffe_ids)
+            self._resolvers: list[Resolver] = self._make_resolvers(dns_lookup)
+        except BaseException:
+            self._tls.close()
+            raise
         for name in config.services:
             self._ensure_cluster(name)
         try:
@@ -250,7 +262,35 @@ class Mesh:
         stats: dict[str, Any] = {"services": services, "discovery": [r.status() for r in self._resolvers]}
         if self._registrations:
             stats["registrations"] = [r.status() for r in self._registrations if not r.closed]
+        if self._tls.source is not None or any(c.config.tls_mode != "off" for c in self._clusters.values()):
+            stats["tls"] = self._tls.status()
         return stats
+
+    # -- mutual TLS ----------------------------------------------------------------
+
+    def tls(self, cluster: Cluster) -> ClientTls | None:
+        """How calls to ``cluster`` are protected (None: ``TLS_MODE`` off, the URL decides)."""
+        cfg = cluster.config
+        return self._tls.for_service(cluster.name, cfg.tls_mode, cfg.tls_spiffe_ids)
+
+    def server_ssl_context(self, *, require_client_cert: bool = True) -> "ssl.SSLContext":
+        """An ``ssl.SSLContext`` for serving (uvicorn, hypercorn, gunicorn,
+        ``http.server``) with the workload identity, requiring client
+        certificates signed by the trust bundle; each new connection uses the
+        identity current then, so rotation needs no restart. See docs/security.md."""
+        return self._tls.server_ssl_context(require_client_cert=require_client_cert)  # type: ignore[no-any-return]
+
+    def grpc_server_credentials(self, *, require_client_auth: bool = True) -> "grpc.ServerCredentials":
+        """``grpc.ServerCredentials`` with the workload identity, requiring
+        client certificates, following every rotation (for ``server.add_secure_port``)."""
+        return self._tls.grpc_server_credentials(require_client_auth=require_client_auth)
+
+    def allowed_callers(self) -> AllowList:
+        """The serving-side allow-list of ``MESHLIB_ALLOWED_CALLERS`` (any verified
+        caller when empty): ``.wsgi(app)``, ``.asgi(app)``, ``.grpc_interceptor()``,
+        ``.check(request)``."""
+        callers = self.config.tls.allowed_callers
+        return AllowList(callers, any_verified=not callers)
 
     # -- adapters ----------------------------------------------------------------
 
@@ -372,6 +412,7 @@ class Mesh:
                 resolver.close()
             except Exception:
                 log.exception("meshlib: closing %r failed", resolver)
+        self._tls.close()
 
     @property
     def closed(self) -> bool:

@@ -129,7 +129,8 @@ class TlsProvider:
         found = self._services.get(key)
         if found is None:
             if mode == "mtls" and self.source is None:
-                raise ConfigError(f"MESHLIB_SERVICES__{service.upper().replace('-', '_')}__TLS_MODE", mode,
+                setting = "MESHLIB_TLS_MODE" if service == "*" else f"MESHLIB_SERVICES__{service.upper().replace('-', '_')}__TLS_MODE"
+                raise ConfigError(setting, mode,
                                   "off or tls, unless a workload identity is set (MESHLIB_TLS_CERT/KEY/CA or MESHLIB_SPIFFE_ENDPOINT_SOCKET)")  # fmt: skip
             with self._lock:
                 found = self._services.setdefault(key, ClientTls(service, mode, IdMatcher.of(spiffe_ids), self))

@@ -72,11 +72,13 @@ class AllowList:
     (``spiffe://example.org`` allows any ID in it). Everyone else gets 403
     (HTTP) or ``PERMISSION_DENIED`` (gRPC)."""
 
-    def __init__(self, callers: Iterable[str]) -> None:
+    def __init__(self, callers: Iterable[str] = (), *, any_verified: bool = False) -> None:
         self.matcher = IdMatcher.of(callers)
+        #: Let in any caller whose verified certificate carries a SPIFFE ID.
+        self.any_verified = any_verified
 
     def allows(self, spiffe_id: str | None) -> bool:
-        return spiffe_id is not None and self.matcher.accepts(spiffe_id)
+        return spiffe_id is not None and (self.any_verified or self.matcher.accepts(spiffe_id))
 
     def admits(self, obj: Any) -> bool:
         """True if the caller behind ``obj`` (anything :func:`peer_identity` takes) is on the list."""
@@ -85,6 +87,8 @@ class AllowList:
     def check(self, obj: Any) -> str:
         """The caller's SPIFFE ID, or ``PeerIdentityError`` if not allowed."""
         der = peer_certificate(obj)
+        if self.any_verified:
+            return IdMatcher(frozenset(), frozenset()).check_der(der, side="client") if not der else _spiffe_or_refuse(der)
         return self.matcher.check_der(der, side="client")
 
     def wsgi(self, app: Callable[..., Any]) -> Callable[..., Any]:
@@ -124,6 +128,13 @@ class AllowList:
         return aio_interceptor(self) if aio else sync_interceptor(self)
 
     def __repr__(self) -> str:
-        return f"<AllowList {self.matcher.describe()}>"
+        return f"<AllowList {'any verified SPIFFE ID' if self.any_verified else self.matcher.describe()}>"
+
+
+def _spiffe_or_refuse(der: bytes) -> str:
+    try:
+        return spiffe_id_of(der)
+    except ValueError as exc:
+        raise PeerIdentityError("a verified SPIFFE ID", f"no valid SPIFFE ID ({exc})", side="client") from None
 
 
