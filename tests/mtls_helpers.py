@@ -25,8 +25,14 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server
         peer = peer_identity(self)
         der = self.connection.getpeercert(True)
+        serial = None
+        if der:
+            from cryptography import x509
+
+            serial = x509.load_der_x509_certificate(der).serial_number
         with srv.lock:  # type: ignore[attr-defined]
             srv.peers.append(peer)  # type: ignore[attr-defined]
+            srv.serials.append(serial)  # type: ignore[attr-defined]
             srv.conns.add(id(self.connection))  # type: ignore[attr-defined]
         allow = srv.allow  # type: ignore[attr-defined]
         if allow is not None and not allow.allows(peer):
@@ -53,6 +59,7 @@ class TlsAgent:
         self.server.daemon_threads = True
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True, do_handshake_on_connect=True)
         self.server.peers = []  # type: ignore[attr-defined]
+        self.server.serials = []  # type: ignore[attr-defined]
         self.server.conns = set()  # type: ignore[attr-defined]
         self.server.lock = threading.Lock()  # type: ignore[attr-defined]
         self.server.name = name  # type: ignore[attr-defined]
@@ -65,6 +72,10 @@ class TlsAgent:
     @property
     def peers(self) -> list[str | None]:
         return list(self.server.peers)  # type: ignore[attr-defined]
+
+    @property
+    def serials(self) -> list[int | None]:
+        return list(self.server.serials)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self.server.shutdown()
@@ -146,7 +157,7 @@ def grpc_echo_server(credentials: grpc.ServerCredentials, interceptors: tuple[An
 
     def who(request: bytes, context: Any) -> bytes:
         peer = peer_identity(context)
-        seen.append(peer)
+        seen.append((peer, _serial(context)))
         return (peer or "-").encode() + b"|" + request
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), interceptors=list(interceptors))
@@ -156,5 +167,8 @@ def grpc_echo_server(credentials: grpc.ServerCredentials, interceptors: tuple[An
     return server, port, seen
 
 
-def call_count(fn: Callable[[], Any], n: int) -> list[Any]:
-    return [fn() for _ in range(n)]
+def _serial(context: Any) -> int | None:
+    from cryptography import x509
+
+    pems = context.auth_context().get("x509_pem_cert") or []
+    return x509.load_pem_x509_certificate(pems[0]).serial_number if pems else None

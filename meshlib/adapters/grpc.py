@@ -570,6 +570,14 @@ class ChannelPool:
     def subchannels(self) -> list[Subchannel]:
         return list(self._subs.values())
 
+    def retire_all(self) -> None:
+        """Retire every endpoint channel (a TLS identity rotation): calls in
+        flight finish on it, the next call opens a new one."""
+        with self._lock:
+            subs, self._subs = list(self._subs.values()), {}
+        for sub in subs:
+            sub.retire()
+
     def attach(self) -> None:
         with self._lock:
             self._users += 1
@@ -1052,15 +1060,18 @@ class MeshChannel(grpc.Channel):
     def __init__(self, mesh: "Services", service: str, *, credentials: grpc.ChannelCredentials | None = None, options: Sequence[tuple[str, Any]] = (), compression: grpc.Compression | None = None) -> None:
         self.cluster = cluster = mesh.cluster(service)
         self.service = cluster.name
-        opts = channel_options(cluster.name, options, credentials is not None)
+        tls = mesh.tls(cluster) if credentials is None else None  # TLS_MODE tls/mtls, unless credentials are given
+        opts = channel_options(cluster.name, options, credentials is not None or tls is not None)
 
         def make(ep: Endpoint) -> grpc.Channel:
             if credentials is not None:
                 return grpc.secure_channel(ep.address, credentials, options=opts, compression=compression)
             return grpc.insecure_channel(ep.address, options=opts, compression=compression)
 
-        key = _pool_key("grpc", cluster.name, credentials, opts, compression)
-        self.pool: ChannelPool = mesh.resource(key, lambda: ChannelPool(cluster, make, _close_sync))
+        if tls is not None:
+            make = tls.grpc().factory(opts, compression)
+        key = _pool_key("grpc", cluster.name, credentials or tls, opts, compression)
+        self.pool: ChannelPool = mesh.resource(key, lambda: _follow(tls, ChannelPool(cluster, make, _close_sync)))
         self.pool.attach()
         self._closed = False
         self._subscriptions: dict[Callable[[grpc.ChannelConnectivity], None], list[tuple[Any, Callable[[Any], None]]]] = {}
@@ -1126,6 +1137,11 @@ class MeshChannel(grpc.Channel):
 
 def _close_sync(ch: grpc.Channel) -> None:
     ch.close()
+
+
+def _follow(tls: Any, pool: ChannelPool) -> ChannelPool:
+    """With mesh TLS, the pool's channels are retired after each identity rotation."""
+    return pool if tls is None else tls.grpc().follow(pool)
 
 
 def channel(mesh: "Services", name: str, *, credentials: grpc.ChannelCredentials | None = None, options: Sequence[tuple[str, Any]] = (), compression: grpc.Compression | None = None) -> MeshChannel:

@@ -39,6 +39,7 @@ from .grpc import (
     ChannelPool,
     InterceptorBase,
     _aborted,
+    _follow,
     _Attempt,
     channel_options,
     hash_header,
@@ -521,12 +522,16 @@ class MeshAioChannel(grpc.aio.Channel):
     def __init__(self, mesh: "Services", service: str, *, credentials: grpc.ChannelCredentials | None = None, options: Sequence[tuple[str, Any]] = (), compression: grpc.Compression | None = None) -> None:
         self.cluster = cluster = mesh.cluster(service)
         self.service = cluster.name
-        opts = channel_options(cluster.name, options, credentials is not None)
+        tls = mesh.tls(cluster) if credentials is None else None  # TLS_MODE tls/mtls, unless credentials are given
+        opts = channel_options(cluster.name, options, credentials is not None or tls is not None)
 
         def make(ep: Endpoint) -> grpc.aio.Channel:
             if credentials is not None:
                 return grpc.aio.secure_channel(ep.address, credentials, options=opts, compression=compression)
             return grpc.aio.insecure_channel(ep.address, options=opts, compression=compression)
+
+        if tls is not None:
+            make = tls.grpc().factory(opts, compression, aio=True)
 
         try:
             self._loop = asyncio.get_running_loop()
@@ -534,7 +539,7 @@ class MeshAioChannel(grpc.aio.Channel):
             raise RuntimeError("mesh.grpc_aio_channel() binds to the running event loop: call it from a coroutine") from None
         self._mesh = mesh
         self._key = ("grpc-aio", next(_CHANNEL_IDS))
-        self.pool: ChannelPool = mesh.resource(self._key, lambda: ChannelPool(cluster, make, _closer(self._loop)))
+        self.pool: ChannelPool = mesh.resource(self._key, lambda: _follow(tls, ChannelPool(cluster, make, _closer(self._loop))))
 
     def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **kwargs: Any) -> grpc.aio.UnaryUnaryMultiCallable:
         return _AioCallable(_AioMethod(self, "unary_unary", method, request_serializer, response_deserializer, kwargs), _UnaryResponseCall, False)

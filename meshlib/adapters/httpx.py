@@ -28,6 +28,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
 from ..core.driver import run, run_async
 from ..core.call import Call
 from ..endpoint import Endpoint
+from ..errors import MeshError
 from ..outcome import Outcome
 from ..resilience.fault import FaultDecision
 from ..outcome import AttemptResult
@@ -123,6 +124,22 @@ class _Pools(Generic[T]):
                     t = self._tls[service] = self._make()
         return t
 
+    def for_mesh_tls(self, tls: Any) -> T:
+        """The transport for a TLS_MODE tls/mtls service: one per TLS context
+        (so per identity generation); the previous ones are kept, unused, until
+        the client closes."""
+        if self._make is None:
+            raise MeshError(f"service {tls.service!r} has TLS_MODE {tls.mode}, which a client built with transport= cannot carry; leave transport= out")
+        ctx = tls.ssl_context()
+        key = (tls.service, ctx)
+        t = self._tls.get(key)  # type: ignore[call-overload]
+        if t is None:
+            with self._lock:
+                t = self._tls.get(key)  # type: ignore[call-overload]
+                if t is None:
+                    t = self._tls[key] = self._make(verify=ctx)  # type: ignore[index,call-arg]
+        return t
+
     def all(self) -> list[T]:
         return [self.default, *self._tls.values()]
 
@@ -167,6 +184,14 @@ def _endpoint_url(url: httpx.URL, host: str, port: int) -> httpx.URL:
     return url.copy_with(host=host, port=port)
 
 
+def _over_tls(request: httpx.Request) -> httpx.Request:
+    """``request`` as the mesh sends it to a TLS_MODE tls/mtls service: https,
+    with the service name as SNI (the context checks the name or SPIFFE ID)."""
+    url = request.url if request.url.scheme == "https" else request.url.copy_with(scheme="https")
+    return httpx.Request(request.method, url, headers=request.headers, stream=request.stream,
+                         extensions={**request.extensions, "sni_hostname": request.url.host})  # fmt: skip
+
+
 def _restore(response: httpx.Response, request: httpx.Request) -> httpx.Response:
     response.request = request
     return response
@@ -181,10 +206,12 @@ class MeshTransport(httpx.BaseTransport):
         call = _begin(self._mesh, request)
         if call is None:
             return self._pools.default.handle_request(request)
-        inner = self._pools.for_request(request, call.cluster.name)
+        tls = self._mesh.tls(call.cluster)
+        inner = self._pools.for_request(request, call.cluster.name) if tls is None else self._pools.for_mesh_tls(tls)
+        target = request if tls is None else _over_tls(request)
 
         def send(ep: Endpoint, limit: float | None) -> httpx.Response:
-            return _restore(inner.handle_request(_pointed(request, ep, limit)), request)
+            return _restore(inner.handle_request(_pointed(target, ep, limit)), request)
 
         return run(call, send, EXCHANGE, _aborter(call, request))
 
@@ -202,10 +229,12 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         call = _begin(self._mesh, request)
         if call is None:
             return await self._pools.default.handle_async_request(request)
-        inner = self._pools.for_request(request, call.cluster.name)
+        tls = self._mesh.tls(call.cluster)
+        inner = self._pools.for_request(request, call.cluster.name) if tls is None else self._pools.for_mesh_tls(tls)
+        target = request if tls is None else _over_tls(request)
 
         async def send(ep: Endpoint, limit: float | None) -> httpx.Response:
-            return _restore(await inner.handle_async_request(_pointed(request, ep, limit)), request)
+            return _restore(await inner.handle_async_request(_pointed(target, ep, limit)), request)
 
         return await run_async(call, send, ASYNC_EXCHANGE, _aborter(call, request))
 
@@ -227,7 +256,7 @@ def client(mesh: "Services", **kwargs: Any) -> httpx.Client:
     transport_kw, inner = _split(kwargs)
     if inner is not None:
         return httpx.Client(transport=MeshTransport(mesh, inner), **kwargs)
-    make = lambda: httpx.HTTPTransport(**transport_kw)  # noqa: E731
+    make = lambda **tls: httpx.HTTPTransport(**{**transport_kw, **tls})  # noqa: E731
     return httpx.Client(transport=MeshTransport(mesh, make(), make), **kwargs)
 
 
@@ -235,5 +264,5 @@ def async_client(mesh: "Services", **kwargs: Any) -> httpx.AsyncClient:
     transport_kw, inner = _split(kwargs)
     if inner is not None:
         return httpx.AsyncClient(transport=AsyncMeshTransport(mesh, inner), **kwargs)
-    make = lambda: httpx.AsyncHTTPTransport(**transport_kw)  # noqa: E731
+    make = lambda **tls: httpx.AsyncHTTPTransport(**{**transport_kw, **tls})  # noqa: E731
     return httpx.AsyncClient(transport=AsyncMeshTransport(mesh, make(), make), **kwargs)

@@ -69,8 +69,10 @@ class _Attempt(requests.PreparedRequest):
     headers). ``origin`` is the endpoint URL's (scheme, host, port)."""
 
     origin: tuple[str, str, int]
+    #: The mesh's TLS for this attempt (TLS_MODE tls/mtls), else None.
+    tls: Any
 
-    def __init__(self, request: requests.PreparedRequest, url: str, origin: tuple[str, str, int]) -> None:
+    def __init__(self, request: requests.PreparedRequest, url: str, origin: tuple[str, str, int], tls: Any = None) -> None:
         # PreparedRequest.__init__ would only set what is overwritten here.
         self.method = request.method
         self.url = url
@@ -80,6 +82,7 @@ class _Attempt(requests.PreparedRequest):
         self.hooks = request.hooks
         self._body_position = request._body_position  # type: ignore[attr-defined]
         self.origin = origin
+        self.tls = tls
 
 
 #: How many (endpoint origin, verify, cert) an adapter remembers the pool
@@ -102,7 +105,8 @@ class MeshAdapter(HTTPAdapter):
         on every request."""
         if not isinstance(request, _Attempt):
             return super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
-        key = (request.origin, verify, cert)
+        tls_kw = None if request.tls is None else request.tls.pool_kwargs()
+        key = (request.origin, verify, cert, tls_kw and tls_kw["ssl_context"])
         try:
             params = self._pool_params.get(key)
         except TypeError:  # an unhashable verify or cert: nothing remembered
@@ -112,6 +116,8 @@ class MeshAdapter(HTTPAdapter):
                 params = self.build_connection_pool_key_attributes(request, verify, cert)
             except ValueError as e:
                 raise requests.exceptions.InvalidURL(e, request=request) from None
+            if tls_kw is not None:
+                params = (params[0], {**params[1], **tls_kw})
             if len(self._pool_params) >= _PARAMS_CACHE_SIZE:
                 self._pool_params.clear()
             self._pool_params[key] = params
@@ -138,9 +144,12 @@ class MeshAdapter(HTTPAdapter):
         call = cluster.start_call(key, is_idempotent(request.method or "GET"))
         host_header = authority.rpartition("@")[2]
         send_base = super().send
+        tls = self._mesh.tls(cluster)  # TLS_MODE tls/mtls: the mesh's TLS, whatever the URL says
+        if tls is not None:
+            scheme = "https"
 
         def send(ep: Endpoint, limit: float | None) -> requests.Response:
-            attempt = _Attempt(request, endpoint_url(scheme, ep.address, rest), (scheme, ep.host, ep.port))
+            attempt = _Attempt(request, endpoint_url(scheme, ep.address, rest), (scheme, ep.host, ep.port), tls)
             attempt.headers["Host"] = host_header
             t = timeout
             if limit is not None:

@@ -84,8 +84,8 @@ class TLSNamePoolManager(urllib3.PoolManager):
             pool = self.pools.get(pool_key)  # marks it recently used, as urllib3 does
             if pool is not None:
                 return pool
-        if name is not None:
-            pool_kwargs = {**(pool_kwargs or {}), "server_hostname": name, "assert_hostname": name}
+        if name is not None:  # the caller's pool_kwargs (mesh TLS: assert_hostname=False) win
+            pool_kwargs = {"server_hostname": name, "assert_hostname": name, **(pool_kwargs or {})}
         pool = super().connection_from_host(host, port, scheme, pool_kwargs)
         if cache_key is not None:
             keys = self._pool_keys
@@ -131,6 +131,9 @@ class MeshPoolManager(TLSNamePoolManager):
             key = _header(headers, cfg.hash_header)
         call = cluster.start_call(key, is_idempotent(method))
         target = _request_target(rest)
+        tls = self._mesh.tls(cluster)  # TLS_MODE tls/mtls: the mesh's TLS, whatever the URL says
+        if tls is not None:
+            scheme = "https"
         token = TLS_NAME.set(host) if scheme == "https" else None
 
         def send(ep: Endpoint, limit: float | None) -> Any:
@@ -139,7 +142,7 @@ class MeshPoolManager(TLSNamePoolManager):
                 akw = dict(attempt_kw, headers={**headers, TIMEOUT_HEADER: timeout_header(limit)})
                 akw["timeout"] = _bounded(user_timeout, cfg.connect_timeout, limit)
             host = ep.host if ":" not in ep.host else f"[{ep.host}]"  # as parse_url gives an IPv6 host
-            return self.connection_from_host(host, ep.port, scheme).urlopen(method, target, **akw)
+            return self.connection_from_host(host, ep.port, scheme, tls and tls.pool_kwargs()).urlopen(method, target, **akw)
 
         try:
             response = run(call, send, EXCHANGE, _aborted)

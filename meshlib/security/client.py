@@ -67,6 +67,7 @@ class ClientTls:
         self._provider = provider
         self._lock = threading.Lock()
         self._ctx: MeshSSLContext | None = None
+        self._pool_kw: dict[str, Any] = {}
         self._grpc: Any = None
 
     def identity(self) -> Identity | None:
@@ -87,6 +88,16 @@ class ClientTls:
                 if ctx is None or ctx.generation != gen:
                     ctx = self._ctx = client_context(self._provider.identity(), present=self.present, matcher=self.matcher or None)
         return ctx
+
+    def pool_kwargs(self) -> dict[str, Any]:
+        """urllib3 pool keywords for a new connection now: the current context
+        (so pools, keyed by it, change with the identity) and no hostname
+        match of urllib3's own (the context checks the DNS name or SPIFFE ID)."""
+        ctx = self.ssl_context()
+        kw = self._pool_kw
+        if kw.get("ssl_context") is not ctx:
+            kw = self._pool_kw = {"ssl_context": ctx, "assert_hostname": False}
+        return kw
 
     def grpc(self) -> Any:
         """The gRPC side (``meshlib.security.grpc_tls.GrpcTls``), made on first use."""

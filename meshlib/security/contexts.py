@@ -50,14 +50,59 @@ def _no_check(der: bytes | None) -> None:
     return None
 
 
+_VERIFY_MODE = ssl.SSLContext.verify_mode
+_CHECK_HOSTNAME = ssl.SSLContext.check_hostname
+
+
 class MeshSSLContext(ssl.SSLContext):
     """An SSLContext whose sockets and memory BIOs run ``peer_check(der)``
-    after the handshake; ``peer_check`` raises to refuse the peer."""
+    after the handshake; ``peer_check`` raises to refuse the peer.
+
+    Once :meth:`freeze` is called it no longer changes: HTTP clients handed a
+    context adjust it (urllib3 sets ``verify_mode`` and ``check_hostname``
+    from its own arguments, requests adds its CA bundle and ``cert=`` files);
+    for a mesh-TLS service those changes are ignored, so verification can
+    only stay what the mesh set, never become weaker."""
 
     sslsocket_class = _CheckedSocket
     sslobject_class = _CheckedObject
     peer_check: Callable[[bytes | None], Any] = staticmethod(_no_check)
     generation: int = 0
+    _frozen = False
+
+    def freeze(self) -> "MeshSSLContext":
+        self._frozen = True
+        return self
+
+    @property  # type: ignore[override]
+    def verify_mode(self) -> ssl.VerifyMode:
+        return _VERIFY_MODE.__get__(self, type(self))  # type: ignore[attr-defined,no-any-return]
+
+    @verify_mode.setter
+    def verify_mode(self, value: ssl.VerifyMode) -> None:
+        if not self._frozen:
+            _VERIFY_MODE.__set__(self, value)  # type: ignore[attr-defined]
+
+    @property  # type: ignore[override]
+    def check_hostname(self) -> bool:
+        return _CHECK_HOSTNAME.__get__(self, type(self))  # type: ignore[attr-defined,no-any-return]
+
+    @check_hostname.setter
+    def check_hostname(self, value: bool) -> None:
+        if not self._frozen:
+            _CHECK_HOSTNAME.__set__(self, value)  # type: ignore[attr-defined]
+
+    def load_verify_locations(self, *args: Any, **kwargs: Any) -> None:
+        if not self._frozen:
+            super().load_verify_locations(*args, **kwargs)
+
+    def load_cert_chain(self, *args: Any, **kwargs: Any) -> None:
+        if not self._frozen:
+            super().load_cert_chain(*args, **kwargs)
+
+    def load_default_certs(self, *args: Any, **kwargs: Any) -> None:
+        if not self._frozen:
+            super().load_default_certs(*args, **kwargs)
 
 
 @contextlib.contextmanager
@@ -101,7 +146,7 @@ def client_context(identity: Identity | None, *, present: bool, matcher: IdMatch
         ctx.check_hostname = False
         ctx.peer_check = matcher.check_der  # type: ignore[assignment]
     ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
+    return ctx.freeze()
 
 
 def server_context(identity: Identity, *, require_client_cert: bool = True) -> ssl.SSLContext:

@@ -102,6 +102,34 @@ class GrpcTls:
         return name
 
 
+    def factory(self, options: tuple[tuple[str, Any], ...], compression: Any, *, aio: bool = False, timeout: float = 5.0) -> Any:
+        """``make(endpoint)`` for a per-endpoint channel pool: a secure channel
+        with the current credentials, after the SPIFFE ID check when the
+        service has TLS_SPIFFE_IDS (a mismatch raises PeerIdentityError and
+        makes no channel)."""
+        import grpc
+        import grpc.aio
+
+        base = tuple(o for o in options if o[0] != "grpc.ssl_target_name_override")
+        secure = grpc.aio.secure_channel if aio else grpc.secure_channel
+
+        def make(endpoint: Any) -> Any:
+            name = self.target_name(endpoint.address, timeout)
+            opts = (*base, ("grpc.ssl_target_name_override", name))
+            return secure(endpoint.address, self.credentials(), options=opts, compression=compression)
+
+        return make
+
+    def follow(self, pool: Any) -> Any:
+        """Retire every channel of ``pool`` (``pool.retire_all()``) after each
+        identity rotation: calls in flight finish on the old connection, new
+        calls get channels made with the new certificate. Returns ``pool``."""
+        source = self.tls._provider.source
+        if source is not None:
+            source.subscribe(lambda _identity: pool.retire_all())
+        return pool
+
+
 def _channel_credentials(grpc: Any, identity: Identity | None, present: bool) -> Any:
     if identity is None:
         return grpc.ssl_channel_credentials()

@@ -1,0 +1,303 @@
+"""Every client originates mTLS for a TLS_MODE=mtls service while the
+application keeps http://svc/... and mesh.grpc_channel("svc"): requests,
+urllib3, httpx (sync and async), gRPC (sync and aio). Impostors are refused
+with nothing sent in plaintext; rotation (files and the Workload API) mid-
+traffic fails no call and new connections carry the new serial."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+
+import grpc
+import httpx
+import pytest
+import requests
+import urllib3
+
+import meshlib
+from meshlib.testing.spiffe_ca import SpiffeCA
+
+from .mtls_helpers import RawRecorder, TlsAgent, grpc_echo_server
+from .spiffe.double import WorkloadAPIDouble
+
+INVENTORY = "spiffe://example.org/inventory"
+PLANNER = "spiffe://example.org/planner"
+
+
+@pytest.fixture(scope="module")
+def ca() -> SpiffeCA:
+    return SpiffeCA("example.org")
+
+
+def _files(svid, tmp_path, stem):
+    cert, key, bundle = svid.write(tmp_path / stem)
+    return {"tls_cert": cert, "tls_key": key, "tls_ca": bundle}
+
+
+@pytest.fixture
+def server_mesh(ca, tmp_path):
+    mesh = meshlib.Mesh(config=_files(ca.issue(INVENTORY, dns=["inventory"]), tmp_path, "inventory"))
+    yield mesh
+    mesh.close()
+
+
+@pytest.fixture
+def agents(server_mesh):
+    made = [TlsAgent(server_mesh.server_ssl_context(), name=f"a{i}") for i in range(2)]
+    yield made
+    for a in made:
+        a.close()
+
+
+def _client_mesh(ca, tmp_path, endpoints, ids=INVENTORY, **extra):
+    cfg = {**_files(ca.issue(PLANNER), tmp_path, "planner"), "tls_watch_interval": "50ms", **extra,
+           "services": {"inventory": {"endpoints": ",".join(endpoints), "tls_mode": "mtls", "tls_spiffe_ids": ids}}}  # fmt: skip
+    return meshlib.Mesh(config=cfg)
+
+
+def _get_all(mesh):
+    """GET http://inventory/who through every HTTP client; the server's JSON answers."""
+    out = {}
+    with mesh.requests_session() as s:
+        out["requests"] = s.get("http://inventory/who", timeout=5).json()
+    pool = mesh.urllib3_pool()
+    out["urllib3"] = json.loads(pool.request("GET", "http://inventory/who").data)
+    pool.clear()
+    with mesh.httpx_client() as c:
+        out["httpx"] = c.get("http://inventory/who").json()
+
+    async def go():
+        async with mesh.httpx_async_client() as c:
+            return (await c.get("http://inventory/who")).json()
+
+    out["httpx-async"] = asyncio.run(go())
+    return out
+
+
+def test_every_http_client_originates_mtls_for_http_urls(ca, tmp_path, agents) -> None:
+    mesh = _client_mesh(ca, tmp_path, [a.address for a in agents])
+    try:
+        for client, answer in _get_all(mesh).items():
+            assert answer["peer"] == PLANNER and answer["client_cert"], client
+            assert answer["path"] == "/who"
+        # pass-through URLs are never touched: a plain http server elsewhere still gets plaintext
+        rec = RawRecorder(None)
+        try:
+            with mesh.requests_session() as s:
+                with pytest.raises(requests.exceptions.RequestException):
+                    s.get(f"http://{rec.address}/plain", timeout=0.5)
+            assert rec.raw.startswith(b"GET /plain HTTP/1.1")
+        finally:
+            rec.close()
+    finally:
+        mesh.close()
+
+
+def test_an_impostor_is_refused_by_every_client_with_nothing_in_plaintext(ca, tmp_path) -> None:
+    import ssl
+
+    impostor = ca.issue("spiffe://example.org/impostor", dns=["inventory"])
+    paths = impostor.write(tmp_path / "impostor")
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(paths[0], paths[1])
+    rec = RawRecorder(sctx)
+    mesh = _client_mesh(ca, tmp_path, [rec.address])
+    try:
+        errors = []
+        with mesh.requests_session() as s:
+            with pytest.raises(requests.exceptions.SSLError) as e:
+                s.get("http://inventory/secret-path", timeout=5)
+            errors.append(str(e.value))
+        with pytest.raises(urllib3.exceptions.MaxRetryError) as e:
+            mesh.urllib3_pool().request("GET", "http://inventory/secret-path")
+        errors.append(str(e.value))
+        with mesh.httpx_client() as c, pytest.raises(httpx.ConnectError) as e:
+            c.get("http://inventory/secret-path")
+        errors.append(str(e.value))
+
+        async def go():
+            async with mesh.httpx_async_client() as c:
+                await c.get("http://inventory/secret-path")
+
+        with pytest.raises(httpx.ConnectError) as e:
+            asyncio.run(go())
+        errors.append(str(e.value))
+        for text in errors:
+            assert "spiffe://example.org/impostor" in text and INVENTORY in text, text
+        time.sleep(0.1)
+        assert rec.plain == b"" and b"secret-path" not in rec.raw and rec.connections >= 4
+        ep = mesh.stats()["services"]["inventory"]["endpoints"][0]
+        assert ep["failures"] >= 4 and ep["successes"] == 0
+    finally:
+        mesh.close()
+        rec.close()
+
+
+def test_file_rotation_mid_traffic_fails_no_call_and_new_connections_use_the_new_serial(ca, tmp_path, agents) -> None:
+    mesh = _client_mesh(ca, tmp_path, [a.address for a in agents])
+    failures: list[BaseException] = []
+    done = threading.Event()
+    calls = [0]
+
+    def traffic(make):
+        client = make()
+        try:
+            while not done.is_set():
+                try:
+                    r = client.get("http://inventory/who", timeout=5)
+                    assert r.status_code == 200
+                    calls[0] += 1
+                except BaseException as exc:  # noqa: BLE001 - counted, then asserted
+                    failures.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=traffic, args=(f,)) for f in (mesh.requests_session, mesh.httpx_client)]
+    try:
+        for t in threads:
+            t.start()
+        while calls[0] < 20:
+            time.sleep(0.01)
+        new = ca.issue(PLANNER)
+        new.write(tmp_path / "planner")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any(s == new.serial for a in agents for s in a.serials[-4:]):
+            time.sleep(0.02)
+        seen = calls[0]
+        while calls[0] < seen + 20:
+            time.sleep(0.01)
+        tls = mesh.stats()["tls"]
+        assert tls["serial"] == format(new.serial, "x") and tls["rotations"] == 1 and tls["state"] == "ok"
+    finally:
+        done.set()
+        for t in threads:
+            t.join(10)
+        mesh.close()
+    assert failures == []
+    serials = [s for a in agents for s in a.serials]
+    assert new.serial in serials
+    # connections made under the old certificate are not reused after the rotation
+    for a in agents:
+        assert a.serials[-5:] == [new.serial] * 5
+
+
+def test_grpc_channels_sync_and_aio_originate_mtls_and_follow_rotation(ca, tmp_path, server_mesh) -> None:
+    server, port, seen = grpc_echo_server(server_mesh.grpc_server_credentials())
+    mesh = _client_mesh(ca, tmp_path, [f"127.0.0.1:{port}"])
+    try:
+        ch = mesh.grpc_channel("inventory")
+        who = ch.unary_unary("/mtls.Echo/Who")
+        assert who(b"x", timeout=5) == PLANNER.encode() + b"|x"
+
+        async def aio_call():
+            ach = mesh.grpc_aio_channel("inventory")
+            try:
+                return await ach.unary_unary("/mtls.Echo/Who")(b"y", timeout=5)
+            finally:
+                await ach.close()
+
+        assert asyncio.run(aio_call()) == PLANNER.encode() + b"|y"
+        first = seen[-1][1]
+        new = ca.issue(PLANNER)
+        new.write(tmp_path / "planner")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            assert who(b"z", timeout=5).startswith(PLANNER.encode())
+            if seen[-1][1] == new.serial:
+                break
+            time.sleep(0.02)
+        assert seen[-1][1] == new.serial != first
+        ch.close()
+    finally:
+        mesh.close()
+        server.stop(0)
+
+
+def test_grpc_channel_refuses_an_impostor(ca, tmp_path) -> None:
+    impostor = meshlib.Mesh(config=_files(ca.issue("spiffe://example.org/impostor", dns=["inventory"]), tmp_path, "imp"))
+    server, port, seen = grpc_echo_server(impostor.grpc_server_credentials())
+    mesh = _client_mesh(ca, tmp_path, [f"127.0.0.1:{port}"])
+    try:
+        ch = mesh.grpc_channel("inventory")
+        with pytest.raises(Exception) as e:
+            ch.unary_unary("/mtls.Echo/Who")(b"x", timeout=5)
+        assert "spiffe://example.org/impostor" in str(e.value)
+        assert seen == []
+        ch.close()
+    finally:
+        mesh.close()
+        impostor.close()
+        server.stop(0)
+
+
+def test_workload_api_rotation_through_the_mesh(ca, tmp_path, agents) -> None:
+    api = WorkloadAPIDouble(str(tmp_path / "agent.sock"), ca.issue(PLANNER)).start()
+    mesh = meshlib.Mesh.from_env({
+        "SPIFFE_ENDPOINT_SOCKET": api.address,
+        "MESHLIB_SERVICES__INVENTORY__ENDPOINTS": ",".join(a.address for a in agents),
+        "MESHLIB_SERVICES__INVENTORY__TLS_MODE": "mtls",
+        "MESHLIB_SERVICES__INVENTORY__TLS_SPIFFE_IDS": "spiffe://example.org",
+    })  # fmt: skip
+    try:
+        s = mesh.requests_session()
+        assert s.get("http://inventory/who", timeout=5).json()["peer"] == PLANNER
+        new = ca.issue(PLANNER)
+        api.rotate(new)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            assert s.get("http://inventory/who", timeout=5).status_code == 200
+            if any(x == new.serial for a in agents for x in a.serials[-2:]):
+                break
+            time.sleep(0.02)
+        assert any(x == new.serial for a in agents for x in a.serials)
+        st = mesh.stats()["tls"]
+        assert st["source"] == "spiffe" and st["serial"] == format(new.serial, "x")
+    finally:
+        mesh.close()
+        api.stop()
+
+
+def test_start_up_errors_and_secrets(ca, tmp_path, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    svid = ca.issue(PLANNER)
+    cert, key, bundle = svid.write(tmp_path / "p")
+    with pytest.raises(meshlib.ConfigError) as e:
+        meshlib.Mesh.from_env({"MESHLIB_TLS_CERT": cert, "MESHLIB_TLS_CA": bundle})
+    assert "MESHLIB_TLS_KEY" in str(e.value)
+    with pytest.raises(meshlib.ConfigError) as e:
+        meshlib.Mesh.from_env({"MESHLIB_SERVICES__INVENTORY__TLS_MODE": "mtls", "MESHLIB_SERVICES__INVENTORY__ENDPOINTS": "127.0.0.1:1"})
+    assert "MESHLIB_SERVICES__INVENTORY__TLS_MODE" in str(e.value)
+    with pytest.raises(meshlib.ConfigError) as e:
+        meshlib.Mesh.from_env({"MESHLIB_SERVICES__INVENTORY__TLS_SPIFFE_IDS": "spiffe://Bad/x"})
+    with pytest.raises(meshlib.ConfigError) as e:
+        meshlib.Mesh.from_env({"MESHLIB_SPIFFE_ENDPOINT_SOCKET": f"unix://{tmp_path}/none.sock", "MESHLIB_SPIFFE_TIMEOUT": "1s"})
+    assert "MESHLIB_SPIFFE_ENDPOINT_SOCKET" in str(e.value)
+    mesh = meshlib.Mesh.from_env({"MESHLIB_TLS_CERT": cert, "MESHLIB_TLS_KEY": key, "MESHLIB_TLS_CA": bundle})
+    try:
+        dump = json.dumps(mesh.stats()) + repr(mesh.config) + repr(mesh) + caplog.text
+        assert svid.key_pem.decode() not in dump and "PRIVATE KEY" not in dump
+        assert mesh.stats()["tls"]["spiffe_id"] == PLANNER
+    finally:
+        mesh.close()
+
+
+def test_allowed_callers_from_the_configuration(ca, tmp_path) -> None:
+    server = meshlib.Mesh(config={**_files(ca.issue(INVENTORY), tmp_path, "inv"), "allowed_callers": PLANNER})
+    agent = TlsAgent(server.server_ssl_context(), allow=server.allowed_callers())
+    try:
+        ok = _client_mesh(ca, tmp_path, [agent.address])
+        intruder = meshlib.Mesh(config={**_files(ca.issue("spiffe://example.org/intruder"), tmp_path, "intr"),
+                                        "services": {"inventory": {"endpoints": agent.address, "tls_mode": "mtls", "tls_spiffe_ids": INVENTORY}}})  # fmt: skip
+        try:
+            assert ok.requests_session().get("http://inventory/x", timeout=5).status_code == 200
+            assert intruder.requests_session().get("http://inventory/x", timeout=5).status_code == 403
+        finally:
+            ok.close()
+            intruder.close()
+    finally:
+        agent.close()
+        server.close()
