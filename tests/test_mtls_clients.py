@@ -170,6 +170,10 @@ def test_file_rotation_mid_traffic_fails_no_call_and_new_connections_use_the_new
         seen = calls[0]
         while calls[0] < seen + 20:
             time.sleep(0.01)
+        marks = [len(a.serials) for a in agents]
+        seen = calls[0]
+        while calls[0] < seen + 20:
+            time.sleep(0.01)
         tls = mesh.stats()["tls"]
         assert tls["serial"] == format(new.serial, "x") and tls["rotations"] == 1 and tls["state"] == "ok"
     finally:
@@ -181,8 +185,8 @@ def test_file_rotation_mid_traffic_fails_no_call_and_new_connections_use_the_new
     serials = [s for a in agents for s in a.serials]
     assert new.serial in serials
     # connections made under the old certificate are not reused after the rotation
-    for a in agents:
-        assert a.serials[-5:] == [new.serial] * 5
+    after = [s for a, mark in zip(agents, marks) for s in a.serials[mark:]]
+    assert len(after) >= 20 and set(after) == {new.serial}
 
 
 def test_grpc_channels_sync_and_aio_originate_mtls_and_follow_rotation(ca, tmp_path, server_mesh) -> None:
