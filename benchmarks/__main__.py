@@ -12,7 +12,7 @@ import platform
 import sys
 import time
 
-from . import failure, grpc_overhead, overhead, own_cost, pick, registry
+from . import failure, grpc_overhead, mtls, overhead, own_cost, pick, registry
 
 BENCHMARKS = {
     "own_cost": own_cost.run,
@@ -21,6 +21,7 @@ BENCHMARKS = {
     "failure": failure.run,
     "grpc": grpc_overhead.run,
     "registry": registry.run,
+    "mtls": mtls.run,
 }
 
 
