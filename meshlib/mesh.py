@@ -86,6 +86,7 @@ class Mesh:
         # Workload identity (files or the SPIFFE Workload API) and each service's
         # TLS mode; a bad identity or mtls without one is a ConfigError now.
         self._tls = TlsProvider(config.tls)
+        self._tls_by_service: dict[str, ClientTls | None] = {}
         try:
             for svc in (config.defaults, *config.services.values()):
                 self._tls.for_service(svc.name, svc.tls_mode, svc.tls_spiffe_ids)
@@ -270,8 +271,12 @@ class Mesh:
 
     def tls(self, cluster: Cluster) -> ClientTls | None:
         """How calls to ``cluster`` are protected (None: ``TLS_MODE`` off, the URL decides)."""
-        cfg = cluster.config
-        return self._tls.for_service(cluster.name, cfg.tls_mode, cfg.tls_spiffe_ids)
+        try:
+            return self._tls_by_service[cluster.name]
+        except KeyError:
+            cfg = cluster.config
+            found = self._tls_by_service[cluster.name] = self._tls.for_service(cluster.name, cfg.tls_mode, cfg.tls_spiffe_ids)
+            return found
 
     def server_ssl_context(self, *, require_client_cert: bool = True) -> "ssl.SSLContext":
         """An ``ssl.SSLContext`` for serving (uvicorn, hypercorn, gunicorn,

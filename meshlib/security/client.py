@@ -66,38 +66,42 @@ class ClientTls:
         self.present = mode == "mtls"
         self._provider = provider
         self._lock = threading.Lock()
-        self._ctx: MeshSSLContext | None = None
-        self._pool_kw: dict[str, Any] = {}
+        self._source = provider.source
+        self._fixed = provider._bundle_only
+        #: (identity, its context, urllib3 pool keywords), rebuilt when the identity changes.
+        self._ctx: tuple[Identity | None, MeshSSLContext, dict[str, Any]] | None = None
         self._grpc: Any = None
 
     def identity(self) -> Identity | None:
-        return self._provider.identity()
+        src = self._source
+        return src._identity if src is not None else self._fixed  # a plain read: this is on every call's path
 
     @property
     def generation(self) -> int:
-        ident = self._provider.identity()
+        ident = self.identity()
         return ident.generation if ident is not None else 0
 
     def ssl_context(self) -> MeshSSLContext:
         """The context for a new connection now: after a rotation, a new one."""
-        ctx = self._ctx
-        gen = self.generation
-        if ctx is None or ctx.generation != gen:
+        ident = self.identity()
+        built = self._ctx
+        if built is None or built[0] is not ident:
             with self._lock:
-                ctx = self._ctx
-                if ctx is None or ctx.generation != gen:
-                    ctx = self._ctx = client_context(self._provider.identity(), present=self.present, matcher=self.matcher or None)
-        return ctx
+                built = self._ctx
+                if built is None or built[0] is not ident:
+                    ctx = client_context(ident, present=self.present, matcher=self.matcher or None)
+                    built = self._ctx = (ident, ctx, {"ssl_context": ctx, "assert_hostname": False})
+        return built[1]
 
     def pool_kwargs(self) -> dict[str, Any]:
         """urllib3 pool keywords for a new connection now: the current context
         (so pools, keyed by it, change with the identity) and no hostname
         match of urllib3's own (the context checks the DNS name or SPIFFE ID)."""
-        ctx = self.ssl_context()
-        kw = self._pool_kw
-        if kw.get("ssl_context") is not ctx:
-            kw = self._pool_kw = {"ssl_context": ctx, "assert_hostname": False}
-        return kw
+        built = self._ctx
+        if built is None or built[0] is not self.identity():
+            self.ssl_context()
+            built = self._ctx
+        return built[2]  # type: ignore[index]
 
     def grpc(self) -> Any:
         """The gRPC side (``meshlib.security.grpc_tls.GrpcTls``), made on first use."""
