@@ -143,7 +143,7 @@ def test_public_surface_is_pinned():
         [
             "Mesh", "MeshConfig", "ServiceConfig", "Endpoint", "EndpointSnapshot", "MeshError", "ConfigError",
             "UnknownServiceError", "NoHealthyEndpointsError", "CircuitOpenError", "DeadlineExceededError", "RateLimitedError", "FaultInjectedError",
-            "ManualClock", "deadline", "deadline_headers", "incoming_deadline", "remaining", "call", "default_mesh", "hash_key", "__version__",
+            "ManualClock", "deadline", "deadline_headers", "incoming_deadline", "remaining", "call", "default_mesh", "hash_key", "peer_identity", "__version__",
         ]
     )
     for name in meshlib.__all__:
