@@ -145,11 +145,13 @@ def test_rotation_by_files_and_half_written_files_never_win(ca: SpiffeCA, tmp_pa
     # the certificate lands before its key: refused, the old identity stays
     write_atomically(cert, second.chain_pem)
     assert not src.poll()
-    assert src.current().serial == first.serial and src.status()["state"] == "stale"
+    assert src.current().serial == first.serial and src.status()["state"] == "ok"  # first look: maybe half done
+    assert not src.poll()
+    assert src.current().serial == first.serial and src.status()["state"] == "stale"  # second look: reported
     # a half-written key (truncated in place): refused
     with open(key, "wb") as f:
         f.write(second.key_pem[: len(second.key_pem) // 2])
-    assert not src.poll() and src.current().serial == first.serial
+    assert not src.poll() and not src.poll() and src.current().serial == first.serial
     with open(key, "wb") as f:
         f.write(second.key_pem)
     assert src.poll()

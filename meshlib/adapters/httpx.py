@@ -162,7 +162,15 @@ def _begin(mesh: "Services", request: httpx.Request) -> Call | None:
     return cluster.start_call(key, is_idempotent(request.method))
 
 
-def _pointed(request: httpx.Request, ep: Endpoint, limit: float | None) -> httpx.Request:
+def _over_tls(request: httpx.Request) -> str:
+    """A TLS_MODE tls/mtls call goes out over https with the service name as
+    SNI, whatever its URL's scheme (the mesh's context checks the name or
+    SPIFFE ID). ``_begin`` gave the request its own extensions dict."""
+    request.extensions["sni_hostname"] = request.url.host
+    return "https"
+
+
+def _pointed(request: httpx.Request, ep: Endpoint, limit: float | None, scheme: str | None = None) -> httpx.Request:
     """A copy of ``request`` aimed at one endpoint, within ``limit`` seconds:
     each attempt (hedged ones run at once) has its own URL and timeouts."""
     headers = request.headers
@@ -174,22 +182,17 @@ def _pointed(request: httpx.Request, ep: Endpoint, limit: float | None) -> httpx
         for phase in ("connect", "read", "write", "pool"):
             t[phase] = limit if t.get(phase) is None else min(t[phase], limit)
         extensions = {**extensions, "timeout": t}
-    return httpx.Request(request.method, _endpoint_url(request.url, ep.host, ep.port), headers=headers, stream=request.stream, extensions=extensions)
+    return httpx.Request(request.method, _endpoint_url(request.url, ep.host, ep.port, scheme), headers=headers, stream=request.stream, extensions=extensions)
 
 
 @functools.lru_cache(maxsize=2048)
-def _endpoint_url(url: httpx.URL, host: str, port: int) -> httpx.URL:
-    """``url`` aimed at an endpoint, memoised: ``copy_with`` re-parses the URL
-    (about 17 µs), and services are called with the same URLs again and again."""
-    return url.copy_with(host=host, port=port)
-
-
-def _over_tls(request: httpx.Request) -> httpx.Request:
-    """``request`` as the mesh sends it to a TLS_MODE tls/mtls service: https,
-    with the service name as SNI (the context checks the name or SPIFFE ID)."""
-    url = request.url if request.url.scheme == "https" else request.url.copy_with(scheme="https")
-    return httpx.Request(request.method, url, headers=request.headers, stream=request.stream,
-                         extensions={**request.extensions, "sni_hostname": request.url.host})  # fmt: skip
+def _endpoint_url(url: httpx.URL, host: str, port: int, scheme: str | None = None) -> httpx.URL:
+    """``url`` aimed at an endpoint (over ``scheme`` if given), memoised:
+    ``copy_with`` re-parses the URL (about 17 µs), and services are called
+    with the same URLs again and again."""
+    if scheme is None:
+        return url.copy_with(host=host, port=port)
+    return url.copy_with(scheme=scheme, host=host, port=port)
 
 
 def _restore(response: httpx.Response, request: httpx.Request) -> httpx.Response:
@@ -208,10 +211,10 @@ class MeshTransport(httpx.BaseTransport):
             return self._pools.default.handle_request(request)
         tls = self._mesh.tls(call.cluster)
         inner = self._pools.for_request(request, call.cluster.name) if tls is None else self._pools.for_mesh_tls(tls)
-        target = request if tls is None else _over_tls(request)
+        scheme = None if tls is None else _over_tls(request)
 
         def send(ep: Endpoint, limit: float | None) -> httpx.Response:
-            return _restore(inner.handle_request(_pointed(target, ep, limit)), request)
+            return _restore(inner.handle_request(_pointed(request, ep, limit, scheme)), request)
 
         return run(call, send, EXCHANGE, _aborter(call, request))
 
@@ -231,10 +234,10 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
             return await self._pools.default.handle_async_request(request)
         tls = self._mesh.tls(call.cluster)
         inner = self._pools.for_request(request, call.cluster.name) if tls is None else self._pools.for_mesh_tls(tls)
-        target = request if tls is None else _over_tls(request)
+        scheme = None if tls is None else _over_tls(request)
 
         async def send(ep: Endpoint, limit: float | None) -> httpx.Response:
-            return _restore(await inner.handle_async_request(_pointed(target, ep, limit)), request)
+            return _restore(await inner.handle_async_request(_pointed(request, ep, limit, scheme)), request)
 
         return await run_async(call, send, ASYNC_EXCHANGE, _aborter(call, request))
 

@@ -129,6 +129,7 @@ class FileIdentitySource(IdentitySource):
             raise ConfigError(exc.setting, value, "a valid, current certificate, its matching key and a trust bundle (PEM)", detail=exc.reason) from None
         super().__init__(identity, now=now)
         self._seen = sig
+        self._pending: tuple[Any, ...] | None = None
         self._worker: PeriodicWorker | None = None
         if watch:
             self._worker = PeriodicWorker("tls-files", interval, self.poll)
@@ -147,7 +148,9 @@ class FileIdentitySource(IdentitySource):
         return after, (tuple(data) if before == after else None)  # type: ignore[return-value]
 
     def poll(self) -> bool:
-        """Check the files once; True if a new identity was taken."""
+        """Check the files once; True if a new identity was taken. A state
+        that fails the checks is reported (``status()``, a warning) when a
+        second look finds it unchanged."""
         if _signature(self.paths) == self._seen:
             return False
         try:
@@ -160,10 +163,16 @@ class FileIdentitySource(IdentitySource):
         try:
             identity = load_identity(*data, names=self.NAMES, source="files", now=self._now())
         except IdentityInvalid as exc:
-            self._seen = sig  # judged; wait for the next change
+            if self._pending != sig:
+                # First sight of this state: maybe a rotation half done (the new
+                # certificate renamed in, its key not yet). Look again next time.
+                self._pending = sig
+                return False
+            self._seen = sig  # the same twice: judged; wait for the next change
             self._failed(str(exc))
             return False
         self._seen = sig
+        self._pending = None
         if identity.sha256 == self._identity.sha256 and identity.bundle_pem == self._identity.bundle_pem and identity.key_pem == self._identity.key_pem:
             return False
         self._rotate(identity)
