@@ -290,6 +290,22 @@ class Mesh:
         client certificates, following every rotation (for ``server.add_secure_port``)."""
         return self._tls.grpc_server_credentials(require_client_auth=require_client_auth)
 
+    def grpc_credentials(self, name: str) -> "grpc.ChannelCredentials | None":
+        """For a channel of your own (with :meth:`grpc_interceptors`): channel
+        credentials from ``name``'s TLS mode and the current identity (None
+        when its ``TLS_MODE`` is off). Made once, they do not follow a rotation:
+        make the channel again after one (``stats()["tls"]["generation"]``).
+        grpcio checks only host names, so for a service with
+        ``TLS_SPIFFE_IDS`` this refuses (MeshError): use :meth:`grpc_channel`,
+        which checks SPIFFE IDs before a channel is used."""
+        tls = self.tls(self.cluster(name))
+        if tls is None:
+            return None
+        if tls.matcher:
+            raise MeshError(f"service {name!r} has TLS_SPIFFE_IDS, which grpcio cannot check on a channel of your own; "
+                            "use mesh.grpc_channel(name) (docs/security.md)")  # fmt: skip
+        return tls.grpc().credentials()
+
     def allowed_callers(self) -> AllowList:
         """The serving-side allow-list of ``MESHLIB_ALLOWED_CALLERS`` (any verified
         caller when empty): ``.wsgi(app)``, ``.asgi(app)``, ``.grpc_interceptor()``,

@@ -305,3 +305,23 @@ def test_allowed_callers_from_the_configuration(ca, tmp_path) -> None:
     finally:
         agent.close()
         server.close()
+
+
+def test_credentials_for_a_channel_of_your_own_with_interceptors(ca, tmp_path, server_mesh) -> None:
+    server, port, seen = grpc_echo_server(server_mesh.grpc_server_credentials())
+    cfg = {**_files(ca.issue(PLANNER), tmp_path, "planner"),
+           "services": {"inventory": {"endpoints": f"127.0.0.1:{port}", "tls_mode": "mtls"},
+                        "checked": {"endpoints": f"127.0.0.1:{port}", "tls_mode": "mtls", "tls_spiffe_ids": INVENTORY},
+                        "plain": {"endpoints": f"127.0.0.1:{port}"}}}  # fmt: skip
+    mesh = meshlib.Mesh(config=cfg)
+    try:
+        assert mesh.grpc_credentials("plain") is None
+        with pytest.raises(meshlib.MeshError, match="TLS_SPIFFE_IDS"):
+            mesh.grpc_credentials("checked")
+        own = grpc.secure_channel(f"127.0.0.1:{port}", mesh.grpc_credentials("inventory"), options=[("grpc.ssl_target_name_override", "inventory")])
+        ch = grpc.intercept_channel(own, *mesh.grpc_interceptors("inventory"))
+        assert ch.unary_unary("/mtls.Echo/Who")(b"o", timeout=5) == PLANNER.encode() + b"|o"
+        own.close()
+    finally:
+        mesh.close()
+        server.stop(0)
