@@ -325,3 +325,36 @@ def test_credentials_for_a_channel_of_your_own_with_interceptors(ca, tmp_path, s
     finally:
         mesh.close()
         server.stop(0)
+
+
+def test_tls_mode_with_only_a_trust_bundle_checks_the_service_dns_name(ca, tmp_path) -> None:
+    from meshlib.security import StaticIdentitySource, TlsProvider, TlsSettings, load_identity
+    from meshlib.security.contexts import RotatingServerContext
+
+    def agent_for(svid):
+        src = StaticIdentitySource(load_identity(svid.chain_pem, svid.key_pem, svid.bundle_pem))
+        return TlsAgent(RotatingServerContext(src.current, require_client_cert=False).context)
+
+    good = agent_for(ca.issue(INVENTORY, dns=["inventory"]))
+    wrong_name = agent_for(ca.issue(INVENTORY, dns=["billing"]))
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(ca.bundle_pem)
+    mesh = meshlib.Mesh(config={"tls_ca": str(bundle), "services": {
+        "inventory": {"endpoints": good.address, "tls_mode": "tls"},
+        "billing": {"endpoints": wrong_name.address, "tls_mode": "tls"}}})  # fmt: skip
+    try:
+        s = mesh.requests_session()
+        answer = s.get("http://inventory/who", timeout=5).json()
+        assert answer["peer"] is None and answer["client_cert"] is False  # tls: no client certificate
+        # the endpoint of "billing" presents a certificate for another name: refused
+        wrong_name_svc = meshlib.Mesh(config={"tls_ca": str(bundle), "services": {"inventory": {"endpoints": wrong_name.address, "tls_mode": "tls"}}})
+        try:
+            with pytest.raises(requests.exceptions.SSLError):
+                wrong_name_svc.requests_session().get("http://inventory/who", timeout=5)
+        finally:
+            wrong_name_svc.close()
+        assert TlsProvider(TlsSettings()).for_service("x", "tls").ssl_context().verify_mode == 2  # system roots, verified
+    finally:
+        mesh.close()
+        good.close()
+        wrong_name.close()
