@@ -371,3 +371,22 @@ class _pem_paths:
 
     def __exit__(self, *exc):
         self._dir.cleanup()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=400), st.sampled_from(["cert", "key", "ca"]), st.integers(min_value=0, max_value=2000))
+def test_any_damaged_file_is_refused_with_the_setting_named_and_never_crashes(junk: bytes, which: str, cut: int) -> None:
+    svid = _HYPO_SVID
+    parts = {"cert": svid.chain_pem, "key": svid.key_pem, "ca": svid.bundle_pem}
+    parts[which] = parts[which][:cut] + junk if cut < len(parts[which]) else junk
+    try:
+        ident = load_identity(parts["cert"], parts["key"], parts["ca"])
+    except IdentityInvalid as exc:
+        assert exc.setting in ("MESHLIB_TLS_CERT", "MESHLIB_TLS_KEY", "MESHLIB_TLS_CA")
+        assert "PRIVATE KEY" not in str(exc) and svid.key_pem.decode()[40:80] not in str(exc)
+        return
+    assert ident.serial == svid.serial and ident.spiffe_id == svid.spiffe_id  # damage that left the material whole
+
+
+_HYPO_CA = SpiffeCA("example.org")
+_HYPO_SVID = _HYPO_CA.issue("spiffe://example.org/h")
