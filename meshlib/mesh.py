@@ -359,7 +359,7 @@ class Mesh:
 
     def grpc_aio_channel(self, name: str, **options: Any) -> "grpc.aio.Channel":
         """The ``grpc.aio`` counterpart of :meth:`grpc_channel`, used on the caller's event loop."""
-        from .adapters.grpc_aio import aio_channel
+        from .adapters.grpc import aio_channel
 
         return aio_channel(self, name, **options)
 
@@ -369,7 +369,7 @@ class Mesh:
         with ``aio=True``): ``name``'s retries and budget, breakers, deadlines,
         trace headers and statistics, without meshlib's balancing."""
         if aio:
-            from .adapters.grpc_aio import aio_interceptors
+            from .adapters.grpc import aio_interceptors
 
             return aio_interceptors(self, name)
         from .adapters.grpc import interceptors

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..balancing import DEFAULT_LB, POLICIES
 from ..health import HealthCheckConfig
+from ..health.probes import probe_names
 from ..resilience.breaker import COUNT_BASED, TIME_BASED, BreakerConfig
 from ..resilience.budget import BUDGET_KINDS, BudgetConfig
 from ..resilience.fault import FaultConfig
@@ -345,7 +346,7 @@ def _resilience_keys() -> list[Key]:
             source="Envoy runs outlier detection only when a cluster configures it; meshlib turns it on with Envoy's defaults"),
         P("health_check_path", path_text, "health_check", "path", "string",
           "Active HTTP health checks: the path to GET on every endpoint (empty: no active checks).", "/healthz"),
-        P("health_check_protocol", choice(("http", "grpc")), "health_check", "protocol", "string",
+        P("health_check_protocol", choice(probe_names()), "health_check", "protocol", "string",
           "http (GET health_check_path) or grpc (grpc.health.v1 Check; health_check_path is the service name asked about).", "grpc"),
         P("health_check_interval", duration(allow_zero=False), "health_check", "interval", "duration", "Time between checks of each endpoint.", "10s",
           source="Envoy interval: required, no default"),

@@ -18,6 +18,7 @@ from ..errors import CircuitOpenError, DeadlineExceededError, NoHealthyEndpoints
 from ..outcome import AttemptRecord, AttemptResult, Outcome
 from ..resilience.deadline import current_deadline
 from ..resilience.fault import FaultDecision
+from .gates import ANY_HOST
 from .host import Host
 from .observers import notify, observer_failed
 
@@ -173,30 +174,37 @@ class Call:
         left = self.deadline - self.cluster.clock.monotonic()
         return left if per_try is None or left < per_try else per_try
 
-    def pick(self, failure: BaseException | None = None) -> Host:
+    def pick(self, failure: BaseException | None = None, host: Host | None = None) -> Host:
         """Choose this attempt's host (another than those tried, where one
         exists), mark it started and return it. ``failure`` is the previous
-        attempt's error: if no host is left to retry on, it is raised instead."""
+        attempt's error: if no host is left to retry on, it is raised instead.
+        With ``host`` given, the attempt goes there (a caller's own channel,
+        whose stand-in Host carries the statistics): no balancing and no
+        per-endpoint breaker; the deadline and ``max_requests`` as usual."""
         cluster = self.cluster
         if self.deadline is not None and self.deadline <= cluster.clock.monotonic():
             self.expired(failure)
-        key = self.key
-        try:
-            host = cluster.picker.pick(None if key is None else _hash(key, self.attempt))
-        except NoHealthyEndpointsError:
-            if failure is not None:
-                raise failure from None
-            raise
         tried = self.tried
-        if tried and host in tried:
-            host = self._fresh_host(host)
-        host = cluster.host_gate.admit(self, host, failure)
+        gate = cluster.host_gate
+        if host is None:
+            key = self.key
+            try:
+                host = cluster.picker.pick(None if key is None else _hash(key, self.attempt))
+            except NoHealthyEndpointsError:
+                if failure is not None:
+                    raise failure from None
+                raise
+            if tried and host in tried:
+                host = self._fresh_host(host)
+            host = gate.admit(self, host, failure)
+        else:
+            gate = ANY_HOST  # a pinned host: no per-endpoint breaker
         try:
             cluster.thresholds.acquire_attempt()
         except CircuitOpenError:
             cluster.count("overflow")
             self._release_retry()
-            cluster.host_gate.release(host)  # the permit was never used
+            gate.release(host)  # the permit was never used
             if failure is not None:
                 raise failure from None
             raise
@@ -238,22 +246,26 @@ class Call:
     def ended_later(self, host: Host, started: float, result: AttemptResult) -> Callable[[str | None, int | None], None]:
         """The attempt answered, its answer goes back to the caller, and its
         body is still to be read (a stream): the attempt stays in flight until
-        the returned ``end(outcome, nbytes)`` is called — exactly once, when the
-        body is fully read or closed (``outcome`` None: the answer's own), or
-        broke mid-body (``Outcome.RESET``, ``Outcome.TIMEOUT``, ...)."""
+        the returned ``end(outcome, nbytes, grpc_status)`` is called — once (later
+        calls do nothing), when the body is fully read or closed (``outcome``
+        None: the answer's own), or broke mid-body (``Outcome.RESET``,
+        ``Outcome.TIMEOUT``, ...; a gRPC stream gives its final status)."""
         first_byte = self.cluster.clock.perf_counter()
         retry, self._is_retry = self._is_retry, False
         attempt = self.attempt
         self._open_streams += 1
         done = False
 
-        def end(outcome: str | None = None, nbytes: int | None = None) -> None:
+        def end(outcome: str | None = None, nbytes: int | None = None, grpc_status: str | None = None) -> None:
             nonlocal done
             if done:
                 return
             done = True
             now = self.cluster.clock.perf_counter()
-            verdict = result if outcome is None else AttemptResult(outcome, result.status, result.grpc_status)
+            if outcome is None:
+                verdict = result
+            else:  # a stream's own final status (gRPC), or the answer's
+                verdict = AttemptResult(outcome, result.status, grpc_status or result.grpc_status)
             record = AttemptRecord(
                 host.endpoint, started, first_byte, now, verdict.outcome, verdict.status, verdict.grpc_status,
                 attempt, attempt > 1, False, nbytes,
