@@ -125,7 +125,7 @@ class Mesh:
                     clock=self.clock,
                     rng=random.Random(self._rng.random()),
                     executor=self._executor,
-                    health_probe=self._health_probe,
+                    health_probe=self._health_probe or self._tls_probe(name),
                 )
                 self._clusters[name] = cluster
                 cluster.start()
@@ -268,6 +268,16 @@ class Mesh:
         return stats
 
     # -- mutual TLS ----------------------------------------------------------------
+
+    def _tls_probe(self, name: str) -> Probe | None:
+        """Health checks of a TLS_MODE tls/mtls service go over the same TLS."""
+        cfg = self.config.service(name)
+        tls = self._tls.for_service(name, cfg.tls_mode, cfg.tls_spiffe_ids)
+        if tls is None:
+            return None
+        from .security.health import tls_probe
+
+        return tls_probe(tls, cfg.health_check.protocol)
 
     def tls(self, cluster: Cluster) -> ClientTls | None:
         """How calls to ``cluster`` are protected (None: ``TLS_MODE`` off, the URL decides)."""

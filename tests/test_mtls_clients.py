@@ -358,3 +358,58 @@ def test_tls_mode_with_only_a_trust_bundle_checks_the_service_dns_name(ca, tmp_p
         mesh.close()
         good.close()
         wrong_name.close()
+
+
+def test_active_health_checks_go_over_the_same_mtls(ca, tmp_path, server_mesh) -> None:
+    from meshlib.health.grpc_probe import GrpcHealthProbe  # noqa: F401 - the gRPC probe's module is importable
+
+    good = TlsAgent(server_mesh.server_ssl_context())
+    impostor_mesh = meshlib.Mesh(config=_files(ca.issue("spiffe://example.org/impostor", dns=["inventory"]), tmp_path, "imp"))
+    bad = TlsAgent(impostor_mesh.server_ssl_context())
+    mesh = _client_mesh(ca, tmp_path, [good.address, bad.address], health_check_path="/healthz", health_check_interval="50ms")
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            health = {ep.address: ep.healthy for ep in mesh.endpoints("inventory")}
+            if health == {good.address: True, bad.address: False}:
+                break
+            time.sleep(0.05)
+        assert health == {good.address: True, bad.address: False}
+        assert PLANNER in good.peers  # the probe presented the workload identity
+        assert bad.peers == []  # the impostor never got a request
+    finally:
+        mesh.close()
+        good.close()
+        bad.close()
+        impostor_mesh.close()
+
+
+def test_grpc_health_checks_go_over_mtls_with_the_spiffe_pre_check(ca, tmp_path, server_mesh) -> None:
+    from concurrent import futures
+
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    def serve(mesh):
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        servicer = health.HealthServicer()
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        port = server.add_secure_port("127.0.0.1:0", mesh.grpc_server_credentials())
+        server.start()
+        return server, f"127.0.0.1:{port}"
+
+    impostor_mesh = meshlib.Mesh(config=_files(ca.issue("spiffe://example.org/impostor", dns=["inventory"]), tmp_path, "imp"))
+    good, good_addr = serve(server_mesh)
+    bad, bad_addr = serve(impostor_mesh)
+    mesh = _client_mesh(ca, tmp_path, [good_addr, bad_addr], health_check_path="", health_check_protocol="grpc", health_check_interval="50ms")
+    try:
+        want = {good_addr: True, bad_addr: False}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and {ep.address: ep.healthy for ep in mesh.endpoints("inventory")} != want:
+            time.sleep(0.05)
+        assert {ep.address: ep.healthy for ep in mesh.endpoints("inventory")} == want
+    finally:
+        mesh.close()
+        good.stop(0)
+        bad.stop(0)
+        impostor_mesh.close()
