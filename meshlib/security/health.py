@@ -31,22 +31,19 @@ def tls_probe(tls: "ClientTls", protocol: str) -> "Probe":
 
 
 def _http(tls: "ClientTls", endpoint: Endpoint, cfg: "HealthCheckConfig") -> bool:
+    from ..health.probes import http_probe
+
+    conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=cfg.timeout)
     try:
         raw = socket.create_connection((endpoint.host, endpoint.port), timeout=cfg.timeout)
     except OSError:
         return False
-    conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=cfg.timeout)
     try:
         conn.sock = tls.ssl_context().wrap_socket(raw, server_hostname=tls.service)
-        conn.request("GET", cfg.path, headers={"Host": tls.service, "User-Agent": "meshlib-health-check", "Connection": "close"})
-        response = conn.getresponse()
-        response.read()
-        return response.status in cfg.expected_statuses
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
+    except OSError:  # the handshake or the identity check failed
         raw.close()
-        conn.close()
+        return False
+    return http_probe(endpoint, cfg, tls.service, conn)
 
 
 def _grpc(tls: "ClientTls", endpoint: Endpoint, cfg: "HealthCheckConfig") -> bool:
