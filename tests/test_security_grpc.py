@@ -134,3 +134,28 @@ def test_grpc_preflight_sends_nothing_in_plaintext_to_an_impostor(ca, tmp_path) 
         assert rec.plain == b"" and b"mtls.Echo" not in rec.raw and b"PRI * HTTP/2" not in rec.raw
     finally:
         rec.close()
+
+
+def test_a_pool_that_is_gone_stops_following_rotations(ca) -> None:
+    import gc
+
+    from meshlib.security.sources import IdentitySource
+
+    first = ca.issue("spiffe://example.org/planner")
+    src = IdentitySource(load_identity(first.chain_pem, first.key_pem, first.bundle_pem))
+    tls = TlsProvider(TlsSettings(), source=src).for_service("inventory", "mtls", ())
+
+    class Pool:
+        retired = 0
+
+        def retire_all(self) -> None:
+            Pool.retired += 1
+
+    kept, dropped = Pool(), Pool()
+    tls.grpc().follow(kept)
+    tls.grpc().follow(dropped)
+    del dropped
+    gc.collect()
+    new = ca.issue("spiffe://example.org/planner")
+    src._rotate(load_identity(new.chain_pem, new.key_pem, new.bundle_pem))
+    assert Pool.retired == 1 and len(src._listeners) == 1

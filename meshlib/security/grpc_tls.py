@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from .identity import Identity
@@ -126,7 +127,16 @@ class GrpcTls:
         calls get channels made with the new certificate. Returns ``pool``."""
         source = self.tls._provider.source
         if source is not None:
-            source.subscribe(lambda _identity: pool.retire_all())
+            ref = weakref.ref(pool)
+
+            def retire(_identity: Identity) -> None:
+                alive = ref()
+                if alive is None:  # the pool is gone (its channel was closed): stop following
+                    source.unsubscribe(retire)
+                else:
+                    alive.retire_all()
+
+            source.subscribe(retire)
         return pool
 
 

@@ -47,6 +47,11 @@ class IdentitySource:
         with self._lock:
             self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Callable[[Identity], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
     def _rotate(self, identity: Identity) -> None:
         with self._lock:
             self._identity = identity
