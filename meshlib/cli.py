@@ -7,6 +7,7 @@
     meshlib config check [--all]     # validate MESHLIB_* and MESHLIB_CONFIG, print the effective config
     meshlib endpoints SERVICE        # what the mesh built from MESHLIB_* sees
     meshlib stats                    # mesh.stats() as JSON
+    meshlib xds status [--json]      # CSDS-like: every xDS resource, its version and status
 
 Exit status: 0 on success, 2 for a usage or configuration error (the message
 says which setting and what is accepted), 130 when Ctrl-C ended the demo.
@@ -107,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = sub.add_parser("stats", help="print mesh.stats() of the mesh built from MESHLIB_* as JSON")
     stats.set_defaults(handler=_stats)
+
+    xds = sub.add_parser("xds", help="xDS: what the mesh built from MESHLIB_* received from its control plane")
+    xds_sub = xds.add_subparsers(dest="xds_command", metavar="COMMAND")
+    xds_status = xds_sub.add_parser("status", help="CSDS-like: the server, and per resource its type, version, status, last error and update time")
+    xds_status.add_argument("--json", action="store_true", help="print mesh.xds_status() as JSON")
+    xds_status.set_defaults(handler=_xds_status)
     return parser
 
 
@@ -198,6 +205,32 @@ def _stats(args: argparse.Namespace) -> int:
     with Mesh.from_env() as mesh:
         stats = mesh.stats()
     print(json.dumps(stats, indent=2, default=str))
+    return 0
+
+
+def _xds_status(args: argparse.Namespace) -> int:
+    import time
+
+    from ._table import format_table
+    from .mesh import Mesh
+
+    with Mesh.from_env() as mesh:
+        status = mesh.xds_status()
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    if not status.get("enabled"):
+        print("xDS is not in use: set MESHLIB_DISCOVERY=xds (or a service's XDS_LISTENER) and an xDS bootstrap", file=sys.stderr)
+        return EXIT_USAGE
+    state = "connected" if status["connected"] else "not connected"
+    print(f"xds server {status['server']} ({state}), node {status['node'] or '-'}")
+    rows = [
+        (r["type"], r["name"], r["version"] or "-", r["status"] + (" (deleted by server)" if r["deleted_by_server"] else ""),
+         time.strftime("%H:%M:%S", time.localtime(r["last_updated"])) if r["last_updated"] else "-", r["error"] or "-")
+        for r in status["resources"]
+    ]  # fmt: skip
+    for line in format_table(("type", "name", "version", "status", "updated", "last error"), rows, "<<<<<<"):
+        print(line)
     return 0
 
 

@@ -21,6 +21,7 @@ from .endpoint import Endpoint, EndpointSnapshot
 from .errors import MeshError, UnknownServiceError
 from .health import Probe
 from .security import AllowList, ClientTls, TlsProvider
+from .mesh_routing import RoutingMixin
 
 if TYPE_CHECKING:  # pragma: no cover - import cost only for type checkers
     import ssl
@@ -41,7 +42,7 @@ R = TypeVar("R")
 __all__ = ["Mesh"]
 
 
-class Mesh:
+class Mesh(RoutingMixin):
     """An in-process service mesh.
 
     Build one from the environment with :meth:`from_env`, or from a mapping /
@@ -90,16 +91,21 @@ class Mesh:
         try:
             for svc in (config.defaults, *config.services.values()):
                 self._tls.for_service(svc.name, svc.tls_mode, svc.tls_spiffe_ids)
+            self._init_routing()
             self._resolvers: list[Resolver] = self._make_resolvers(dns_lookup)
         except BaseException:
             self._tls.close()
             raise
-        for name in config.services:
-            self._ensure_cluster(name)
+        for name, svc in config.services.items():
+            if svc.routes is not None:
+                self._set_routes(name, svc.routes)
+            if not self._is_xds_service(name):
+                self._ensure_cluster(name)
         try:
             self._ticker.start()
             for resolver in self._resolvers:
                 resolver.start(self._publish)
+            self._wait_for_xds()
         except BaseException:
             self.close()
             raise
@@ -113,7 +119,11 @@ class Mesh:
     # -- discovery ---------------------------------------------------------------
 
     def _make_resolvers(self, dns_lookup: Lookup) -> list[Resolver]:
-        return make_resolvers(self.config, dns_lookup=dns_lookup, now=self.clock.monotonic)
+        resolvers = make_resolvers(self.config, dns_lookup=dns_lookup, now=self.clock.monotonic)
+        xds = self._make_xds_resolver()  # it also publishes routes and cluster policies
+        if xds is not None:
+            resolvers.append(xds)
+        return resolvers
 
     def _ensure_cluster(self, name: str) -> Cluster:
         with self._lock:
@@ -121,7 +131,7 @@ class Mesh:
             if cluster is None:
                 cluster = Cluster(
                     name,
-                    self.config.service(name),
+                    self._service_config(name),
                     clock=self.clock,
                     rng=random.Random(self._rng.random()),
                     executor=self._executor,
@@ -174,22 +184,28 @@ class Mesh:
         return cluster
 
     def cluster(self, name: str) -> Cluster:
-        """The cluster for service ``name``; raises UnknownServiceError."""
+        """The cluster for service ``name``; raises UnknownServiceError. A routed
+        name (a Listener, or a service with ROUTES) answers the cluster its
+        routes choose for a call without path or headers."""
         if self._closed:
             raise MeshError("this Mesh is closed; create a new one")
+        if self._routes.hosts:
+            hr = self._routes.hosts.get(name) or self._routes.hosts.get(canonical_service(name))
+            if hr is not None:
+                return self._routes.route(name, hr, "/", None)  # type: ignore[return-value]
         cluster = self._by_host.get(name) or self.lookup(name)
         if cluster is None:
-            raise UnknownServiceError(name, list(self._clusters))
+            raise UnknownServiceError(name, list(self._clusters) + list(self._route_configs))
         return cluster
 
     def is_mesh_service(self, host: str) -> bool:
-        return self.lookup(host) is not None
+        return self.lookup(host) is not None or self.routed(host)
 
     def services(self) -> list[str]:
-        return sorted(self._clusters)
+        return sorted(set(self._clusters) | set(self._route_configs))
 
     def service_config(self, name: str) -> ServiceConfig:
-        return self.config.service(name)
+        return self._service_config(name)
 
     # -- introspection -----------------------------------------------------------
 
@@ -363,12 +379,22 @@ class Mesh:
         (``grpc.ChannelCredentials``, TLS to every endpoint, verifying the
         service name), ``options`` (channel arguments) and ``compression``.
         See docs/grpc.md."""
+        name = self._xds_target(name)
+        if self.routed(name):
+            from .adapters.grpc.routed import routed_channel
+
+            return routed_channel(self, name, **options)
         from .adapters.grpc import channel
 
         return channel(self, name, **options)
 
     def grpc_aio_channel(self, name: str, **options: Any) -> "grpc.aio.Channel":
         """The ``grpc.aio`` counterpart of :meth:`grpc_channel`, used on the caller's event loop."""
+        name = self._xds_target(name)
+        if self.routed(name):
+            from .adapters.grpc.aio_routed import routed_aio_channel
+
+            return routed_aio_channel(self, name, **options)  # type: ignore[return-value]
         from .adapters.grpc import aio_channel
 
         return aio_channel(self, name, **options)

@@ -160,7 +160,7 @@ def test_every_key_default_is_the_configuration_default():
     # The defaults in docs/configuration.md come from KEYS; what a mesh runs
     # with comes from the dataclasses. They must not drift apart.
     config = MeshConfig()
-    objects = (config.defaults, config.registry, config.tls, config)
+    objects = (config.defaults, config.registry, config.tls, config.xds, config)
     checked = 0
     for key in KEYS.values():
         if key.target is not None:

@@ -145,7 +145,7 @@ class _Pools(Generic[T]):
 
 
 def _begin(mesh: "Services", request: httpx.Request) -> Call | None:
-    cluster = mesh.lookup(request.url.host)
+    cluster = mesh.route(request.url.host, request.url.raw_path.decode("ascii"), request.headers)  # routed names go through their routes
     if cluster is None:
         return None
     cfg = cluster.config

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..balancing import DEFAULT_LB, POLICIES
+from ..routing import parse_routes
 from ..health import HealthCheckConfig
 from ..health.probes import probe_names
 from ..resilience.breaker import COUNT_BASED, TIME_BASED, BreakerConfig
@@ -25,7 +26,7 @@ from ..resilience.retry import RetryPolicy
 from .parsers import (
     Parser, boolean, burst, choice, duration, endpoints, etcd_prefix, float_range, grpc_status, header, health_statuses,
     hedge_non_fatal, hostname, int_range, locality_weights, maglev_size, meta_pairs, optional_duration,
-    path_text, pem_file, retry_on, status_codes, tag_list, text,
+    json_file, path_text, pem_file, retry_on, status_codes, tag_list, text,
 )
 from .redact import is_secret_name
 from .schemes import parse_discovery
@@ -210,6 +211,32 @@ KEYS: dict[str, Key] = {
             "Callers mesh.allowed_callers() lets in on the serving side (exact SPIFFE IDs or trust domains); "
             "everyone else gets 403 / PERMISSION_DENIED. Empty: any caller with a verified certificate.",
             "spiffe://example.org/ns/prod/sa/planner"),
+        # -- routing and xDS (docs/xds.md): parsed by meshlib.routing, read by meshlib.xds
+        Key("routes", lambda v, n: parse_routes(v, n, ""), None, "service", "route rules",
+            "Routes in front of the service's clusters: '[prefix:/p|path:/p|regex:re] [nocase] [[!]header:name(=|~=|^=|$=|*=)value] "
+            "[fraction:f] -> service[=weight,...]' rules separated by ';', first match wins. See docs/xds.md.",
+            "header:x-model-version=v2 -> summarizer-v2; -> summarizer-v1=95,summarizer-v2=5"),
+        Key("xds_listener", text, "", "service", "string",
+            "Take this service from xDS: the name of its Listener (with MESHLIB_DISCOVERY=xds every declared service uses its own name).",
+            "inventory"),
+        Key("xds_listeners", tag_list, (), "global", "name list",
+            "xDS: Listeners to follow from the start besides the declared services (each becomes a mesh service of that name).",
+            "inventory,summarizer"),
+        Key("xds_bootstrap", json_file, "", "global", "path",
+            "xDS bootstrap file, gRPC's format (falls back to MESHLIB_XDS_BOOTSTRAP_CONFIG, GRPC_XDS_BOOTSTRAP, GRPC_XDS_BOOTSTRAP_CONFIG).",
+            "/etc/meshlib/xds-bootstrap.json"),
+        Key("xds_bootstrap_config", text, "", "global", "JSON",
+            "xDS bootstrap as inline JSON (used when MESHLIB_XDS_BOOTSTRAP is not set).",
+            '{"xds_servers": [{"server_uri": "127.0.0.1:18000", "channel_creds": [{"type": "insecure"}]}], "node": {"id": "n1"}}'),
+        Key("xds_does_not_exist_timeout", duration(allow_zero=False), 15.0, "global", "duration",
+            "xDS: a subscribed resource not received this long after the stream connected does not exist.", "30s", source="gRFC A57: 15 s"),
+        Key("xds_backoff_base", duration(allow_zero=False), 1.0, "global", "duration",
+            "xDS: after the n-th failed stream in a row, wait a random time in [0, base x 2^(n-1)], capped by xds_backoff_max.",
+            "250ms", source="gRPC connection backoff: 1 s"),
+        Key("xds_backoff_max", duration(allow_zero=False), 120.0, "global", "duration",
+            "xDS: cap of the reconnect delay.", "30s", source="gRPC connection backoff: 120 s"),
+        Key("xds_wait", duration(), 5.0, "global", "duration",
+            "xDS: how long Mesh() (and grpc_channel('xds:///name')) waits for a listener's first complete configuration.", "10s"),
     ]
 }
 

@@ -20,7 +20,7 @@ from ..security.client import TlsSettings
 
 TLS_FIELDS = frozenset(f.name for f in fields(TlsSettings))
 from .keys import ENV_PREFIX, KEYS, Key
-from .model import REGISTRY_FIELDS, RegistryConfig, ServiceConfig
+from .model import REGISTRY_FIELDS, XDS_FIELDS, RegistryConfig, ServiceConfig, XdsConfig
 from .parsers import canonical_service
 from .redact import HIDDEN, leaks, redact_url, shown
 from .sources import CONFIG_VAR, Raw, Values, read_env, read_file, read_mapping
@@ -39,6 +39,7 @@ class MeshConfig:
     source: str = "defaults"
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    xds: XdsConfig = field(default_factory=XdsConfig)
 
     def service(self, name: str) -> ServiceConfig:
         """The settings for ``name``: its own if declared, else the global defaults."""
@@ -78,6 +79,11 @@ def read_sources(environ: Mapping[str, str], overrides: Mapping[str, Any] | None
         raw.glob["consul_token"] = (environ["CONSUL_HTTP_TOKEN"], "CONSUL_HTTP_TOKEN")  # Consul's own variable
     if "spiffe_endpoint_socket" not in raw.glob and environ.get("SPIFFE_ENDPOINT_SOCKET"):
         raw.glob["spiffe_endpoint_socket"] = (environ["SPIFFE_ENDPOINT_SOCKET"], "SPIFFE_ENDPOINT_SOCKET")  # the SPIFFE standard's variable
+    if "xds_bootstrap" not in raw.glob and "xds_bootstrap_config" not in raw.glob:  # gRPC's own variables, in gRPC's order
+        for var, key in (("GRPC_XDS_BOOTSTRAP", "xds_bootstrap"), ("GRPC_XDS_BOOTSTRAP_CONFIG", "xds_bootstrap_config")):
+            if environ.get(var):
+                raw.glob[key] = (environ[var], var)
+                break
     if overrides:
         read_mapping({k: v for k, v in overrides.items() if k != "config_file"}, origin, raw)
     return raw
@@ -173,6 +179,7 @@ def build_config(raw: Raw) -> MeshConfig:
         source=" < ".join(raw.sources) or "defaults",
         registry=registry,
         tls=_tls_settings(values, raw.glob),
+        xds=XdsConfig(**{k: v for k, v in values.items() if k in XDS_FIELDS}),
     )
 
 

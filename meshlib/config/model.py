@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from ..balancing import LbSettings
+from ..routing import RouteConfig
 from ..endpoint import Endpoint
 from ..health import HealthCheckConfig
 from ..resilience.breaker import BreakerConfig
@@ -21,7 +22,7 @@ from ..resilience.outlier import OutlierConfig
 from ..resilience.retry import RetryPolicy
 from .keys import KEYS, POLICY_DEFAULTS
 
-__all__ = ["ServiceConfig", "RegistryConfig", "LB_FIELDS", "REGISTRY_FIELDS"]
+__all__ = ["ServiceConfig", "RegistryConfig", "XdsConfig", "LB_FIELDS", "REGISTRY_FIELDS", "XDS_FIELDS"]
 
 
 def _d(key: str) -> Any:
@@ -81,6 +82,9 @@ class ServiceConfig:
     filter_meta: Mapping[str, str] = _factory("filter_meta")
     tls_mode: str = _d("tls_mode")
     tls_spiffe_ids: tuple[str, ...] = _d("tls_spiffe_ids")
+    # routing and xDS
+    routes: RouteConfig | None = None
+    xds_listener: str = ""
 
     #: What the balancers read (``meshlib.balancing.LbSettings``), built once from the fields above.
     lb: LbSettings = field(init=False, repr=False, compare=False)
@@ -119,3 +123,19 @@ class RegistryConfig:
 
 
 REGISTRY_FIELDS = frozenset(f.name for f in fields(RegistryConfig))
+
+
+@dataclass(frozen=True)
+class XdsConfig:
+    """The global xDS keys (``MESHLIB_XDS_*``)."""
+
+    xds_listeners: tuple[str, ...] = _d("xds_listeners")
+    xds_bootstrap: str = _d("xds_bootstrap")
+    xds_bootstrap_config: str = _d("xds_bootstrap_config")
+    xds_does_not_exist_timeout: float = _d("xds_does_not_exist_timeout")
+    xds_backoff_base: float = _d("xds_backoff_base")
+    xds_backoff_max: float = _d("xds_backoff_max")
+    xds_wait: float = _d("xds_wait")
+
+
+XDS_FIELDS = frozenset(f.name for f in fields(XdsConfig))

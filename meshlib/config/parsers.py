@@ -25,7 +25,7 @@ Parser = Callable[[object, str], Any]
 
 __all__ = [
     "Parser", "canonical_service", "check_service_name", "SERVICE_RE", "parse_duration", "int_range", "float_range",
-    "duration", "optional_duration", "choice", "boolean", "text", "path_text", "header", "hostname", "pem_file", "etcd_prefix",
+    "duration", "optional_duration", "choice", "boolean", "text", "path_text", "header", "hostname", "pem_file", "json_file", "etcd_prefix",
     "tag_list", "meta_pairs", "maglev_size", "endpoints", "locality_weights", "burst", "retry_on", "status_codes",
     "health_statuses", "hedge_non_fatal", "grpc_status", "renamed",
 ]
@@ -200,12 +200,20 @@ def hostname(value: object, name: str) -> str:
     return host
 
 
-def pem_file(value: object, name: str) -> str:
-    """A path to a readable file (TLS material), checked at start-up."""
-    path = text(value, name)
-    if path and ("\0" in path or not os.path.isfile(path)):
-        raise ConfigError(name, value, "the path of an existing, readable file (PEM)", detail="no such file")
-    return path
+def _existing_file(what: str) -> Parser:
+    def parse(value: object, name: str) -> str:
+        path = text(value, name)
+        if path and ("\0" in path or not os.path.isfile(path)):
+            raise ConfigError(name, value, f"the path of an existing, readable file ({what})", detail="no such file")
+        return path
+
+    return parse
+
+
+#: A path to a readable file (TLS material), checked at start-up.
+pem_file = _existing_file("PEM")
+#: A path to a readable JSON file (an xDS bootstrap), checked at start-up.
+json_file = _existing_file("JSON")
 
 
 def etcd_prefix(value: object, name: str) -> str:

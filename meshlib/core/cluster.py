@@ -92,38 +92,53 @@ class Cluster:
         observers: Sequence[ObserverFactory] = (),
     ) -> None:
         self.name = name
-        self.config = cfg
         self.clock = clock
-        self.hashing = cfg.lb_policy in HASHING
         self.rng = rng or random.Random()
         #: Returns the Mesh's thread pool (for hedged sync calls), made on first use.
         self.executor = executor
-        self._policy = POLICIES[cfg.lb_policy]
         self._hosts: dict[tuple[str, int], Host] = {}
         self._write_lock = threading.Lock()  # snapshot rebuilds only
         self._stats_lock = threading.Lock()  # counters; never waits for a rebuild
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.calls = Tally()
 
-        # Policies, composed once from the immutable config.
+        self._observer_factories = tuple(observers)
+        self._health_probe = health_probe
+        self._health_worker: PeriodicWorker | None = None
+        self._compose(cfg)
+
+        #: Called with each adopted snapshot (see :meth:`watch`).
+        self._watchers: list[Callable[[EndpointSnapshot], None]] = []
+
+        picker, levels = build_picker(name, (), (), cfg.lb, self._policy, self.rng, clock)
+        empty = EndpointSnapshot(name, ())
+        self._state = _State(empty, (), picker, tuple(levels), empty)
+        #: The current picker (swapped with each rebuild; read without a lock).
+        self.picker: Picker = picker
+
+    def _compose(self, cfg: "ServiceConfig") -> None:
+        """Compose the service's policies from its immutable configuration
+        (at construction, and again by :meth:`reconfigure`)."""
+        self.config = cfg
+        self.hashing = cfg.lb_policy in HASHING
+        self._policy = POLICIES[cfg.lb_policy]
         self.retry = cfg.retry
         self.timeout = cfg.timeout
         self.per_try_timeout = cfg.retry.per_try_timeout
         self.hedge = cfg.hedge
         self.hedges = cfg.hedge.enabled
-        self.budget = cfg.retry_budget.build(clock)
+        self.budget = cfg.retry_budget.build(self.clock)
         self.budget_limited = cfg.retry_budget.kind != "none"
         self.budget_in_flight = self.budget.tracks_in_flight
-        self.thresholds = Thresholds(cfg.max_requests, cfg.max_pending_requests, cfg.max_retries, cfg.max_connections, service=name)
-        self.breaker = CircuitBreaker(cfg.breaker_config, clock=clock, name=name) if cfg.breaker == "cluster" else None
+        self.thresholds = Thresholds(cfg.max_requests, cfg.max_pending_requests, cfg.max_retries, cfg.max_connections, service=self.name)
+        self.breaker = CircuitBreaker(cfg.breaker_config, clock=self.clock, name=self.name) if cfg.breaker == "cluster" else None
         self.endpoint_breakers: dict[Hashable, CircuitBreaker] = {}
-        self.outlier = OutlierDetector(cfg.outlier, clock, random.Random(f"{name}/outlier")) if cfg.outlier_detection else None
-        self.limiter = TokenBucket(cfg.rate_limit, cfg.rate_limit_burst, now=clock.monotonic) if cfg.rate_limit > 0 else None
+        self.outlier = OutlierDetector(cfg.outlier, self.clock, random.Random(f"{self.name}/outlier")) if cfg.outlier_detection else None
+        self.limiter = TokenBucket(cfg.rate_limit, cfg.rate_limit_burst, now=self.clock.monotonic) if cfg.rate_limit > 0 else None
         self.fault = cfg.fault if cfg.fault.enabled else None
         self.health: HealthChecker | None = None
-        self._health_worker: PeriodicWorker | None = None
         if cfg.health_check.enabled:
-            self.health = HealthChecker(name, cfg.health_check, probe=health_probe, clock=clock, on_pass=self._health_passed)
+            self.health = HealthChecker(self.name, cfg.health_check, probe=self._health_probe, clock=self.clock, on_pass=self._health_passed)
 
         gates: list[Gate] = []
         if self.limiter is not None:
@@ -142,7 +157,7 @@ class Cluster:
             feeds.append(self.outlier.attempt_ended)
         if self._per_endpoint_breakers:
             feeds.append(EndpointBreakerFeed(lambda: self.endpoint_breakers).attempt_ended)
-        for factory in observers:
+        for factory in self._observer_factories:
             extra = factory(self)
             if extra is not None:
                 feeds.append(extra.attempt_ended)
@@ -151,14 +166,19 @@ class Cluster:
         #: thresholds, outlier detection, endpoint breakers, extra observers.
         self.observers: tuple[AttemptEnded, ...] = tuple(feeds)
 
-        #: Called with each adopted snapshot (see :meth:`watch`).
-        self._watchers: list[Callable[[EndpointSnapshot], None]] = []
-
-        picker, levels = build_picker(name, (), (), cfg.lb, self._policy, self.rng, clock)
-        empty = EndpointSnapshot(name, ())
-        self._state = _State(empty, (), picker, tuple(levels), empty)
-        #: The current picker (swapped with each rebuild; read without a lock).
-        self.picker: Picker = picker
+    def reconfigure(self, cfg: "ServiceConfig") -> None:
+        """Adopt new settings (an xDS cluster update) in place: the policies are
+        composed again, the hosts and their statistics kept, the picker
+        rebuilt. Adapters holding this cluster see the change at once. Calls in
+        flight finish under the objects they started with; their releases may
+        count against the new thresholds and budget, which clamp at zero."""
+        with self._write_lock:
+            worker, self._health_worker = self._health_worker, None
+            self._compose(cfg)
+        if worker is not None:
+            worker.stop()
+        self.start()
+        self.update(self.snapshot)
 
     # -- discovery side -------------------------------------------------------
 

@@ -223,3 +223,4 @@ register_scheme(Scheme("dns", "dns", _dns))
 register_scheme(Scheme("file", "file:///path/to/endpoints.yaml", _file, url=True, parse=_file_path))
 register_scheme(Scheme("consul", "consul://host:port", _consul, url=True, parse=_registry_address("consul", CONSUL_PORT), default_port=CONSUL_PORT))
 register_scheme(Scheme("etcd", "etcd://host:port", _etcd, url=True, parse=_registry_address("etcd", ETCD_PORT), default_port=ETCD_PORT))
+register_scheme(Scheme("xds", "xds", _no_resolver))  # the Mesh builds the xDS client: it also publishes routes and cluster policies
