@@ -25,6 +25,8 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise ModuleNotFoundError("mesh.httpx_client() and mesh.httpx_async_client() need httpx: pip install 'meshlib-client[httpx]'") from exc
 
+from httpx._multipart import MultipartStream
+
 from ..core.driver import run, run_async
 from ..core.call import Call
 from ..endpoint import Endpoint
@@ -34,7 +36,22 @@ from ..resilience.fault import FaultDecision
 from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
 from ..core.services import Services
-from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, HttpExchange, classify_exception, judge_response, timeout_header
+from ._common import (
+    DRAIN_LIMIT,
+    FAULT_BODY,
+    FAULT_HEADERS,
+    TIMEOUT_HEADER,
+    End,
+    Ending,
+    HttpExchange,
+    OneShotExchange,
+    classify_exception,
+    file_body,
+    judge_response,
+    mid_body,
+    one_shot,
+    timeout_header,
+)
 
 
 #: Client keyword arguments that configure the transport rather than the client.
@@ -72,19 +89,128 @@ class HttpxExchange(HttpExchange):
         return judge_response(response.status_code, response.headers)
 
     def discard(self, response: httpx.Response) -> None:
+        # Read what is left of the body (within bounds) so that closing the
+        # response puts its connection back in the pool rather than closing it.
+        try:
+            left = DRAIN_LIMIT
+            for chunk in response.iter_raw():
+                left -= len(chunk)
+                if left < 0:
+                    break
+        except Exception:  # a broken connection: closed below
+            pass
         response.close()
+
+    def defer(self, response: httpx.Response, end: End) -> bool:
+        """The client reads the body after the transport returns (at once, or
+        as you iterate with ``client.stream()``): the attempt ends with it
+        (``end`` is called once). False for an answer meshlib made itself."""
+        if hasattr(response, "_content"):
+            return False
+        response.stream = _WatchedStream(response.stream, Ending(end))
+        return True
+
+
+class _WatchedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response body that reports its end: read to the end, closed or
+    collected (``None``), broken off mid-body (a reset, or a timeout)."""
+
+    def __init__(self, inner: Any, ending: Ending) -> None:
+        self._inner = inner
+        self._ending = ending
+
+    def __del__(self) -> None:
+        self._ending(None)
+
+    def __iter__(self) -> Any:
+        try:
+            yield from self._inner
+        except Exception as exc:
+            self._ending(mid_body(classify(exc)))
+            raise
+        self._ending(None)
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._ending(None)
+
+    async def __aiter__(self) -> Any:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except Exception as exc:
+            self._ending(mid_body(classify(exc)))
+            raise
+        self._ending(None)
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._ending(None)
 
 
 class AsyncHttpxExchange(HttpxExchange):
     def discard(self, response: httpx.Response) -> None:
-        # Closing an async stream is a coroutine: let the loop finish it,
-        # holding the task until it is done (the loop keeps only a weak reference).
-        task = asyncio.ensure_future(response.aclose())
+        # Reading and closing an async stream are coroutines: let the loop do
+        # them. The task is held until done (the loop keeps only a weak
+        # reference) and on the caller's request, whose next attempt waits for
+        # it, so that attempt can reuse the connection.
+        task = asyncio.ensure_future(_drain(response))
         _CLOSING.add(task)
         task.add_done_callback(_CLOSING.discard)
+        if response.request is not None:
+            response.request._meshlib_drain = task  # type: ignore[attr-defined]
+
+
+async def _drain(response: httpx.Response) -> None:
+    try:
+        left = DRAIN_LIMIT
+        async for chunk in response.aiter_raw():
+            left -= len(chunk)
+            if left < 0:
+                break
+    except Exception:  # a broken connection: closed below
+        pass
+    await response.aclose()
 
 
 _CLOSING: set[asyncio.Future[Any]] = set()
+
+
+class _OneShotStream(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """One attempt's view of a one-shot body: it notes when sending began."""
+
+    def __init__(self, ex: OneShotExchange) -> None:
+        self._ex = ex
+
+    def __iter__(self) -> Any:
+        return self._ex.attempt_body()
+
+    def __aiter__(self) -> Any:
+        return self._ex.attempt_body_async()
+
+
+def _body(request: httpx.Request, call: Call, base: HttpExchange) -> tuple[HttpExchange, Any]:
+    """The exchange for a call, and the stream its attempts send: the
+    module's exchange and the request's stream for bytes and multipart forms
+    (which rewind their files themselves); a rewinding exchange for a file
+    that can seek (read into memory once if the call hedges); else one-shot."""
+    stream = request.stream
+    if isinstance(stream, (httpx.ByteStream, MultipartStream)):
+        return base, stream
+    source = getattr(stream, "_stream", None)  # what IteratorByteStream reads
+    if isinstance(stream, httpx.SyncByteStream) and hasattr(source, "read"):
+        ex, body = file_body(base, source, call)
+        if ex is base:
+            return ex, httpx.ByteStream(body)
+        if isinstance(ex, OneShotExchange):
+            return ex, _OneShotStream(ex)
+        return ex, stream
+    ex = one_shot(base, stream, call)
+    return ex, _OneShotStream(ex)
 
 
 EXCHANGE = HttpxExchange()
@@ -148,6 +274,8 @@ def _begin(mesh: "Services", request: httpx.Request) -> Call | None:
     cluster = mesh.route(request.url.host, request.url.raw_path.decode("ascii"), request.headers)  # routed names go through their routes
     if cluster is None:
         return None
+    if mesh.closed:
+        raise MeshError(f"this Mesh is closed; create a new one (a request to mesh service {cluster.name!r})")
     cfg = cluster.config
     key = request.headers.get(cfg.hash_header) if cluster.hashing and cfg.hash_header else None
     extensions = dict(request.extensions)
@@ -170,7 +298,7 @@ def _over_tls(request: httpx.Request) -> str:
     return "https"
 
 
-def _pointed(request: httpx.Request, ep: Endpoint, limit: float | None, scheme: str | None = None) -> httpx.Request:
+def _pointed(request: httpx.Request, ep: Endpoint, limit: float | None, stream: Any, scheme: str | None = None) -> httpx.Request:
     """A copy of ``request`` aimed at one endpoint, within ``limit`` seconds:
     each attempt (hedged ones run at once) has its own URL and timeouts."""
     headers = request.headers
@@ -182,7 +310,7 @@ def _pointed(request: httpx.Request, ep: Endpoint, limit: float | None, scheme: 
         for phase in ("connect", "read", "write", "pool"):
             t[phase] = limit if t.get(phase) is None else min(t[phase], limit)
         extensions = {**extensions, "timeout": t}
-    return httpx.Request(request.method, _endpoint_url(request.url, ep.host, ep.port, scheme), headers=headers, stream=request.stream, extensions=extensions)
+    return httpx.Request(request.method, _endpoint_url(request.url, ep.host, ep.port, scheme), headers=headers, stream=stream, extensions=extensions)
 
 
 @functools.lru_cache(maxsize=2048)
@@ -212,11 +340,12 @@ class MeshTransport(httpx.BaseTransport):
         tls = self._mesh.tls(call.cluster)
         inner = self._pools.for_request(request, call.cluster.name) if tls is None else self._pools.for_mesh_tls(tls)
         scheme = None if tls is None else _over_tls(request)
+        ex, stream = _body(request, call, EXCHANGE)
 
         def send(ep: Endpoint, limit: float | None) -> httpx.Response:
-            return _restore(inner.handle_request(_pointed(request, ep, limit, scheme)), request)
+            return _restore(inner.handle_request(_pointed(request, ep, limit, stream, scheme)), request)
 
-        return run(call, send, EXCHANGE, _aborter(call, request))
+        return run(call, send, ex, _aborter(call, request))
 
     def close(self) -> None:
         for t in self._pools.all():
@@ -235,11 +364,16 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         tls = self._mesh.tls(call.cluster)
         inner = self._pools.for_request(request, call.cluster.name) if tls is None else self._pools.for_mesh_tls(tls)
         scheme = None if tls is None else _over_tls(request)
+        ex, stream = _body(request, call, ASYNC_EXCHANGE)
 
         async def send(ep: Endpoint, limit: float | None) -> httpx.Response:
-            return _restore(await inner.handle_async_request(_pointed(request, ep, limit, scheme)), request)
+            drain = getattr(request, "_meshlib_drain", None)
+            if drain is not None:  # the previous attempt's response: its connection first
+                request._meshlib_drain = None  # type: ignore[attr-defined]
+                await asyncio.shield(drain)
+            return _restore(await inner.handle_async_request(_pointed(request, ep, limit, stream, scheme)), request)
 
-        return await run_async(call, send, ASYNC_EXCHANGE, _aborter(call, request))
+        return await run_async(call, send, ex, _aborter(call, request))
 
     async def aclose(self) -> None:
         for t in self._pools.all():

@@ -17,27 +17,56 @@ from requests.structures import CaseInsensitiveDict
 
 from ..core.driver import run
 from ..endpoint import Endpoint
+from ..errors import MeshError
 from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
 from ..core.services import Services
+from ._common import (
+    FAULT_BODY,
+    FAULT_HEADERS,
+    PLAIN_BODIES,
+    TIMEOUT_HEADER,
+    TLS_NAME,
+    End,
+    HttpExchange,
+    body_exchange,
+    endpoint_url,
+    judge_response,
+    release_unread,
+    split_url,
+    timeout_header,
+    watch_urllib3,
+)
 from ._mirror import mirror
-from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, HttpExchange, endpoint_url, judge_response, split_url, timeout_header
 from .urllib3 import TLSNamePoolManager
 
 
-
 class RequestsExchange(HttpExchange):
+    """For ``stream=False``: each attempt reads its body before it ends."""
+
     def judge(self, response: Any) -> AttemptResult:
         return judge_response(response.status_code, response.headers)
 
     def discard(self, response: Any) -> None:
         # A read body has already gone back to the pool with its connection;
-        # only an unread (stream=True) one must be closed.
+        # an unread (stream=True) one is drained, within bounds, so that its
+        # connection goes back too.
         if not getattr(response, "_content_consumed", False):
-            response.close()
+            release_unread(response.raw)
+
+
+class StreamingRequestsExchange(RequestsExchange):
+    """For ``stream=True``: the body is read by the caller, after the call."""
+
+    def defer(self, response: Any, end: End) -> bool:
+        """The attempt ends with the body (``end`` is called once)."""
+        if getattr(response, "_content_consumed", False):
+            return False
+        return watch_urllib3(response.raw, end)
 
 
 EXCHANGE = RequestsExchange()
+STREAMING = StreamingRequestsExchange()
 
 
 def _aborted(request: requests.PreparedRequest, url: str, status: int) -> requests.Response:
@@ -64,8 +93,9 @@ def _limit_timeout(timeout: Any, connect: float, limit: float) -> Any:
 class _Attempt(requests.PreparedRequest):
     """One attempt of a mesh request, sent to an endpoint's URL.
 
-    A lean copy of the caller's request: headers are copied (the attempt
-    sets ``Host`` and the timeout header), body and hooks are shared, and so
+    A lean copy of the caller's request: headers are the call's (``Host``
+    first, as a client sends it) and copied if the attempt adds the timeout
+    header, body and hooks are shared, and so
     is the cookie jar, which sending never reads (cookies are already in the
     headers). ``origin`` is the endpoint URL's (scheme, host, port)."""
 
@@ -73,11 +103,11 @@ class _Attempt(requests.PreparedRequest):
     #: The mesh's TLS for this attempt (TLS_MODE tls/mtls), else None.
     tls: Any
 
-    def __init__(self, request: requests.PreparedRequest, url: str, origin: tuple[str, str, int], tls: Any = None) -> None:
+    def __init__(self, request: requests.PreparedRequest, url: str, origin: tuple[str, str, int], headers: CaseInsensitiveDict[str], tls: Any = None) -> None:
         # PreparedRequest.__init__ would only set what is overwritten here.
         self.method = request.method
         self.url = url
-        self.headers = request.headers.copy()
+        self.headers = headers
         self._cookies = request._cookies  # type: ignore[attr-defined]
         self.body = request.body
         self.hooks = request.hooks
@@ -137,37 +167,59 @@ class MeshAdapter(HTTPAdapter):
         cluster = self._mesh.route(host, rest, request.headers)  # routed names go through their routes
         if cluster is None:
             return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
+        if self._mesh.closed:
+            raise MeshError(f"this Mesh is closed; create a new one (a request to mesh service {cluster.name!r})")
         cfg = cluster.config
         user_timeout = timeout
         if timeout is None:
             timeout = (cfg.connect_timeout, None)
         key = request.headers.get(cfg.hash_header) if cluster.hashing and cfg.hash_header else None
         call = cluster.start_call(key, is_idempotent(request.method or "GET"))
-        host_header = authority.rpartition("@")[2]
+        # The caller's own Host header stands; else the URL's authority, sent
+        # first, where the client would have put it.
+        headers = request.headers
+        if "Host" not in headers:
+            headers = CaseInsensitiveDict()
+            headers["Host"] = authority.rpartition("@")[2]
+            # Its store holds (name as given, value) by lower-case name; filled
+            # directly, as copy() does: update() goes through MutableMapping, 4x slower.
+            headers._store.update(request.headers._store)  # type: ignore[attr-defined]
+        body = request.body
+        base: HttpExchange = STREAMING if stream else EXCHANGE
+        ex = base
+        if body is not None and not isinstance(body, PLAIN_BODIES):
+            ex, body = body_exchange(base, body, call)
         send_base = super().send
         tls = self._mesh.tls(cluster)  # TLS_MODE tls/mtls: the mesh's TLS, whatever the URL says
-        if tls is not None:
-            scheme = "https"
+        wire = scheme if tls is None else "https"
 
         def send(ep: Endpoint, limit: float | None) -> requests.Response:
-            attempt = _Attempt(request, endpoint_url(scheme, ep.address, rest), (scheme, ep.host, ep.port), tls)
-            attempt.headers["Host"] = host_header
+            attempt = _Attempt(request, endpoint_url(wire, ep.address, rest), (wire, ep.host, ep.port), headers, tls)
+            if ex is not base:
+                attempt.body = ex.attempt_body()  # type: ignore[attr-defined]
+            elif body is not request.body:  # a file read once for a hedged call
+                attempt.body = body
             t = timeout
             if limit is not None:
+                attempt.headers = headers.copy()
                 attempt.headers[TIMEOUT_HEADER] = timeout_header(limit)
                 t = _limit_timeout(user_timeout, cfg.connect_timeout, limit)
             # Mesh endpoints are reached directly, never through an HTTP proxy.
             response = send_base(attempt, stream=stream, timeout=t, verify=verify, cert=cert, proxies=None)
             response.url = url
             response.request = request
+            if not stream:
+                # Read now, as the session would on return: the attempt lasts
+                # until its body is in, and a body broken midway is its error.
+                response.content
             return response
 
         if getattr(cluster, "mirrors", None):  # the route mirrors its calls (shadow traffic)
-            mirror(self._mesh, cluster.mirrors, lambda target: self._shadow(request, scheme, target, rest, host_header, verify, cert))
-        token = TLS_NAME.set(host) if scheme == "https" else None
+            mirror(self._mesh, cluster.mirrors, lambda target: self._shadow(request, scheme, target, rest, headers["Host"], verify, cert))
+        token = TLS_NAME.set(host) if wire == "https" else None
         try:
             abort = None if cluster.fault is None else (lambda fault: _aborted(request, url, fault.abort_status))
-            return run(call, send, EXCHANGE, abort)
+            return run(call, send, ex, abort)
         finally:
             if token is not None:
                 TLS_NAME.reset(token)

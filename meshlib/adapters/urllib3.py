@@ -22,12 +22,27 @@ from urllib3.util.url import parse_url
 
 from ..core.driver import run
 from ..endpoint import Endpoint
+from ..errors import MeshError
 from ..resilience.fault import FaultDecision
 from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
 from ..core.services import Services
+from ._common import (
+    FAULT_BODY,
+    FAULT_HEADERS,
+    PLAIN_BODIES,
+    TIMEOUT_HEADER,
+    TLS_NAME,
+    End,
+    HttpExchange,
+    body_exchange,
+    judge_response,
+    release_unread,
+    split_url,
+    timeout_header,
+    watch_urllib3,
+)
 from ._mirror import mirror
-from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, HttpExchange, judge_response, split_url, timeout_header
 
 
 log = logging.getLogger("meshlib")
@@ -38,13 +53,22 @@ MESH_RETRIES = Retry(total=3, connect=0, read=0, status=0, other=0, redirect=3)
 
 
 class Urllib3Exchange(HttpExchange):
+    """For ``preload_content=True`` (the default): urllib3 reads the body
+    before the attempt returns."""
+
     def judge(self, response: Any) -> AttemptResult:
         return judge_response(response.status, response.headers)
 
     def discard(self, response: Any) -> None:
-        response.drain_conn()
-        response.release_conn()
+        release_unread(response)
 
+
+class StreamingUrllib3Exchange(Urllib3Exchange):
+    """For ``preload_content=False``: the caller reads the body after the call."""
+
+    def defer(self, response: Any, end: End) -> bool:
+        """The attempt ends with the body (``end`` is called once, see :func:`watch_urllib3`)."""
+        return watch_urllib3(response, end)
 
 
 def _aborted(fault: FaultDecision) -> Any:
@@ -52,6 +76,7 @@ def _aborted(fault: FaultDecision) -> Any:
 
 
 EXCHANGE = Urllib3Exchange()
+STREAMING = StreamingUrllib3Exchange()
 
 
 #: How many (host, port, scheme, TLS name, pool options) a pool manager
@@ -112,9 +137,10 @@ class MeshPoolManager(TLSNamePoolManager):
         cluster = self._mesh.route(host, rest, kw.get("headers") or self.headers)  # routed names go through their routes
         if cluster is None:
             return super().urlopen(method, url, redirect=redirect, **kw)
+        if self._mesh.closed:
+            raise MeshError(f"this Mesh is closed; create a new one (a request to mesh service {cluster.name!r})")
         cfg = cluster.config
-        headers = dict(kw.get("headers") or self.headers)
-        headers["Host"] = authority.rpartition("@")[2]
+        headers = _with_host(kw.get("headers") or self.headers, authority)
         # Each attempt goes straight to the endpoint's pool (as PoolManager.urlopen
         # would after parsing the endpoint URL again); redirects are followed
         # below, through the mesh.
@@ -127,28 +153,36 @@ class MeshPoolManager(TLSNamePoolManager):
             if timeout is None:
                 timeout = self._timeouts.setdefault(cfg.connect_timeout, Timeout(connect=cfg.connect_timeout, read=None))
             attempt_kw["timeout"] = timeout
-        key = None
-        if cluster.hashing and cfg.hash_header:
-            key = _header(headers, cfg.hash_header)
+        key = _header(headers, cfg.hash_header) if cluster.hashing and cfg.hash_header else None
         call = cluster.start_call(key, is_idempotent(method))
         if getattr(cluster, "mirrors", None):  # the route mirrors its calls (shadow traffic)
             mirror(self._mesh, cluster.mirrors, lambda name: self._shadow(method, scheme, name, rest, headers, kw))
+        base: HttpExchange = EXCHANGE if kw.get("preload_content", True) else STREAMING
+        ex = base
+        body = kw.get("body")
+        if body is not None and not isinstance(body, PLAIN_BODIES):
+            ex, body = body_exchange(base, body, call)
+            if ex is base:  # a file read once for a hedged call, still sent chunked
+                attempt_kw["body"] = (body,)
         target = _request_target(rest)
         tls = self._mesh.tls(cluster)  # TLS_MODE tls/mtls: the mesh's TLS, whatever the URL says
-        if tls is not None:
-            scheme = "https"
-        token = TLS_NAME.set(host) if scheme == "https" else None
+        wire = scheme if tls is None else "https"
+        token = TLS_NAME.set(host) if wire == "https" else None
 
         def send(ep: Endpoint, limit: float | None) -> Any:
             akw = attempt_kw
             if limit is not None:
-                akw = dict(attempt_kw, headers={**headers, TIMEOUT_HEADER: timeout_header(limit)})
+                limited = headers.copy()
+                limited[TIMEOUT_HEADER] = timeout_header(limit)
+                akw = dict(attempt_kw, headers=limited)
                 akw["timeout"] = _bounded(user_timeout, cfg.connect_timeout, limit)
+            if ex is not base:
+                akw = dict(akw, body=ex.attempt_body())  # type: ignore[attr-defined]
             host = ep.host if ":" not in ep.host else f"[{ep.host}]"  # as parse_url gives an IPv6 host
-            return self.connection_from_host(host, ep.port, scheme, tls and tls.pool_kwargs()).urlopen(method, target, **akw)
+            return self.connection_from_host(host, ep.port, wire, tls and tls.pool_kwargs()).urlopen(method, target, **akw)
 
         try:
-            response = run(call, send, EXCHANGE, _aborted)
+            response = run(call, send, ex, _aborted)
         finally:
             if token is not None:
                 TLS_NAME.reset(token)
@@ -162,7 +196,7 @@ class MeshPoolManager(TLSNamePoolManager):
         body = kw.get("body")
         if body is not None and not isinstance(body, (bytes, str)):
             return
-        shadow = {**headers, "Host": f"{headers['Host']}-shadow"}
+        shadow = {**headers, "Host": f"{_header(headers, 'host')}-shadow"}
         self.urlopen(method, f"{scheme}://{target}{rest}", redirect=False, body=body, headers=shadow).release_conn()
 
     def _follow(self, method: str, url: str, response: Any, kw: dict[str, Any]) -> Any:
@@ -218,8 +252,27 @@ def _bounded(timeout: Any, connect: float, limit: float) -> Timeout:
     return Timeout(connect=c, read=r)
 
 
-def _header(headers: dict[str, str], name: str) -> str | None:
+def _with_host(given: Any, authority: str) -> Any:
+    """The caller's headers as urllib3 keeps them, with a ``Host``: theirs,
+    in any spelling, stands (the container is used as is); else the URL's
+    authority, first. An ``HTTPHeaderDict`` stays one, its repeated fields
+    apart; a plain mapping (which cannot repeat a field) stays a dict, which
+    is far cheaper to build."""
+    for name in given:
+        if name.lower() == "host":
+            return given
+    host = authority.rpartition("@")[2]
+    if isinstance(given, HTTPHeaderDict):
+        headers = HTTPHeaderDict()
+        headers["Host"] = host
+        for name, value in given.iteritems():
+            headers.add(name, value)
+        return headers
+    return {"Host": host, **given}
+
+
+def _header(headers: Any, name: str) -> str | None:
     for k, v in headers.items():
         if k.lower() == name:
-            return v
+            return v  # type: ignore[no-any-return]
     return None

@@ -174,6 +174,7 @@ class OutlierDetector:
             FAILURE_PERCENTAGE_LOCAL_ORIGIN: cfg.enforcing_failure_percentage_local_origin,
         }
         self._next_tick = clock.monotonic() + cfg.interval
+        self._split = cfg.split_external_local_origin_errors
         #: Called with the host an attempt just got ejected (the cluster rebuilds its picker).
         self.on_eject: Callable[[Any], None] = lambda host: None
 
@@ -244,6 +245,17 @@ class OutlierDetector:
         ``record.outcome`` / ``record.status``): :meth:`record`, then
         ``on_eject(host)`` if it ejected the host."""
         outcome = record.outcome
+        if outcome == _SUCCESS and not self._split:
+            status = record.status
+            if status is None or status < 500:  # record()'s lock-free common case, inline
+                h = self._hosts.get(host.key)
+                if h is not None:
+                    ext = h.ext
+                    ext[0] += 1
+                    ext[1] += 1
+                    if h.c5xx or h.cgw:
+                        h.c5xx = h.cgw = 0
+                return
         if outcome != _CANCELLED and self.record(host.key, outcome, record.status):
             self.on_eject(host)
 
