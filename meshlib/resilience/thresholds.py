@@ -47,7 +47,7 @@ _COUNTERS = ("requests", "pending_requests", "retries", "connections")
 class Thresholds:
     """One cluster's circuit-breaker thresholds and their live counters."""
 
-    __slots__ = ("service", "_limits", "_active", "_overflow", "_lock", "_attempts")
+    __slots__ = ("service", "_limits", "_active", "_overflow", "_lock", "_attempts", "_room")
 
     def __init__(
         self,
@@ -69,6 +69,13 @@ class Thresholds:
         self._lock = threading.Lock()
         #: Attempts in flight: each holds a request and a connection.
         self._attempts: list[None] = []
+        self._set_room()
+
+    def _set_room(self) -> None:
+        """How many attempts may be in flight besides those holding a request or
+        a connection on their own (kept current under the lock)."""
+        active, limits = self._active, self._limits
+        self._room = min(limits[_REQUESTS] - active[_REQUESTS], limits[_CONNECTIONS] - active[_CONNECTIONS])
 
     # -- the one mechanism ----------------------------------------------------
 
@@ -79,6 +86,7 @@ class Thresholds:
                 self._overflow[i] += 1
                 return False
             self._active[i] += 1
+            self._set_room()
             return True
 
     def _acquire_or_raise(self, i: int) -> None:
@@ -89,6 +97,7 @@ class Thresholds:
         with self._lock:
             if self._active[i] > 0:
                 self._active[i] -= 1
+                self._set_room()
 
     # -- public pairs ---------------------------------------------------------
 
@@ -110,7 +119,7 @@ class Thresholds:
         """One attempt goes out: it takes a request and a connection together,
         or raises ``CircuitOpenError`` naming whichever limit is reached."""
         attempts = self._attempts
-        if len(attempts) + self._active[_REQUESTS] < self._limits[_REQUESTS] and len(attempts) + self._active[_CONNECTIONS] < self._limits[_CONNECTIONS]:
+        if len(attempts) < self._room:
             attempts.append(None)
             return
         active, limits = self._active, self._limits
