@@ -12,7 +12,7 @@ import platform
 import sys
 import time
 
-from . import failure, grpc_overhead, llm, overhead, own_cost, pick, registry, xds
+from . import failure, grpc_overhead, llm, mtls, overhead, own_cost, pick, registry, xds
 
 BENCHMARKS = {
     "own_cost": own_cost.run,
@@ -21,6 +21,7 @@ BENCHMARKS = {
     "failure": failure.run,
     "grpc": grpc_overhead.run,
     "registry": registry.run,
+    "mtls": mtls.run,
     "xds": xds.run,
     "llm": llm.run,
 }

@@ -32,6 +32,7 @@ from .errors import (
 )
 from .mesh import Mesh
 from .resilience.deadline import deadline, deadline_headers, incoming_deadline, remaining
+from .security import peer_identity
 
 __version__ = "0.1.0"
 
@@ -58,6 +59,7 @@ __all__ = [
     "call",
     "default_mesh",
     "hash_key",
+    "peer_identity",
     "__version__",
 ]
 

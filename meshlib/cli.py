@@ -2,6 +2,7 @@
 
     meshlib demo [--duration S] [--agents N] [--concurrency N] [--lb-policy NAME] [--no-live] [--no-grpc]
     meshlib demo --registry etcd|consul [--duration S] [--no-live]
+    meshlib demo --mtls [--duration S] [--no-live]
     meshlib config-docs              # docs/configuration.md, from meshlib.config
     meshlib config check [--all]     # validate MESHLIB_* and MESHLIB_CONFIG, print the effective config
     meshlib endpoints SERVICE        # what the mesh built from MESHLIB_* sees
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: agents register in a local etcd (the etcd binary) or the Consul API double, leave and crash, "
         "and a caller's mesh follows live (--duration and --no-live apply; --agents, --concurrency and --lb-policy do not)",
     )
+    demo.add_argument("--mtls", action="store_true",
+                      help="instead: two agents talk over mTLS with SPIFFE IDs; a certificate rotation mid-run, an impostor refused, an intruder denied")
     demo.set_defaults(handler=_demo)
 
     docs = sub.add_parser("config-docs", help="print the configuration reference (docs/configuration.md) as Markdown")
@@ -119,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _demo(args: argparse.Namespace) -> int:
     quiet_grpc_core()
+    if args.mtls:
+        from .demo.mtls import run_mtls_demo
+
+        res = run_mtls_demo(args.duration, out=sys.stdout, live=False if args.no_live else None)
+        return EXIT_INTERRUPTED if res.interrupted else 0
     if args.registry:
         from .demo.registry import run_registry_demo
 

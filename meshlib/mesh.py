@@ -20,9 +20,12 @@ from .discovery.filter import filter_snapshot
 from .endpoint import Endpoint, EndpointSnapshot
 from .errors import MeshError, UnknownServiceError
 from .health import Probe
+from .security import AllowList, ClientTls, TlsProvider
 from .mesh_routing import RoutingMixin
 
 if TYPE_CHECKING:  # pragma: no cover - import cost only for type checkers
+    import ssl
+
     import grpc
     import grpc.aio
     import httpx
@@ -81,8 +84,18 @@ class Mesh(RoutingMixin):
         # Copied and swapped on change, read without a lock.
         self._by_host: Mapping[str, Cluster] = MappingProxyType({})
         self._registrations: list["Registration"] = []
-        self._init_routing()
-        self._resolvers: list[Resolver] = self._make_resolvers(dns_lookup)
+        # Workload identity (files or the SPIFFE Workload API) and each service's
+        # TLS mode; a bad identity or mtls without one is a ConfigError now.
+        self._tls = TlsProvider(config.tls)
+        self._tls_by_service: dict[str, ClientTls | None] = {}
+        try:
+            for svc in (config.defaults, *config.services.values()):
+                self._tls.for_service(svc.name, svc.tls_mode, svc.tls_spiffe_ids)
+            self._init_routing()
+            self._resolvers: list[Resolver] = self._make_resolvers(dns_lookup)
+        except BaseException:
+            self._tls.close()
+            raise
         for name, svc in config.services.items():
             if svc.routes is not None:
                 self._set_routes(name, svc.routes)
@@ -122,7 +135,7 @@ class Mesh(RoutingMixin):
                     clock=self.clock,
                     rng=random.Random(self._rng.random()),
                     executor=self._executor,
-                    health_probe=self._health_probe,
+                    health_probe=self._health_probe or self._tls_probe(name),
                 )
                 self._clusters[name] = cluster
                 cluster.start()
@@ -266,7 +279,65 @@ class Mesh(RoutingMixin):
         stats: dict[str, Any] = {"services": services, "discovery": [r.status() for r in self._resolvers]}
         if self._registrations:
             stats["registrations"] = [r.status() for r in self._registrations if not r.closed]
+        if self._tls.source is not None or any(c.config.tls_mode != "off" for c in self._clusters.values()):
+            stats["tls"] = self._tls.status()
         return stats
+
+    # -- mutual TLS ----------------------------------------------------------------
+
+    def _tls_probe(self, name: str) -> Probe | None:
+        """Health checks of a TLS_MODE tls/mtls service go over the same TLS."""
+        cfg = self.config.service(name)
+        tls = self._tls.for_service(name, cfg.tls_mode, cfg.tls_spiffe_ids)
+        if tls is None:
+            return None
+        from .security.health import tls_probe
+
+        return tls_probe(tls, cfg.health_check.protocol)
+
+    def tls(self, cluster: Cluster) -> ClientTls | None:
+        """How calls to ``cluster`` are protected (None: ``TLS_MODE`` off, the URL decides)."""
+        try:
+            return self._tls_by_service[cluster.name]
+        except KeyError:
+            cfg = cluster.config
+            found = self._tls_by_service[cluster.name] = self._tls.for_service(cluster.name, cfg.tls_mode, cfg.tls_spiffe_ids)
+            return found
+
+    def server_ssl_context(self, *, require_client_cert: bool = True) -> "ssl.SSLContext":
+        """An ``ssl.SSLContext`` for serving (uvicorn, hypercorn, gunicorn,
+        ``http.server``) with the workload identity, requiring client
+        certificates signed by the trust bundle; each new connection uses the
+        identity current then, so rotation needs no restart. See docs/security.md."""
+        return self._tls.server_ssl_context(require_client_cert=require_client_cert)  # type: ignore[no-any-return]
+
+    def grpc_server_credentials(self, *, require_client_auth: bool = True) -> "grpc.ServerCredentials":
+        """``grpc.ServerCredentials`` with the workload identity, requiring
+        client certificates, following every rotation (for ``server.add_secure_port``)."""
+        return self._tls.grpc_server_credentials(require_client_auth=require_client_auth)
+
+    def grpc_credentials(self, name: str) -> "grpc.ChannelCredentials | None":
+        """For a channel of your own (with :meth:`grpc_interceptors`): channel
+        credentials from ``name``'s TLS mode and the current identity (None
+        when its ``TLS_MODE`` is off). Made once, they do not follow a rotation:
+        make the channel again after one (``stats()["tls"]["generation"]``).
+        grpcio checks only host names, so for a service with
+        ``TLS_SPIFFE_IDS`` this refuses (MeshError): use :meth:`grpc_channel`,
+        which checks SPIFFE IDs before a channel is used."""
+        tls = self.tls(self.cluster(name))
+        if tls is None:
+            return None
+        if tls.matcher:
+            raise MeshError(f"service {name!r} has TLS_SPIFFE_IDS, which grpcio cannot check on a channel of your own; "
+                            "use mesh.grpc_channel(name) (docs/security.md)")  # fmt: skip
+        return tls.grpc().credentials()
+
+    def allowed_callers(self) -> AllowList:
+        """The serving-side allow-list of ``MESHLIB_ALLOWED_CALLERS`` (any verified
+        caller when empty): ``.wsgi(app)``, ``.asgi(app)``, ``.grpc_interceptor()``,
+        ``.check(request)``."""
+        callers = self.config.tls.allowed_callers
+        return AllowList(callers, any_verified=not callers)
 
     # -- adapters ----------------------------------------------------------------
 
@@ -398,6 +469,7 @@ class Mesh(RoutingMixin):
                 resolver.close()
             except Exception:
                 log.exception("meshlib: closing %r failed", resolver)
+        self._tls.close()
 
     @property
     def closed(self) -> bool:

@@ -69,6 +69,11 @@ EXPECTED: dict[str, list[str]] = {
         "maglev",
     ],
     "decorator_async.py": ["12 concurrent calls answered by:", "is not retried: bad input"],
+    "mtls.py": [
+        "GET http://inventory/stock over mTLS: the server saw spiffe://example.org/planner",
+        "rotated without a restart: serial ",
+        "impostor refused: True",
+    ],
     "grpc_channels.py": [
         "30 calls answered by: {'greeter-1': 15, 'greeter-2': 15}",
         "a stream stays on one endpoint: ['greeter-",

@@ -250,6 +250,22 @@ class _Pools(Generic[T]):
                     t = self._tls[service] = self._make()
         return t
 
+    def for_mesh_tls(self, tls: Any) -> T:
+        """The transport for a TLS_MODE tls/mtls service: one per TLS context
+        (so per identity generation); the previous ones are kept, unused, until
+        the client closes."""
+        if self._make is None:
+            raise MeshError(f"service {tls.service!r} has TLS_MODE {tls.mode}, which a client built with transport= cannot carry; leave transport= out")
+        ctx = tls.ssl_context()
+        key = (tls.service, ctx)
+        t = self._tls.get(key)  # type: ignore[call-overload]
+        if t is None:
+            with self._lock:
+                t = self._tls.get(key)  # type: ignore[call-overload]
+                if t is None:
+                    t = self._tls[key] = self._make(verify=ctx)  # type: ignore[index,call-arg]
+        return t
+
     def all(self) -> list[T]:
         return [self.default, *self._tls.values()]
 
@@ -274,7 +290,15 @@ def _begin(mesh: "Services", request: httpx.Request) -> Call | None:
     return cluster.start_call(key, is_idempotent(request.method))
 
 
-def _pointed(request: httpx.Request, ep: Endpoint, limit: float | None, stream: Any, extra: dict[str, str]) -> httpx.Request:
+def _over_tls(request: httpx.Request) -> str:
+    """A TLS_MODE tls/mtls call goes out over https with the service name as
+    SNI, whatever its URL's scheme (the mesh's context checks the name or
+    SPIFFE ID). ``_begin`` gave the request its own extensions dict."""
+    request.extensions["sni_hostname"] = request.url.host
+    return "https"
+
+
+def _pointed(request: httpx.Request, ep: Endpoint, limit: float | None, stream: Any, extra: dict[str, str], scheme: str | None = None) -> httpx.Request:
     """A copy of ``request`` aimed at one endpoint, within ``limit`` seconds:
     each attempt (hedged ones run at once) has its own URL and timeouts.
     ``extra``: the cluster's ``load_request_headers`` (usually empty)."""
@@ -290,14 +314,17 @@ def _pointed(request: httpx.Request, ep: Endpoint, limit: float | None, stream: 
         for phase in ("connect", "read", "write", "pool"):
             t[phase] = limit if t.get(phase) is None else min(t[phase], limit)
         extensions = {**extensions, "timeout": t}
-    return httpx.Request(request.method, _endpoint_url(request.url, ep.host, ep.port), headers=headers, stream=stream, extensions=extensions)
+    return httpx.Request(request.method, _endpoint_url(request.url, ep.host, ep.port, scheme), headers=headers, stream=stream, extensions=extensions)
 
 
 @functools.lru_cache(maxsize=2048)
-def _endpoint_url(url: httpx.URL, host: str, port: int) -> httpx.URL:
-    """``url`` aimed at an endpoint, memoised: ``copy_with`` re-parses the URL
-    (about 17 µs), and services are called with the same URLs again and again."""
-    return url.copy_with(host=host, port=port)
+def _endpoint_url(url: httpx.URL, host: str, port: int, scheme: str | None = None) -> httpx.URL:
+    """``url`` aimed at an endpoint (over ``scheme`` if given), memoised:
+    ``copy_with`` re-parses the URL (about 17 µs), and services are called
+    with the same URLs again and again."""
+    if scheme is None:
+        return url.copy_with(host=host, port=port)
+    return url.copy_with(scheme=scheme, host=host, port=port)
 
 
 def _restore(response: httpx.Response, request: httpx.Request) -> httpx.Response:
@@ -314,12 +341,14 @@ class MeshTransport(httpx.BaseTransport):
         call = _begin(self._mesh, request)
         if call is None:
             return self._pools.default.handle_request(request)
-        inner = self._pools.for_request(request, call.cluster.name)
+        tls = self._mesh.tls(call.cluster)
+        inner = self._pools.for_request(request, call.cluster.name) if tls is None else self._pools.for_mesh_tls(tls)
+        scheme = None if tls is None else _over_tls(request)
         ex, stream = _body(request, call, EXCHANGE)
         extra = call.cluster.load_request_headers
 
         def send(ep: Endpoint, limit: float | None) -> httpx.Response:
-            return _restore(inner.handle_request(_pointed(request, ep, limit, stream, extra)), request)
+            return _restore(inner.handle_request(_pointed(request, ep, limit, stream, extra, scheme)), request)
 
         return run(call, send, ex, _aborter(call, request))
 
@@ -337,7 +366,9 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         call = _begin(self._mesh, request)
         if call is None:
             return await self._pools.default.handle_async_request(request)
-        inner = self._pools.for_request(request, call.cluster.name)
+        tls = self._mesh.tls(call.cluster)
+        inner = self._pools.for_request(request, call.cluster.name) if tls is None else self._pools.for_mesh_tls(tls)
+        scheme = None if tls is None else _over_tls(request)
         ex, stream = _body(request, call, ASYNC_EXCHANGE)
         extra = call.cluster.load_request_headers
 
@@ -346,7 +377,7 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
             if drain is not None:  # the previous attempt's response: its connection first
                 request._meshlib_drain = None  # type: ignore[attr-defined]
                 await asyncio.shield(drain)
-            return _restore(await inner.handle_async_request(_pointed(request, ep, limit, stream, extra)), request)
+            return _restore(await inner.handle_async_request(_pointed(request, ep, limit, stream, extra, scheme)), request)
 
         return await run_async(call, send, ex, _aborter(call, request))
 
@@ -368,7 +399,7 @@ def client(mesh: "Services", **kwargs: Any) -> httpx.Client:
     transport_kw, inner = _split(kwargs)
     if inner is not None:
         return httpx.Client(transport=MeshTransport(mesh, inner), **kwargs)
-    make = lambda: httpx.HTTPTransport(**transport_kw)  # noqa: E731
+    make = lambda **tls: httpx.HTTPTransport(**{**transport_kw, **tls})  # noqa: E731
     return httpx.Client(transport=MeshTransport(mesh, make(), make), **kwargs)
 
 
@@ -376,5 +407,5 @@ def async_client(mesh: "Services", **kwargs: Any) -> httpx.AsyncClient:
     transport_kw, inner = _split(kwargs)
     if inner is not None:
         return httpx.AsyncClient(transport=AsyncMeshTransport(mesh, inner), **kwargs)
-    make = lambda: httpx.AsyncHTTPTransport(**transport_kw)  # noqa: E731
+    make = lambda **tls: httpx.AsyncHTTPTransport(**{**transport_kw, **tls})  # noqa: E731
     return httpx.AsyncClient(transport=AsyncMeshTransport(mesh, make(), make), **kwargs)

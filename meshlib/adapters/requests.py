@@ -100,8 +100,10 @@ class _Attempt(requests.PreparedRequest):
     headers). ``origin`` is the endpoint URL's (scheme, host, port)."""
 
     origin: tuple[str, str, int]
+    #: The mesh's TLS for this attempt (TLS_MODE tls/mtls), else None.
+    tls: Any
 
-    def __init__(self, request: requests.PreparedRequest, url: str, origin: tuple[str, str, int], headers: CaseInsensitiveDict[str]) -> None:
+    def __init__(self, request: requests.PreparedRequest, url: str, origin: tuple[str, str, int], headers: CaseInsensitiveDict[str], tls: Any = None) -> None:
         # PreparedRequest.__init__ would only set what is overwritten here.
         self.method = request.method
         self.url = url
@@ -111,6 +113,7 @@ class _Attempt(requests.PreparedRequest):
         self.hooks = request.hooks
         self._body_position = request._body_position  # type: ignore[attr-defined]
         self.origin = origin
+        self.tls = tls
 
 
 #: How many (endpoint origin, verify, cert) an adapter remembers the pool
@@ -133,7 +136,8 @@ class MeshAdapter(HTTPAdapter):
         on every request."""
         if not isinstance(request, _Attempt):
             return super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
-        key = (request.origin, verify, cert)
+        tls_kw = None if request.tls is None else request.tls.pool_kwargs()
+        key = (request.origin, verify, cert, tls_kw and tls_kw["ssl_context"])
         try:
             params = self._pool_params.get(key)
         except TypeError:  # an unhashable verify or cert: nothing remembered
@@ -143,6 +147,8 @@ class MeshAdapter(HTTPAdapter):
                 params = self.build_connection_pool_key_attributes(request, verify, cert)
             except ValueError as e:
                 raise requests.exceptions.InvalidURL(e, request=request) from None
+            if tls_kw is not None:
+                params = (params[0], {**params[1], **tls_kw})
             if len(self._pool_params) >= _PARAMS_CACHE_SIZE:
                 self._pool_params.clear()
             self._pool_params[key] = params
@@ -184,10 +190,12 @@ class MeshAdapter(HTTPAdapter):
         if body is not None and not isinstance(body, PLAIN_BODIES):
             ex, body = body_exchange(base, body, call)
         send_base = super().send
+        tls = self._mesh.tls(cluster)  # TLS_MODE tls/mtls: the mesh's TLS, whatever the URL says
+        wire = scheme if tls is None else "https"
         extra = cluster.load_request_headers
 
         def send(ep: Endpoint, limit: float | None) -> requests.Response:
-            attempt = _Attempt(request, endpoint_url(scheme, ep.address, rest), (scheme, ep.host, ep.port), headers)
+            attempt = _Attempt(request, endpoint_url(wire, ep.address, rest), (wire, ep.host, ep.port), headers, tls)
             if ex is not base:
                 attempt.body = ex.attempt_body()  # type: ignore[attr-defined]
             elif body is not request.body:  # a file read once for a hedged call
@@ -212,7 +220,7 @@ class MeshAdapter(HTTPAdapter):
 
         if getattr(cluster, "mirrors", None):  # the route mirrors its calls (shadow traffic)
             mirror(self._mesh, cluster.mirrors, lambda target: self._shadow(request, scheme, target, rest, headers["Host"], verify, cert))
-        token = TLS_NAME.set(host) if scheme == "https" else None
+        token = TLS_NAME.set(host) if wire == "https" else None
         try:
             abort = None if cluster.fault is None else (lambda fault: _aborted(request, url, fault.abort_status))
             return run(call, send, ex, abort)

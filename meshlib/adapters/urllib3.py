@@ -110,8 +110,8 @@ class TLSNamePoolManager(urllib3.PoolManager):
             pool = self.pools.get(pool_key)  # marks it recently used, as urllib3 does
             if pool is not None:
                 return pool
-        if name is not None:
-            pool_kwargs = {**(pool_kwargs or {}), "server_hostname": name, "assert_hostname": name}
+        if name is not None:  # the caller's pool_kwargs (mesh TLS: assert_hostname=False) win
+            pool_kwargs = {"server_hostname": name, "assert_hostname": name, **(pool_kwargs or {})}
         pool = super().connection_from_host(host, port, scheme, pool_kwargs)
         if cache_key is not None:
             keys = self._pool_keys
@@ -165,7 +165,9 @@ class MeshPoolManager(TLSNamePoolManager):
             if ex is base:  # a file read once for a hedged call, still sent chunked
                 attempt_kw["body"] = (body,)
         target = _request_target(rest)
-        token = TLS_NAME.set(host) if scheme == "https" else None
+        tls = self._mesh.tls(cluster)  # TLS_MODE tls/mtls: the mesh's TLS, whatever the URL says
+        wire = scheme if tls is None else "https"
+        token = TLS_NAME.set(host) if wire == "https" else None
         extra = cluster.load_request_headers
 
         def send(ep: Endpoint, limit: float | None) -> Any:
@@ -181,7 +183,7 @@ class MeshPoolManager(TLSNamePoolManager):
             if ex is not base:
                 akw = dict(akw, body=ex.attempt_body())  # type: ignore[attr-defined]
             host = ep.host if ":" not in ep.host else f"[{ep.host}]"  # as parse_url gives an IPv6 host
-            return self.connection_from_host(host, ep.port, scheme).urlopen(method, target, **akw)
+            return self.connection_from_host(host, ep.port, wire, tls and tls.pool_kwargs()).urlopen(method, target, **akw)
 
         try:
             response = run(call, send, ex, _aborted)

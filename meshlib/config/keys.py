@@ -30,6 +30,8 @@ from .parsers import (
 )
 from .redact import is_secret_name
 from .schemes import parse_discovery
+from ..security.client import TLS_MODES
+from ..security.spiffe_id import parse_id_list as spiffe_ids
 
 __all__ = ["Key", "KEYS", "SERVICE_KEYS", "GLOBAL_KEYS", "LB_POLICIES", "ENV_PREFIX", "SERVICES_PREFIX", "DEFAULT_RETRY", "POLICY_DEFAULTS"]
 
@@ -235,6 +237,34 @@ KEYS: dict[str, Key] = {
             "Client certificate (PEM) for etcd's --client-cert-auth; needs ETCD_TLS_KEY and ETCD_TLS_CA.", "/etc/etcd/client.pem"),
         Key("etcd_tls_key", pem_file, "", "global", "path",
             "Private key (PEM) of ETCD_TLS_CERT.", "/etc/etcd/client-key.pem"),
+        # -- mTLS and workload identity; docs/security.md
+        Key("tls_mode", choice(TLS_MODES), "off", "both", "string",
+            "How calls to the service are carried: off (the URL decides), tls (the mesh originates TLS to http:// URLs and gRPC "
+            "channels, verifying the server) or mtls (also presenting the workload identity).", "mtls",
+            source="Istio and Linkerd sidecars originate mTLS between meshed workloads; off keeps meshlib's behaviour before mTLS"),
+        Key("tls_spiffe_ids", spiffe_ids, (), "both", "SPIFFE ID list",
+            "SPIFFE IDs the service's endpoints may present (exact, or a trust domain spiffe://example.org for any ID in it); "
+            "empty: the certificate must carry the service name as a DNS name.", "spiffe://example.org/ns/prod/sa/inventory"),
+        Key("tls_cert", pem_file, "", "global", "path",
+            "The workload's certificate chain (PEM, its certificate first); watched and reloaded on change. Needs TLS_KEY and TLS_CA.",
+            "/var/run/secrets/svid.pem"),
+        Key("tls_key", pem_file, "", "global", "path",
+            "Private key (PEM, unencrypted) of TLS_CERT; never logged or shown.", "/var/run/secrets/svid-key.pem"),
+        Key("tls_ca", pem_file, "", "global", "path",
+            "Trust bundle (PEM) that verifies peers; alone (without TLS_CERT), tls mode trusts it instead of the system's.",
+            "/var/run/secrets/bundle.pem"),
+        Key("tls_watch_interval", duration(allow_zero=False), 1.0, "global", "duration",
+            "How often TLS_CERT, TLS_KEY and TLS_CA are checked for a rotation.", "5s"),
+        Key("spiffe_endpoint_socket", text, "", "global", "string",
+            "The SPIFFE Workload API socket (unix:///path) the identity is streamed from (needs the spiffe extra); "
+            "falls back to SPIFFE_ENDPOINT_SOCKET.", "unix:///run/spire/sockets/agent.sock",
+            source="SPIFFE Workload Endpoint standard: SPIFFE_ENDPOINT_SOCKET"),
+        Key("spiffe_timeout", duration(allow_zero=False), 5.0, "global", "duration",
+            "How long Mesh() waits for the Workload API's first X.509-SVID before failing with a ConfigError.", "10s"),
+        Key("allowed_callers", spiffe_ids, (), "global", "SPIFFE ID list",
+            "Callers mesh.allowed_callers() lets in on the serving side (exact SPIFFE IDs or trust domains); "
+            "everyone else gets 403 / PERMISSION_DENIED. Empty: any caller with a verified certificate.",
+            "spiffe://example.org/ns/prod/sa/planner"),
         # -- routing and xDS (docs/xds.md): parsed by meshlib.routing, read by meshlib.xds
         Key("routes", lambda v, n: parse_routes(v, n, ""), None, "service", "route rules",
             "Routes in front of the service's clusters: '[prefix:/p|path:/p|regex:re] [nocase] [[!]header:name(=|~=|^=|$=|*=)value] "

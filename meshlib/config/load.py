@@ -11,11 +11,14 @@ becomes a ConfigError.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from ..errors import ConfigError
+from ..security.client import TlsSettings
+
+TLS_FIELDS = frozenset(f.name for f in fields(TlsSettings))
 from .keys import ENV_PREFIX, KEYS, Key
 from .model import REGISTRY_FIELDS, XDS_FIELDS, RegistryConfig, ServiceConfig, XdsConfig
 from .parsers import canonical_service
@@ -35,6 +38,7 @@ class MeshConfig:
     services: Mapping[str, ServiceConfig] = field(default_factory=lambda: MappingProxyType({}))
     source: str = "defaults"
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    tls: TlsSettings = field(default_factory=TlsSettings)
     xds: XdsConfig = field(default_factory=XdsConfig)
 
     def service(self, name: str) -> ServiceConfig:
@@ -73,6 +77,8 @@ def read_sources(environ: Mapping[str, str], overrides: Mapping[str, Any] | None
     read_env(environ, raw)
     if "consul_token" not in raw.glob and environ.get("CONSUL_HTTP_TOKEN"):
         raw.glob["consul_token"] = (environ["CONSUL_HTTP_TOKEN"], "CONSUL_HTTP_TOKEN")  # Consul's own variable
+    if "spiffe_endpoint_socket" not in raw.glob and environ.get("SPIFFE_ENDPOINT_SOCKET"):
+        raw.glob["spiffe_endpoint_socket"] = (environ["SPIFFE_ENDPOINT_SOCKET"], "SPIFFE_ENDPOINT_SOCKET")  # the SPIFFE standard's variable
     if "xds_bootstrap" not in raw.glob and "xds_bootstrap_config" not in raw.glob:  # gRPC's own variables, in gRPC's order
         for var, key in (("GRPC_XDS_BOOTSTRAP", "xds_bootstrap"), ("GRPC_XDS_BOOTSTRAP_CONFIG", "xds_bootstrap_config")):
             if environ.get(var):
@@ -172,8 +178,19 @@ def build_config(raw: Raw) -> MeshConfig:
         services=MappingProxyType(built),
         source=" < ".join(raw.sources) or "defaults",
         registry=registry,
+        tls=_tls_settings(values, raw.glob),
         xds=XdsConfig(**{k: v for k, v in values.items() if k in XDS_FIELDS}),
     )
+
+
+def _tls_settings(values: dict[str, Any], glob: Values) -> TlsSettings:
+    """The global TLS keys; a certificate, its key and the trust bundle come together."""
+    files = {k: values.get(k, "") for k in ("tls_cert", "tls_key", "tls_ca")}
+    if (files["tls_cert"] or files["tls_key"]) and not all(files.values()):
+        given = next(k for k in ("tls_cert", "tls_key") if files[k])
+        missing = [ENV_PREFIX + k.upper() for k, v in files.items() if not v]
+        raise ConfigError(glob[given][1], shown(given, glob[given][0]), f"a certificate, its key and the trust bundle are given together: set {', '.join(missing)} too")
+    return TlsSettings(**{k: v for k, v in values.items() if k in TLS_FIELDS})
 
 
 def _check_ring_sizes(svc: ServiceConfig, glob: Values, own: Values) -> None:

@@ -102,6 +102,8 @@ class ServiceConfig:
 
     filter_tags: tuple[str, ...] = _d("filter_tags")
     filter_meta: Mapping[str, str] = _factory("filter_meta")
+    tls_mode: str = _d("tls_mode")
+    tls_spiffe_ids: tuple[str, ...] = _d("tls_spiffe_ids")
     # routing and xDS
     routes: RouteConfig | None = None
     xds_listener: str = ""

@@ -8,10 +8,13 @@ import ``meshlib.mesh``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Protocol, TypeVar
 
 from .cluster import Cluster
 from .routed import RoutedCluster
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..security import ClientTls
 
 __all__ = ["Services"]
 
@@ -37,6 +40,12 @@ class Services(Protocol):
     def cluster(self, name: str) -> Cluster:
         """The cluster for service ``name``; raises ``UnknownServiceError`` (or
         ``MeshError`` once closed)."""
+        ...
+
+    def tls(self, cluster: Cluster) -> "ClientTls | None":
+        """How calls to ``cluster`` are protected: None when its ``TLS_MODE`` is
+        off (the URL decides), else the ``ClientTls`` whose ``ssl_context()`` (or
+        ``grpc()``) every new connection uses."""
         ...
 
     def resource(self, key: Hashable, make: Callable[[], R]) -> R:

@@ -42,9 +42,11 @@ def make_probe(protocol: str, service: str) -> Probe:
     return _FACTORIES[protocol](service)
 
 
-def http_probe(endpoint: Endpoint, cfg: "HealthCheckConfig", host_header: str = "") -> bool:
-    """One HTTP health check: True if ``GET path`` answers an expected status in time."""
-    conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=cfg.timeout)
+def http_probe(endpoint: Endpoint, cfg: "HealthCheckConfig", host_header: str = "", conn: http.client.HTTPConnection | None = None) -> bool:
+    """One HTTP health check: True if ``GET path`` answers an expected status
+    in time. ``conn``: the connection to send it on (one already made, over
+    TLS for instance), closed afterwards."""
+    conn = conn or http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=cfg.timeout)
     try:
         conn.request("GET", cfg.path, headers={"Host": host_header or endpoint.address, "User-Agent": "meshlib-health-check", "Connection": "close"})
         response = conn.getresponse()

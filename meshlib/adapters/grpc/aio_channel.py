@@ -20,7 +20,7 @@ from ...core.services import Services
 from ...endpoint import Endpoint
 from .aio_calls import UnaryResponseCall
 from .aio_stream import AioResponseStream
-from .pool import STATE_RANK, ChannelPool, channel_options
+from .pool import STATE_RANK, ChannelPool, channel_options, follow_tls
 
 __all__ = ["MeshAioChannel", "AioMethod", "aio_channel"]
 
@@ -57,12 +57,16 @@ class MeshAioChannel(grpc.aio.Channel):
     def __init__(self, mesh: "Services", service: str, *, credentials: grpc.ChannelCredentials | None = None, options: Sequence[tuple[str, Any]] = (), compression: grpc.Compression | None = None) -> None:
         self.cluster = cluster = mesh.cluster(service)
         self.service = cluster.name
-        opts = channel_options(cluster.name, options, credentials is not None)
+        tls = mesh.tls(cluster) if credentials is None else None  # TLS_MODE tls/mtls, unless credentials are given
+        opts = channel_options(cluster.name, options, credentials is not None or tls is not None)
 
         def make(ep: Endpoint) -> grpc.aio.Channel:
             if credentials is not None:
                 return grpc.aio.secure_channel(ep.address, credentials, options=opts, compression=compression)
             return grpc.aio.insecure_channel(ep.address, options=opts, compression=compression)
+
+        if tls is not None:
+            make = tls.grpc().factory(opts, compression, aio=True)
 
         try:
             self._loop = asyncio.get_running_loop()
@@ -70,7 +74,7 @@ class MeshAioChannel(grpc.aio.Channel):
             raise RuntimeError("mesh.grpc_aio_channel() binds to the running event loop: call it from a coroutine") from None
         self._mesh = mesh
         self._key = ("grpc-aio", next(_CHANNEL_IDS))
-        self.pool: ChannelPool = mesh.resource(self._key, lambda: ChannelPool(cluster, make, _closer(self._loop)))
+        self.pool: ChannelPool = mesh.resource(self._key, lambda: follow_tls(tls, ChannelPool(cluster, make, _closer(self._loop))))
 
     def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **kwargs: Any) -> grpc.aio.UnaryUnaryMultiCallable:
         return _AioCallable(AioMethod(self, "unary_unary", method, request_serializer, response_deserializer, kwargs), UnaryResponseCall, False)

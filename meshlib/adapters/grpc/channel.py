@@ -22,7 +22,7 @@ from ...endpoint import Endpoint
 from ...errors import MeshError
 from .errors import aborted, rpc_error, settle
 from .future import FutureCall
-from .pool import STATE_RANK, ChannelPool, channel_options, pool_key
+from .pool import STATE_RANK, ChannelPool, channel_options, follow_tls, pool_key
 from .replay import Replay, ReplayExchange
 from .status import EXCHANGE, hash_header, with_attempt
 from .stream import ResponseStream
@@ -133,15 +133,18 @@ class MeshChannel(grpc.Channel):
     def __init__(self, mesh: "Services", service: str, *, credentials: grpc.ChannelCredentials | None = None, options: Sequence[tuple[str, Any]] = (), compression: grpc.Compression | None = None) -> None:
         self.cluster = cluster = mesh.cluster(service)
         self.service = cluster.name
-        opts = channel_options(cluster.name, options, credentials is not None)
+        tls = mesh.tls(cluster) if credentials is None else None  # TLS_MODE tls/mtls, unless credentials are given
+        opts = channel_options(cluster.name, options, credentials is not None or tls is not None)
 
         def make(ep: Endpoint) -> grpc.Channel:
             if credentials is not None:
                 return grpc.secure_channel(ep.address, credentials, options=opts, compression=compression)
             return grpc.insecure_channel(ep.address, options=opts, compression=compression)
 
-        key = pool_key("grpc", cluster.name, credentials, opts, compression)
-        self.pool: ChannelPool = mesh.resource(key, lambda: ChannelPool(cluster, make, _close_sync))
+        if tls is not None:
+            make = tls.grpc().factory(opts, compression)
+        key = pool_key("grpc", cluster.name, credentials or tls, opts, compression)
+        self.pool: ChannelPool = mesh.resource(key, lambda: follow_tls(tls, ChannelPool(cluster, make, _close_sync)))
         self.pool.attach()
         self._closed = False
         self._subscriptions: dict[Callable[[grpc.ChannelConnectivity], None], list[tuple[Any, Callable[[Any], None]]]] = {}

@@ -15,7 +15,7 @@ from ...endpoint import Endpoint, EndpointSnapshot
 from ...errors import MeshError
 from .future import Workers
 
-__all__ = ["Subchannel", "ChannelPool", "channel_options", "pool_key", "STATE_RANK"]
+__all__ = ["Subchannel", "ChannelPool", "channel_options", "follow_tls", "pool_key", "STATE_RANK"]
 
 log = logging.getLogger("meshlib")
 
@@ -145,6 +145,14 @@ class ChannelPool:
     def subchannels(self) -> list[Subchannel]:
         return list(self._subs.values())
 
+    def retire_all(self) -> None:
+        """Retire every endpoint channel (a TLS identity rotation): calls in
+        flight finish on it, the next call opens a new one."""
+        with self._lock:
+            subs, self._subs = list(self._subs.values()), {}
+        for sub in subs:
+            sub.retire()
+
     def attach(self) -> None:
         with self._lock:
             self._users += 1
@@ -181,6 +189,12 @@ def channel_options(service: str, options: Sequence[tuple[str, Any]], secure: bo
     if secure and "grpc.ssl_target_name_override" not in names:
         opts.append(("grpc.ssl_target_name_override", service))
     return tuple(opts)  # type: ignore[arg-type]
+
+
+def follow_tls(tls: Any, pool: ChannelPool) -> ChannelPool:
+    """With mesh TLS (a ``meshlib.security.ClientTls``), ``pool``'s channels are
+    retired after each identity rotation; without, ``pool`` as it is."""
+    return pool if tls is None else tls.grpc().follow(pool)
 
 
 def pool_key(kind: str, service: str, credentials: Any, options: tuple[Any, ...], compression: Any) -> Hashable:
