@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import pytest
@@ -368,3 +369,55 @@ def test_llm_sends_a_key_to_the_less_loaded_of_its_first_two_owners():
     one = cluster_of("llm", n=4, clock=clock, load_affinity_choices=1)
     report(one.hosts[0], clock, waiting=1.0)
     assert one.pick(h) is owner_order(one.picker, h)[0]  # the first unsaturated owner, however loaded
+
+
+# -- HTTP clients ask for the report and read it (a real server on 127.0.0.1) ---------
+
+
+class _Reporting(BaseHTTPRequestHandler):
+    asked: list = []
+
+    def do_GET(self):  # noqa: N802
+        self.asked.append(self.headers.get("endpoint-load-metrics-format"))
+        body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        if self.headers.get("endpoint-load-metrics-format") == "TEXT":
+            self.send_header("endpoint-load-metrics", VLLM)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def reporting_server():
+    _Reporting.asked = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Reporting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("client", ["requests", "urllib3", "httpx"])
+@pytest.mark.parametrize("timeout", [None, "2s"])
+def test_http_clients_ask_for_the_load_report_and_store_it(reporting_server, client, timeout):
+    port = reporting_server.server_address[1]
+    svc = {"endpoints": f"127.0.0.1:{port}", "lb_policy": "least_loaded", **({"timeout": timeout} if timeout else {})}
+    with meshlib.Mesh(config={"services": {"svc": svc, "plain": {"endpoints": f"127.0.0.1:{port}"}}}) as mesh:
+        for name in ("svc", "plain"):
+            url = f"http://{name}/"
+            if client == "requests":
+                assert mesh.requests_session().get(url).status_code == 200
+            elif client == "urllib3":
+                assert mesh.urllib3_pool().request("GET", url).status == 200
+            else:
+                with mesh.httpx_client() as c:
+                    assert c.get(url).status_code == 200
+        stats = mesh.stats()["services"]
+        assert _Reporting.asked == ["TEXT", None]  # asked only by the service that reads headers
+        assert stats["svc"]["load_reports"]["reports"] == 1
+        assert stats["svc"]["endpoints"][0]["load_report"]["waiting"] == 3.0
+        assert "load_reports" not in stats["plain"]
