@@ -38,7 +38,10 @@ def _endpoints(n: int) -> str:
 
 
 def _mesh(policy: str, n: int) -> meshlib.Mesh:
-    return meshlib.Mesh(config={"services": {"svc": {"endpoints": _endpoints(n), "lb_policy": policy}}})
+    # No servers listen here: load reports (llm, least_loaded, wrr_orca) are
+    # off, so no poller or ORCA stream chases 10,000 absent endpoints; the
+    # pickers then score by in-flight counts, as they do without fresh reports.
+    return meshlib.Mesh(config={"services": {"svc": {"endpoints": _endpoints(n), "lb_policy": policy, "load_reports": "off"}}})
 
 
 def _noop(endpoint: Any) -> None:
