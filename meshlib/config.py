@@ -26,6 +26,7 @@ from .health import HealthCheckConfig, parse_statuses
 from .resilience.hedge import GRPC_STATUS_NAMES, HedgePolicy, parse_non_fatal
 from .resilience.outlier import OutlierConfig
 from .resilience.retry import RetryPolicy, parse_retry_on, parse_status_codes
+from .telemetry.settings import PROPAGATORS as TELEMETRY_PROPAGATORS, TelemetryConfig
 
 __all__ = ["MeshConfig", "ServiceConfig", "RegistryConfig", "KEYS", "Key", "canonical_service", "load_config", "parse_duration"]
 
@@ -586,6 +587,99 @@ def _resilience_keys() -> list[Key]:
 
 KEYS.update((k.name, k) for k in _resilience_keys())
 
+
+# ----------------------------------------------------------------- telemetry and admin keys
+# (one block: parsers, keys and the sources of their defaults; read into TelemetryConfig)
+
+
+def _propagators(value: object, name: str) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    accepted = f"a comma-separated list of {', '.join(TELEMETRY_PROPAGATORS)} (as OTEL_PROPAGATORS)"
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(name, value, accepted)
+    names = tuple(dict.fromkeys(str(i).strip().lower() for i in items if str(i).strip()))
+    if not names or any(n not in TELEMETRY_PROPAGATORS for n in names) or ("none" in names and len(names) > 1):
+        raise ConfigError(name, value, accepted)
+    return () if names == ("none",) else names
+
+
+def _header_names(value: object, name: str) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(h, str) and re.match(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]*$", h.strip()) for h in items):
+        raise ConfigError(name, "<not shown>" if not isinstance(value, str) else value, "a comma-separated list of header names, e.g. x-api-key,x-session")
+    return tuple(dict.fromkeys(h.strip().lower() for h in items if h.strip()))
+
+
+def _seconds_list(value: object, name: str) -> tuple[float, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(name, value, "a comma-separated list of durations, e.g. 30s,1m,5m")
+    return tuple(sorted({parse_duration(i, name, allow_zero=False) for i in items if str(i).strip()}))
+
+
+def _admin_address(value: object, name: str) -> str:
+    text = str(value).strip()
+    if text in ("", "off", "false", "0"):
+        return ""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535 or any(c.isspace() or c in "/@?" for c in host):
+        raise ConfigError(name, value, "host:port (port 0 picks a free one; IPv6 as [addr]:port), e.g. 127.0.0.1:9901")
+    return f"[{host}]:{int(port)}" if ":" in host else f"{host}:{int(port)}"
+
+
+TELEMETRY_KEYS = [
+    Key("access_log", _bool, True, "global", "boolean",
+        "One structured access-log event per call to the `logging` logger `meshlib.access` at INFO (printed only if the application configures logging).", "off"),
+    Key("access_log_format", _choice(("json", "console")), "json", "global", "string",
+        "How structlog renders each access-log event: `json` or `console`.", "console"),
+    Key("access_log_per", _choice(("call", "attempt")), "call", "global", "string",
+        "One access-log event per logical call, or one per attempt.", "attempt"),
+    Key("access_log_sample", _float(0.0, 1.0), 1.0, "global", "float (0..1)",
+        "Share of calls (or attempts) logged; errors are logged anyway while ACCESS_LOG_ERRORS is on.", "0.01"),
+    Key("access_log_errors", _bool, True, "global", "boolean",
+        "Always log failed calls (errors, 5xx, failing gRPC statuses), whatever the sample.", "false"),
+    Key("access_log_headers", _header_names, (), "global", "header list",
+        "Request headers added to access-log events (Authorization, cookies and REDACT_HEADERS show as [redacted]).", "x-request-id,user-agent"),
+    Key("redact_headers", lambda v, n: frozenset(_header_names(v, n)), frozenset(), "global", "header list (secret)",
+        "Further header names never shown in logs, spans, metrics or the admin endpoint (besides Authorization, Proxy-Authorization, Cookie, Set-Cookie).", "x-api-key"),
+    Key("propagators", _propagators, ("tracecontext", "baggage"), "global", "propagator list",
+        "Trace headers written and read when OpenTelemetry is not in use: tracecontext, baggage, b3 (single header), b3multi, or none. With OpenTelemetry, its OTEL_PROPAGATORS apply.", "b3multi"),
+    Key("tracing", _choice(("auto", "otel", "native", "off")), "auto", "global", "string",
+        "auto/otel: OpenTelemetry's context, propagators and spans when it is installed; native: meshlib's own propagation only; off: no trace headers, no spans.", "native"),
+    Key("metrics", _bool, True, "global", "boolean",
+        "Per-attempt metrics (mesh.stats(), Prometheus, the OpenTelemetry metrics API).", "off"),
+    Key("metrics_extra_buckets", _seconds_list, (30.0, 60.0, 120.0, 300.0), "global", "duration list",
+        "Duration histogram buckets added to OTel's advised ones (which stop at 10s) for long LLM calls.", "30s,1m,10m"),
+    Key("metrics_endpoint_labels", _bool, True, "global", "boolean",
+        "Label per-attempt series with the endpoint address (bounded by the service's current membership).", "false"),
+    Key("admin", _admin_address, "", "global", "host:port",
+        "Serve the admin endpoint (/stats, /stats/prometheus, /clusters, /config_dump, /ready) here; empty: off.", "127.0.0.1:9901"),
+    Key("admin_allow_remote", _bool, False, "global", "boolean",
+        "Allow ADMIN to bind a non-loopback address (the admin endpoint has no authentication).", "true"),
+]  # fmt: skip
+KEYS.update((k.name, k) for k in TELEMETRY_KEYS)
+TELEMETRY_SOURCES = {
+    "access_log": "Envoy access logs are configured per listener (off unless set); meshlib logs to a library logger, silent until logging is configured",
+    "access_log_sample": "Envoy runtime_filter / OTel TraceIdRatioBased sampling",
+    "propagators": "OTEL_PROPAGATORS default tracecontext,baggage",
+    "metrics_extra_buckets": "OTel http.client.request.duration advice tops out at 10s",
+    "admin": "Envoy admin is off unless configured; conventionally 127.0.0.1:9901",
+}
+_TELEMETRY_FIELDS = {k.name for k in TELEMETRY_KEYS}
+
+
+def _telemetry_config(values: Mapping[str, Any]) -> TelemetryConfig:
+    """The TelemetryConfig of the parsed global keys (with cross-checks)."""
+    raw = {k: v for k, v in values.items() if k in _TELEMETRY_FIELDS}
+    cfg = TelemetryConfig(**raw)
+    if cfg.admin and not cfg.admin_allow_remote:
+        host = cfg.admin.rpartition(":")[0].strip("[]")
+        if host not in ("127.0.0.1", "::1", "localhost") and not host.startswith("127."):
+            raise ConfigError(KEYS["admin"].env, cfg.admin, "a loopback address such as 127.0.0.1:9901 (set MESHLIB_ADMIN_ALLOW_REMOTE=true to bind another)")
+    return cfg
+
+
 SERVICE_KEYS = tuple(k for k in KEYS.values() if k.scope in ("service", "both"))
 GLOBAL_KEYS = tuple(k for k in KEYS.values() if k.scope in ("global", "both"))
 
@@ -718,6 +812,7 @@ class MeshConfig:
     services: Mapping[str, ServiceConfig] = field(default_factory=lambda: MappingProxyType({}))
     source: str = "defaults"
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
     def service(self, name: str) -> ServiceConfig:
         """The settings for ``name``: its own if declared, else the global defaults."""
@@ -877,6 +972,7 @@ def load_config(
         services=MappingProxyType(built),
         source=" < ".join(sources) or "defaults",
         registry=registry,
+        telemetry=_telemetry_config(values),
     )
 
 
@@ -998,6 +1094,7 @@ DEFAULT_SOURCES = {
     "consul_deregister_after": "Consul DeregisterCriticalServiceAfter minimum 1m (no default: never)",
     "etcd_prefix": "grpc-go etcd naming keys are <target>/<id>",
 }
+DEFAULT_SOURCES.update(TELEMETRY_SOURCES)
 
 
 def _show_default(key: Key) -> str:
@@ -1009,7 +1106,7 @@ def _show_default(key: Key) -> str:
     if isinstance(d, frozenset):
         return ",".join(sorted(str(x) for x in d)) or "(empty)"
     if isinstance(d, tuple):
-        return ",".join(d) or "(none)"
+        return ",".join(f"{x:g}s" if isinstance(x, float) else str(x) for x in d) or "(none)"
     if isinstance(d, Mapping):
         return "(none)" if not d else ",".join(f"{k}={v}" for k, v in d.items())
     if key.type == "duration":

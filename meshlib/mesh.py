@@ -19,6 +19,7 @@ from .discovery.filter import filter_snapshot
 from .endpoint import Endpoint, EndpointSnapshot
 from .errors import MeshError, UnknownServiceError
 from .health import Probe
+from .telemetry import Telemetry
 
 if TYPE_CHECKING:  # pragma: no cover - import cost only for type checkers
     import grpc
@@ -34,7 +35,11 @@ log = logging.getLogger("meshlib")
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
 
-__all__ = ["Mesh"]
+__all__ = ["Mesh", "ATTACHMENTS"]
+
+#: What the layers above start with every Mesh (the admin endpoint registers
+#: itself here): ``attach(mesh)`` returns something with ``close()``, or None.
+ATTACHMENTS: list[Callable[["Mesh"], Any]] = []
 
 
 class Mesh:
@@ -70,6 +75,9 @@ class Mesh:
         self._closed = False
         self._clusters: dict[str, Cluster] = {}
         self._health_probe = health_probe
+        #: Trace propagation, spans, metrics and access logs: one observer per cluster.
+        self.telemetry = Telemetry(config.telemetry)
+        self._attached: list[Any] = []
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         # Adapter-owned objects (gRPC channel pools), closed by close().
         self._resources: dict[Hashable, Any] = {}
@@ -86,6 +94,10 @@ class Mesh:
             self._ticker.start()
             for resolver in self._resolvers:
                 resolver.start(self._publish)
+            for attach in ATTACHMENTS:
+                started = attach(self)
+                if started is not None:
+                    self._attached.append(started)
         except BaseException:
             self.close()
             raise
@@ -130,7 +142,9 @@ class Mesh:
                     rng=random.Random(self._rng.random()),
                     executor=self._executor,
                     health_probe=self._health_probe,
+                    observers=(self.telemetry.observer,),
                 )
+                self.telemetry.watch(cluster)
                 self._clusters[name] = cluster
                 cluster.start()
                 spellings = dict(self._by_host)
@@ -264,7 +278,7 @@ class Mesh:
                     {**_host_stats(h, view.get(h.key, h.endpoint), total, now), **cluster.host_resilience(h)} for h in hosts
                 ],
             }
-        stats: dict[str, Any] = {"services": services, "discovery": [r.status() for r in self._resolvers]}
+        stats: dict[str, Any] = {"services": services, "discovery": [r.status() for r in self._resolvers], "telemetry": self.telemetry.stats()}
         if self._registrations:
             stats["registrations"] = [r.status() for r in self._registrations if not r.closed]
         return stats
@@ -366,6 +380,11 @@ class Mesh:
         if self._closed:
             return
         self._closed = True
+        for attached in self._attached:
+            try:
+                attached.close()
+            except Exception:
+                log.exception("meshlib: closing %r failed", attached)
         for reg in self._registrations:
             try:
                 reg.close()

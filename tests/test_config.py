@@ -160,7 +160,7 @@ def test_every_key_default_is_the_configuration_default():
     # The defaults in docs/configuration.md come from KEYS; what a mesh runs
     # with comes from the dataclasses. They must not drift apart.
     config = MeshConfig()
-    objects = (config.defaults, config.registry, config)
+    objects = (config.defaults, config.registry, config.telemetry, config)
     checked = 0
     for key in KEYS.values():
         if key.target is not None:

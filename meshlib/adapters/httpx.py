@@ -33,6 +33,7 @@ from ..resilience.fault import FaultDecision
 from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
 from ..core.services import Services
+from .. import telemetry
 from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, HttpExchange, classify_exception, judge_response, timeout_header
 
 
@@ -184,9 +185,12 @@ class MeshTransport(httpx.BaseTransport):
         inner = self._pools.for_request(request, call.cluster.name)
 
         def send(ep: Endpoint, limit: float | None) -> httpx.Response:
-            return _restore(inner.handle_request(_pointed(request, ep, limit)), request)
+            pointed = _pointed(request, ep, limit)
+            telemetry.inject(pointed.headers, ep)  # telemetry: this attempt's span and trace headers
+            return _restore(inner.handle_request(pointed), request)
 
-        return run(call, send, EXCHANGE, _aborter(call, request))
+        with telemetry.http_call(call.cluster, request.method, str(request.url), request.headers):  # telemetry: the call's scope
+            return run(call, send, EXCHANGE, _aborter(call, request))
 
     def close(self) -> None:
         for t in self._pools.all():
@@ -205,9 +209,12 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         inner = self._pools.for_request(request, call.cluster.name)
 
         async def send(ep: Endpoint, limit: float | None) -> httpx.Response:
-            return _restore(await inner.handle_async_request(_pointed(request, ep, limit)), request)
+            pointed = _pointed(request, ep, limit)
+            telemetry.inject(pointed.headers, ep)  # telemetry: this attempt's span and trace headers
+            return _restore(await inner.handle_async_request(pointed), request)
 
-        return await run_async(call, send, ASYNC_EXCHANGE, _aborter(call, request))
+        with telemetry.http_call(call.cluster, request.method, str(request.url), request.headers):  # telemetry: the call's scope
+            return await run_async(call, send, ASYNC_EXCHANGE, _aborter(call, request))
 
     async def aclose(self) -> None:
         for t in self._pools.all():

@@ -20,6 +20,7 @@ from ..endpoint import Endpoint
 from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
 from ..core.services import Services
+from .. import telemetry
 from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, HttpExchange, endpoint_url, judge_response, split_url, timeout_header
 from .urllib3 import TLSNamePoolManager
 
@@ -142,6 +143,7 @@ class MeshAdapter(HTTPAdapter):
         def send(ep: Endpoint, limit: float | None) -> requests.Response:
             attempt = _Attempt(request, endpoint_url(scheme, ep.address, rest), (scheme, ep.host, ep.port))
             attempt.headers["Host"] = host_header
+            telemetry.inject(attempt.headers, ep)  # telemetry: this attempt's span and trace headers
             t = timeout
             if limit is not None:
                 attempt.headers[TIMEOUT_HEADER] = timeout_header(limit)
@@ -155,7 +157,8 @@ class MeshAdapter(HTTPAdapter):
         token = TLS_NAME.set(host) if scheme == "https" else None
         try:
             abort = None if cluster.fault is None else (lambda fault: _aborted(request, url, fault.abort_status))
-            return run(call, send, EXCHANGE, abort)
+            with telemetry.http_call(cluster, request.method, url, request.headers):  # telemetry: the call's scope
+                return run(call, send, EXCHANGE, abort)
         finally:
             if token is not None:
                 TLS_NAME.reset(token)

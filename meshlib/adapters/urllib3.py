@@ -26,6 +26,7 @@ from ..resilience.fault import FaultDecision
 from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
 from ..core.services import Services
+from .. import telemetry
 from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, HttpExchange, judge_response, split_url, timeout_header
 
 
@@ -138,11 +139,13 @@ class MeshPoolManager(TLSNamePoolManager):
             if limit is not None:
                 akw = dict(attempt_kw, headers={**headers, TIMEOUT_HEADER: timeout_header(limit)})
                 akw["timeout"] = _bounded(user_timeout, cfg.connect_timeout, limit)
+            akw = dict(akw, headers=telemetry.inject(dict(akw["headers"]), ep))  # telemetry: this attempt's span and trace headers
             host = ep.host if ":" not in ep.host else f"[{ep.host}]"  # as parse_url gives an IPv6 host
             return self.connection_from_host(host, ep.port, scheme).urlopen(method, target, **akw)
 
         try:
-            response = run(call, send, EXCHANGE, _aborted)
+            with telemetry.http_call(cluster, method, url, headers):  # telemetry: the call's scope
+                response = run(call, send, EXCHANGE, _aborted)
         finally:
             if token is not None:
                 TLS_NAME.reset(token)
