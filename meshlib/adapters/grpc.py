@@ -53,6 +53,7 @@ from ..resilience.fault import FaultDecision
 from ..health import HealthCheckConfig
 from ..outcome import AttemptResult
 from ..core.services import Services
+from .. import telemetry
 
 
 __all__ = [
@@ -664,7 +665,7 @@ class _UnaryResponse(grpc.UnaryUnaryMultiCallable, grpc.StreamUnaryMultiCallable
             sub = pool.acquire(ep)
             try:
                 mc = sub.callables.get(key) or sub.callable(key, make)
-                md = with_attempt(metadata, call.attempt)
+                md = telemetry.inject(list(with_attempt(metadata, call.attempt) or ()), ep)  # telemetry: the attempt's span and trace metadata
                 body = request if requests is None else requests.view()
                 try:
                     return mc.with_call(body, timeout=limit, metadata=md, credentials=credentials, wait_for_ready=wait_for_ready, compression=compression)
@@ -675,7 +676,8 @@ class _UnaryResponse(grpc.UnaryUnaryMultiCallable, grpc.StreamUnaryMultiCallable
 
         exchange = EXCHANGE if requests is None else ReplayExchange(requests)
         try:
-            result = run(call, send, exchange, _aborted)
+            with telemetry.call(cluster, rpc=m.method, headers=metadata):  # telemetry: the call's scope
+                result = run(call, send, exchange, _aborted)
         except MeshError as exc:
             raise rpc_error(exc) from exc.__cause__
         return settle(call, result)  # type: ignore[no-any-return]
@@ -832,7 +834,7 @@ class PinnedStream:
         try:
             mc = sub.callable(m.key, m.make)
             request = self._requests.view() if self._requests is not None else self._request
-            rpc = mc(request, timeout=call.remaining(), metadata=with_attempt(self._metadata, call.attempt), **self._kw)
+            rpc = mc(request, timeout=call.remaining(), metadata=telemetry.inject(list(with_attempt(self._metadata, call.attempt) or ())), **self._kw)  # telemetry: trace metadata
         except BaseException:
             sub.release()
             call.done(host, started, AttemptResult(Outcome.ERROR), decide=False)
@@ -1246,14 +1248,15 @@ class MeshClientInterceptor(
         metadata = details.metadata
 
         def send(ep: Endpoint, limit: float | None) -> Any:
-            outcome = continuation(_details(details, limit, with_attempt(metadata, call.attempt)), view())
+            outcome = continuation(_details(details, limit, telemetry.inject(list(with_attempt(metadata, call.attempt) or ()), ep)), view())  # telemetry: span, trace metadata
             exc = outcome.exception()
             if exc is None or isinstance(exc, grpc.RpcError):
                 return outcome if exc is None else exc
             raise exc
 
         try:
-            result = run(call, send, exchange, _aborted)
+            with telemetry.call(self.cluster, rpc=details.method, headers=metadata):  # telemetry: the call's scope
+                result = run(call, send, exchange, _aborted)
             settle(call, result)
         except grpc.RpcError as err:
             return err
@@ -1285,7 +1288,7 @@ class MeshClientInterceptor(
                 return rpc_error(exc)
             raise
         started = time.perf_counter()
-        rpc = continuation(_details(details, call.remaining(), details.metadata), request)
+        rpc = continuation(_details(details, call.remaining(), telemetry.inject(list(details.metadata or ()))), request)  # telemetry: trace metadata
 
         def over() -> None:
             call.done(host, started, judge_finished(rpc), decide=False)

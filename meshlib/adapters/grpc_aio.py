@@ -26,6 +26,7 @@ from ..errors import MeshError
 from ..outcome import Outcome
 from ..outcome import AttemptResult
 from ..core.services import Services
+from .. import telemetry
 from .grpc import (
     _ENDED,
     _NONE,
@@ -188,12 +189,13 @@ class _UnaryResponseCall(_Writes, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryC
         key, make = m.key, m.make
         self._requests = requests = AsyncReplay(request) if streaming else None
         call = cluster.start_call(hash_header(cluster, metadata), True, timeout)
+        self._rpc = m.key[1]  # telemetry: the call's RPC name
 
         async def send(ep: Endpoint, limit: float | None) -> Any:
             sub = owner.pool.acquire(ep)
             try:
                 mc = sub.callable(key, make)
-                md = with_attempt(metadata, call.attempt)
+                md = telemetry.inject(list(with_attempt(metadata, call.attempt) or ()), ep)  # telemetry: the attempt's span and trace metadata
                 rpc = mc(request if requests is None else requests.view(), timeout=limit, metadata=md, credentials=credentials, wait_for_ready=wait_for_ready, compression=compression)
                 return await _answer(rpc)
             finally:
@@ -212,7 +214,8 @@ class _UnaryResponseCall(_Writes, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryC
         requests = self._requests
         exchange: Exchange = EXCHANGE if requests is None else ReplayExchange(requests)
         try:
-            result = await run_async(call, send, exchange, _aborted)
+            with telemetry.call(call.cluster, rpc=self._rpc):  # telemetry: the call's scope
+                result = await run_async(call, send, exchange, _aborted)
             self._deadline = call.deadline
             self._final = result if isinstance(result, grpc.RpcError) else result[1]
             return settle(call, result)[0]
@@ -295,9 +298,10 @@ class _InterceptedUnaryResponse(_UnaryResponseCall):
         self._requests = requests = AsyncReplay(request_iterator)
         call = interceptor.start(details.timeout)
         metadata = details.metadata
+        self._rpc = details.method  # telemetry: the call's RPC name
 
         async def send(ep: Endpoint, limit: float | None) -> Any:
-            rpc = await continuation(_aio_details(details, limit, with_attempt(metadata, call.attempt)), requests.view())
+            rpc = await continuation(_aio_details(details, limit, telemetry.inject(list(with_attempt(metadata, call.attempt) or ()), ep)), requests.view())  # telemetry
             return await _answer(rpc)
 
         self._start(call, send)
@@ -615,7 +619,7 @@ class MeshAioClientInterceptor(InterceptorBase):
         metadata = client_call_details.metadata
 
         async def send(ep: Endpoint, limit: float | None) -> Any:
-            details = _aio_details(client_call_details, limit, with_attempt(metadata, call.attempt))
+            details = _aio_details(client_call_details, limit, telemetry.inject(list(with_attempt(metadata, call.attempt) or ()), ep))  # telemetry
             rpc = await continuation(details, request)
             try:
                 await rpc
@@ -624,7 +628,8 @@ class MeshAioClientInterceptor(InterceptorBase):
             return rpc
 
         try:
-            result = await run_async(call, send, EXCHANGE, _aborted)
+            with telemetry.call(call.cluster, rpc=client_call_details.method):  # telemetry: the call's scope
+                result = await run_async(call, send, EXCHANGE, _aborted)
             return settle(call, result)
         except MeshError as exc:
             raise rpc_error(exc) from exc.__cause__
@@ -645,7 +650,7 @@ class MeshAioClientInterceptor(InterceptorBase):
                 raise rpc_error(exc) from exc.__cause__
             raise
         started = time.perf_counter()
-        rpc = await continuation(_aio_details(details, call.remaining(), details.metadata), request)
+        rpc = await continuation(_aio_details(details, call.remaining(), telemetry.inject(list(details.metadata or ()))), request)  # telemetry: trace metadata
 
         def book(result: AttemptResult) -> None:
             call.done(host, started, result, decide=False)

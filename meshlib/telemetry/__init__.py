@@ -55,6 +55,8 @@ def call(cluster: "Cluster", method: str | None = None, url: str | None = None, 
     owner = owner_of(cluster)
     if owner is None:
         return NULL_SCOPE
+    if isinstance(rpc, bytes):  # grpc.aio's ClientCallDetails.method
+        rpc = rpc.decode("utf-8", "replace")
     return owner.call(method, address, port, url, rpc, headers)
 
 

@@ -103,6 +103,14 @@ class Propagation:
             return self._ctx.get_current()
         return _CURRENT.get()
 
+    def missing(self, ctx: Any) -> bool:
+        """Whether ``ctx`` carries no trace (then a call's own request headers may)."""
+        if self.off:
+            return False
+        if self.otel:
+            return not self._trace.get_current_span(ctx).get_span_context().is_valid
+        return ctx is None
+
     def attach(self, ctx: Any) -> Any:
         if self.otel:
             return self._ctx.attach(ctx)

@@ -88,6 +88,8 @@ class CallScope:
         counters = owner.cluster.counters
         self.refusals = counters["retries_budget_exhausted"] + counters["hedges_budget_exhausted"] + counters["retries_overflow"]
         parent = hub.prop.current()
+        if self.request_headers is not None and hub.prop.missing(parent):
+            parent = hub.prop.extract(self.request_headers) or parent  # headers the caller set by hand
         if hub.spans is not None:
             attrs: dict[str, Any] = {"meshlib.service": owner.name}
             if self.rpc is not None:
