@@ -17,7 +17,7 @@ def pairs(carrier: Any) -> Iterable[tuple[str, str]]:
     """Every (name, value) of ``carrier``, names as sent."""
     if carrier is None:
         return ()
-    if isinstance(carrier, dict) and "type" in carrier and "headers" in carrier and isinstance(carrier.get("headers"), (list, tuple)):
+    if _is_asgi(carrier):
         return [(_text(k), _text(v)) for k, v in carrier["headers"]]  # an ASGI scope
     if isinstance(carrier, dict) and ("REQUEST_METHOD" in carrier or "wsgi.version" in carrier):
         return [(k[5:].replace("_", "-").lower(), v) for k, v in carrier.items() if k.startswith("HTTP_") and isinstance(v, str)]
@@ -27,6 +27,10 @@ def pairs(carrier: Any) -> Iterable[tuple[str, str]]:
             return list(multi())
         return [(k, v) for k, v in carrier.items()]
     return [(_text(k), _text(v)) for k, v in carrier]
+
+
+def _is_asgi(carrier: Any) -> bool:
+    return isinstance(carrier, dict) and "type" in carrier and isinstance(carrier.get("headers"), (list, tuple))
 
 
 def _text(v: Any) -> str:
@@ -39,10 +43,12 @@ def get_all(carrier: Any, name: str) -> list[str]:
     if isinstance(carrier, dict) and ("REQUEST_METHOD" in carrier or "wsgi.version" in carrier):
         v = carrier.get(_wsgi_name(name))
         return [v] if isinstance(v, str) else []
+    if _is_asgi(carrier):
+        return [v for k, v in pairs(carrier) if k.lower() == low]
     getter = getattr(carrier, "get_list", None)  # httpx.Headers
     if getter is not None:
         return list(getter(low))
-    if isinstance(carrier, dict) and not ("type" in carrier and "headers" in carrier):
+    if isinstance(carrier, dict):
         v = carrier.get(name)
         if v is None:
             v = carrier.get(low)

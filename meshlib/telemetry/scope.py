@@ -111,9 +111,10 @@ class CallScope:
         if exc is not None:
             self.error = exc
         if self.opened:
-            self.owner.park(self)
-        else:
-            self.finish()
+            self.owner.park(self)  # a streamed answer, or hedges abandoned but not yet over
+            if exc is not None or not any(r.outcome == Outcome.SUCCESS for r in self.records):
+                return  # the answer is still streaming: the call ends with it
+        self.finish()
 
     # -- attempts -------------------------------------------------------------------
 
@@ -194,7 +195,7 @@ class CallScope:
 
     # -- the end --------------------------------------------------------------------
 
-    def finish(self) -> None:
+    def finish(self, evicted: bool = False) -> None:
         if self.finished:
             return
         self.finished = True
@@ -209,10 +210,11 @@ class CallScope:
                 break
         error = self.error
         span = self.span
-        for entry in self.opened:  # never answered (evicted while parked)
-            if entry[1] is not None:
-                entry[1].end()
-        self.opened = []
+        if evicted:  # parked too long: attempts that never reported
+            for entry in self.opened:
+                if entry[1] is not None:
+                    entry[1].end()
+            self.opened = []
         if span is not None:
             counters = owner.cluster.counters
             refused = counters["retries_budget_exhausted"] + counters["hedges_budget_exhausted"] + counters["retries_overflow"]
@@ -305,7 +307,7 @@ class ClusterTelemetry:
                 if not self._parked[key]:
                     del self._parked[key]
         if evicted is not None:
-            evicted.finish()
+            evicted.finish(evicted=True)
 
     def _unpark(self, key: tuple[str, int]) -> CallScope | None:
         with self._lock:
