@@ -12,7 +12,7 @@ import platform
 import sys
 import time
 
-from . import failure, grpc_overhead, overhead, pick, registry
+from . import failure, grpc_overhead, overhead, pick, registry, telemetry
 
 BENCHMARKS = {
     "overhead": overhead.run,
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "failure": failure.run,
     "grpc": grpc_overhead.run,
     "registry": registry.run,
+    "telemetry": telemetry.run,
 }
 
 

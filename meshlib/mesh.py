@@ -391,6 +391,7 @@ class Mesh:
             except Exception:
                 log.exception("meshlib: closing %r failed", reg)
         self._ticker.stop()
+        self.telemetry.close()
         for cluster in list(self._clusters.values()):
             cluster.close()
         with self._lock:

@@ -144,6 +144,7 @@ def test_public_surface_is_pinned():
             "Mesh", "MeshConfig", "ServiceConfig", "Endpoint", "EndpointSnapshot", "MeshError", "ConfigError",
             "UnknownServiceError", "NoHealthyEndpointsError", "CircuitOpenError", "DeadlineExceededError", "RateLimitedError", "FaultInjectedError",
             "ManualClock", "deadline", "deadline_headers", "incoming_deadline", "remaining", "call", "default_mesh", "hash_key", "__version__",
+            "inject", "extract", "incoming",  # trace propagation (issue 14)
         ]
     )
     for name in meshlib.__all__:

@@ -19,12 +19,12 @@ from tests import otel_setup
 from tests.conftest import endpoints_of
 from tests.grpc_agents import ECHO, GrpcAgent
 
-otel_setup.install()
 SPANS = otel_setup.SPANS
 
 
 @pytest.fixture(autouse=True)
 def _fresh_spans():
+    otel_setup.install()  # once per process: the SDK's providers are global
     SPANS.clear()
     yield
     SPANS.clear()

@@ -17,8 +17,6 @@ from meshlib.admin import admin_url
 from tests import otel_setup
 from tests.grpc_agents import ECHO, GrpcAgent
 
-otel_setup.install()
-
 SECRETS = {
     "authorization": "Bearer SECRET-AUTH-7f3a9c",
     "proxy-authorization": "Basic SECRET-PROXY-51e0",
@@ -41,6 +39,7 @@ class Everything(logging.Handler):
 
 
 def test_no_secret_reaches_logs_spans_metrics_or_the_admin_endpoint(agents):
+    otel_setup.install()
     web = agents(1)[0]
     web.behaviour.headers = {"Set-Cookie": "id=SECRET-SETCOOKIE-77"}
     rpc = GrpcAgent("secret-grpc")

@@ -189,7 +189,7 @@ class _UnaryResponseCall(_Writes, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryC
         key, make = m.key, m.make
         self._requests = requests = AsyncReplay(request) if streaming else None
         call = cluster.start_call(hash_header(cluster, metadata), True, timeout)
-        self._rpc = m.key[1]  # telemetry: the call's RPC name
+        self._rpc = (m.key[1], metadata)  # telemetry: the call's RPC name and metadata
 
         async def send(ep: Endpoint, limit: float | None) -> Any:
             sub = owner.pool.acquire(ep)
@@ -214,7 +214,7 @@ class _UnaryResponseCall(_Writes, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryC
         requests = self._requests
         exchange: Exchange = EXCHANGE if requests is None else ReplayExchange(requests)
         try:
-            with telemetry.call(call.cluster, rpc=self._rpc):  # telemetry: the call's scope
+            with telemetry.call(call.cluster, rpc=self._rpc[0], headers=self._rpc[1]):  # telemetry: the call's scope
                 result = await run_async(call, send, exchange, _aborted)
             self._deadline = call.deadline
             self._final = result if isinstance(result, grpc.RpcError) else result[1]
@@ -298,7 +298,7 @@ class _InterceptedUnaryResponse(_UnaryResponseCall):
         self._requests = requests = AsyncReplay(request_iterator)
         call = interceptor.start(details.timeout)
         metadata = details.metadata
-        self._rpc = details.method  # telemetry: the call's RPC name
+        self._rpc = (details.method, metadata)  # telemetry: the call's RPC name and metadata
 
         async def send(ep: Endpoint, limit: float | None) -> Any:
             rpc = await continuation(_aio_details(details, limit, telemetry.inject(list(with_attempt(metadata, call.attempt) or ()), ep)), requests.view())  # telemetry
@@ -628,7 +628,7 @@ class MeshAioClientInterceptor(InterceptorBase):
             return rpc
 
         try:
-            with telemetry.call(call.cluster, rpc=client_call_details.method):  # telemetry: the call's scope
+            with telemetry.call(call.cluster, rpc=client_call_details.method, headers=metadata):  # telemetry: the call's scope
                 result = await run_async(call, send, EXCHANGE, _aborted)
             return settle(call, result)
         except MeshError as exc:

@@ -21,9 +21,9 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from .hub import Telemetry, default_propagation, owner_of
+from .hub import _OWNERS, Telemetry, default_propagation, owner_of
 from .redact import scrub_url
-from .scope import NULL_SCOPE, current_scope
+from .scope import NULL_SCOPE, CallScope, current_scope
 from .server import asgi_middleware, extract, grpc_server_interceptor, incoming, wsgi_middleware
 from .settings import TelemetryConfig
 
@@ -57,7 +57,7 @@ def call(cluster: "Cluster", method: str | None = None, url: str | None = None, 
         return NULL_SCOPE
     if isinstance(rpc, bytes):  # grpc.aio's ClientCallDetails.method
         rpc = rpc.decode("utf-8", "replace")
-    return owner.call(method, address, port, url, rpc, headers)
+    return owner.call(method, address, port, None if url is None else _url_parts(url)[0], rpc, headers)
 
 
 @functools.lru_cache(maxsize=2048)
@@ -77,11 +77,11 @@ def _url_parts(url: str) -> tuple[str, str, int | None]:
 
 def http_call(cluster: "Cluster", method: str | None, url: str, headers: Any = None) -> Any:
     """:func:`call` for an HTTP request to ``url`` (``server.address``/``server.port`` from it)."""
-    owner = owner_of(cluster)
-    if owner is None:
+    owner = _OWNERS.get(id(cluster))  # owner_of(), inline: this runs on every call
+    if owner is None or owner.cluster is not cluster:
         return NULL_SCOPE
     full, host, port = _url_parts(url)
-    return owner.call(method, host, port, full, None, headers)
+    return CallScope(owner, method, host, port, full, None, headers)
 
 
 def inject(carrier: Any, endpoint: "Endpoint | None" = None) -> Any:

@@ -5,7 +5,6 @@ endpoint and the exporters."""
 from __future__ import annotations
 
 import random
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from .._tally import Tally
@@ -22,16 +21,15 @@ if TYPE_CHECKING:
 
 __all__ = ["Telemetry", "owner_of", "default_propagation", "set_default_propagation"]
 
-#: Cluster -> its telemetry observer (what the adapters' hooks look up).
-_OWNERS: "weakref.WeakKeyDictionary[Cluster, ClusterTelemetry]" = weakref.WeakKeyDictionary()
+#: id(cluster) -> its telemetry observer (what the adapters' hooks look up);
+#: a Mesh's entries leave with its ``close()``.
+_OWNERS: dict[int, ClusterTelemetry] = {}
 _DEFAULT: list[Propagation] = []
 
 
 def owner_of(cluster: "Cluster") -> ClusterTelemetry | None:
-    try:
-        return _OWNERS.get(cluster)
-    except TypeError:
-        return None
+    owner = _OWNERS.get(id(cluster))
+    return owner if owner is not None and owner.cluster is cluster else None
 
 
 def default_propagation() -> Propagation:
@@ -66,10 +64,17 @@ class Telemetry:
         self.clusters: dict[str, ClusterTelemetry] = {}
         self.discovery_updates: dict[str, Tally] = {}
 
-    def observer(self, cluster: "Cluster") -> ClusterTelemetry:
+    @property
+    def active(self) -> bool:
+        """False when tracing, metrics and access logs are all off: no observer at all."""
+        return not self.prop.off or self.config.metrics or self.config.access_log
+
+    def observer(self, cluster: "Cluster") -> ClusterTelemetry | None:
         """The observer factory ``Cluster(observers=[...])`` takes."""
+        if not self.active:
+            return None
         obs = ClusterTelemetry(self, cluster)
-        _OWNERS[cluster] = obs
+        _OWNERS[id(cluster)] = obs
         self.clusters[cluster.name] = obs
         self.discovery_updates.setdefault(cluster.name, Tally())
         return obs
@@ -85,6 +90,12 @@ class Telemetry:
                 obs.metrics.keep_endpoints(ep.address for ep in snapshot)
 
         cluster.watch(adopted)
+
+    def close(self) -> None:
+        """Forget this Mesh's clusters (the hooks then find no telemetry for them)."""
+        for obs in self.clusters.values():
+            if _OWNERS.get(id(obs.cluster)) is obs:
+                del _OWNERS[id(obs.cluster)]
 
     def stats(self) -> dict[str, Any]:
         from ..core.observers import observer_errors

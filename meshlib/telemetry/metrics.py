@@ -24,11 +24,29 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "O
 MAX_RPC_METHODS = 200
 
 
+_METHODS = {m: m for m in KNOWN_METHODS}
+
+
 def normal_method(method: str | None) -> str:
     if method is None:
         return "_OTHER"
+    known = _METHODS.get(method)
+    if known is not None:
+        return known
     m = method.upper()
     return m if m in KNOWN_METHODS else "_OTHER"
+
+
+#: (status, grpc status, outcome) -> (status class, code, error.type): a few hundred at most.
+_LABELS: dict[tuple[int | None, str | None, str], tuple[str, str, str]] = {}
+
+
+def labels_of(record: AttemptRecord) -> tuple[str, str, str]:
+    key = (record.status, record.grpc_status, record.outcome)
+    found = _LABELS.get(key)
+    if found is None:
+        found = _LABELS.setdefault(key, (status_class(record), code_of(record), error_type(record)))
+    return found
 
 
 def status_class(record: AttemptRecord) -> str:
@@ -99,7 +117,7 @@ class ClusterMetrics:
         self.rq_time: dict[str, Histogram] = {}
         self.first_byte: dict[str, Histogram] = {}
         #: (method, port, status code, error.type) -> http.client.request.duration.
-        self.http: dict[tuple[str, str, str, str], Histogram] = {}
+        self.http: dict[tuple[str, int | None, int | None, str], Histogram] = {}
         #: gRFC A66: method -> attempts started; (method, status) -> attempt / call durations.
         self.grpc_started: dict[str, int] = {}
         self.grpc_attempt: dict[tuple[str, str], Histogram] = {}
@@ -110,9 +128,6 @@ class ClusterMetrics:
         self.calls_traced = 0
         self._rpc_methods: set[str] = set()
 
-    def _endpoint(self, record: AttemptRecord) -> str:
-        return record.endpoint.address if self.per_endpoint else ""
-
     def rpc_method(self, method: str) -> str:
         if method in self._rpc_methods:
             return method
@@ -122,18 +137,28 @@ class ClusterMetrics:
         return method
 
     def record(self, record: AttemptRecord, method: str | None, port: int | None, rpc: str | None, http: bool = True) -> None:
-        ep = self._endpoint(record)
+        ep = record.endpoint.address if self.per_endpoint else ""
         outcome = record.outcome
-        key = (ep, outcome, status_class(record), code_of(record))
-        duration = record.ended - record.started
+        found = _LABELS.get((record.status, record.grpc_status, outcome))  # labels_of(), inline
+        sclass, code, err = found if found is not None else labels_of(record)
+        key = (ep, outcome, sclass, code)
+        started = record.started
+        duration = record.ended - started
+        ttfb = record.first_byte - started
+        completed = self.completed
         with self._lock:
-            self.completed[key] = self.completed.get(key, 0) + 1
+            completed[key] = completed.get(key, 0) + 1
             h = self.rq_time.get(ep)
             if h is None:
                 h = self.rq_time[ep] = Histogram(self.buckets)
                 self.first_byte[ep] = Histogram(self.buckets)
-            h.observe(duration)
-            self.first_byte[ep].observe(record.first_byte - record.started)
+            h.counts[bisect_left(h.bounds, duration)] += 1  # Histogram.observe, inline (every attempt)
+            h.sum += duration
+            h.count += 1
+            h = self.first_byte[ep]
+            h.counts[bisect_left(h.bounds, ttfb)] += 1
+            h.sum += ttfb
+            h.count += 1
             if outcome == Outcome.SUCCESS:
                 if record.retry:
                     self.retry_success += 1
@@ -148,11 +173,13 @@ class ClusterMetrics:
                     g = self.grpc_attempt[akey] = Histogram(GRPC_LATENCY_BUCKETS)
                 g.observe(duration)
             elif http and outcome != Outcome.CANCELLED:
-                hkey = (normal_method(method), "" if port is None else str(port), "" if record.status is None else str(record.status), error_type(record))
+                hkey = (normal_method(method), port, record.status, err)
                 g = self.http.get(hkey)
                 if g is None:
                     g = self.http[hkey] = Histogram(self.buckets)
-                g.observe(duration)
+                g.counts[bisect_left(g.bounds, duration)] += 1
+                g.sum += duration
+                g.count += 1
 
     def attempt_started(self, rpc: str) -> None:
         with self._lock:
@@ -187,7 +214,8 @@ class ClusterMetrics:
                 "rq_time": {ep: h.to_dict() for ep, h in sorted(self.rq_time.items())},
                 "first_byte": {ep: h.to_dict() for ep, h in sorted(self.first_byte.items())},
                 "http_client_request_duration": [
-                    {"method": m, "port": p, "status_code": s, "error_type": e, **h.to_dict()} for (m, p, s, e), h in sorted(self.http.items())
+                    {"method": m, "port": "" if p is None else str(p), "status_code": "" if s is None else str(s), "error_type": e, **h.to_dict()}
+                    for (m, p, s, e), h in sorted(self.http.items(), key=lambda kv: tuple(str(x) for x in kv[0]))
                 ],
                 "grpc_attempt_started": dict(sorted(self.grpc_started.items())),
                 "grpc_attempt_duration": [{"method": m, "status": s, **h.to_dict()} for (m, s), h in sorted(self.grpc_attempt.items())],

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import os
-import secrets
+import random
 from typing import Any, Iterable
 
 from . import carriers
@@ -34,12 +34,18 @@ current_native = _CURRENT.get
 _B3_MULTI = ("x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags")
 
 
+_bits = random.SystemRandom().getrandbits(64)  # a seed from the OS: ids differ across processes
+_random = random.Random(_bits ^ os.getpid())
+_getrandbits = _random.getrandbits
+
+
 def new_trace_id() -> str:
-    return secrets.token_hex(16)
+    """128 random bits (as OpenTelemetry's SDK makes them), never all zero."""
+    return f"{_getrandbits(128) or 1:032x}"
 
 
 def new_span_id() -> str:
-    return secrets.token_hex(8)
+    return f"{_getrandbits(64) or 1:016x}"
 
 
 def otel_installed() -> bool:
@@ -88,6 +94,7 @@ class Propagation:
 
             self._ctx, self._propagate, self._trace = context, propagate, trace
         self.fields = self._fields()
+        self._w3c_only = set(self.names) <= {"tracecontext", "baggage"} and "tracecontext" in self.names
 
     def _fields(self) -> frozenset[str]:
         out: set[str] = set()
@@ -140,7 +147,7 @@ class Propagation:
         ``parent``'s trace (tracestate and baggage kept), or a new sampled trace."""
         if parent is None:
             return SpanContext(new_trace_id(), new_span_id(), 1)
-        return SpanContext(parent.trace_id, new_span_id(), parent.flags, parent.tracestate, parent.baggage)
+        return SpanContext(parent[0], f"{_getrandbits(64) or 1:016x}", parent[2], parent[3], parent[4], False)
 
     def inject(self, carrier: Any, ctx: Any = None) -> None:
         """Write ``ctx`` (default: the current context; native contexts that
@@ -157,6 +164,9 @@ class Propagation:
         self.write(carrier, ctx)
 
     def write(self, carrier: Any, ctx: SpanContext) -> None:
+        if self._w3c_only and not ctx[3] and not ctx[4] and not isinstance(carrier, list):
+            carrier["traceparent"] = f"00-{ctx[0]}-{ctx[1]}-{ctx[2] & 0xFF:02x}"  # the common case, inline
+            return
         for name in self.names:
             if name == "tracecontext":
                 carriers.set_header(carrier, "traceparent", format_traceparent(ctx.trace_id, ctx.span_id, ctx.flags))

@@ -21,9 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CircuitOpenError, RateLimitedError
 from ..outcome import AttemptRecord, Outcome
 from .metrics import ClusterMetrics, normal_method
-from .redact import scrub_url
 from .spans import span_name
-from .w3c import SpanContext
 
 if TYPE_CHECKING:
     from ..core.cluster import Cluster
@@ -58,7 +56,7 @@ NULL_SCOPE = _NullScope()
 class CallScope:
     __slots__ = (
         "owner", "method", "address", "port", "url", "path", "rpc", "request_headers", "started", "opened",
-        "records", "span", "ctx", "token", "closed", "error", "refusals", "finished", "attempt_ids",
+        "records", "span", "ctx", "token", "closed", "error", "refusals", "finished", "attempt_ctx",
     )  # fmt: skip
 
     def __init__(self, owner: "ClusterTelemetry", method: str | None, address: str | None, port: int | None, url: str | None, rpc: str | None, headers: Any) -> None:
@@ -77,7 +75,7 @@ class CallScope:
         self.closed = False
         self.finished = False
         self.error: BaseException | None = None
-        self.attempt_ids: tuple[str | None, str | None] = (None, None)
+        self.attempt_ctx: Any = None
 
     # -- the call -------------------------------------------------------------------
 
@@ -85,12 +83,12 @@ class CallScope:
         owner = self.owner
         hub = owner.hub
         self.started = owner.clock.perf_counter()
-        counters = owner.cluster.counters
-        self.refusals = counters["retries_budget_exhausted"] + counters["hedges_budget_exhausted"] + counters["retries_overflow"]
         parent = hub.prop.current()
         if self.request_headers is not None and hub.prop.missing(parent):
             parent = hub.prop.extract(self.request_headers) or parent  # headers the caller set by hand
         if hub.spans is not None:
+            counters = owner.cluster.counters
+            self.refusals = counters["retries_budget_exhausted"] + counters["hedges_budget_exhausted"] + counters["retries_overflow"]
             attrs: dict[str, Any] = {"meshlib.service": owner.name}
             if self.rpc is not None:
                 attrs["rpc.system"] = "grpc"
@@ -98,10 +96,8 @@ class CallScope:
             elif self.method is not None:
                 attrs["http.request.method"] = normal_method(self.method)
             self.span, self.ctx = hub.spans.start_call(parent, span_name(self.method, self.rpc)[0], attrs)
-        elif hub.prop.otel or isinstance(parent, SpanContext):
-            self.ctx = parent
         else:
-            self.ctx = hub.prop.child(None)  # one new trace for every attempt of this call
+            self.ctx = parent  # OTel's context, or meshlib's (None: the first attempt starts a trace)
         self.token = _SCOPE.set(self)
         return self
 
@@ -155,12 +151,19 @@ class CallScope:
             span, ctx = hub.spans.start_attempt(self.ctx, span_name(self.method, self.rpc)[1], attrs)
         elif hub.prop.otel:
             ctx = self.ctx
-        else:
-            ctx = hub.prop.child(self.ctx)
+        else:  # meshlib's own context: the first attempt starts the call's trace if no caller did
+            prop = hub.prop
+            parent = self.ctx
+            ctx = prop.child(parent)
+            if parent is None:
+                self.ctx = ctx
+            if carrier is not None and not prop.off:
+                prop.write(carrier, ctx)
+            carrier = None
         if carrier is not None:
             hub.prop.inject(carrier, ctx)
         self.opened.append([endpoint.key, span, ctx])
-        self.attempt_ids = hub.prop.ids(ctx)
+        self.attempt_ctx = ctx
         if self.rpc is not None:
             owner.attempt_started(self.rpc)
         return ctx
@@ -201,6 +204,15 @@ class CallScope:
         self.finished = True
         owner = self.owner
         hub = owner.hub
+        if self.span is None and self.rpc is None and not evicted:
+            log = hub.access  # only the call's access-log event is left to do
+            if log is None or log.per_attempt:
+                return
+            records = self.records
+            last = records[-1] if records else None
+            failed = self.error is not None or last is None or last.outcome != Outcome.SUCCESS or (last.status or 0) >= 500
+            if not log.wanted(failed):
+                return
         now = owner.clock.perf_counter()
         records = self.records
         last = records[-1] if records else None
@@ -249,7 +261,7 @@ class CallScope:
             return
         failed = error is not None or last is None or last.outcome != Outcome.SUCCESS or (last.status or 0) >= 500
         if log.wanted(failed):
-            log.emit(self.owner.fields(self, records, self.attempt_ids, now - self.started, error), failed)
+            log.emit(self.owner.fields(self, records, self.owner.hub.prop.ids(self.attempt_ctx), now - self.started, error), failed)
 
 
 class ClusterTelemetry:
@@ -267,7 +279,8 @@ class ClusterTelemetry:
         self.updates = 0
 
     def call(self, method: str | None, address: str | None, port: int | None, url: str | None, rpc: str | None, headers: Any) -> CallScope:
-        return CallScope(self, method, address, port, None if url is None else scrub_url(url), rpc, headers)
+        """``url`` already without credentials and query (see ``redact.scrub_url``)."""
+        return CallScope(self, method, address, port, url, rpc, headers)
 
     def attempt_ended(self, host: "Host", record: AttemptRecord) -> None:
         scope = _SCOPE.get()

@@ -17,8 +17,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, NamedTuple
 from urllib.parse import quote, unquote
 
 __all__ = [
@@ -50,8 +49,7 @@ _BAGGAGE_SAFE = "!#$&'()*+-./:<>?@[]^_`{|}~"
 _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
-@dataclass(frozen=True)
-class SpanContext:
+class SpanContext(NamedTuple):
     """What crosses a process boundary: ids, flags, tracestate and baggage."""
 
     trace_id: str
@@ -60,7 +58,7 @@ class SpanContext:
     #: ``(key, value)`` list-members, leftmost first.
     tracestate: tuple[tuple[str, str], ...] = ()
     #: ``(key, value)`` baggage members (properties kept in the value's ``;`` tail).
-    baggage: tuple[tuple[str, str], ...] = field(default=())
+    baggage: tuple[tuple[str, str], ...] = ()
     #: Whether this context came from the other side of a process boundary.
     remote: bool = False
 
