@@ -210,3 +210,46 @@ def test_hedge_launch_is_an_event_and_hedges_are_siblings(agents):
     assert len(children) == 2 and {c.attributes.get("http.request.resend_count") for c in children} == {None, 1}
     abandoned = [c for c in children if c.attributes.get("meshlib.outcome") == "cancelled"]
     assert len(abandoned) == 1 and abandoned[0].status.status_code != otel_setup.trace.StatusCode.ERROR
+
+
+def test_a_decorated_functions_attempt_is_the_current_span(agents):
+    a = agents(1)[0]
+    with meshlib.Mesh(config={"services": {"fn": {"endpoints": a.address}}}) as mesh:
+
+        @mesh.call("fn")
+        def call(ep):
+            return requests.get(f"http://{ep.address}/", headers=meshlib.inject({}))
+
+        assert call().status_code == 200
+    [attempt] = spans_named("meshlib.attempt")
+    [logical] = spans_named("meshlib.call")
+    assert attempt.parent.span_id == logical.context.span_id and attempt.attributes["network.peer.address"] == "127.0.0.1"
+    assert int(parse_traceparent(a.behaviour.seen[0]["traceparent"])[1], 16) == attempt.context.span_id
+
+
+_B3_CHILD = r"""
+import json, sys, urllib.request
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+import meshlib
+trace.set_tracer_provider(TracerProvider())
+with meshlib.Mesh(config={"services": {"up": {"endpoints": sys.argv[1]}}}) as mesh:
+    with trace.get_tracer("t").start_as_current_span("root") as root:
+        mesh.requests_session().get("http://up/")
+    print(f"{root.get_span_context().trace_id:032x}")
+"""
+
+
+def test_otel_propagators_from_the_environment_are_used(agents, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    a = agents(1)[0]
+    script = tmp_path / "child.py"
+    script.write_text(_B3_CHILD)
+    env = {**os.environ, "OTEL_PROPAGATORS": "b3multi", "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, str(script), a.address], env=env, capture_output=True, text=True, timeout=60, check=True)
+    trace_id = out.stdout.strip()
+    seen = a.behaviour.seen[0]
+    assert "traceparent" not in seen and seen["x-b3-traceid"] == trace_id and seen["x-b3-sampled"] == "1"

@@ -266,3 +266,38 @@ def test_bad_incoming_headers_never_raise(headers):
     for names in (["tracecontext", "baggage"], ["b3", "b3multi"]):
         ctx = Propagation(names, mode="native").read(headers)
         assert ctx is None or len(ctx.trace_id) == 32
+
+
+def test_a_grpc_server_interceptor_serves_inside_the_callers_trace_and_deadline():
+    from concurrent import futures
+
+    import grpc
+
+    from meshlib.telemetry.server import grpc_server_interceptor
+
+    seen = {}
+
+    def echo(request, context):
+        seen["trace"] = current_native().trace_id
+        seen["left"] = meshlib.remaining()
+        return request
+
+    def count(request, context):
+        for i in range(2):
+            seen[f"stream{i}"] = current_native().trace_id
+            yield b"x"
+
+    meshlib.Mesh(config={"tracing": "native"}).close()
+    server = grpc.server(futures.ThreadPoolExecutor(2), interceptors=[grpc_server_interceptor()])
+    handlers = {"Echo": grpc.unary_unary_rpc_method_handler(echo), "Count": grpc.unary_stream_rpc_method_handler(count)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.S", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            assert ch.unary_unary("/t.S/Echo")(b"hi", timeout=2, metadata=(("traceparent", VALID),)) == b"hi"
+            assert list(ch.unary_stream("/t.S/Count")(b"", timeout=2, metadata=(("traceparent", VALID),))) == [b"x", b"x"]
+    finally:
+        server.stop(0)
+    assert seen["trace"] == seen["stream0"] == seen["stream1"] == TRACE
+    assert 1.0 < seen["left"] <= 2.0
