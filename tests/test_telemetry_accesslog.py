@@ -155,3 +155,26 @@ def test_series_of_endpoints_that_left_are_dropped(agents, tmp_path):
             time.sleep(0.02)
         t = mesh.stats()["telemetry"]["services"]["moving"]
         assert set(t["rq_time"]) == {b.address} and t["discovery_updates"] >= 2
+
+
+def test_the_sample_is_the_share_of_calls_logged(access_log):
+    import random
+
+    from meshlib.telemetry.accesslog import AccessLog
+    from meshlib.telemetry.settings import TelemetryConfig
+
+    log = AccessLog(TelemetryConfig(access_log_sample=0.1), random.Random(7))
+    assert 800 < sum(log.wanted(False) for _ in range(10_000)) < 1200
+    assert all(log.wanted(True) for _ in range(100))
+
+    with meshlib.Mesh(config={"tracing": "native", "access_log_sample": 0.5, "services": {"half": {"endpoints": "127.0.0.1:9"}}}) as mesh:
+        cluster = mesh.cluster("half")
+        for _ in range(400):
+            with telemetry.http_call(cluster, "GET", "http://half/"):
+                run(cluster.start_call(), lambda ep, t: _Stream(), _OkExchange())
+    assert 140 < len(access_log.records) < 260  # sampled once per call, not twice
+
+
+class _OkExchange(Exchange):
+    def judge(self, result):
+        return AttemptResult(Outcome.SUCCESS, 200)

@@ -8,6 +8,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from .._tally import Tally
+from ..errors import ConfigError
 from .accesslog import AccessLog
 from .metrics import OtelInstruments
 from .propagation import Propagation, otel_installed
@@ -53,6 +54,8 @@ class Telemetry:
         self.prop = Propagation(cfg.propagators, mode=cfg.tracing)
         set_default_propagation(self.prop)
         use_otel = cfg.tracing in ("auto", "otel") and otel_installed()
+        if cfg.tracing == "otel" and not use_otel:
+            raise ConfigError("MESHLIB_TRACING", "otel", "auto, native or off: otel needs OpenTelemetry (pip install 'meshlib[otel]')")
         self.spans: Spans | None = Spans() if use_otel else None
         self.otel_metrics: OtelInstruments | None = None
         if use_otel and cfg.metrics:

@@ -210,9 +210,15 @@ class CallScope:
                 return
             records = self.records
             last = records[-1] if records else None
+            for r in reversed(records):
+                if r.outcome != Outcome.CANCELLED:
+                    last = r
+                    break
             failed = self.error is not None or last is None or last.outcome != Outcome.SUCCESS or (last.status or 0) >= 500
-            if not log.wanted(failed):
-                return
+            if log.wanted(failed):
+                now = owner.clock.perf_counter()
+                log.emit(owner.fields(self, records, hub.prop.ids(self.attempt_ctx), now - self.started, self.error), failed)
+            return
         now = owner.clock.perf_counter()
         records = self.records
         last = records[-1] if records else None
