@@ -88,10 +88,9 @@ def test_one_trace_across_an_http_hop_and_a_grpc_hop(chain):
 
     a_call = spans_named("GET")
     a_attempt = [s for s in a_call if s.kind == otel_setup.trace.SpanKind.CLIENT]
-    a_logical = [s for s in a_call if s.kind == otel_setup.trace.SpanKind.INTERNAL]
-    assert len(a_attempt) == 1 and len(a_logical) == 1
-    assert a_logical[0].parent.span_id == root.get_span_context().span_id
-    assert a_attempt[0].parent.span_id == a_logical[0].context.span_id
+    # The default policy retries only requests that never left: no span for the call around its attempt.
+    assert len(a_attempt) == 1 and len(a_call) == 1
+    assert a_attempt[0].parent.span_id == root.get_span_context().span_id
     attrs = a_attempt[0].attributes
     assert attrs["http.request.method"] == "GET"
     assert attrs["server.address"] == "agent-b" and attrs["server.port"] == 80
@@ -186,9 +185,9 @@ def test_span_events_for_breaker_rejection_and_ejection(agents):
             s.get("http://breaking/")
     attempts = sorted((x for x in spans_named("GET") if x.kind == otel_setup.trace.SpanKind.CLIENT), key=lambda x: x.start_time)
     assert [e.name for e in attempts[1].events] == ["endpoint ejected"]
-    calls = sorted((x for x in spans_named("GET") if x.kind == otel_setup.trace.SpanKind.INTERNAL), key=lambda x: x.start_time)
-    assert [e.name for e in calls[2].events] == ["circuit breaker rejected"]
-    assert calls[2].attributes["error.type"] == "CircuitOpenError"
+    [refused] = [x for x in spans_named("GET") if x.kind == otel_setup.trace.SpanKind.INTERNAL]  # the call refused before any attempt
+    assert [e.name for e in refused.events] == ["circuit breaker rejected"]
+    assert refused.attributes["error.type"] == "CircuitOpenError" and refused.status.status_code == otel_setup.trace.StatusCode.ERROR
 
 
 def test_hedge_launch_is_an_event_and_hedges_are_siblings(agents):
@@ -222,8 +221,7 @@ def test_a_decorated_functions_attempt_is_the_current_span(agents):
 
         assert call().status_code == 200
     [attempt] = spans_named("meshlib.attempt")
-    [logical] = spans_named("meshlib.call")
-    assert attempt.parent.span_id == logical.context.span_id and attempt.attributes["network.peer.address"] == "127.0.0.1"
+    assert spans_named("meshlib.call") == [] and attempt.attributes["network.peer.address"] == "127.0.0.1"
     assert int(parse_traceparent(a.behaviour.seen[0]["traceparent"])[1], 16) == attempt.context.span_id
 
 
@@ -253,3 +251,19 @@ def test_otel_propagators_from_the_environment_are_used(agents, tmp_path):
     trace_id = out.stdout.strip()
     seen = a.behaviour.seen[0]
     assert "traceparent" not in seen and seen["x-b3-traceid"] == trace_id and seen["x-b3-sampled"] == "1"
+
+
+def test_connect_failures_retried_are_sibling_attempts_under_the_caller(agents, refused_port):
+    ok = agents(1)[0]
+    cfg = {"services": {"half-dead": {"endpoints": f"127.0.0.1:{refused_port},{ok.address}", "lb_policy": "round_robin", "outlier_detection": False}}}
+    tracer = otel_setup.trace.get_tracer("test")
+    with meshlib.Mesh(config=cfg) as mesh, tracer.start_as_current_span("caller") as caller:
+        s = mesh.requests_session()
+        for _ in range(2):
+            assert s.get("http://half-dead/").status_code == 200
+    attempts = sorted(spans_named("GET"), key=lambda x: x.start_time)
+    assert all(a.parent.span_id == caller.get_span_context().span_id for a in attempts)
+    failed = [a for a in attempts if a.attributes.get("error.type") == "connect_failure"]
+    retried = [a for a in attempts if a.attributes.get("http.request.resend_count") == 1]
+    assert len(failed) >= 1 and len(attempts) == 2 + len(failed) and len(retried) == len(failed)
+    assert all([e.name for e in r.events] == ["retry"] and r.attributes["http.response.status_code"] == 200 for r in retried)

@@ -300,4 +300,4 @@ def test_a_grpc_server_interceptor_serves_inside_the_callers_trace_and_deadline(
     finally:
         server.stop(0)
     assert seen["trace"] == seen["stream0"] == seen["stream1"] == TRACE
-    assert 1.0 < seen["left"] <= 2.0
+    assert 1.0 < seen["left"] <= 2.05  # grpc-timeout is rounded up on the wire

@@ -93,7 +93,7 @@ def test_no_secret_reaches_logs_spans_metrics_or_the_admin_endpoint(agents):
         root.setLevel(old_level)
         rpc.server.stop(0)
     spans = otel_setup.SPANS.get_finished_spans()
-    assert len(spans) >= 14
+    assert len(spans) >= 7  # an attempt span per call at least
     outputs.extend(s.to_json() for s in spans)
     logged = "\n".join(handler.lines)
     assert "[redacted]" in logged and "meshlib.access" in logged

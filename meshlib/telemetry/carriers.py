@@ -65,6 +65,24 @@ def get_first(carrier: Any, name: str) -> str | None:
     return values[0] if values else None
 
 
+#: Header-object types read with their own ``get`` (requests' CaseInsensitiveDict and the like).
+_GETTABLE: dict[type, bool] = {}
+
+
+def has_any(carrier: Any, names: Any) -> bool:
+    """Whether ``carrier`` holds any of the headers ``names`` (lower-case): a cheap test first."""
+    if isinstance(carrier, dict) or isinstance(carrier, (list, tuple)):
+        return any(get_all(carrier, n) for n in names)
+    kind = type(carrier)
+    gettable = _GETTABLE.get(kind)
+    if gettable is None:
+        gettable = _GETTABLE.setdefault(kind, hasattr(carrier, "get") and hasattr(carrier, "items") and not hasattr(carrier, "get_list"))
+    if gettable:
+        get = carrier.get
+        return any(get(n) is not None for n in names)
+    return any(get_all(carrier, n) for n in names)
+
+
 def keys(carrier: Any) -> list[str]:
     return [k for k, _ in pairs(carrier)]
 

@@ -93,7 +93,7 @@ class Propagation:
             from opentelemetry import context, propagate, trace
 
             self._ctx, self._propagate, self._trace = context, propagate, trace
-        self.fields = self._fields()
+        self.fields = self._fields() if not self.otel else frozenset(f.lower() for f in self._propagate.get_global_textmap().fields)
         self._w3c_only = set(self.names) <= {"tracecontext", "baggage"} and "tracecontext" in self.names
 
     def _fields(self) -> frozenset[str]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CircuitOpenError, RateLimitedError
 from ..outcome import AttemptRecord, Outcome
+from . import carriers
 from .metrics import ClusterMetrics, normal_method
 from .spans import span_name
 
@@ -33,6 +34,8 @@ __all__ = ["CallScope", "ClusterTelemetry", "NULL_SCOPE", "current_scope"]
 _SCOPE: contextvars.ContextVar["CallScope | None"] = contextvars.ContextVar("meshlib_call_scope", default=None)
 current_scope = _SCOPE.get
 
+#: Retry conditions met only by requests that never reached the server.
+_BEFORE_SENDING = frozenset({"connect-failure", "refused-stream"})
 #: At most this many finished-but-streaming calls are remembered per service.
 MAX_PARKED = 10_000
 _REFUSALS = ("retries_budget_exhausted", "hedges_budget_exhausted", "retries_overflow")
@@ -83,10 +86,12 @@ class CallScope:
         owner = self.owner
         hub = owner.hub
         self.started = owner.clock.perf_counter()
-        parent = hub.prop.current()
-        if self.request_headers is not None and hub.prop.missing(parent):
-            parent = hub.prop.extract(self.request_headers) or parent  # headers the caller set by hand
-        if hub.spans is not None:
+        prop = hub.prop
+        parent = prop.current()
+        headers = self.request_headers
+        if headers is not None and prop.missing(parent) and carriers.has_any(headers, prop.fields):
+            parent = prop.extract(headers) or parent  # trace headers the caller set by hand
+        if hub.spans is not None and (self.rpc is not None or owner.call_spans):
             counters = owner.cluster.counters
             self.refusals = counters["retries_budget_exhausted"] + counters["hedges_budget_exhausted"] + counters["retries_overflow"]
             attrs: dict[str, Any] = {"meshlib.service": owner.name}
@@ -96,7 +101,7 @@ class CallScope:
             elif self.method is not None:
                 attrs["http.request.method"] = normal_method(self.method)
             self.span, self.ctx = hub.spans.start_call(parent, span_name(self.method, self.rpc)[0], attrs)
-        else:
+        else:  # no call span: attempts are children of the caller's context
             self.ctx = parent  # OTel's context, or meshlib's (None: the first attempt starts a trace)
         self.token = _SCOPE.set(self)
         return self
@@ -141,14 +146,15 @@ class CallScope:
                     attrs["url.full"] = self.url
                 if resend:
                     attrs["http.request.resend_count"] = resend
-            if resend and self.span is not None:
+            span, ctx = hub.spans.start_attempt(self.ctx, span_name(self.method, self.rpc)[1], attrs)
+            if resend:  # on the call's span, or on this attempt's when the call has none
+                holder = self.span if self.span is not None else span
                 if self.opened:
-                    self.span.add_event("hedge", {"meshlib.attempt": resend + 1, "network.peer.address": endpoint.address})
+                    holder.add_event("hedge", {"meshlib.attempt": resend + 1, "network.peer.address": endpoint.address})
                 elif self.records:
                     last = self.records[-1]
                     waited = max(0.0, owner.clock.perf_counter() - last.ended)
-                    self.span.add_event("retry", {"meshlib.attempt": resend + 1, "meshlib.backoff_seconds": round(waited, 6), "meshlib.previous_outcome": last.outcome})
-            span, ctx = hub.spans.start_attempt(self.ctx, span_name(self.method, self.rpc)[1], attrs)
+                    holder.add_event("retry", {"meshlib.attempt": resend + 1, "meshlib.backoff_seconds": round(waited, 6), "meshlib.previous_outcome": last.outcome})
         elif hub.prop.otel:
             ctx = self.ctx
         else:  # meshlib's own context: the first attempt starts the call's trace if no caller did
@@ -204,6 +210,8 @@ class CallScope:
         self.finished = True
         owner = self.owner
         hub = owner.hub
+        if self.span is None and hub.spans is not None and self.error is not None and not self.records:
+            self._refused_span()
         if self.span is None and self.rpc is None and not evicted:
             log = hub.access  # only the call's access-log event is left to do
             if log is None or log.per_attempt:
@@ -261,6 +269,15 @@ class CallScope:
             owner.call_ended(self.rpc, status, now - self.started)
         self._log(records, last, now, error)
 
+    def _refused_span(self) -> None:
+        """A call refused before any attempt (breaker, rate limit, no endpoint) still shows as a span."""
+        owner = self.owner
+        attrs: dict[str, Any] = {"meshlib.service": owner.name}
+        if self.method is not None:
+            attrs["http.request.method"] = normal_method(self.method)
+        self.refusals = 0
+        self.span, _ = owner.hub.spans.start_call(owner.hub.prop.current(), span_name(self.method, self.rpc)[0], attrs, start_ns=owner.wall_ns(self.started))
+
     def _log(self, records: list[AttemptRecord], last: AttemptRecord | None, now: float, error: BaseException | None) -> None:
         log = self.owner.hub.access
         if log is None or log.per_attempt:
@@ -283,6 +300,10 @@ class ClusterTelemetry:
         self._parked_count = 0
         self._lock = threading.Lock()
         self.updates = 0
+        #: Whether HTTP calls get a span of their own around their attempts:
+        #: when the service may retry on an answer or hedge (gRPC calls always do, gRFC A72).
+        retry = cluster.retry
+        self.call_spans = cluster.hedges or (retry.num_retries > 0 and bool(retry.retry_on - _BEFORE_SENDING))
 
     def call(self, method: str | None, address: str | None, port: int | None, url: str | None, rpc: str | None, headers: Any) -> CallScope:
         """``url`` already without credentials and query (see ``redact.scrub_url``)."""

@@ -53,9 +53,9 @@ class Spans:
         self.CLIENT, self.INTERNAL = SpanKind.CLIENT, SpanKind.INTERNAL
         self._Status, self._ERROR = Status, StatusCode.ERROR
 
-    def start_call(self, parent: Any, name: str, attrs: dict[str, Any]) -> tuple[Any, Any]:
+    def start_call(self, parent: Any, name: str, attrs: dict[str, Any], start_ns: int | None = None) -> tuple[Any, Any]:
         """(span, context with it) for a logical call, a child of ``parent``."""
-        span = self.tracer.start_span(name, context=parent, kind=self.INTERNAL, attributes=attrs)
+        span = self.tracer.start_span(name, context=parent, kind=self.INTERNAL, attributes=attrs, start_time=start_ns)
         return span, self._trace.set_span_in_context(span, parent)
 
     def start_attempt(self, parent: Any, name: str, attrs: dict[str, Any]) -> tuple[Any, Any]:
