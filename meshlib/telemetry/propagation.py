@@ -94,6 +94,8 @@ class Propagation:
 
             self._ctx, self._propagate, self._trace = context, propagate, trace
         self.fields = self._fields() if not self.otel else frozenset(f.lower() for f in self._propagate.get_global_textmap().fields)
+        #: The headers that carry trace ids (what makes a request's own headers worth reading).
+        self.id_fields = tuple(f for f in ("traceparent", "b3", "x-b3-traceid") if f in self.fields)
         self._w3c_only = set(self.names) <= {"tracecontext", "baggage"} and "tracecontext" in self.names
 
     def _fields(self) -> frozenset[str]:

@@ -89,7 +89,7 @@ class CallScope:
         prop = hub.prop
         parent = prop.current()
         headers = self.request_headers
-        if headers is not None and prop.missing(parent) and carriers.has_any(headers, prop.fields):
+        if headers is not None and prop.missing(parent) and carriers.has_any(headers, prop.id_fields):
             parent = prop.extract(headers) or parent  # trace headers the caller set by hand
         if hub.spans is not None and (self.rpc is not None or owner.call_spans):
             counters = owner.cluster.counters
