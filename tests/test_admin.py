@@ -152,4 +152,5 @@ def test_the_admin_thread_stops_with_the_mesh_and_never_leaks():
             urllib.request.urlopen(url + "/ready", timeout=2)
     left = [t for t in threading.enumerate() if t.ident not in before and t.name == "meshlib-admin"]
     assert left == []
-    assert admin_url(meshlib.Mesh(config={})) is None
+    with meshlib.Mesh(config={}) as plain:
+        assert admin_url(plain) is None

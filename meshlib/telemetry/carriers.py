@@ -73,6 +73,12 @@ def has_any(carrier: Any, names: Any) -> bool:
     """Whether ``carrier`` holds any of the headers ``names`` (lower-case): a cheap test first."""
     if isinstance(carrier, dict) or isinstance(carrier, (list, tuple)):
         return any(get_all(carrier, n) for n in names)
+    store = getattr(carrier, "_store", None)  # requests' CaseInsensitiveDict: lower-case name -> (name, value)
+    if type(store) is dict:
+        for n in names:
+            if n in store:
+                return True
+        return False
     kind = type(carrier)
     gettable = _GETTABLE.get(kind)
     if gettable is None:

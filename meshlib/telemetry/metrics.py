@@ -173,7 +173,7 @@ class ClusterMetrics:
                     g = self.grpc_attempt[akey] = Histogram(GRPC_LATENCY_BUCKETS)
                 g.observe(duration)
             elif http and outcome != Outcome.CANCELLED:
-                hkey = (normal_method(method), port, record.status, err)
+                hkey = (_METHODS.get(method) or normal_method(method), port, record.status, err)  # type: ignore[arg-type]
                 g = self.http.get(hkey)
                 if g is None:
                     g = self.http[hkey] = Histogram(self.buckets)

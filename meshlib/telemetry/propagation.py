@@ -147,8 +147,8 @@ class Propagation:
     def child(self, parent: SpanContext | None) -> SpanContext:
         """A native context for one outgoing request: a new parent-id in
         ``parent``'s trace (tracestate and baggage kept), or a new sampled trace."""
-        if parent is None:
-            return SpanContext(new_trace_id(), new_span_id(), 1)
+        if parent is None:  # new_trace_id(), new_span_id(), inline
+            return SpanContext(f"{_getrandbits(128) or 1:032x}", f"{_getrandbits(64) or 1:016x}", 1)
         return SpanContext(parent[0], f"{_getrandbits(64) or 1:016x}", parent[2], parent[3], parent[4], False)
 
     def inject(self, carrier: Any, ctx: Any = None) -> None:

@@ -22,6 +22,7 @@ from ..errors import CircuitOpenError, RateLimitedError
 from ..outcome import AttemptRecord, Outcome
 from . import carriers
 from .metrics import ClusterMetrics, normal_method
+from .propagation import current_native
 from .spans import span_name
 
 if TYPE_CHECKING:
@@ -84,13 +85,17 @@ class CallScope:
 
     def __enter__(self) -> "CallScope":
         owner = self.owner
-        hub = owner.hub
-        self.started = owner.clock.perf_counter()
-        prop = hub.prop
-        parent = prop.current()
+        self.started = owner.perf_counter()
+        if owner.native:  # meshlib's own context (prop.current() and prop.missing(), inline)
+            parent = current_native()
+            missing = parent is None
+        else:
+            parent = owner.hub.prop.current()
+            missing = owner.hub.prop.missing(parent)
         headers = self.request_headers
-        if headers is not None and prop.missing(parent) and carriers.has_any(headers, prop.id_fields):
-            parent = prop.extract(headers) or parent  # trace headers the caller set by hand
+        if headers is not None and missing and carriers.has_any(headers, owner.hub.prop.id_fields):
+            parent = owner.hub.prop.extract(headers) or parent  # trace headers the caller set by hand
+        hub = owner.hub
         if hub.spans is not None and (self.rpc is not None or owner.call_spans):
             counters = owner.cluster.counters
             self.refusals = counters["retries_budget_exhausted"] + counters["hedges_budget_exhausted"] + counters["retries_overflow"]
@@ -168,7 +173,7 @@ class CallScope:
             carrier = None
         if carrier is not None:
             hub.prop.inject(carrier, ctx)
-        self.opened.append([endpoint.key, span, ctx])
+        self.opened.append([endpoint, span, ctx])
         self.attempt_ctx = ctx
         if self.rpc is not None:
             owner.attempt_started(self.rpc)
@@ -176,12 +181,18 @@ class CallScope:
 
     def ended(self, record: AttemptRecord) -> None:
         owner = self.owner
-        key = record.endpoint.key
+        ep = record.endpoint
         entry = None
-        for e in self.opened:
-            if e[0] == key:
+        for e in self.opened:  # the driver records the very Endpoint it sent to
+            if e[0] is ep:
                 entry = e
                 break
+        else:
+            key = ep.key
+            for e in self.opened:  # the endpoint object was replaced by a snapshot update
+                if e[0].key == key:
+                    entry = e
+                    break
         if entry is not None:
             try:
                 self.opened.remove(entry)
@@ -189,7 +200,7 @@ class CallScope:
                 entry = None
         if entry is not None and entry[1] is not None:
             span = entry[1]
-            if record.outcome not in (Outcome.SUCCESS, Outcome.CANCELLED) and owner.ejected(key):
+            if record.outcome not in (Outcome.SUCCESS, Outcome.CANCELLED) and owner.ejected(ep.key):
                 span.add_event("endpoint ejected", {"network.peer.address": record.endpoint.address, "meshlib.reason": "outlier detection"})
             owner.hub.spans.end_attempt(span, record, self.rpc, owner.wall_ns(record.ended))
         self.records.append(record)
@@ -304,6 +315,9 @@ class ClusterTelemetry:
         #: when the service may retry on an answer or hedge (gRPC calls always do, gRFC A72).
         retry = cluster.retry
         self.call_spans = cluster.hedges or (retry.num_retries > 0 and bool(retry.retry_on - _BEFORE_SENDING))
+        self.perf_counter = cluster.clock.perf_counter
+        #: meshlib's own context (not OpenTelemetry's), propagated or not.
+        self.native = not hub.prop.otel
 
     def call(self, method: str | None, address: str | None, port: int | None, url: str | None, rpc: str | None, headers: Any) -> CallScope:
         """``url`` already without credentials and query (see ``redact.scrub_url``)."""
@@ -337,7 +351,7 @@ class ClusterTelemetry:
     def park(self, scope: CallScope) -> None:
         with self._lock:
             for entry in scope.opened:
-                self._parked.setdefault(entry[0], []).append(scope)
+                self._parked.setdefault(entry[0].key, []).append(scope)
                 self._parked_count += 1
             evicted = None
             if self._parked_count > MAX_PARKED:
