@@ -228,11 +228,7 @@ class CallScope:
             if log is None or log.per_attempt:
                 return
             records = self.records
-            last = records[-1] if records else None
-            for r in reversed(records):
-                if r.outcome != Outcome.CANCELLED:
-                    last = r
-                    break
+            last = _answer(records)
             failed = self.error is not None or last is None or last.outcome != Outcome.SUCCESS or (last.status or 0) >= 500
             if log.wanted(failed):
                 now = owner.clock.perf_counter()
@@ -240,11 +236,7 @@ class CallScope:
             return
         now = owner.clock.perf_counter()
         records = self.records
-        last = records[-1] if records else None
-        for r in reversed(records):
-            if r.outcome != Outcome.CANCELLED:
-                last = r
-                break
+        last = _answer(records)
         error = self.error
         span = self.span
         if evicted:  # parked too long: attempts that never reported
@@ -427,6 +419,14 @@ class ClusterTelemetry:
             out["error"] = type(error).__name__
         out["trace_id"], out["span_id"] = ids
         return out
+
+
+def _answer(records: list[AttemptRecord]) -> AttemptRecord | None:
+    """The call's answer: its last attempt that was not a cancelled hedge (else its last)."""
+    for r in reversed(records):
+        if r.outcome != Outcome.CANCELLED:
+            return r
+    return records[-1] if records else None
 
 
 def _path_of(url: str) -> str:
