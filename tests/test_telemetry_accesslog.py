@@ -178,3 +178,20 @@ def test_the_sample_is_the_share_of_calls_logged(access_log):
 class _OkExchange(Exchange):
     def judge(self, result):
         return AttemptResult(Outcome.SUCCESS, 200)
+
+
+def test_grpc_method_labels_are_bounded():
+    with meshlib.Mesh(config={"access_log": False, "services": {"many": {"endpoints": "127.0.0.1:9"}}}) as mesh:
+        cluster = mesh.cluster("many")
+
+        def send(ep, limit):
+            telemetry.inject([], ep)
+            return _Stream()
+
+        for i in range(205):
+            with telemetry.call(cluster, rpc=f"/pkg.Svc/Method{i}"):
+                run(cluster.start_call(), send, _OkExchange())
+        t = mesh.stats()["telemetry"]["services"]["many"]
+    assert len(t["grpc_attempt_started"]) == 201 and t["grpc_attempt_started"]["other"] == 5
+    assert len({row["method"] for row in t["grpc_attempt_duration"]}) == 201
+    assert len({row["method"] for row in t["grpc_call_duration"]}) == 201

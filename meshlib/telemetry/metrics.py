@@ -126,15 +126,6 @@ class ClusterMetrics:
         self.hedge_wins = 0
         self.per_try_timeouts = 0
         self.calls_traced = 0
-        self._rpc_methods: set[str] = set()
-
-    def rpc_method(self, method: str) -> str:
-        if method in self._rpc_methods:
-            return method
-        if len(self._rpc_methods) >= MAX_RPC_METHODS:
-            return "other"
-        self._rpc_methods.add(method)
-        return method
 
     def record(self, record: AttemptRecord, method: str | None, port: int | None, rpc: str | None, http: bool = True) -> None:
         ep = record.endpoint.address if self.per_endpoint else ""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CircuitOpenError, RateLimitedError
 from ..outcome import AttemptRecord, Outcome
 from . import carriers
-from .metrics import ClusterMetrics, normal_method
+from .metrics import MAX_RPC_METHODS, ClusterMetrics, normal_method
 from .propagation import current_native
 from .spans import span_name
 
@@ -60,7 +60,7 @@ NULL_SCOPE = _NullScope()
 class CallScope:
     __slots__ = (
         "owner", "method", "address", "port", "url", "path", "rpc", "request_headers", "started", "opened",
-        "records", "span", "ctx", "token", "closed", "error", "refusals", "finished", "attempt_ctx",
+        "records", "span", "ctx", "token", "closed", "error", "refusals", "finished", "attempt_ctx", "rpc_label",
     )  # fmt: skip
 
     def __init__(self, owner: "ClusterTelemetry", method: str | None, address: str | None, port: int | None, url: str | None, rpc: str | None, headers: Any) -> None:
@@ -71,6 +71,8 @@ class CallScope:
         self.url = url
         self.path = None
         self.rpc = rpc
+        #: The RPC as metrics label it (bounded: see ClusterTelemetry.rpc_label).
+        self.rpc_label = None if rpc is None else owner.rpc_label(rpc)
         self.request_headers = headers
         self.opened: list[list[Any]] = []
         self.records: list[AttemptRecord] = []
@@ -175,8 +177,8 @@ class CallScope:
             hub.prop.inject(carrier, ctx)
         self.opened.append([endpoint, span, ctx])
         self.attempt_ctx = ctx
-        if self.rpc is not None:
-            owner.attempt_started(self.rpc)
+        if self.rpc_label is not None:
+            owner.attempt_started(self.rpc_label)
         return ctx
 
     def ended(self, record: AttemptRecord) -> None:
@@ -269,7 +271,7 @@ class CallScope:
                 span.end(end_time=owner.wall_ns(now))
         if self.rpc is not None:
             status = (last.grpc_status if last is not None else None) or ("OK" if last is not None and last.outcome == Outcome.SUCCESS else type(error).__name__ if error else "UNKNOWN")
-            owner.call_ended(self.rpc, status, now - self.started)
+            owner.call_ended(self.rpc_label, status, now - self.started)
         self._log(records, last, now, error)
 
     def _refused_span(self) -> None:
@@ -303,6 +305,7 @@ class ClusterTelemetry:
         self._parked_count = 0
         self._lock = threading.Lock()
         self.updates = 0
+        self._rpc_names: set[str] = set()
         #: Whether HTTP calls get a span of their own around their attempts:
         #: when the service may retry on an answer or hedge (gRPC calls always do, gRFC A72).
         retry = cluster.retry
@@ -322,7 +325,7 @@ class ClusterTelemetry:
         method = port = rpc = None
         http = True
         if scope is not None:
-            method, port, rpc = scope.method, scope.port, scope.rpc
+            method, port, rpc = scope.method, scope.port, scope.rpc_label
             http = method is not None  # a @mesh.call function: no HTTP duration
         if self.metrics is not None:
             self.metrics.record(record, method, port, rpc, http)
@@ -376,16 +379,26 @@ class ClusterTelemetry:
         """A cluster-clock reading as wall-clock nanoseconds (what spans take)."""
         return time.time_ns() - int((self.clock.perf_counter() - perf) * 1e9)
 
+    def rpc_label(self, rpc: str) -> str:
+        """``rpc`` for metric labels: the first 200 methods of the service, then ``other``
+        (gRFC A66 reports unregistered methods as ``other``)."""
+        names = self._rpc_names
+        if rpc in names:
+            return rpc
+        if len(names) >= MAX_RPC_METHODS:
+            return "other"
+        names.add(rpc)
+        return rpc
+
     def attempt_started(self, rpc: str) -> None:
         if self.metrics is not None:
-            rpc = self.metrics.rpc_method(rpc)
             self.metrics.attempt_started(rpc)
         if self.hub.otel_metrics is not None:
             self.hub.otel_metrics.attempt_started.add(1, {"grpc.method": rpc, "grpc.target": self.name})
 
     def call_ended(self, rpc: str, status: str, duration: float) -> None:
         if self.metrics is not None:
-            self.metrics.call_ended(self.metrics.rpc_method(rpc), status, duration)
+            self.metrics.call_ended(rpc, status, duration)
         if self.hub.otel_metrics is not None:
             self.hub.otel_metrics.call_duration.record(duration, {"grpc.method": rpc, "grpc.target": self.name, "grpc.status": status})
 
