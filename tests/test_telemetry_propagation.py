@@ -301,3 +301,41 @@ def test_a_grpc_server_interceptor_serves_inside_the_callers_trace_and_deadline(
         server.stop(0)
     assert seen["trace"] == seen["stream0"] == seen["stream1"] == TRACE
     assert 1.0 < seen["left"] <= 2.05  # grpc-timeout is rounded up on the wire
+
+
+def test_a_grpc_aio_server_interceptor_does_the_same():
+    import grpc
+    import grpc.aio
+
+    from meshlib.telemetry.server import grpc_aio_server_interceptor
+
+    seen = {}
+
+    async def echo(request, context):
+        seen["trace"] = current_native().trace_id
+        seen["left"] = meshlib.remaining()
+        return request
+
+    async def count(request, context):
+        for i in range(2):
+            seen[f"stream{i}"] = current_native().trace_id
+            yield b"x"
+
+    async def main():
+        server = grpc.aio.server(interceptors=[grpc_aio_server_interceptor()])
+        handlers = {"Echo": grpc.unary_unary_rpc_method_handler(echo), "Count": grpc.unary_stream_rpc_method_handler(count)}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.S", handlers),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                md = (("traceparent", VALID),)
+                assert await ch.unary_unary("/t.S/Echo")(b"hi", timeout=2, metadata=md) == b"hi"
+                assert [m async for m in ch.unary_stream("/t.S/Count")(b"", timeout=2, metadata=md)] == [b"x", b"x"]
+        finally:
+            await server.stop(0)
+
+    meshlib.Mesh(config={"tracing": "native"}).close()
+    asyncio.run(main())
+    assert seen["trace"] == seen["stream0"] == seen["stream1"] == TRACE
+    assert 1.0 < seen["left"] <= 2.05

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .hub import _OWNERS, Telemetry, default_propagation, owner_of
 from .redact import scrub_url
 from .scope import NULL_SCOPE, CallScope, current_scope
-from .server import asgi_middleware, extract, grpc_server_interceptor, incoming, wsgi_middleware
+from .server import asgi_middleware, extract, grpc_aio_server_interceptor, grpc_server_interceptor, incoming, wsgi_middleware
 from .settings import TelemetryConfig
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ __all__ = [
     "wsgi_middleware",
     "asgi_middleware",
     "grpc_server_interceptor",
+    "grpc_aio_server_interceptor",
 ]
 
 

@@ -17,7 +17,7 @@ from ..resilience.deadline import deadline, timeout_from_headers
 from . import carriers
 from .hub import default_propagation
 
-__all__ = ["incoming", "extract", "wsgi_middleware", "asgi_middleware", "grpc_server_interceptor"]
+__all__ = ["incoming", "extract", "wsgi_middleware", "asgi_middleware", "grpc_server_interceptor", "grpc_aio_server_interceptor"]
 
 
 def extract(carrier: Any) -> Any:
@@ -114,3 +114,49 @@ def grpc_server_interceptor() -> Any:
             return h
 
     return _Interceptor()
+
+
+def grpc_aio_server_interceptor() -> Any:
+    """The ``grpc.aio.ServerInterceptor`` counterpart of :func:`grpc_server_interceptor`
+    (coroutine and async-generator handlers, and plain ones)."""
+    import inspect
+
+    import grpc
+    import grpc.aio
+
+    def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(behavior):
+
+            async def stream(request: Any, context: Any) -> Any:
+                with incoming(context.invocation_metadata() or (), timeout=context.time_remaining()):
+                    async for item in behavior(request, context):
+                        yield item
+
+            return stream
+
+        async def unary(request: Any, context: Any) -> Any:
+            with incoming(context.invocation_metadata() or (), timeout=context.time_remaining()):
+                result = behavior(request, context)
+                return await result if inspect.isawaitable(result) else result
+
+        return unary
+
+    kinds = (
+        ("unary_unary", grpc.unary_unary_rpc_method_handler),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler),
+    )
+
+    class _AioInterceptor(grpc.aio.ServerInterceptor):
+        async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+            h = await continuation(details)
+            if h is None:
+                return None
+            for kind, make in kinds:
+                behavior = getattr(h, kind)
+                if behavior is not None:
+                    return make(wrap(behavior), h.request_deserializer, h.response_serializer)
+            return h
+
+    return _AioInterceptor()
