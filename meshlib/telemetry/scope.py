@@ -323,7 +323,7 @@ class ClusterTelemetry:
         if scope is None or scope.owner is not self:
             scope = self._unpark(record.endpoint.key)
         method = port = rpc = None
-        http = True
+        http = record.grpc_status is None  # a gRPC stream's attempt (no scope) is no HTTP request
         if scope is not None:
             method, port, rpc = scope.method, scope.port, scope.rpc_label
             http = method is not None  # a @mesh.call function: no HTTP duration
