@@ -1,18 +1,23 @@
+# Every target runs inside the project's virtual environment, .venv, which
+# `make setup` (scripts/setup.sh) creates from $(PYTHON) and keeps up to date.
+#   make test PYTHON=/usr/bin/python3.12   # build .venv from another Python (>= 3.10)
 PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
 
 .PHONY: setup demo test bench docs-config
 
 setup:
-	@bash scripts/setup.sh
+	@PYTHON="$(PYTHON)" VENV="$(VENV)" bash scripts/setup.sh
 
 demo: setup
-	$(PYTHON) -m meshlib demo
+	$(PY) -m meshlib demo
 
 test: setup
-	$(PYTHON) -m pytest -q
+	$(PY) -m pytest -q
 
 bench: setup
-	$(PYTHON) -m benchmarks
+	$(PY) -m benchmarks
 
-docs-config:
-	$(PYTHON) -m meshlib config-docs > docs/configuration.md
+docs-config: setup
+	$(PY) -m meshlib config-docs > docs/configuration.md

@@ -12,15 +12,17 @@ import platform
 import sys
 import time
 
-from . import failure, grpc_overhead, overhead, pick, registry, telemetry
+from . import failure, grpc_overhead, overhead, own_cost, pick, registry, telemetry, xds
 
 BENCHMARKS = {
+    "own_cost": own_cost.run,
     "overhead": overhead.run,
     "pick": pick.run,
     "failure": failure.run,
     "grpc": grpc_overhead.run,
     "registry": registry.run,
     "telemetry": telemetry.run,
+    "xds": xds.run,
 }
 
 

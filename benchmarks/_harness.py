@@ -388,21 +388,23 @@ def envoy_from(bootstrap: Callable[[int], dict]) -> Iterator[int]:
 # -- timing -----------------------------------------------------------------------
 
 
-def time_batch(batch: Callable[[], object], n: int) -> float:
+def time_batch(batch: Callable[[], object], n: int, timer: Callable[[], float] = time.perf_counter) -> float:
     """Seconds per iteration of ``batch()``, which runs ``n`` iterations."""
     gc.collect()
-    t0 = time.perf_counter()
+    t0 = timer()
     batch()
-    return (time.perf_counter() - t0) / n
+    return (timer() - t0) / n
 
 
-def interleaved(batches: Mapping[str, Callable[[], object]], rounds: int, n: int) -> dict[str, list[float]]:
+def interleaved(batches: Mapping[str, Callable[[], object]], rounds: int, n: int, timer: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Time every batch (of ``n`` iterations) once per round, ``rounds`` times.
 
     Each batch first runs once untimed (warm-up). Each round runs all batches
     back to back, alternating forward and reverse order, so slow drifts of a
     noisy machine hit every variant alike and same-round values can be
     compared pairwise. Returns per-iteration seconds, one per round, by name.
+    ``timer``: ``time.thread_time`` counts only this thread's CPU time, which
+    other processes on a busy machine disturb far less than wall time.
     """
     names = list(batches)
     for name in names:
@@ -415,7 +417,7 @@ def interleaved(batches: Mapping[str, Callable[[], object]], rounds: int, n: int
     try:
         for r in range(rounds):
             for name in names if r % 2 == 0 else reversed(names):
-                samples[name].append(time_batch(batches[name], n))
+                samples[name].append(time_batch(batches[name], n, timer))
     finally:
         gc.unfreeze()
     return samples

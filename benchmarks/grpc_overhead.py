@@ -11,6 +11,8 @@ channel to the same upstream:
 * round_robin — grpcio's own balancing: ``grpc.insecure_channel("ipv4:127.0.0.1:<upstream>",
                 options=[("grpc.lb_policy_name", "round_robin")])``
 * envoy       — ``grpc.insecure_channel("127.0.0.1:<envoy>")``
+* intercepted — ``grpc.intercept_channel(<a raw channel>, *mesh.grpc_interceptors("bench"))``:
+                meshlib's policies on a channel of the caller's own (reported, no target)
 
 All are timed in interleaved rounds (order alternating each round); added
 times and ratios are taken within each round, then the median over rounds.
@@ -46,7 +48,7 @@ MAX_ENVOY_SHARE = 0.20  # meshlib-added / envoy-added
 MIN_STREAM_RATIO = 0.90  # meshlib messages/s / raw messages/s
 STREAM_MESSAGES = 2000
 
-VARIANTS = ("raw", "meshlib", "round_robin", "envoy")
+VARIANTS = ("raw", "meshlib", "round_robin", "envoy", "intercepted")
 
 
 def _wait_grpc(port: int, proc: subprocess.Popen, log_path: str, timeout: float = 20.0) -> None:
@@ -110,6 +112,7 @@ def measure(rounds: int, calls: int, streams: int) -> tuple[dict[str, list[float
             "meshlib": mesh.grpc_channel("bench"),
             "round_robin": grpc.insecure_channel(f"ipv4:{LOOPBACK}:{upstream}", options=[("grpc.lb_policy_name", "round_robin")]),
             "envoy": grpc.insecure_channel(f"{LOOPBACK}:{sidecar}"),
+            "intercepted": grpc.intercept_channel(grpc.insecure_channel(f"{LOOPBACK}:{upstream}"), *mesh.grpc_interceptors("bench")),
         }
         try:
             unary = {}
@@ -134,7 +137,7 @@ def measure(rounds: int, calls: int, streams: int) -> tuple[dict[str, list[float
 
 
 def report(unary: dict[str, list[float]], stream: dict[str, list[float]]) -> tuple[str, bool]:
-    raw, mesh, rr, env = (unary[v] for v in VARIANTS)
+    raw, mesh, rr, env, icp = (unary[v] for v in VARIANTS)
     overhead = median([m / r - 1 for m, r in zip(mesh, raw)])
     share = median([(m - r) / (e - r) for m, r, e in zip(mesh, raw, env)])
     ok_overhead, ok_share = overhead <= MAX_OVERHEAD, share < MAX_ENVOY_SHARE
@@ -148,6 +151,7 @@ def report(unary: dict[str, list[float]], stream: dict[str, list[float]]) -> tup
         "round_robin adds µs",
         "envoy adds µs",
         "meshlib/envoy added (<0.20)",
+        "interceptors adds µs",
         "round IQR",
     ]
     row = [
@@ -160,6 +164,7 @@ def report(unary: dict[str, list[float]], stream: dict[str, list[float]]) -> tup
         f"{median([x - r for x, r in zip(rr, raw)]) * 1e6:+.1f}",
         f"{median([e - r for e, r in zip(env, raw)]) * 1e6:+.1f}",
         f"{share:.2f} {verdict(ok_share)}",
+        f"{median([i - r for i, r in zip(icp, raw)]) * 1e6:+.1f} ({median([i / r - 1 for i, r in zip(icp, raw)]):+.1%})",
         f"{max(spread(unary[v]) for v in VARIANTS):.0f}%",
     ]
     text = table(["unary call"] + headers, [["Echo"] + row])
@@ -188,7 +193,7 @@ def run(quick: bool = False) -> bool:
     print(
         "\nraw: a plain grpcio channel to the upstream; meshlib: mesh.grpc_channel('bench') (peak_ewma) to the same upstream;"
         "\nround_robin: grpcio's own round_robin over an ipv4: target list; envoy: a plain channel through an Envoy"
-        "\nsidecar (1 worker, HTTP/2 upstream). Streams: one unary-stream call per iteration, read to the end."
+        "\nsidecar (1 worker, HTTP/2 upstream); intercepted: a plain channel with mesh.grpc_interceptors('bench'). Streams: one unary-stream call per iteration, read to the end."
         "\nAdded µs, overhead and ratios: median over rounds of the value within each round.\n"
     )
     return ok

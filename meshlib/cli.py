@@ -3,8 +3,10 @@
     meshlib demo [--duration S] [--agents N] [--concurrency N] [--lb-policy NAME] [--no-live] [--no-grpc]
     meshlib demo --registry etcd|consul [--duration S] [--no-live]
     meshlib config-docs              # docs/configuration.md, from meshlib.config
+    meshlib config check [--all]     # validate MESHLIB_* and MESHLIB_CONFIG, print the effective config
     meshlib endpoints SERVICE        # what the mesh built from MESHLIB_* sees
     meshlib stats                    # mesh.stats() as JSON
+    meshlib xds status [--json]      # CSDS-like: every xDS resource, its version and status
 
 Exit status: 0 on success, 2 for a usage or configuration error (the message
 says which setting and what is accepted), 130 when Ctrl-C ended the demo.
@@ -73,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=_int_range(1, 64), default=4, metavar="N", help="client threads (default: 4)")
     demo.add_argument("--lb-policy", default=None, metavar="NAME", help=f"load-balancing policy: {_policies()} (default: meshlib's default, peak_ewma)")
     demo.add_argument("--no-live", action="store_true", help="print only the final summary, no live table")
-    demo.add_argument("--grpc", action=argparse.BooleanOptionalAction, default=None,
-                      help="also run the gRPC agent pool (default: on when grpcio is installed)")
+    demo.add_argument("--grpc", action=argparse.BooleanOptionalAction, default=True,
+                      help="also run the gRPC agent pool (default: on)")
     demo.add_argument(
         "--registry",
         choices=("etcd", "consul"),
@@ -87,12 +89,28 @@ def build_parser() -> argparse.ArgumentParser:
     docs = sub.add_parser("config-docs", help="print the configuration reference (docs/configuration.md) as Markdown")
     docs.set_defaults(handler=_config_docs)
 
+    config = sub.add_parser("config", help="configuration tools (meshlib config check)")
+    config.set_defaults(handler=lambda args: config.print_help(sys.stderr) or EXIT_USAGE)
+    check = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND").add_parser(
+        "check",
+        help="validate MESHLIB_* and the MESHLIB_CONFIG file without starting anything; "
+        "print the effective configuration per service (secrets hidden)",
+    )
+    check.add_argument("--all", action="store_true", help="also list the keys left at their defaults")
+    check.set_defaults(handler=_config_check)
+
     endpoints = sub.add_parser("endpoints", help="list a service's endpoints as the mesh built from MESHLIB_* sees them")
     endpoints.add_argument("service", metavar="SERVICE")
     endpoints.set_defaults(handler=_endpoints)
 
     stats = sub.add_parser("stats", help="print mesh.stats() of the mesh built from MESHLIB_* as JSON")
     stats.set_defaults(handler=_stats)
+
+    xds = sub.add_parser("xds", help="xDS: what the mesh built from MESHLIB_* received from its control plane")
+    xds_sub = xds.add_subparsers(dest="xds_command", metavar="COMMAND")
+    xds_status = xds_sub.add_parser("status", help="CSDS-like: the server, and per resource its type, version, status, last error and update time")
+    xds_status.add_argument("--json", action="store_true", help="print mesh.xds_status() as JSON")
+    xds_status.set_defaults(handler=_xds_status)
     return parser
 
 
@@ -100,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    quiet_grpc_core()
     if args.registry:
-        from .demo_registry import run_registry_demo
+        from .demo.registry import run_registry_demo
 
         res = run_registry_demo(args.registry, args.duration, out=sys.stdout, live=False if args.no_live else None)
         return EXIT_INTERRUPTED if res.interrupted else 0
@@ -114,15 +133,19 @@ def _demo(args: argparse.Namespace) -> int:
         lb_policy=args.lb_policy,
         out=sys.stdout,
         live=False if args.no_live else None,
-        grpc=_grpc_available() if args.grpc is None else args.grpc,
+        grpc=args.grpc,
     )
     return EXIT_INTERRUPTED if result.interrupted else 0
 
 
-def _grpc_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("grpc") is not None
+def quiet_grpc_core() -> None:
+    """Keep gRPC core's own log lines (``chttp2_transport.cc ... Got goaway``,
+    written straight to the process's stderr at INFO, and any tracer's) off
+    the demo's screen: the demo's agents come and go on purpose. gRPC core
+    reads these variables once, when ``grpc`` is first imported, so this runs
+    before the demo imports it."""
+    os.environ["GRPC_VERBOSITY"] = "NONE"
+    os.environ["GRPC_TRACE"] = ""
 
 
 def _config_docs(args: argparse.Namespace) -> int:
@@ -136,8 +159,14 @@ def _config_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_check(args: argparse.Namespace) -> int:
+    from .config.check import check
+
+    return check(os.environ, sys.stdout, sys.stderr, show_all=args.all)
+
+
 def _endpoints(args: argparse.Namespace) -> int:
-    from .demo import format_table
+    from ._table import format_table
     from .mesh import Mesh
 
     with Mesh.from_env() as mesh:
@@ -168,6 +197,32 @@ def _stats(args: argparse.Namespace) -> int:
     with Mesh.from_env() as mesh:
         stats = mesh.stats()
     print(json.dumps(stats, indent=2, default=str))
+    return 0
+
+
+def _xds_status(args: argparse.Namespace) -> int:
+    import time
+
+    from ._table import format_table
+    from .mesh import Mesh
+
+    with Mesh.from_env() as mesh:
+        status = mesh.xds_status()
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    if not status.get("enabled"):
+        print("xDS is not in use: set MESHLIB_DISCOVERY=xds (or a service's XDS_LISTENER) and an xDS bootstrap", file=sys.stderr)
+        return EXIT_USAGE
+    state = "connected" if status["connected"] else "not connected"
+    print(f"xds server {status['server']} ({state}), node {status['node'] or '-'}")
+    rows = [
+        (r["type"], r["name"], r["version"] or "-", r["status"] + (" (deleted by server)" if r["deleted_by_server"] else ""),
+         time.strftime("%H:%M:%S", time.localtime(r["last_updated"])) if r["last_updated"] else "-", r["error"] or "-")
+        for r in status["resources"]
+    ]  # fmt: skip
+    for line in format_table(("type", "name", "version", "status", "updated", "last error"), rows, "<<<<<<"):
+        print(line)
     return 0
 
 

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import ipaddress
+import math
+import reprlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping
 
 from .errors import ConfigError
 
-__all__ = ["Endpoint", "EndpointSnapshot", "parse_endpoint", "endpoint_from_mapping"]
+__all__ = [
+    "Endpoint",
+    "EndpointSnapshot",
+    "parse_endpoint",
+    "endpoint_from_mapping",
+    "parse_host_port",
+    "check_weight",
+    "check_priority",
+    "check_tags",
+    "check_metadata",
+]
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -95,49 +107,120 @@ class EndpointSnapshot:
 _ATTRS = "weight, zone, priority"
 
 
-def _parse_host_port(text: str, name: str) -> tuple[str, int]:
+class _Shown:
+    """A container value in an error message, shortened (and safe to show at any depth)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, value: object) -> None:
+        self.text = _REPR.repr(value)
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 80, 80
+
+
+#: Words that make a key's value a secret, never shown (as config/redact.py's).
+_SECRET_WORDS = ("token", "passw", "pwd", "secret", "key", "credential", "auth", "cookie")
+
+
+def _shown(value: object) -> object:
+    """``value`` for a ConfigError: scalars as they are, containers shortened,
+    the values of secret-looking keys in a mapping hidden."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= 200 else _Shown(value)
+    if isinstance(value, Mapping):
+        value = {k: "<hidden>" if any(w in str(k).lower() for w in _SECRET_WORDS) else v for k, v in value.items()}
+    return _Shown(value)
+
+
+def parse_host_port(text: str, name: str) -> tuple[str, int]:
+    """``(host, port)`` from ``host:port`` (IPv6 as ``[addr]:port``); ConfigError naming ``name``."""
     text = text.strip()
     accepted = "host:port with a port from 1 to 65535 (IPv6 as [addr]:port)"
     if text.startswith("["):
         end = text.find("]")
         if end < 0 or text[end + 1 : end + 2] != ":":
-            raise ConfigError(name, text, accepted)
+            raise ConfigError(name, _shown(text), accepted)
         host, port_s = text[1:end], text[end + 2 :]
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise ConfigError(name, text, accepted, detail=f"{host!r} is not an IPv6 address") from None
+            raise ConfigError(name, _shown(text), accepted, detail=f"{host!r} is not an IPv6 address") from None
     else:
         host, sep, port_s = text.rpartition(":")
         if not sep or not host or ":" in host:
-            raise ConfigError(name, text, accepted)
-    try:
-        port = int(port_s)
-    except ValueError:
-        raise ConfigError(name, text, accepted, detail=f"port {port_s!r} is not a number") from None
+            raise ConfigError(name, _shown(text), accepted)
+    port_s = port_s.strip()
+    if not (port_s.isascii() and port_s.isdigit() and len(port_s) <= 10):
+        raise ConfigError(name, _shown(text), accepted, detail=f"port {port_s[:20]!r} is not a number")
+    port = int(port_s)
     if not 1 <= port <= 65535:
-        raise ConfigError(name, text, accepted, detail=f"port {port} is out of range")
+        raise ConfigError(name, _shown(text), accepted, detail=f"port {port} is out of range")
     return host, port
 
 
-def _check_weight(value: object, name: str) -> int:
-    try:
-        weight = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise ConfigError(name, value, "weight must be a whole number from 1 to 1000000") from None
-    if isinstance(value, float) and value != weight or not 1 <= weight <= 1_000_000:
-        raise ConfigError(name, value, "weight must be a whole number from 1 to 1000000")
+def _whole_number(value: object) -> int | None:
+    """``value`` as an int if it is one (an int, an integral finite float, or
+    ASCII digits with an optional sign); None otherwise. Never a bool."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and value.is_integer() else None
+    if isinstance(value, str):
+        text = value.strip()
+        digits = text[1:] if text[:1] in "+-" else text
+        if digits.isascii() and digits.isdigit() and len(digits) <= 18:
+            return int(text)
+    return None
+
+
+def check_weight(value: object, name: str) -> int:
+    """A weight from 1 to 1000000; ConfigError naming ``name`` for anything else (booleans included)."""
+    weight = _whole_number(value)
+    if weight is None or not 1 <= weight <= 1_000_000:
+        raise ConfigError(name, _shown(value), "weight must be a whole number from 1 to 1000000")
     return weight
 
 
-def _check_priority(value: object, name: str) -> int:
-    try:
-        prio = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise ConfigError(name, value, "priority must be a whole number from 0 to 127") from None
-    if not 0 <= prio <= 127:
-        raise ConfigError(name, value, "priority must be a whole number from 0 to 127")
+def check_priority(value: object, name: str) -> int:
+    """A priority from 0 to 127; ConfigError naming ``name`` for anything else (booleans included)."""
+    prio = _whole_number(value)
+    if prio is None or not 0 <= prio <= 127:
+        raise ConfigError(name, _shown(value), "priority must be a whole number from 0 to 127")
     return prio
+
+
+def check_tags(value: object, name: str) -> tuple[str, ...]:
+    """Tags: a list of strings (None or absent: none). A bare string, a
+    number or a boolean is refused rather than iterated or ignored."""
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) for t in value):
+        raise ConfigError(name, _shown(value), "a list of strings")
+    return tuple(value)
+
+
+def check_metadata(value: object, name: str) -> Mapping[str, str]:
+    """Metadata: a mapping of string keys to scalar values (shown as strings)."""
+    if value is None:
+        return _EMPTY
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, (str, int)) and not isinstance(k, bool) and isinstance(v, (str, int, float, bool)) for k, v in value.items()
+    ):
+        raise ConfigError(name, _shown(value), "a mapping of string keys to string values")
+    return MappingProxyType({str(k): str(v) for k, v in value.items()})
+
+
+# The names other modules used before these were public.
+_parse_host_port, _check_weight, _check_priority = parse_host_port, check_weight, check_priority
 
 
 def parse_endpoint(spec: str, *, name: str = "endpoint") -> Endpoint:
@@ -146,7 +229,7 @@ def parse_endpoint(spec: str, *, name: str = "endpoint") -> Endpoint:
     ``name`` is the setting the text came from, used in error messages.
     """
     parts = spec.strip().split(";")
-    host, port = _parse_host_port(parts[0], name)
+    host, port = parse_host_port(parts[0], name)
     weight, zone, priority = 1, "", 0
     for attr in parts[1:]:
         attr = attr.strip()
@@ -158,54 +241,64 @@ def parse_endpoint(spec: str, *, name: str = "endpoint") -> Endpoint:
         if not sep:
             raise ConfigError(name, spec, f"attributes are key=value pairs; accepted keys: {_ATTRS}")
         if key == "weight":
-            weight = _check_weight(value, f"{name} (weight)")
+            weight = check_weight(value, f"{name} (weight)")
         elif key == "zone":
             if not value:
                 raise ConfigError(name, spec, "zone must not be empty")
             zone = value
         elif key == "priority":
-            priority = _check_priority(value, f"{name} (priority)")
+            priority = check_priority(value, f"{name} (priority)")
         else:
             raise ConfigError(name, spec, f"unknown attribute {key!r}; accepted keys: {_ATTRS}")
     return Endpoint(host=host, port=port, weight=weight, zone=zone, priority=priority)
 
 
 def endpoint_from_mapping(data: object, *, name: str) -> Endpoint:
-    """Build an Endpoint from a file entry: a spec string, or a mapping with
-    ``address`` (or ``host`` and ``port``), ``weight``, ``zone``, ``priority``,
-    ``tags``, ``metadata`` and ``healthy``."""
+    """Build an Endpoint from a file or registry entry: a spec string, or a
+    mapping with ``address`` (or ``host`` and ``port``), ``weight``, ``zone``,
+    ``priority``, ``tags``, ``metadata`` and ``healthy``. A value of the wrong
+    type (``tags: 5``, ``weight: true``, ``priority: 1e999``) raises
+    :class:`ConfigError` naming ``name`` and the field."""
     if isinstance(data, str):
         return parse_endpoint(data, name=name)
     if not isinstance(data, Mapping):
-        raise ConfigError(name, data, "an endpoint is a 'host:port;weight=N' string or a mapping with address/host/port")
+        raise ConfigError(name, _shown(data), "an endpoint is a 'host:port;weight=N' string or a mapping with address/host/port")
     known = {"address", "host", "port", "weight", "zone", "priority", "tags", "metadata", "healthy"}
     unknown = set(data) - known
     if unknown:
-        raise ConfigError(name, dict(data), f"unknown keys {sorted(unknown)}; accepted keys: {sorted(known)}")
+        # The keys only: an unknown key's value may be a secret (a token put in the wrong place).
+        raise ConfigError(name, _shown({str(k): "…" for k in data}), f"unknown keys {sorted(map(str, unknown))}; accepted keys: {sorted(known)}")
     if "address" in data:
-        host, port = _parse_host_port(str(data["address"]), f"{name}.address")
+        address = data["address"]
+        if not isinstance(address, str):
+            raise ConfigError(f"{name}.address", _shown(address), "host:port as a string")
+        host, port = parse_host_port(address, f"{name}.address")
     elif "host" in data and "port" in data:
-        host = str(data["host"])
-        _, port = _parse_host_port(f"x:{data['port']}", f"{name}.port")
+        host, port_v = data["host"], data["port"]
+        if not isinstance(host, str) or not host.strip():
+            raise ConfigError(f"{name}.host", _shown(host), "a host name or IP address as a string")
+        host = host.strip().strip("[]")
+        if isinstance(port_v, bool) or not isinstance(port_v, (int, str)):
+            raise ConfigError(f"{name}.port", _shown(port_v), "a port from 1 to 65535")
+        _, port = parse_host_port(f"x:{port_v}", f"{name}.port")
     else:
-        raise ConfigError(name, dict(data), "an endpoint needs 'address: host:port' or both 'host' and 'port'")
-    tags = data.get("tags") or ()
-    if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
-        raise ConfigError(f"{name}.tags", tags, "a list of strings")
-    meta = data.get("metadata") or {}
-    if not isinstance(meta, Mapping):
-        raise ConfigError(f"{name}.metadata", meta, "a mapping of string keys to string values")
+        raise ConfigError(name, _shown(dict(data)), "an endpoint needs 'address: host:port' or both 'host' and 'port'")
     healthy = data.get("healthy", True)
     if not isinstance(healthy, bool):
-        raise ConfigError(f"{name}.healthy", healthy, "true or false")
-    zone = data.get("zone", "") or ""
+        raise ConfigError(f"{name}.healthy", _shown(healthy), "true or false")
+    zone = data.get("zone", "")
+    if zone is None:
+        zone = ""
+    if isinstance(zone, bool) or not isinstance(zone, (str, int)):
+        raise ConfigError(f"{name}.zone", _shown(zone), "a zone name as a string")
     return Endpoint(
         host=host,
         port=port,
-        weight=_check_weight(data.get("weight", 1), f"{name}.weight"),
+        weight=check_weight(data.get("weight", 1), f"{name}.weight"),
         zone=str(zone),
-        priority=_check_priority(data.get("priority", 0), f"{name}.priority"),
-        tags=tuple(tags),
-        metadata=MappingProxyType({str(k): str(v) for k, v in meta.items()}),
+        priority=check_priority(data.get("priority", 0), f"{name}.priority"),
+        tags=check_tags(data.get("tags"), f"{name}.tags"),
+        metadata=check_metadata(data.get("metadata"), f"{name}.metadata"),
         healthy=healthy,
     )
+

@@ -13,12 +13,14 @@ from ._background import PeriodicWorker
 from .clock import SYSTEM_CLOCK, Clock
 from .core.cluster import Cluster
 from .config import MeshConfig, ServiceConfig, canonical_service, load_config
-from .discovery import DnsResolver, FileResolver, Resolver, StaticResolver
+from .discovery import Resolver
 from .discovery.dns import Lookup, system_lookup
+from .discovery.schemes import make_resolvers
 from .discovery.filter import filter_snapshot
 from .endpoint import Endpoint, EndpointSnapshot
 from .errors import MeshError, UnknownServiceError
 from .health import Probe
+from .mesh_routing import RoutingMixin
 from .telemetry import Telemetry
 
 if TYPE_CHECKING:  # pragma: no cover - import cost only for type checkers
@@ -42,7 +44,7 @@ __all__ = ["Mesh", "ATTACHMENTS"]
 ATTACHMENTS: list[Callable[["Mesh"], Any]] = []
 
 
-class Mesh:
+class Mesh(RoutingMixin):
     """An in-process service mesh.
 
     Build one from the environment with :meth:`from_env`, or from a mapping /
@@ -87,13 +89,18 @@ class Mesh:
         # Copied and swapped on change, read without a lock.
         self._by_host: Mapping[str, Cluster] = MappingProxyType({})
         self._registrations: list["Registration"] = []
+        self._init_routing()
         self._resolvers: list[Resolver] = self._make_resolvers(dns_lookup)
-        for name in config.services:
-            self._ensure_cluster(name)
+        for name, svc in config.services.items():
+            if svc.routes is not None:
+                self._set_routes(name, svc.routes)
+            if not self._is_xds_service(name):
+                self._ensure_cluster(name)
         try:
             self._ticker.start()
             for resolver in self._resolvers:
                 resolver.start(self._publish)
+            self._wait_for_xds()
             for attach in ATTACHMENTS:
                 started = attach(self)
                 if started is not None:
@@ -111,24 +118,10 @@ class Mesh:
     # -- discovery ---------------------------------------------------------------
 
     def _make_resolvers(self, dns_lookup: Lookup) -> list[Resolver]:
-        cfg = self.config
-        static = {name: svc.endpoints for name, svc in cfg.services.items() if svc.endpoints is not None}
-        resolvers: list[Resolver] = []
-        if static:
-            resolvers.append(StaticResolver(static))
-        if cfg.discovery.startswith("file://"):
-            resolvers.append(FileResolver(cfg.discovery[len("file://") :], cfg.file_poll_interval))
-        elif cfg.discovery == "dns":
-            targets = {
-                name: (svc.dns_name or name, svc.port, svc.dns_refresh_interval)
-                for name, svc in cfg.services.items()
-                if svc.endpoints is None
-            }
-            resolvers.append(DnsResolver(targets, lookup=dns_lookup, now=self.clock.monotonic))
-        elif cfg.discovery.startswith(("consul://", "etcd://")):
-            from .discovery.registries import registry_resolver  # imported only when used (grpc, py-consul)
-
-            resolvers.append(registry_resolver(cfg, exclude=frozenset(static), now=self.clock.monotonic))
+        resolvers = make_resolvers(self.config, dns_lookup=dns_lookup, now=self.clock.monotonic)
+        xds = self._make_xds_resolver()  # it also publishes routes and cluster policies
+        if xds is not None:
+            resolvers.append(xds)
         return resolvers
 
     def _ensure_cluster(self, name: str) -> Cluster:
@@ -137,7 +130,7 @@ class Mesh:
             if cluster is None:
                 cluster = Cluster(
                     name,
-                    self.config.service(name),
+                    self._service_config(name),
                     clock=self.clock,
                     rng=random.Random(self._rng.random()),
                     executor=self._executor,
@@ -192,22 +185,28 @@ class Mesh:
         return cluster
 
     def cluster(self, name: str) -> Cluster:
-        """The cluster for service ``name``; raises UnknownServiceError."""
+        """The cluster for service ``name``; raises UnknownServiceError. A routed
+        name (a Listener, or a service with ROUTES) answers the cluster its
+        routes choose for a call without path or headers."""
         if self._closed:
             raise MeshError("this Mesh is closed; create a new one")
-        cluster = self.lookup(name)
+        if self._routes.hosts:
+            hr = self._routes.hosts.get(name) or self._routes.hosts.get(canonical_service(name))
+            if hr is not None:
+                return self._routes.route(name, hr, "/", None)  # type: ignore[return-value]
+        cluster = self._by_host.get(name) or self.lookup(name)
         if cluster is None:
-            raise UnknownServiceError(name, list(self._clusters))
+            raise UnknownServiceError(name, list(self._clusters) + list(self._route_configs))
         return cluster
 
     def is_mesh_service(self, host: str) -> bool:
-        return self.lookup(host) is not None
+        return self.lookup(host) is not None or self.routed(host)
 
     def services(self) -> list[str]:
-        return sorted(self._clusters)
+        return sorted(set(self._clusters) | set(self._route_configs))
 
     def service_config(self, name: str) -> ServiceConfig:
-        return self.config.service(name)
+        return self._service_config(name)
 
     # -- introspection -----------------------------------------------------------
 
@@ -323,13 +322,23 @@ class Mesh:
         (``grpc.ChannelCredentials``, TLS to every endpoint, verifying the
         service name), ``options`` (channel arguments) and ``compression``.
         See docs/grpc.md."""
+        name = self._xds_target(name)
+        if self.routed(name):
+            from .adapters.grpc.routed import routed_channel
+
+            return routed_channel(self, name, **options)
         from .adapters.grpc import channel
 
         return channel(self, name, **options)
 
     def grpc_aio_channel(self, name: str, **options: Any) -> "grpc.aio.Channel":
         """The ``grpc.aio`` counterpart of :meth:`grpc_channel`, used on the caller's event loop."""
-        from .adapters.grpc_aio import aio_channel
+        name = self._xds_target(name)
+        if self.routed(name):
+            from .adapters.grpc.aio_routed import routed_aio_channel
+
+            return routed_aio_channel(self, name, **options)  # type: ignore[return-value]
+        from .adapters.grpc import aio_channel
 
         return aio_channel(self, name, **options)
 
@@ -339,7 +348,7 @@ class Mesh:
         with ``aio=True``): ``name``'s retries and budget, breakers, deadlines,
         trace headers and statistics, without meshlib's balancing."""
         if aio:
-            from .adapters.grpc_aio import aio_interceptors
+            from .adapters.grpc import aio_interceptors
 
             return aio_interceptors(self, name)
         from .adapters.grpc import interceptors

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import grpc
+import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 SERVICE = "meshtest.Agent"
@@ -141,6 +142,30 @@ class GrpcAgent:
 
     def stop(self, grace: float | None = None) -> None:
         self.server.stop(grace).wait(5)
+
+
+@pytest.fixture
+def grpc_agents() -> Iterator[Callable[..., list[GrpcAgent]]]:
+    """``make(n, **kw)``: n new agents (``agent-1``, ...), stopped after the test.
+    Test modules use it by importing it."""
+    made: list[GrpcAgent] = []
+
+    def make(n: int = 1, **kw: object) -> list[GrpcAgent]:
+        new = [GrpcAgent(f"agent-{len(made) + i + 1}", **kw) for i in range(n)]  # type: ignore[arg-type]
+        made.extend(new)
+        return new
+
+    yield make
+    for a in made:
+        a.stop()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
 
 
 class AgentProcess:

@@ -1,5 +1,5 @@
-"""Helpers for the registry tests: polling with deadlines, a cuttable TCP proxy,
-a traffic loop, and a subprocess that registers itself."""
+"""Helpers for the registry tests: polling with deadlines, etcd authentication,
+a cuttable TCP proxy, a traffic loop, and a subprocess that registers itself."""
 
 from __future__ import annotations
 
@@ -29,6 +29,21 @@ def addresses(mesh: meshlib.Mesh, service: str) -> set[str]:
     if not mesh.is_mesh_service(service):
         return set()
     return {ep.address for ep in mesh.endpoints(service)}
+
+
+def enable_etcd_auth(port: int, user: str, password: str) -> None:
+    """Turn authentication on in the etcd on ``port``, with ``user`` as root."""
+    import etcd3.etcdrpc as rpc
+    import grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        auth = rpc.AuthStub(channel)
+        auth.UserAdd(rpc.AuthUserAddRequest(name=user, password=password))
+        auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user=user, role="root"))
+        auth.AuthEnable(rpc.AuthEnableRequest())
+    finally:
+        channel.close()
 
 
 class TcpProxy:

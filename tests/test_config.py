@@ -70,7 +70,7 @@ def test_toml_file(tmp_path: Path):
     "env, names, accepted",
     [
         ({"MESHLIB_LB_POLICY": "fastest"}, ["MESHLIB_LB_POLICY", "'fastest'"], "round_robin"),
-        ({"MESHLIB_LB_POLCY": "random"}, ["MESHLIB_LB_POLCY"], "lb_policy"),
+        ({"MESHLIB_LB_POLCY": "random"}, ["MESHLIB_LB_POLCY", "unknown"], "did you mean LB_POLICY?"),
         ({"MESHLIB_SERVICES__X__ENDPOINTS": "127.0.0.1:70000"}, ["MESHLIB_SERVICES__X__ENDPOINTS", "70000"], "1 to 65535"),
         ({"MESHLIB_SERVICES__X__ENDPOINTS": "localhost"}, ["MESHLIB_SERVICES__X__ENDPOINTS"], "host:port"),
         ({"MESHLIB_SERVICES__X__ENDPOINTS": "127.0.0.1:80;wieght=2"}, ["wieght"], "weight, zone, priority"),
@@ -161,7 +161,7 @@ def test_every_key_default_is_the_configuration_default():
     # The defaults in docs/configuration.md come from KEYS; what a mesh runs
     # with comes from the dataclasses. They must not drift apart.
     config = MeshConfig()
-    objects = (config.defaults, config.registry, config.telemetry, config)
+    objects = (config.defaults, config.registry, config.xds, config.telemetry, config)
     checked = 0
     for key in KEYS.values():
         if key.target is not None:
@@ -175,3 +175,22 @@ def test_every_key_default_is_the_configuration_default():
         assert value == key.default, f"{key.name}: configuration default {value!r}, documented default {key.default!r}"
         checked += 1
     assert checked == len(KEYS)
+
+
+def test_balancers_get_their_own_settings_and_the_policy_names_from_their_registry():
+    import ast
+
+    from meshlib.balancing import DEFAULT_LB, POLICIES, LbSettings
+    from meshlib.config import LB_POLICIES
+
+    assert LB_POLICIES == tuple(POLICIES)
+    svc = load_config(
+        environ={"MESHLIB_CHOICE_COUNT": "3", "MESHLIB_SERVICES__A__LOCALITY_WEIGHTS": "z1=2", "MESHLIB_SERVICES__A__ENDPOINTS": "127.0.0.1:1"}
+    ).service("a")
+    assert svc.lb == LbSettings(choice_count=3, locality_weights={"z1": 2})
+    assert MeshConfig().defaults.lb == DEFAULT_LB
+    # The balancers never import config (layer rule: balancing/ is below config/).
+    for path in (Path(__file__).parent.parent / "meshlib" / "balancing").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert "config" not in (node.module or ""), f"{path.name} imports {node.module}"

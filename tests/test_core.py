@@ -89,10 +89,10 @@ def test_an_observer_that_raises_never_fails_the_call_and_is_logged_once(caplog:
 def test_policies_that_are_off_are_absent_not_checked() -> None:
     plain = make(ManualClock())
     assert plain.gates == ()
-    assert [type(o).__name__ for o in plain.observers] == ["LoadMetric", "ThresholdRelease", "OutlierFeed"]
+    assert [getattr(o, "__qualname__", "") for o in plain.observers] == ["Host.attempt_ended", "Thresholds.attempt_ended", "OutlierDetector.attempt_ended"]
     full = make(ManualClock(), rate_limit=100, breaker="cluster", fault_abort_percent=1, outlier_detection=False)
     assert [type(g).__name__ for g in full.gates] == ["RateLimitGate", "BreakerGate", "FaultGate"]
-    assert [type(o).__name__ for o in full.observers] == ["LoadMetric", "ThresholdRelease"]
+    assert [getattr(o, "__qualname__", "") for o in full.observers] == ["Host.attempt_ended", "Thresholds.attempt_ended"]
 
 
 # -- hedging on the injected clock -----------------------------------------------------
@@ -106,14 +106,16 @@ def test_sync_hedges_go_out_exactly_hedge_delay_apart_on_a_manual_clock() -> Non
     def send(ep: Endpoint, timeout: float | None) -> int:
         launched.append(clock.monotonic())
         if len(launched) < 3:
-            gate.wait(5)  # the first two hang until the third answers
+            gate.wait(5)  # the first two hang until the call is over
             return 500
-        gate.set()
         return 200
 
     with ThreadPoolExecutor(4) as pool:
         cluster = make(clock, pool=pool, hedge_max_attempts=3, hedge_delay="40ms", retry_budget="none", max_retries=5)
-        assert run(cluster.start_call(), send, StatusExchange()) == 200
+        try:
+            assert run(cluster.start_call(), send, StatusExchange()) == 200
+        finally:
+            gate.set()
     assert launched == [100.0, pytest.approx(100.04), pytest.approx(100.08)]
     assert cluster.counters["hedges"] == 2
 

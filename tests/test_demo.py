@@ -5,13 +5,17 @@ sees: the summary's words and numbers, exit codes, and no threads left behind.""
 from __future__ import annotations
 
 import io
+import logging
 import subprocess
 import sys
 import threading
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshlib import cli
+from meshlib._table import format_table, table_width
 from meshlib.demo import LiveView, run_demo
 
 AGENTS = [f"agent-{i}" for i in range(1, 6)]
@@ -140,3 +144,81 @@ def test_python_dash_m_meshlib_runs_the_command():
     proc = subprocess.run([sys.executable, "-m", "meshlib", "demo", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     assert "--lb-policy" in proc.stdout and "--no-live" in proc.stdout
+
+
+def test_cli_demo_registry_etcd_without_the_binary_says_what_to_do(capsys, monkeypatch):
+    monkeypatch.setattr("meshlib.testing.etcd_server.etcd_binary", lambda: None)
+    assert cli.main(["demo", "--registry", "etcd", "--duration", "1", "--no-live"]) == 2
+    out, err = capsys.readouterr()
+    assert "no `etcd` binary" in err and "apt-get install etcd-server" in err and "--registry consul" in err
+    assert "Traceback" not in err and "setup.sh" not in err and out == ""
+
+
+def test_live_view_shows_log_records_inside_the_frame_and_restores_stderr():
+    out = io.StringIO()
+    stderr = sys.stderr
+    view = LiveView(out, "ansi")
+    view.show("title", ["head", "row-1"], ["footer"], ["up"])
+    logging.getLogger("meshlib").warning("meshlib: agents endpoint 127.0.0.1:1 ejected (outlier detection)")
+    print("a stray line on stderr", file=sys.stderr)
+    view.show("title", ["head", "row-1"], ["footer"], ["up"])
+    logging.getLogger("meshlib").warning("meshlib: late record")
+    view.close()
+    assert sys.stderr is stderr
+    first, second = out.getvalue().split("\x1b[J")[:2]
+    assert "ejected" not in first
+    # the second frame moves up over the first's 4 lines and draws both records below the footer
+    assert second.startswith("\x1b[?25l\x1b[4A\r")
+    assert second.index("footer") < second.index("ejected (outlier detection)") < second.index("a stray line on stderr")
+    # a record that came after the last frame is printed below it, not lost
+    assert out.getvalue().rstrip("\x1b[?25h").endswith("meshlib: late record\n")
+
+
+def test_live_view_fits_the_terminal_width(monkeypatch):
+    from meshlib.demo.table import Row, render_table
+
+    rows = [Row(f"agent-{i}", f"127.0.0.1:{40000 + i}", 12345, 0.25, 0.3, 6.5, 3, 2, 939.1, "failing", "ejected") for i in range(1, 6)]
+    wide = render_table(rows, 1.0)
+    assert len(wide) == 6 and all("127.0.0.1:" in line for line in wide[1:])
+    narrow = render_table(rows, 1.0, width=79)
+    assert max(len(line) for line in narrow) <= 79
+    head = " ".join(narrow[:2]).split()
+    for column in ("agent", "reqs", "share", "p50", "5xx", "refused", "ewma", "state", "meshlib"):
+        assert column in head  # only the address went
+    assert all(line.split()[-2:] == ["failing", "ejected"] for line in narrow[2:])
+
+
+def test_mesh_state_is_healthy_only_when_the_latest_attempts_succeeded():
+    from meshlib.demo.scenario import mesh_state
+
+    assert mesh_state({"state": "healthy", "consecutive_5xx": 0, "consecutive_local_origin_failure": 0}) == "healthy"
+    assert mesh_state({"state": "healthy", "consecutive_local_origin_failure": 2}) == "failing"
+    assert mesh_state({"state": "healthy", "consecutive_5xx": 1}) == "failing"
+    assert mesh_state({"state": "ejected", "consecutive_5xx": 3}) == "ejected"
+    assert mesh_state({}) == "?"
+
+
+cells = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=12)
+
+
+@given(
+    rows=st.lists(st.tuples(cells, cells, cells), max_size=6),
+    width=st.integers(min_value=1, max_value=60),
+)
+def test_format_table_keeps_every_cell_and_drops_only_optional_columns(rows, width):
+    headers = ("name", "address", "value")
+    lines = format_table(headers, rows, "<<>", width=width, optional=("address",))
+    full = format_table(headers, rows, "<<>")
+    assert len(lines) == len(full) == len(rows) + 1
+    dropped = lines[0].split() == ["name", "value"]
+    if table_width(headers, rows) <= width:
+        assert lines == full and not dropped
+    else:
+        assert dropped
+    for line, row in zip(lines[1:], rows):
+        kept = [row[0], row[2]] if dropped else list(row)
+        pos = 0
+        for cell in kept:
+            found = line.find(cell.strip(), pos)
+            assert found >= 0
+            pos = found + len(cell.strip())

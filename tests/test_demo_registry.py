@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from meshlib import cli
-from meshlib.demo_registry import run_registry_demo
+from meshlib.demo.registry import run_registry_demo
 
 
 @pytest.mark.parametrize("registry", ["etcd", "consul"])

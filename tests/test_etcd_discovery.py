@@ -14,7 +14,7 @@ import pytest
 
 import meshlib
 from meshlib.discovery.etcd_client import EtcdClient
-from tests.registry_helpers import TcpProxy, Traffic, addresses, registering_process, wait_for
+from tests.registry_helpers import TcpProxy, Traffic, addresses, enable_etcd_auth, registering_process, wait_for
 
 #: Propagation target from a registry write to the picker (docs/benchmarks.md).
 PROPAGATION_TARGET = 0.100
@@ -221,16 +221,8 @@ def test_close_stops_every_thread(etcd, agents):
 
 
 def test_user_and_password_with_auth_enabled(own_etcd, agents):
-    import etcd3.etcdrpc as rpc
-    import grpc
-
     (a,) = agents(1)
-    channel = grpc.insecure_channel(f"127.0.0.1:{own_etcd.port}")
-    auth = rpc.AuthStub(channel)
-    auth.UserAdd(rpc.AuthUserAddRequest(name="root", password="rootpw"))
-    auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="root", role="root"))
-    auth.AuthEnable(rpc.AuthEnableRequest())
-    channel.close()
+    enable_etcd_auth(own_etcd.port, "root", "rootpw")
     config = {"discovery": own_etcd.url, "etcd_user": "root", "etcd_password": "rootpw"}
     with meshlib.Mesh(config=config) as provider, meshlib.Mesh(config=config) as consumer:
         provider.register("secure", port=a.port, address="127.0.0.1")

@@ -30,31 +30,9 @@ from meshlib.adapters.grpc import (
 from meshlib.endpoint import EndpointSnapshot, parse_endpoint
 from meshlib.outcome import Outcome
 
-from .grpc_agents import CHAT, COUNT, ECHO, JOIN, AgentProcess, GrpcAgent
+from .grpc_agents import CHAT, COUNT, ECHO, JOIN, AgentProcess, grpc_agents, wait_until  # noqa: F401 (a fixture)
 
 SC = grpc.StatusCode
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
-
-@pytest.fixture
-def grpc_agents() -> Iterator[Callable[..., list[GrpcAgent]]]:
-    made: list[GrpcAgent] = []
-
-    def make(n: int = 1, **kw: object) -> list[GrpcAgent]:
-        new = [GrpcAgent(f"agent-{len(made) + i + 1}", **kw) for i in range(n)]  # type: ignore[arg-type]
-        made.extend(new)
-        return new
-
-    yield make
-    for a in made:
-        a.stop()
 
 
 @pytest.fixture

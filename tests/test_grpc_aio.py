@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from typing import Callable, Iterator
+from typing import Callable
 
 import grpc
 import grpc.aio
@@ -14,26 +14,12 @@ import pytest
 
 import meshlib
 from meshlib import CircuitOpenError, DeadlineExceededError, Mesh
-from meshlib.adapters.grpc_aio import MeshAioChannel
+from meshlib.adapters.grpc import MeshAioChannel
 from meshlib.endpoint import EndpointSnapshot, parse_endpoint
 
-from .grpc_agents import CHAT, COUNT, ECHO, JOIN, GrpcAgent
+from .grpc_agents import CHAT, COUNT, ECHO, JOIN, GrpcAgent, grpc_agents  # noqa: F401 (a fixture)
 
 SC = grpc.StatusCode
-
-
-@pytest.fixture
-def grpc_agents() -> Iterator[Callable[..., list[GrpcAgent]]]:
-    made: list[GrpcAgent] = []
-
-    def make(n: int = 1) -> list[GrpcAgent]:
-        new = [GrpcAgent(f"agent-{len(made) + i + 1}") for i in range(n)]
-        made.extend(new)
-        return new
-
-    yield make
-    for a in made:
-        a.stop()
 
 
 def mesh_for(agents: list[GrpcAgent], **service: object) -> Mesh:

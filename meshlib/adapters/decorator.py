@@ -27,7 +27,7 @@ from typing import Any, Callable, TypeVar
 from ..core.driver import run, run_async
 from ..endpoint import Endpoint
 from ..resilience.deadline import deadline
-from ..outcome import AttemptResult
+from ..outcome import AttemptResult, Outcome
 from ..core.services import Services
 from .. import telemetry
 from ._common import HttpExchange, judge_response
@@ -42,6 +42,8 @@ class DecoratorExchange(HttpExchange):
         ``status``, as requests, httpx and urllib3 responses have) is judged by
         its status, so ``retry_on=5xx`` and outlier detection see it; any other
         value is a success."""
+        if type(result) in _PLAIN:
+            return _OK
         status = getattr(result, "status_code", None)
         if not isinstance(status, int):
             status = getattr(result, "status", None)
@@ -52,19 +54,29 @@ class DecoratorExchange(HttpExchange):
 
 
 EXCHANGE = DecoratorExchange()
+#: Return types that are never an HTTP response: judged a success at once.
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, dict, list, tuple})
+_OK = AttemptResult(Outcome.SUCCESS)
 
 
 def mesh_call(mesh: "Services | Callable[[], Services]", service: str, *, idempotent: bool = True) -> Callable[[F], F]:
     """``mesh`` may be a Mesh or a zero-argument function returning one
     (the module-level ``meshlib.call`` binds the default mesh lazily)."""
-    get_mesh = mesh if callable(mesh) and not hasattr(mesh, "cluster") else (lambda: mesh)
+    if callable(mesh) and not hasattr(mesh, "cluster"):
+        get_mesh = mesh
+
+        def cluster_of() -> Any:
+            return get_mesh().cluster(service)  # type: ignore[operator, union-attr]
+
+    else:
+        cluster_of = functools.partial(mesh.cluster, service)  # type: ignore[union-attr]
 
     def decorate(fn: F) -> F:
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                cluster = get_mesh().cluster(service)  # type: ignore[union-attr]
+                cluster = cluster_of()
 
                 async def send(ep: Endpoint, limit: float | None) -> Any:
                     with telemetry.attempt(ep):  # telemetry: the attempt's span, current while fn runs
@@ -80,7 +92,7 @@ def mesh_call(mesh: "Services | Callable[[], Services]", service: str, *, idempo
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            cluster = get_mesh().cluster(service)  # type: ignore[union-attr]
+            cluster = cluster_of()
 
             def send(ep: Endpoint, limit: float | None) -> Any:
                 with telemetry.attempt(ep):  # telemetry: the attempt's span, current while fn runs

@@ -23,7 +23,7 @@ from typing import Any, Callable, Generic, TypeVar
 try:
     import httpx
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
-    raise ModuleNotFoundError("mesh.httpx_client() needs httpx: pip install 'meshlib[httpx]'") from exc
+    raise ModuleNotFoundError("mesh.httpx_client() and mesh.httpx_async_client() need httpx: pip install 'meshlib-client[httpx]'") from exc
 
 from ..core.driver import run, run_async
 from ..core.call import Call
@@ -129,7 +129,7 @@ class _Pools(Generic[T]):
 
 
 def _begin(mesh: "Services", request: httpx.Request) -> Call | None:
-    cluster = mesh.lookup(request.url.host)
+    cluster = mesh.route(request.url.host, request.url.raw_path.decode("ascii"), request.headers)  # routed names go through their routes
     if cluster is None:
         return None
     cfg = cluster.config

@@ -21,6 +21,7 @@ from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
 from ..core.services import Services
 from .. import telemetry
+from ._mirror import mirror
 from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, HttpExchange, endpoint_url, judge_response, split_url, timeout_header
 from .urllib3 import TLSNamePoolManager
 
@@ -128,7 +129,7 @@ class MeshAdapter(HTTPAdapter):
     def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None, verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:  # type: ignore[override]
         url = request.url or ""
         scheme, authority, host, rest = split_url(url)
-        cluster = self._mesh.lookup(host)
+        cluster = self._mesh.route(host, rest, request.headers)  # routed names go through their routes
         if cluster is None:
             return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
         cfg = cluster.config
@@ -154,6 +155,8 @@ class MeshAdapter(HTTPAdapter):
             response.request = request
             return response
 
+        if getattr(cluster, "mirrors", None):  # the route mirrors its calls (shadow traffic)
+            mirror(self._mesh, cluster.mirrors, lambda target: self._shadow(request, scheme, target, rest, host_header, verify, cert))
         token = TLS_NAME.set(host) if scheme == "https" else None
         try:
             abort = None if cluster.fault is None else (lambda fault: _aborted(request, url, fault.abort_status))
@@ -162,6 +165,17 @@ class MeshAdapter(HTTPAdapter):
         finally:
             if token is not None:
                 TLS_NAME.reset(token)
+
+
+    def _shadow(self, request: requests.PreparedRequest, scheme: str, target: str, rest: str, host_header: str, verify: Any, cert: Any) -> None:
+        """A copy of ``request`` to the mirror cluster ``target`` (a body that
+        cannot be sent twice is never mirrored)."""
+        if request.body is not None and not isinstance(request.body, (bytes, str)):
+            return
+        copy = request.copy()
+        copy.url = f"{scheme}://{target}{rest}"
+        copy.headers["Host"] = f"{host_header}-shadow"
+        self.send(copy, verify=verify, cert=cert).close()
 
 
 def session(mesh: "Services", **adapter_kwargs: Any) -> requests.Session:

@@ -27,6 +27,7 @@ from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
 from ..core.services import Services
 from .. import telemetry
+from ._mirror import mirror
 from ._common import FAULT_BODY, FAULT_HEADERS, TIMEOUT_HEADER, TLS_NAME, HttpExchange, judge_response, split_url, timeout_header
 
 
@@ -109,7 +110,7 @@ class MeshPoolManager(TLSNamePoolManager):
 
     def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> Any:  # type: ignore[override]
         scheme, authority, host, rest = split_url(url)
-        cluster = self._mesh.lookup(host)
+        cluster = self._mesh.route(host, rest, kw.get("headers") or self.headers)  # routed names go through their routes
         if cluster is None:
             return super().urlopen(method, url, redirect=redirect, **kw)
         cfg = cluster.config
@@ -131,6 +132,8 @@ class MeshPoolManager(TLSNamePoolManager):
         if cluster.hashing and cfg.hash_header:
             key = _header(headers, cfg.hash_header)
         call = cluster.start_call(key, is_idempotent(method))
+        if getattr(cluster, "mirrors", None):  # the route mirrors its calls (shadow traffic)
+            mirror(self._mesh, cluster.mirrors, lambda name: self._shadow(method, scheme, name, rest, headers, kw))
         target = _request_target(rest)
         token = TLS_NAME.set(host) if scheme == "https" else None
 
@@ -152,6 +155,15 @@ class MeshPoolManager(TLSNamePoolManager):
         if redirect and response.get_redirect_location():
             return self._follow(method, url, response, kw)
         return response
+
+    def _shadow(self, method: str, scheme: str, target: str, rest: str, headers: dict[str, Any], kw: dict[str, Any]) -> None:
+        """A copy of the request to the mirror cluster ``target`` (a body that
+        cannot be sent twice is never mirrored)."""
+        body = kw.get("body")
+        if body is not None and not isinstance(body, (bytes, str)):
+            return
+        shadow = {**headers, "Host": f"{headers['Host']}-shadow"}
+        self.urlopen(method, f"{scheme}://{target}{rest}", redirect=False, body=body, headers=shadow).release_conn()
 
     def _follow(self, method: str, url: str, response: Any, kw: dict[str, Any]) -> Any:
         """Follow a redirect the way ``PoolManager.urlopen`` does (303 turns into

@@ -1,6 +1,7 @@
 """Load-balancing policies, registered by snake_case name.
 
-A policy is a builder ``(hosts, config, rng, clock) -> Picker``; see ``base``.
+A policy is a builder ``(hosts, settings, rng, clock) -> Picker`` where
+settings is the service's :class:`LbSettings`; see ``base``.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from . import least_request, maglev, peak_ewma, random, ring_hash, round_robin, weighted_round_robin
 from .base import EmptyPicker, Picker, PolicyBuilder
 from .locality import build_picker
+from .settings import DEFAULT_LB, LbSettings
 
 POLICIES: dict[str, PolicyBuilder] = {
     "round_robin": round_robin.build,
@@ -22,4 +24,4 @@ POLICIES: dict[str, PolicyBuilder] = {
 #: Policies that read the request's hash key.
 HASHING = frozenset({"ring_hash", "maglev"})
 
-__all__ = ["POLICIES", "HASHING", "Picker", "PolicyBuilder", "EmptyPicker", "build_picker"]
+__all__ = ["POLICIES", "HASHING", "Picker", "PolicyBuilder", "EmptyPicker", "build_picker", "LbSettings", "DEFAULT_LB"]

@@ -11,9 +11,9 @@ import random
 from typing import Callable, Protocol, Sequence, Sized
 
 from ..clock import Clock
-from ..config import ServiceConfig
 from ..endpoint import Endpoint
 from ..errors import NoHealthyEndpointsError
+from .settings import LbSettings
 
 __all__ = ["Host", "Picker", "PolicyBuilder", "EmptyPicker", "cumulative"]
 
@@ -37,8 +37,8 @@ class Picker(Protocol):
     def pick(self, hash_value: int | None) -> Host: ...
 
 
-#: ``build(hosts, config, rng, clock) -> Picker``; ``hosts`` is never empty.
-PolicyBuilder = Callable[[Sequence[Host], ServiceConfig, random.Random, Clock], Picker]
+#: ``build(hosts, settings, rng, clock) -> Picker``; ``hosts`` is never empty.
+PolicyBuilder = Callable[[Sequence[Host], LbSettings, random.Random, Clock], Picker]
 
 
 class EmptyPicker:

@@ -15,8 +15,8 @@ from bisect import bisect_right
 from typing import Sequence
 
 from ..clock import Clock
-from ..config import ServiceConfig
 from .base import Host, cumulative
+from .settings import LbSettings
 
 
 class LeastRequestPicker:
@@ -70,7 +70,7 @@ class WeightedLeastRequestPicker:
         return best
 
 
-def build(hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random, clock: Clock) -> LeastRequestPicker | WeightedLeastRequestPicker:
+def build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock) -> LeastRequestPicker | WeightedLeastRequestPicker:
     if len({h.endpoint.weight for h in hosts}) == 1:
         return LeastRequestPicker(hosts, rng, cfg.choice_count)
     return WeightedLeastRequestPicker(hosts, rng, cfg.choice_count, cfg.active_request_bias)

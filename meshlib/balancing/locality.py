@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..clock import Clock
-from ..config import ServiceConfig
 from .base import EmptyPicker, Host, Picker, PolicyBuilder, cumulative
+from .settings import LbSettings
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class WeightedChoicePicker:
 
 
 def _zone_picker(
-    hosts: Sequence[Host], usable: Sequence[Host], cfg: ServiceConfig, policy: PolicyBuilder, rng: random.Random, clock: Clock, panic: bool
+    hosts: Sequence[Host], usable: Sequence[Host], cfg: LbSettings, policy: PolicyBuilder, rng: random.Random, clock: Clock, panic: bool
 ) -> Picker | None:
     by_zone_all: dict[str, int] = {}
     by_zone: dict[str, list[Host]] = {}
@@ -109,7 +109,7 @@ def build_picker(
     service: str,
     hosts: Sequence[Host],
     usable: Sequence[bool],
-    cfg: ServiceConfig,
+    cfg: LbSettings,
     policy: PolicyBuilder,
     rng: random.Random,
     clock: Clock,

@@ -13,9 +13,9 @@ import random
 from typing import Sequence
 
 from ..clock import Clock
-from ..config import ServiceConfig
 from .base import Host
 from .hashing import host_hash
+from .settings import LbSettings
 
 
 def build_table(addresses: Sequence[str], weights: Sequence[int], size: int) -> list[int]:
@@ -52,7 +52,7 @@ def build_table(addresses: Sequence[str], weights: Sequence[int], size: int) -> 
 class MaglevPicker:
     __slots__ = ("_table", "_size", "_hosts", "_rand")
 
-    def __init__(self, hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random) -> None:
+    def __init__(self, hosts: Sequence[Host], cfg: LbSettings, rng: random.Random) -> None:
         size = cfg.maglev_table_size
         idx = build_table([h.endpoint.address for h in hosts], [h.endpoint.weight for h in hosts], size)
         self._hosts = tuple(hosts)
@@ -66,5 +66,5 @@ class MaglevPicker:
         return self._table[hash_value % self._size]
 
 
-def build(hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random, clock: Clock) -> MaglevPicker:
+def build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock) -> MaglevPicker:
     return MaglevPicker(hosts, cfg, rng)

@@ -14,8 +14,8 @@ import random
 from typing import Sequence
 
 from ..clock import Clock
-from ..config import ServiceConfig
 from .base import Host
+from .settings import LbSettings
 
 
 class PeakEwmaPicker:
@@ -47,5 +47,5 @@ class PeakEwmaPicker:
         return b if load_b < load_a else a
 
 
-def build(hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random, clock: Clock) -> PeakEwmaPicker:
+def build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock) -> PeakEwmaPicker:
     return PeakEwmaPicker(hosts, rng, clock)

@@ -7,8 +7,8 @@ from bisect import bisect_right
 from typing import Sequence
 
 from ..clock import Clock
-from ..config import ServiceConfig
 from .base import Host, cumulative
+from .settings import LbSettings
 
 
 class RandomPicker:
@@ -36,7 +36,7 @@ class WeightedRandomPicker:
         return self._hosts[bisect_right(self._cum, self._rand() * self._total)]
 
 
-def build(hosts: Sequence[Host], cfg: ServiceConfig, rng: _random.Random, clock: Clock) -> RandomPicker | WeightedRandomPicker:
+def build(hosts: Sequence[Host], cfg: LbSettings, rng: _random.Random, clock: Clock) -> RandomPicker | WeightedRandomPicker:
     if len({h.endpoint.weight for h in hosts}) == 1:
         return RandomPicker(hosts, rng)
     return WeightedRandomPicker(hosts, rng)

@@ -20,9 +20,9 @@ from bisect import bisect_left
 from typing import Sequence
 
 from ..clock import Clock
-from ..config import ServiceConfig
 from .base import Host
 from .hashing import _xxh64 as xxh64
+from .settings import LbSettings
 
 
 #: Entries built at most (unless ring_hash_min_size asks for more): keeps a
@@ -79,7 +79,7 @@ def build_ring(addresses: Sequence[str], weights: Sequence[int], min_size: int, 
 class RingHashPicker:
     __slots__ = ("_hashes", "_owners", "_size", "_rand", "_hosts")
 
-    def __init__(self, hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random) -> None:
+    def __init__(self, hosts: Sequence[Host], cfg: LbSettings, rng: random.Random) -> None:
         hashes, owners = build_ring(
             [h.endpoint.address for h in hosts],
             [h.endpoint.weight for h in hosts],
@@ -103,5 +103,5 @@ class RingHashPicker:
         return self._size
 
 
-def build(hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random, clock: Clock) -> RingHashPicker:
+def build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock) -> RingHashPicker:
     return RingHashPicker(hosts, cfg, rng)

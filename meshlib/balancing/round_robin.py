@@ -7,8 +7,8 @@ import random
 from typing import Sequence
 
 from ..clock import Clock
-from ..config import ServiceConfig
 from .base import Host
+from .settings import LbSettings
 
 
 class RoundRobinPicker:
@@ -24,5 +24,5 @@ class RoundRobinPicker:
         return self._hosts[self._next() % self._n]
 
 
-def build(hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random, clock: Clock) -> RoundRobinPicker:
+def build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock) -> RoundRobinPicker:
     return RoundRobinPicker(hosts, rng.randrange(len(hosts)))

@@ -19,8 +19,8 @@ from functools import reduce
 from typing import Sequence
 
 from ..clock import Clock
-from ..config import ServiceConfig
 from .base import Host
+from .settings import LbSettings
 
 MAX_CYCLE = 1 << 17
 
@@ -58,5 +58,5 @@ class WeightedRoundRobinPicker:
         return self._order[self._next() % self._n]
 
 
-def build(hosts: Sequence[Host], cfg: ServiceConfig, rng: random.Random, clock: Clock) -> WeightedRoundRobinPicker:
+def build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock) -> WeightedRoundRobinPicker:
     return WeightedRoundRobinPicker(hosts, rng.randrange(1 << 30))

@@ -18,6 +18,7 @@ from ..errors import CircuitOpenError, DeadlineExceededError, NoHealthyEndpoints
 from ..outcome import AttemptRecord, AttemptResult, Outcome
 from ..resilience.deadline import current_deadline
 from ..resilience.fault import FaultDecision
+from .gates import ANY_HOST
 from .host import Host
 from .observers import notify, observer_failed
 
@@ -29,6 +30,9 @@ __all__ = ["Call", "hash_key"]
 _HASH_KEY: contextvars.ContextVar[str | bytes | None] = contextvars.ContextVar("meshlib_hash_key", default=None)
 _SUCCESS = Outcome.SUCCESS
 _CANCELLED = Outcome.CANCELLED
+#: Builds an AttemptRecord from a full tuple of its fields in one C call
+#: (the named tuple's own ``__new__`` is a Python function).
+_record = tuple.__new__
 
 
 class hash_key:
@@ -74,6 +78,7 @@ class Call:
         "_caller_deadline",
         "_open_streams",
         "_finished",
+        "hedging",
     )
 
     def __init__(self, cluster: "Cluster", key: str | bytes | None, idempotent: bool = True, timeout: float | None = None) -> None:
@@ -83,6 +88,8 @@ class Call:
         self._caller_deadline = None if timeout is None else cluster.clock.monotonic() + timeout
         self.key = key
         self.idempotent = idempotent
+        #: Whether this call hedges: the service hedges and the method is idempotent.
+        self.hedging = cluster.hedges and idempotent
         self.tried: list[Host] = []
         self.attempt = 0
         self.retries = 0
@@ -151,11 +158,6 @@ class Call:
         service timeout starts now (a caller's own deadline kept running)."""
         self._start_clock()
 
-    @property
-    def hedging(self) -> bool:
-        """Whether this call hedges (the service hedges and the method is idempotent)."""
-        return self.cluster.hedges and self.idempotent
-
     # -- attempts ----------------------------------------------------------------
 
     def remaining(self) -> float | None:
@@ -172,30 +174,37 @@ class Call:
         left = self.deadline - self.cluster.clock.monotonic()
         return left if per_try is None or left < per_try else per_try
 
-    def pick(self, failure: BaseException | None = None) -> Host:
+    def pick(self, failure: BaseException | None = None, host: Host | None = None) -> Host:
         """Choose this attempt's host (another than those tried, where one
         exists), mark it started and return it. ``failure`` is the previous
-        attempt's error: if no host is left to retry on, it is raised instead."""
+        attempt's error: if no host is left to retry on, it is raised instead.
+        With ``host`` given, the attempt goes there (a caller's own channel,
+        whose stand-in Host carries the statistics): no balancing and no
+        per-endpoint breaker; the deadline and ``max_requests`` as usual."""
         cluster = self.cluster
         if self.deadline is not None and self.deadline <= cluster.clock.monotonic():
             self.expired(failure)
-        key = self.key
-        try:
-            host = cluster.picker.pick(None if key is None else _hash(key, self.attempt))
-        except NoHealthyEndpointsError:
-            if failure is not None:
-                raise failure from None
-            raise
         tried = self.tried
-        if tried and host in tried:
-            host = self._fresh_host(host)
-        host = cluster.host_gate.admit(self, host, failure)
+        gate = cluster.host_gate
+        if host is None:
+            key = self.key
+            try:
+                host = cluster.picker.pick(None if key is None else _hash(key, self.attempt))
+            except NoHealthyEndpointsError:
+                if failure is not None:
+                    raise failure from None
+                raise
+            if tried and host in tried:
+                host = self._fresh_host(host)
+            host = gate.admit(self, host, failure)
+        else:
+            gate = ANY_HOST  # a pinned host: no per-endpoint breaker
         try:
             cluster.thresholds.acquire_attempt()
         except CircuitOpenError:
             cluster.count("overflow")
             self._release_retry()
-            cluster.host_gate.release(host)  # the permit was never used
+            gate.release(host)  # the permit was never used
             if failure is not None:
                 raise failure from None
             raise
@@ -222,37 +231,41 @@ class Call:
         ``perf_counter``) is over: its record goes to the cluster's observers.
         ``first_byte`` is when its answer began (default: now)."""
         now = self.cluster.clock.perf_counter()
-        record = AttemptRecord(
+        record = _record(AttemptRecord, (
             host.endpoint, started, now if first_byte is None else first_byte, now, result.outcome,
             result.status, result.grpc_status, self.attempt, self.attempt > 1 and not hedge, hedge, nbytes,
-        )  # fmt: skip
-        for observer in self.cluster.observers:  # notify(), inline: this runs on every attempt
+        ))  # fmt: skip
+        for attempt_ended in self.cluster.observers:  # notify(), inline: this runs on every attempt
             try:
-                observer.attempt_ended(host, record)
+                attempt_ended(host, record)
             except Exception:
-                observer_failed(observer)
+                observer_failed(attempt_ended)
         if not hedge and self._is_retry:
             self._release_retry()
 
     def ended_later(self, host: Host, started: float, result: AttemptResult) -> Callable[[str | None, int | None], None]:
         """The attempt answered, its answer goes back to the caller, and its
         body is still to be read (a stream): the attempt stays in flight until
-        the returned ``end(outcome, nbytes)`` is called — exactly once, when the
-        body is fully read or closed (``outcome`` None: the answer's own), or
-        broke mid-body (``Outcome.RESET``, ``Outcome.TIMEOUT``, ...)."""
+        the returned ``end(outcome, nbytes, grpc_status)`` is called — once (later
+        calls do nothing), when the body is fully read or closed (``outcome``
+        None: the answer's own), or broke mid-body (``Outcome.RESET``,
+        ``Outcome.TIMEOUT``, ...; a gRPC stream gives its final status)."""
         first_byte = self.cluster.clock.perf_counter()
         retry, self._is_retry = self._is_retry, False
         attempt = self.attempt
         self._open_streams += 1
         done = False
 
-        def end(outcome: str | None = None, nbytes: int | None = None) -> None:
+        def end(outcome: str | None = None, nbytes: int | None = None, grpc_status: str | None = None) -> None:
             nonlocal done
             if done:
                 return
             done = True
             now = self.cluster.clock.perf_counter()
-            verdict = result if outcome is None else AttemptResult(outcome, result.status, result.grpc_status)
+            if outcome is None:
+                verdict = result
+            else:  # a stream's own final status (gRPC), or the answer's
+                verdict = AttemptResult(outcome, result.status, grpc_status or result.grpc_status)
             record = AttemptRecord(
                 host.endpoint, started, first_byte, now, verdict.outcome, verdict.status, verdict.grpc_status,
                 attempt, attempt > 1, False, nbytes,

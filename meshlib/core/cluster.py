@@ -38,7 +38,7 @@ from ..resilience.thresholds import Thresholds
 from .call import Call, current_hash_key
 from .gates import ANY_HOST, BreakerGate, EndpointBreakers, FaultGate, Gate, RateLimitGate
 from .host import Host
-from .observers import EndpointBreakerFeed, LoadMetric, Observer, ObserverFactory, OutlierFeed, ThresholdRelease
+from .observers import AttemptEnded, EndpointBreakerFeed, ObserverFactory
 
 if TYPE_CHECKING:  # the model the config layer builds; the core only reads it
     from ..config import ServiceConfig
@@ -92,38 +92,53 @@ class Cluster:
         observers: Sequence[ObserverFactory] = (),
     ) -> None:
         self.name = name
-        self.config = cfg
         self.clock = clock
-        self.hashing = cfg.lb_policy in HASHING
         self.rng = rng or random.Random()
         #: Returns the Mesh's thread pool (for hedged sync calls), made on first use.
         self.executor = executor
-        self._policy = POLICIES[cfg.lb_policy]
         self._hosts: dict[tuple[str, int], Host] = {}
         self._write_lock = threading.Lock()  # snapshot rebuilds only
         self._stats_lock = threading.Lock()  # counters; never waits for a rebuild
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.calls = Tally()
 
-        # Policies, composed once from the immutable config.
+        self._observer_factories = tuple(observers)
+        self._health_probe = health_probe
+        self._health_worker: PeriodicWorker | None = None
+        self._compose(cfg)
+
+        #: Called with each adopted snapshot (see :meth:`watch`).
+        self._watchers: list[Callable[[EndpointSnapshot], None]] = []
+
+        picker, levels = build_picker(name, (), (), cfg.lb, self._policy, self.rng, clock)
+        empty = EndpointSnapshot(name, ())
+        self._state = _State(empty, (), picker, tuple(levels), empty)
+        #: The current picker (swapped with each rebuild; read without a lock).
+        self.picker: Picker = picker
+
+    def _compose(self, cfg: "ServiceConfig") -> None:
+        """Compose the service's policies from its immutable configuration
+        (at construction, and again by :meth:`reconfigure`)."""
+        self.config = cfg
+        self.hashing = cfg.lb_policy in HASHING
+        self._policy = POLICIES[cfg.lb_policy]
         self.retry = cfg.retry
         self.timeout = cfg.timeout
         self.per_try_timeout = cfg.retry.per_try_timeout
         self.hedge = cfg.hedge
         self.hedges = cfg.hedge.enabled
-        self.budget = cfg.retry_budget.build(clock)
+        self.budget = cfg.retry_budget.build(self.clock)
         self.budget_limited = cfg.retry_budget.kind != "none"
         self.budget_in_flight = self.budget.tracks_in_flight
-        self.thresholds = Thresholds(cfg.max_requests, cfg.max_pending_requests, cfg.max_retries, cfg.max_connections, service=name)
-        self.breaker = CircuitBreaker(cfg.breaker_config, clock=clock, name=name) if cfg.breaker == "cluster" else None
+        self.thresholds = Thresholds(cfg.max_requests, cfg.max_pending_requests, cfg.max_retries, cfg.max_connections, service=self.name)
+        self.breaker = CircuitBreaker(cfg.breaker_config, clock=self.clock, name=self.name) if cfg.breaker == "cluster" else None
         self.endpoint_breakers: dict[Hashable, CircuitBreaker] = {}
-        self.outlier = OutlierDetector(cfg.outlier, clock, random.Random(f"{name}/outlier")) if cfg.outlier_detection else None
-        self.limiter = TokenBucket(cfg.rate_limit, cfg.rate_limit_burst, now=clock.monotonic) if cfg.rate_limit > 0 else None
+        self.outlier = OutlierDetector(cfg.outlier, self.clock, random.Random(f"{self.name}/outlier")) if cfg.outlier_detection else None
+        self.limiter = TokenBucket(cfg.rate_limit, cfg.rate_limit_burst, now=self.clock.monotonic) if cfg.rate_limit > 0 else None
         self.fault = cfg.fault if cfg.fault.enabled else None
         self.health: HealthChecker | None = None
-        self._health_worker: PeriodicWorker | None = None
         if cfg.health_check.enabled:
-            self.health = HealthChecker(name, cfg.health_check, probe=health_probe, clock=clock, on_pass=self._health_passed)
+            self.health = HealthChecker(self.name, cfg.health_check, probe=self._health_probe, clock=self.clock, on_pass=self._health_passed)
 
         gates: list[Gate] = []
         if self.limiter is not None:
@@ -136,26 +151,34 @@ class Cluster:
         self.gates: tuple[Gate, ...] = tuple(gates)
         self._per_endpoint_breakers = cfg.breaker == "endpoint"
         self.host_gate = EndpointBreakers(self) if self._per_endpoint_breakers else ANY_HOST
-        feeds: list[Observer] = [LoadMetric(), ThresholdRelease(self.thresholds)]
+        feeds: list[AttemptEnded] = [Host.attempt_ended, self.thresholds.attempt_ended]
         if self.outlier is not None:
-            feeds.append(OutlierFeed(self.outlier, self))
+            self.outlier.on_eject = self._ejected
+            feeds.append(self.outlier.attempt_ended)
         if self._per_endpoint_breakers:
-            feeds.append(EndpointBreakerFeed(lambda: self.endpoint_breakers))
-        for factory in observers:
+            feeds.append(EndpointBreakerFeed(lambda: self.endpoint_breakers).attempt_ended)
+        for factory in self._observer_factories:
             extra = factory(self)
             if extra is not None:
-                feeds.append(extra)
-        #: Every finished attempt's record goes to each of these, in order.
-        self.observers: tuple[Observer, ...] = tuple(feeds)
+                feeds.append(extra.attempt_ended)
+        #: Every finished attempt's record goes to each of these (an observer's
+        #: bound ``attempt_ended``), in order: the load metric (``Host``), the
+        #: thresholds, outlier detection, endpoint breakers, extra observers.
+        self.observers: tuple[AttemptEnded, ...] = tuple(feeds)
 
-        #: Called with each adopted snapshot (see :meth:`watch`).
-        self._watchers: list[Callable[[EndpointSnapshot], None]] = []
-
-        picker, levels = build_picker(name, (), (), cfg, self._policy, self.rng, clock)
-        empty = EndpointSnapshot(name, ())
-        self._state = _State(empty, (), picker, tuple(levels), empty)
-        #: The current picker (swapped with each rebuild; read without a lock).
-        self.picker: Picker = picker
+    def reconfigure(self, cfg: "ServiceConfig") -> None:
+        """Adopt new settings (an xDS cluster update) in place: the policies are
+        composed again, the hosts and their statistics kept, the picker
+        rebuilt. Adapters holding this cluster see the change at once. Calls in
+        flight finish under the objects they started with; their releases may
+        count against the new thresholds and budget, which clamp at zero."""
+        with self._write_lock:
+            worker, self._health_worker = self._health_worker, None
+            self._compose(cfg)
+        if worker is not None:
+            worker.stop()
+        self.start()
+        self.update(self.snapshot)
 
     # -- discovery side -------------------------------------------------------
 
@@ -204,6 +227,10 @@ class Cluster:
 
         return unwatch
 
+    def _ejected(self, host: Host) -> None:
+        log.warning("meshlib: %s endpoint %s ejected (outlier detection)", self.name, host.endpoint.address)
+        self.rebuild()
+
     def _endpoint_breaker(self, key: tuple[str, int]) -> CircuitBreaker:
         breaker = CircuitBreaker(self.config.breaker_config, clock=self.clock, name=f"{self.name}/{key[0]}:{key[1]}")
         breaker.on_transition(lambda old, new: self.rebuild() if OPEN in (old, new) else None)
@@ -227,7 +254,7 @@ class Cluster:
     def _build(self, snapshot: EndpointSnapshot, hosts: tuple[Host, ...]) -> None:
         flags = [self._usable(h) for h in hosts]
         usable = [healthy and not ejected for healthy, ejected in flags]
-        picker, levels = build_picker(self.name, hosts, usable, self.config, self._policy, self.rng, self.clock)
+        picker, levels = build_picker(self.name, hosts, usable, self.config.lb, self._policy, self.rng, self.clock)
         if all(healthy == h.endpoint.healthy and not ejected for h, (healthy, ejected) in zip(hosts, flags)):
             view = snapshot
         else:

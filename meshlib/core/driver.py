@@ -24,52 +24,18 @@ from ..errors import FaultInjectedError
 from ..outcome import AttemptResult, Outcome
 from ..resilience.fault import FaultDecision
 from .call import Call
+from .exchange import Exchange, outcome_of
+from .hedging import hedged, hedged_async
 from .host import Host
 
 __all__ = ["Exchange", "Attempts", "run", "run_async", "sit_out_fault", "sit_out_fault_async"]
 
 T = TypeVar("T")
 
-#: ``end(outcome=None, nbytes=None)``: a streamed answer is over (see ``Call.ended_later``).
-End = Callable[..., None]
-
-
-class Exchange:
-    """How the drivers read one client library's results. Subclass per adapter."""
-
-    def classify(self, exc: BaseException) -> str:
-        return Outcome.ERROR
-
-    def judge(self, result: Any) -> AttemptResult:
-        return _SUCCESS
-
-    def discard(self, result: Any) -> None:
-        """Let go of a response that will not be returned (its retry goes out)."""
-
-    def rewind(self) -> bool:
-        """Make the request ready to be sent again (a body rewound to its
-        start); False if it cannot be, then no further attempt is made."""
-        return True
-
-    def defer(self, result: Any, end: End) -> bool:
-        """``result`` goes back to the caller. Return True if its body is still
-        to be read: the adapter then calls ``end(outcome=None, nbytes=None)``
-        once, when the body is fully read, closed or dropped (``outcome`` an
-        :class:`~meshlib.outcome.Outcome` if it broke mid-body); until then the
-        attempt counts as in flight. False: the attempt is over now."""
-        return False
-
-
 Abort = Callable[[FaultDecision], Any]
 _NO_DEFER = Exchange.defer
-_SUCCESS = AttemptResult(Outcome.SUCCESS)
 _OK = Outcome.SUCCESS
 _NONE = object()
-
-
-def outcome_of(ex: Exchange, exc: BaseException) -> str:
-    # KeyboardInterrupt, CancelledError and the like say nothing about the host.
-    return ex.classify(exc) if isinstance(exc, Exception) else Outcome.CANCELLED
 
 
 def _abort(call: Call, fault: FaultDecision, abort: Abort | None) -> Any:
@@ -172,9 +138,7 @@ def run(call: Call, send: Callable[[Any, float | None], T], ex: Exchange, abort:
     try:
         if fault is not None and sit_out_fault(call, fault):
             return _abort(call, fault, abort)  # type: ignore[no-any-return]
-        if call.cluster.hedges and call.hedging:
-            from .hedging import hedged
-
+        if call.hedging:
             return hedged(call, send, ex)
         perf_counter = call.cluster.clock.perf_counter
         host: Host | None = call.pick(None)
@@ -218,9 +182,7 @@ async def run_async(call: Call, send: Callable[[Any, float | None], Awaitable[T]
     try:
         if fault is not None and await sit_out_fault_async(call, fault):
             return _abort(call, fault, abort)  # type: ignore[no-any-return]
-        if call.cluster.hedges and call.hedging:
-            from .hedging import hedged_async
-
+        if call.hedging:
             return await hedged_async(call, send, ex)
         perf_counter = call.cluster.clock.perf_counter
         host: Host | None = call.pick(None)

@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 from ..outcome import AttemptResult, Outcome
 from ..resilience.backoff import DO_NOT_RETRY, MAX_RETRY_AFTER
 from .call import Call
-from .driver import Exchange, outcome_of
+from .exchange import Exchange, outcome_of
 from .host import Host
 
 __all__ = ["Hedge", "hedged", "hedged_async"]

@@ -15,13 +15,25 @@ two observations, which an average can afford).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, NamedTuple
 
 from .._tally import Tally
 from ..clock import SYSTEM_CLOCK, Clock
 from ..endpoint import Endpoint
 from ..outcome import Outcome
 
+if TYPE_CHECKING:
+    from ..outcome import AttemptRecord
+
 __all__ = ["Host"]
+
+
+class _Timed(NamedTuple):
+    """The fields of an attempt record the load metric reads."""
+
+    started: float
+    first_byte: float
+    outcome: str
 
 _SUCCESS = Outcome.SUCCESS
 _CANCELLED = Outcome.CANCELLED
@@ -82,12 +94,21 @@ class Host:
     def done(self, latency: float, outcome: str) -> None:
         """Record one finished attempt: its latency in seconds (time to the
         answer's first byte) and its :class:`~meshlib.outcome.Outcome`."""
+        self.attempt_ended(_Timed(0.0, latency, outcome))
+
+    def attempt_ended(self, record: "AttemptRecord | _Timed") -> None:
+        """The load metric, as an observer of one finished attempt (the
+        cluster calls ``Host.attempt_ended(host, record)``): the attempt
+        leaves the in-flight count, its outcome is counted, and its time to
+        first byte (a stream's whole duration does not count) feeds the EWMA."""
         try:
             self.inflight.pop()
         except IndexError:  # more ends than starts: never below zero
             pass
+        outcome = record.outcome
         if outcome == _CANCELLED:
             return
+        latency = record.first_byte - record.started
         if outcome == _SUCCESS:
             self._successes.add()
             self.latency_total += latency

@@ -8,9 +8,10 @@ import ``meshlib.mesh``.
 
 from __future__ import annotations
 
-from typing import Callable, Hashable, Protocol, TypeVar
+from typing import Any, Callable, Hashable, Protocol, TypeVar
 
 from .cluster import Cluster
+from .routed import RoutedCluster
 
 __all__ = ["Services"]
 
@@ -25,6 +26,12 @@ class Services(Protocol):
 
     def lookup(self, host: str) -> Cluster | None:
         """The cluster a URL host names, or None if it is not a mesh service."""
+        ...
+
+    def route(self, host: str, path: str = "/", headers: Any = None) -> "Cluster | RoutedCluster | None":
+        """The cluster a call to ``host`` with this path and headers goes to:
+        through the routes when ``host`` is routed (xDS or ROUTES), else as
+        :meth:`lookup`."""
         ...
 
     def cluster(self, name: str) -> Cluster:

@@ -22,9 +22,12 @@ An entry becomes an :class:`Endpoint`: host ``Service.Address`` (else
 ``MESHLIB_CONSUL_ONLY_PASSING=false``; a weight of 0 or a critical check drops
 it), tags ``Service.Tags``, metadata ``Service.Meta``, zone
 ``Service.Locality.Zone`` or ``Meta["zone"]``, priority ``Meta["priority"]``.
-An entry that cannot be used (no address, port out of range, not an object) is
-skipped with a warning naming the service instance; if it had a good value
-before, that value stays.
+An entry that cannot be used, for any reason (no address, port out of range,
+not an object, tags or metadata of the wrong type...), is skipped with a
+warning naming the service instance; if it had a good value before, that
+value stays. An unexpected error in a loop is logged, shown in
+``mesh.stats()`` (``healthy: false``, ``internal_errors``), and the loop backs
+off and resumes: no answer ends a watch.
 """
 
 from __future__ import annotations
@@ -34,19 +37,21 @@ import logging
 import socket
 import threading
 import weakref
-from types import MappingProxyType
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import consul
 import requests
 from requests.adapters import HTTPAdapter
 
-from ..config import _SERVICE_RE, RegistryConfig, canonical_service
-from ..endpoint import Endpoint, _check_priority
+from ..endpoint import Endpoint, check_metadata, check_priority
 from ..errors import ConfigError
+from ..names import canonical_service, is_service_name
 from ..resilience.ratelimit import TokenBucket
-from ._registry import RegistryResolver, RegistryUnavailable, reconnecting
 from .base import Publish
+from .registry import RegistryResolver, RegistryUnavailable, reconnecting, run_guarded
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import RegistryConfig
 
 log = logging.getLogger("meshlib.discovery.consul")
 
@@ -114,7 +119,7 @@ class _InterruptibleAdapter(HTTPAdapter):
                     pass
 
 
-def make_client(host: str, port: int, cfg: RegistryConfig) -> tuple[consul.Consul, _InterruptibleAdapter]:
+def make_client(host: str, port: int, cfg: "RegistryConfig") -> tuple[consul.Consul, _InterruptibleAdapter]:
     """A py-consul client on an interruptible session. TLS options switch to
     https. The token is set after construction because py-consul would
     otherwise prefer ``CONSUL_HTTP_TOKEN`` over an explicit one."""
@@ -183,9 +188,10 @@ def endpoint_from_entry(entry: Any, key: str) -> Endpoint | None:
     tags = svc.get("Tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise ValueError("Service.Tags is not a list of strings")
-    meta = svc.get("Meta") or {}
-    if not isinstance(meta, Mapping):
-        raise ValueError("Service.Meta is not an object")
+    try:
+        meta = check_metadata(svc.get("Meta") or {}, f"{key} Service.Meta")
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
     weights = svc.get("Weights") or {}
     if not isinstance(weights, Mapping):
         raise ValueError("Service.Weights is not an object")
@@ -198,9 +204,11 @@ def endpoint_from_entry(entry: Any, key: str) -> Endpoint | None:
     if weight == 0:
         return None
     locality = svc.get("Locality") if isinstance(svc.get("Locality"), Mapping) else {}
-    zone = str(locality.get("Zone") or meta.get("zone") or "")
+    zone = locality.get("Zone") or meta.get("zone") or ""
+    if not isinstance(zone, str):
+        raise ValueError(f"Service.Locality.Zone {str(zone)[:80]} is not a string")
     try:
-        priority = _check_priority(meta.get("priority", 0), f"{key} Meta.priority")
+        priority = check_priority(meta.get("priority", 0), f"{key} Meta.priority")
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
     return Endpoint(
@@ -210,7 +218,7 @@ def endpoint_from_entry(entry: Any, key: str) -> Endpoint | None:
         zone=zone,
         priority=priority,
         tags=tuple(tags),
-        metadata=MappingProxyType({str(k): str(v) for k, v in meta.items()}),
+        metadata=meta,
     )
 
 
@@ -259,7 +267,7 @@ class _BlockingLoop(abc.ABC):
         try:
             index, data = self._ask(None if self.recovering else self.index or None)
             return int(index), data
-        except (requests.RequestException, consul.ConsulException, ValueError) as exc:
+        except (requests.RequestException, consul.ConsulException, ValueError, TypeError) as exc:  # TypeError: no index
             if self.stop.is_set():
                 raise _Closed() from None
             raise RegistryUnavailable(f"consul {self.resolver.target}: {self.label}: {describe(exc)}") from None
@@ -269,6 +277,10 @@ class _BlockingLoop(abc.ABC):
         self.resolver.staleness.failed(exc, self.label)
 
     def _run(self) -> None:
+        r = self.resolver
+        run_guarded(f"consul {r.target} watch of {self.label}", self._loop, self.stop, r.staleness, r.cfg, self.label, r.now)
+
+    def _loop(self) -> None:
         r = self.resolver
         while self.bucket.wait(self.stop):
             try:
@@ -308,9 +320,10 @@ class _ServiceWatch(_BlockingLoop):
             key = f"{self.name} {entry_key(entry, i)}"
             try:
                 ep = endpoint_from_entry(entry, key)
-            except ValueError as exc:
+            except Exception as exc:  # any reason at all: one entry never stops the watch
                 old = self.entries.get(key)
-                r.bad.skip(key, str(exc) + ("; its last good value stays" if old is not None else ""))
+                reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {str(exc)[:200]}"
+                r.bad.skip(key, reason + ("; its last good value stays" if old is not None else ""))
                 if old is not None:
                     fresh[key] = old
                 continue
@@ -335,7 +348,7 @@ class _CatalogWatch(_BlockingLoop):
         names = set()
         for raw in services if isinstance(services, Mapping) else {}:
             name = canonical_service(str(raw))
-            if name != str(raw) or not _SERVICE_RE.match(name):
+            if name != str(raw) or not is_service_name(name):
                 # Consul names are case-sensitive; meshlib's are not. Watch
                 # only names that are already in meshlib's one spelling.
                 r.bad.skip(f"catalog service {raw!r}", "meshlib service names are lower case letters, digits, '-' and '.'")

@@ -3,12 +3,15 @@
 Every declared service without static endpoints is looked up as its
 ``dns_name`` (default: the service name) with its ``port``. A refresh whose
 sorted address list equals the last one publishes nothing, so pickers and
-their statistics are not rebuilt. A failed lookup keeps the last good
-addresses and is counted in ``mesh.stats()``.
+their statistics are not rebuilt. A failed lookup (an error of any kind) keeps
+the last good addresses and is counted in ``mesh.stats()``. An answer that is
+not an IP address is skipped with a warning and counted (``skipped_answers``);
+a lookup whose answers are all unusable counts as failed.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
@@ -23,6 +26,23 @@ log = logging.getLogger("meshlib.discovery.dns")
 
 #: ``lookup(name, port) -> [ip, ...]``; the default asks the system resolver.
 Lookup = Callable[[str, int], list[str]]
+
+
+def usable_addresses(answers: object) -> tuple[tuple[str, ...], list[str]]:
+    """The IP addresses in a lookup's answers (sorted, de-duplicated, in
+    their canonical spelling) and the answers that are not one."""
+    good: set[str] = set()
+    bad: list[str] = []
+    if isinstance(answers, (str, bytes)) or not hasattr(answers, "__iter__"):
+        return (), [repr(answers)[:80]]
+    for answer in answers:  # type: ignore[attr-defined]
+        try:
+            if not isinstance(answer, str):
+                raise ValueError("not a string")
+            good.add(str(ipaddress.ip_address(answer)))
+        except ValueError:
+            bad.append(repr(answer)[:80])
+    return tuple(sorted(good)), bad
 
 
 def system_lookup(name: str, port: int) -> list[str]:
@@ -50,6 +70,7 @@ class DnsResolver:
         self._worker: PeriodicWorker | None = None
         self.lookups = 0
         self.errors = 0
+        self.skipped = 0
         self.last_error = ""
 
     def services(self) -> frozenset[str]:
@@ -75,8 +96,13 @@ class DnsResolver:
                 self._due[name] = now + interval
                 self.lookups += 1
                 try:
-                    addrs = tuple(sorted(set(self._lookup(dns_name, port))))
-                except (OSError, UnicodeError) as exc:
+                    addrs, bad = usable_addresses(self._lookup(dns_name, port))
+                    if bad:
+                        self.skipped += len(bad)
+                        log.warning("meshlib: DNS lookup of %s for %r: skipped answers that are not IP addresses: %s", dns_name, name, ", ".join(bad[:5]))
+                        if not addrs:
+                            raise ValueError("no answer is an IP address")
+                except Exception as exc:  # OSError, UnicodeError, a lookup that misbehaves: never fatal
                     self.errors += 1
                     self.last_error = f"{dns_name}: {exc}"
                     log.warning("meshlib: DNS lookup of %s for %r failed, keeping the last good addresses: %s", dns_name, name, exc)
@@ -95,4 +121,5 @@ class DnsResolver:
             self._worker.stop()
 
     def status(self) -> dict[str, Any]:
-        return {"kind": "dns", "services": len(self._targets), "lookups": self.lookups, "errors": self.errors, "last_error": self.last_error}
+        return {"kind": "dns", "services": len(self._targets), "lookups": self.lookups, "errors": self.errors,
+                "skipped_answers": self.skipped, "last_error": self.last_error}  # fmt: skip

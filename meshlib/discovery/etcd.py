@@ -20,9 +20,13 @@ revision it applied. If that revision was compacted meanwhile, etcd says so
 ``header.revision + 1`` (etcd's documented recovery). If etcd's revision went
 backwards (a restored or new cluster) it reads the prefix again too.
 
-An entry that does not parse (bad JSON, no address, port out of range) is
-skipped with a warning naming its key; if the key had a good value before,
-that value stays. The rest of the service is unaffected.
+An entry that does not parse, for any reason (bad JSON, nesting too deep, no
+address, port out of range, ``tags: 5``, ``weight: 1e999``...), is skipped
+with a warning naming its key, once per revision of the key; if the key had a
+good value before, that value stays. The rest of the service is unaffected.
+An unexpected error in the watch loop itself is logged, reported in
+``mesh.stats()`` (``healthy: false``, ``internal_errors``), and the loop
+backs off, reads the prefix again and resumes: no input ends the watch.
 """
 
 from __future__ import annotations
@@ -33,12 +37,11 @@ import logging
 import threading
 from typing import Any, Mapping
 
-from .etcd_client import EtcdClient, WatchStream
-from ..config import _SERVICE_RE, canonical_service
 from ..endpoint import Endpoint, endpoint_from_mapping
-from ..errors import ConfigError
-from ._registry import RegistryResolver, RegistryUnavailable, reconnecting
+from ..names import canonical_service, is_service_name
 from .base import Publish
+from .etcd_client import EtcdClient, WatchStream
+from .registry import RegistryResolver, RegistryUnavailable, reconnecting, run_guarded
 
 log = logging.getLogger("meshlib.discovery.etcd")
 
@@ -62,8 +65,8 @@ def endpoint_from_value(raw: bytes, key: str) -> Endpoint | None:
     Raises :class:`ValueError` (including ``ConfigError``) with the reason."""
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, nesting deeper than the parser goes
+        raise ValueError(f"not JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
     if not isinstance(data, Mapping):
         raise ValueError(f"not a JSON object: {raw[:80]!r}")
     if "Addr" in data and not {"address", "host"} & set(data):
@@ -133,6 +136,9 @@ class EtcdResolver(RegistryResolver):
     # -- the watch loop ---------------------------------------------------------
 
     def _run(self) -> None:
+        run_guarded(f"etcd {self.target} watch of {self._dir}", self._watch, self._stop, self.staleness, self.cfg, now=self.now)
+
+    def _watch(self) -> None:
         while not self._stop.is_set():
             try:
                 stream, first = reconnecting(self.cfg, self._stop, self.staleness.failed)(self._open)
@@ -153,6 +159,9 @@ class EtcdResolver(RegistryResolver):
                 if self._stop.is_set():
                     return
                 self.staleness.failed(exc)
+            except Exception:
+                self._need_list = True  # what was applied is in doubt: read it all again
+                raise
             finally:
                 self._drop_connection()
 
@@ -226,28 +235,31 @@ class EtcdResolver(RegistryResolver):
             return None
         service, sep, instance = key[len(self._dir) :].partition("/")
         name = canonical_service(service)
-        if not sep or not instance or not _SERVICE_RE.match(name):
+        if not sep or not instance or not is_service_name(name):
             self.bad.skip(key, f"keys are {self._dir}<service>/<instance-id> with a service name of letters, digits, '-', '_' and '.'")
             return None
         return (name, instance) if self._wanted(name) else None
 
-    def _parse(self, key: str, value: bytes, old: Endpoint | None) -> Endpoint | None:
+    def _parse(self, key: str, value: bytes, old: Endpoint | None, revision: int) -> Endpoint | None:
+        """The endpoint of one value; for a value that cannot be used, for
+        whatever reason, a warning (once per revision) and ``old``."""
         try:
             ep = endpoint_from_value(value, key)
-        except (ValueError, ConfigError) as exc:
-            self.bad.skip(key, str(exc) + ("; its last good value stays" if old is not None else ""))
+        except Exception as exc:  # any reason at all: one entry never stops the watch
+            reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {str(exc)[:200]}"
+            self.bad.skip(key, reason + ("; its last good value stays" if old is not None else ""), revision)
             return old
         self.bad.forget(key)
         return ep
 
-    def _apply_listing(self, kvs: list[tuple[str, bytes]]) -> None:
+    def _apply_listing(self, kvs: list[tuple[str, bytes, int]]) -> None:
         fresh: dict[str, dict[str, Endpoint]] = {}
-        for key, value in kvs:
+        for key, value, revision in kvs:
             split = self._split(key)
             if split is None:
                 continue
             service, instance = split
-            ep = self._parse(key, value, self._instances.get(service, {}).get(instance))
+            ep = self._parse(key, value, self._instances.get(service, {}).get(instance), revision)
             if ep is not None:
                 fresh.setdefault(service, {})[instance] = ep
         self._instances = fresh
@@ -270,7 +282,7 @@ class EtcdResolver(RegistryResolver):
                     changed.add(service)
                 continue
             old = instances.get(instance)
-            ep = self._parse(key, ev.kv.value, old)
+            ep = self._parse(key, ev.kv.value, old, ev.kv.mod_revision)
             if ep is None:
                 if instances.pop(instance, None) is not None:
                     changed.add(service)

@@ -31,7 +31,7 @@ import etcd3.etcdrpc as rpc
 import grpc
 from etcd3 import utils as etcd_utils
 
-from ._registry import RegistryUnavailable
+from .registry import RegistryUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import RegistryConfig
@@ -142,10 +142,11 @@ class EtcdClient:
         )
 
     @_mapped
-    def range_prefix(self, prefix: str) -> tuple[int, list[tuple[str, bytes]]]:
-        """Every key under ``prefix`` (a directory: ``prefix/``), and the store revision."""
+    def range_prefix(self, prefix: str) -> tuple[int, list[tuple[str, bytes, int]]]:
+        """Every key under ``prefix`` (a directory: ``prefix/``) as (key, value,
+        mod_revision), and the store revision."""
         resp = self._raw.get_prefix_response(prefix)
-        return resp.header.revision, [(kv.key.decode("utf-8", "replace"), kv.value) for kv in resp.kvs]
+        return resp.header.revision, [(kv.key.decode("utf-8", "replace"), kv.value, kv.mod_revision) for kv in resp.kvs]
 
     def watch(self, prefix: str, start_revision: int) -> WatchStream:
         key = etcd_utils.to_bytes(prefix)

@@ -8,7 +8,8 @@ within ``timeout``. A healthy host turns unhealthy after
 ``healthy_threshold`` passing ones. A host new to the service is usable until
 its first probe, which decides at once (Envoy's default, without
 ``ignore_new_hosts_until_first_hc``). With gRPC the probe is the standard
-``grpc.health.v1.Health/Check`` (see ``meshlib.adapters.grpc``).
+``grpc.health.v1.Health/Check`` (:mod:`.grpc_probe`); probes are registered
+by name in :mod:`.probes`.
 
 Together with outlier detection, as in Envoy: a host takes traffic only when
 it passes its checks *and* is not ejected, and a passing probe returns an
@@ -17,7 +18,6 @@ ejected host at once when ``successful_active_health_check_uneject_host`` is on.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import threading
 from dataclasses import dataclass
@@ -26,12 +26,12 @@ from typing import Callable, Hashable, Iterable
 from ..clock import SYSTEM_CLOCK, Clock
 from ..endpoint import Endpoint
 from ..errors import ConfigError
+from .probes import Probe, http_probe, make_probe, probe_names
 
-__all__ = ["HealthCheckConfig", "HealthChecker", "http_probe", "parse_statuses"]
+__all__ = ["HealthCheckConfig", "HealthChecker", "Probe", "http_probe", "parse_statuses"]
 
 log = logging.getLogger("meshlib")
 
-Probe = Callable[[Endpoint, "HealthCheckConfig"], bool]
 _ACCEPTED = "comma-separated HTTP statuses or ranges, e.g. 200 or 200-299,404"
 
 
@@ -71,8 +71,8 @@ class HealthCheckConfig:
     def __post_init__(self) -> None:
         if self.path and self.protocol == "http" and not self.path.startswith("/"):
             raise ConfigError("health_check_path", self.path, "an HTTP path starting with /, or empty for no active checks")
-        if self.protocol not in ("http", "grpc"):
-            raise ConfigError("health_check_protocol", self.protocol, "http or grpc")
+        if self.protocol not in probe_names():
+            raise ConfigError("health_check_protocol", self.protocol, " or ".join(probe_names()))
         for name in ("interval", "timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"health_check_{name}", getattr(self, name), "a duration greater than 0")
@@ -85,20 +85,6 @@ class HealthCheckConfig:
     @property
     def enabled(self) -> bool:
         return bool(self.path) or self.protocol == "grpc"
-
-
-def http_probe(endpoint: Endpoint, cfg: HealthCheckConfig, host_header: str = "") -> bool:
-    """One HTTP health check: True if ``GET path`` answers an expected status in time."""
-    conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=cfg.timeout)
-    try:
-        conn.request("GET", cfg.path, headers={"Host": host_header or endpoint.address, "User-Agent": "meshlib-health-check", "Connection": "close"})
-        response = conn.getresponse()
-        response.read()
-        return response.status in cfg.expected_statuses
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
 
 
 class _State:
@@ -130,11 +116,7 @@ class HealthChecker:
     ) -> None:
         self.service = service
         self.config = config
-        if probe is None and config.protocol == "grpc":
-            from ..adapters.grpc import grpc_health_probe  # grpcio is an optional extra
-
-            probe = grpc_health_probe
-        self._probe: Probe = probe or (lambda ep, cfg: http_probe(ep, cfg, service))
+        self._probe: Probe = probe or make_probe(config.protocol, service)
         self._clock = clock
         self._on_pass = on_pass
         self._lock = threading.Lock()

@@ -5,18 +5,40 @@ until the returned :class:`Registration` is closed. See docs/registries.md."""
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
-from ..config import MeshConfig, _check_service_name
-from ..endpoint import _check_priority, _check_weight
+from ..discovery.schemes import join_words, registry_target, schemes
+from ..endpoint import check_priority, check_weight
 from ..errors import ConfigError
-from .base import Health, Instance, Registration, default_instance_id, local_address_towards
+from ..names import check_service_name
+from .backends import Backend, backends
+from .base import Health, Instance, Registration, default_instance_id
 
-__all__ = ["Registration", "Instance", "register"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import MeshConfig
+
+__all__ = ["Registration", "Instance", "register", "backend_for"]
+
+
+def backend_for(discovery: str) -> Backend:
+    """The registration backend of a ``MESHLIB_DISCOVERY`` value; ConfigError
+    if its scheme has no registry to write to."""
+    name = discovery.partition("://")[0].lower()
+    found = backends().get(name) if "://" in discovery else None
+    if found is None:
+        known = schemes()
+        writable = [known[b].form if b in known else f"{b}://host:port" for b in backends()]
+        others = [s.label for n, s in known.items() if n not in backends()]
+        raise ConfigError(
+            "MESHLIB_DISCOVERY",
+            discovery,
+            f"{join_words(writable)} to register with ({join_words(others, 'and')} have no registry)",
+        )
+    return found
 
 
 def register(
-    config: MeshConfig,
+    config: "MeshConfig",
     name: str,
     *,
     port: int,
@@ -30,14 +52,8 @@ def register(
     instance_id: str | None = None,
 ) -> Registration:
     """Validate, build the registry's Registration, register, and return it."""
-    scheme, _, rest = config.discovery.partition("://")
-    if scheme not in ("consul", "etcd"):
-        raise ConfigError(
-            "MESHLIB_DISCOVERY",
-            config.discovery,
-            "consul://host:port or etcd://host:port to register with (static, dns and file:// have no registry)",
-        )
-    service = _check_service_name(name, "register(name)")
+    backend = backend_for(config.discovery)
+    service = check_service_name(name, "register(name)")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ConfigError("register(port)", port, "a port from 1 to 65535")
     if health is not None and not callable(health) and not (isinstance(health, str) and health.startswith(("http://", "https://"))):
@@ -48,10 +64,9 @@ def register(
     meta_map = dict(meta or {})
     if not all(isinstance(k, str) and k and isinstance(v, str) for k, v in meta_map.items()):
         raise ConfigError("register(meta)", meta, "a mapping of non-empty string keys to string values")
-    host, _, reg_port = rest.rpartition(":")
-    host = host.strip("[]")
+    _, host, reg_port = registry_target(config.discovery)
     if address is None:
-        address = "" if scheme == "consul" else local_address_towards(host, int(reg_port))
+        address = backend.default_address(host, reg_port)
     instance = Instance(
         service=service,
         id=instance_id or default_instance_id(service, port),
@@ -59,16 +74,8 @@ def register(
         port=port,
         tags=tuple(tag_list),
         meta=MappingProxyType(meta_map),
-        weight=_check_weight(weight, "register(weight)"),
+        weight=check_weight(weight, "register(weight)"),
         zone=zone,
-        priority=_check_priority(priority, "register(priority)"),
+        priority=check_priority(priority, "register(priority)"),
     )
-    if scheme == "consul":
-        from .consul import ConsulRegistration
-
-        reg: Registration = ConsulRegistration(instance, config.registry, host, int(reg_port), health)
-    else:
-        from .etcd import EtcdRegistration
-
-        reg = EtcdRegistration(instance, config.registry, host, int(reg_port), health)
-    return reg.start()
+    return backend.create(instance, config.registry, host, reg_port, health).start()

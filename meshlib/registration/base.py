@@ -22,11 +22,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
 
-from ..config import RegistryConfig
-from ..discovery._registry import RegistryUnavailable, reconnecting
+from ..discovery.registry import RegistryUnavailable, reconnecting
 from . import _exit
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import RegistryConfig
 
 log = logging.getLogger("meshlib.registration")
 

@@ -16,15 +16,17 @@ registered again.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import consul
 import requests
 
-from ..config import RegistryConfig
-from ..discovery._registry import RegistryUnavailable
+from ..discovery.registry import RegistryUnavailable
 from ..discovery.consul import describe, make_client
 from .base import Health, Instance, Registration
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import RegistryConfig
 
 
 def _go_duration(seconds: float) -> str:

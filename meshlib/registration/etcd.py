@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import json
 import math
+from typing import TYPE_CHECKING
 
 from ..discovery.etcd_client import EtcdClient
-from ..config import RegistryConfig
-from ..discovery._registry import RegistryUnavailable
+from ..discovery.registry import RegistryUnavailable
 from .base import Health, Instance, Registration
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import RegistryConfig
 
 
 class EtcdRegistration(Registration):

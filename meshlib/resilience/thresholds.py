@@ -125,6 +125,13 @@ class Thresholds:
         except IndexError:
             pass
 
+    def attempt_ended(self, host: object, record: object) -> None:
+        """As an observer of finished attempts: :meth:`release_attempt`."""
+        try:
+            self._attempts.pop()
+        except IndexError:
+            pass
+
     def acquire_retry(self) -> bool:
         """Start one retry; False (and an overflow counted) when ``max_retries`` are in flight."""
         return self._try(_RETRIES)

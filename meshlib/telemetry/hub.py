@@ -55,7 +55,7 @@ class Telemetry:
         set_default_propagation(self.prop)
         use_otel = cfg.tracing in ("auto", "otel") and otel_installed()
         if cfg.tracing == "otel" and not use_otel:
-            raise ConfigError("MESHLIB_TRACING", "otel", "auto, native or off: otel needs OpenTelemetry (pip install 'meshlib[otel]')")
+            raise ConfigError("MESHLIB_TRACING", "otel", "auto, native or off: otel needs OpenTelemetry (pip install 'meshlib-client[otel]')")
         self.spans: Spans | None = Spans() if use_otel else None
         self.otel_metrics: OtelInstruments | None = None
         if use_otel and cfg.metrics:

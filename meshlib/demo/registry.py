@@ -1,7 +1,9 @@
 """``meshlib demo --registry etcd|consul``: agents register, leave and crash; a caller's mesh follows live.
 
 The registry is local: a real etcd (the ``etcd`` binary) on free 127.0.0.1
-ports, or the Consul HTTP API double (``meshlib.testing.consul_double``).
+ports, or the Consul HTTP API double bundled with meshlib
+(``meshlib.testing.consul_double``, which implements the parts of Consul's
+HTTP API meshlib uses; no Consul binary is needed, and the demo says so).
 Each agent is an HTTP server with a Mesh of its own that registers the
 service ``worker``; one agent runs in a separate process. A caller's Mesh
 discovers ``worker`` from the registry and calls it from a few threads. The
@@ -33,8 +35,11 @@ from typing import Any, Callable, TextIO
 
 import requests
 
-from .demo import LiveView, format_table
-from .mesh import Mesh
+from .._table import format_table
+from ..errors import MeshError
+from ..mesh import Mesh
+from .summary import fill, fitted, wrap
+from .view import LiveView, terminal_width
 
 __all__ = ["run_registry_demo", "RegistryDemoResult"]
 
@@ -123,15 +128,26 @@ class _Registry:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         if kind == "etcd":
-            from .testing.etcd_server import EtcdServer
+            from ..testing.etcd_server import EtcdServer, etcd_binary
 
+            if etcd_binary() is None:
+                raise MeshError(
+                    "the etcd demo runs a local etcd, and no `etcd` binary was found on PATH: install etcd "
+                    "(Debian/Ubuntu: apt-get install etcd-server), or try `meshlib demo --registry consul`, "
+                    "which runs against meshlib's bundled Consul API double and needs nothing else"
+                )
             self._etcd = EtcdServer(name="meshlib-demo")
             self.url = self._etcd.url
+            self.description = f"a local etcd ({self._etcd.url})"
         elif kind == "consul":
-            from .testing.consul_double import ConsulDouble
+            from ..testing.consul_double import ConsulDouble
 
             self._consul = ConsulDouble()
             self.url = self._consul.url
+            self.description = (
+                f"meshlib's bundled Consul API double at {self._consul.url} (meshlib.testing.ConsulDouble: "
+                "Consul's HTTP API as meshlib uses it, no Consul binary)"
+            )
         else:
             raise ValueError(f"unknown registry {kind!r}: etcd or consul")
 
@@ -169,9 +185,9 @@ def run_registry_demo(registry: str = "etcd", duration: float = 10.0, *, out: Te
         rec = result.agents[name] = AgentRecord(name, server.server_address[1])
         mesh = Mesh(config={"discovery": reg.url, "registry_ttl": TTL})
         meshes.append(mesh)
+        rec.registered_at = now()  # before the call: the caller may see the entry before it returns
+        event(f"{name} registers {SERVICE} at {rec.address}" + (f" with {register}" if register else ""))
         mesh.register(SERVICE, port=rec.port, address="127.0.0.1", instance_id=name, **register)
-        rec.registered_at = now()
-        event(f"{name} registered {SERVICE} at {rec.address}" + (f" with {register}" if register else ""))
         rec.handle = mesh
 
     def start_process_agent(name: str) -> None:
@@ -241,7 +257,7 @@ def run_registry_demo(registry: str = "etcd", duration: float = 10.0, *, out: Te
     threads = [threading.Thread(target=call_loop, name=f"demo-caller-{i}", daemon=True) for i in range(2)]
     threads.append(threading.Thread(target=watch, name="demo-watch", daemon=True))
     try:
-        event(f"{registry} registry at {reg.url}")
+        event(f"{registry} registry: {reg.description}")
         start_agent("agent-1")
         start_agent("agent-2", meta={"model": "large"})
         for t in threads:
@@ -274,7 +290,9 @@ def run_registry_demo(registry: str = "etcd", duration: float = 10.0, *, out: Te
             s.server_close()
         reg.close()
         view.close()
-    result.summary = _summary(result)
+    if view.mode != "off":
+        out.write("\n")
+    result.summary = _summary(result, terminal_width(out))
     out.write(result.summary)
     out.flush()
     return result
@@ -287,23 +305,26 @@ def _draw(view: LiveView, result: RegistryDemoResult, caller: Mesh, t: float) ->
         state = "listed" if rec.address in listed else ("gone" if rec.left_at is not None else "registering")
         rows.append((rec.name, rec.address, str(rec.calls), state))
         states.append("down" if state == "gone" else "up")
-    table = format_table(("agent", "address", "calls", "in the caller's mesh"), rows, "<<><")
+    table = format_table(("agent", "address", "calls", "in the caller's mesh"), rows, "<<><", width=view.width, optional=("address",))
     footer = [f"calls ok {result.ok_calls}, failed {result.failed_calls}", *result.events[-3:]]
-    view.show(f"meshlib demo --registry {result.registry}: t={t:4.1f}s", table, footer, states)
+    double = " (the bundled Consul API double)" if result.registry == "consul" else ""
+    view.show(f"meshlib demo --registry {result.registry}{double}: t={t:4.1f}s", table, footer, states)
 
 
-def _summary(r: RegistryDemoResult) -> str:
-    lines = [f"meshlib demo summary: {r.registry} registry, {len(r.agents)} agents, service {SERVICE!r}, {r.duration:g}s", ""]
-    lines += [*r.events, ""]
+def _summary(r: RegistryDemoResult, width: int = 100) -> str:
+    lines = wrap(f"meshlib demo summary: {r.registry} registry, {len(r.agents)} agents, service {SERVICE!r}, {r.duration:g}s", width)
+    lines.append("")
+    lines += [fill(e, width, "", "         ") for e in r.events]
+    lines.append("")
     rows = []
     for rec in r.agents.values():
         seen = "-" if rec.seen_at is None or rec.registered_at is None else f"{(rec.seen_at - rec.registered_at) * 1000:.0f} ms"
         gone = "-" if rec.gone_at is None or rec.left_at is None else f"{rec.gone_at - rec.left_at:.2f} s"
         rows.append((rec.name, rec.how_left or "registered", str(rec.calls), seen, gone))
-    lines += format_table(("agent", "state", "calls", "picked up after", "dropped after"), rows, "<<>>>")
+    lines += fitted(("agent", "state", "calls", "picked up after", "dropped after"), rows, "<<>>>", width)
     lines += [
         "",
-        f"Calls: {r.ok_calls} ok, {r.failed_calls} failed; {r.retries} failed attempts retried on another agent.",
+        *wrap(f"Calls: {r.ok_calls} ok, {r.failed_calls} failed; {r.retries} failed attempts retried on another agent.", width),
         "",
     ]
     return "\n".join(lines)

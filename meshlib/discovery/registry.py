@@ -7,22 +7,30 @@
   the last error; logged once per outage and shown in ``mesh.stats()``.
 - :func:`reconnecting`: tenacity's jittered exponential back-off, interrupted
   by ``close()``.
-- :class:`BadEntries`: one warning per malformed registry entry (by key), so a
-  bad entry that stays is not logged on every change of its service.
+- :class:`BadEntries`: one warning per malformed registry entry (by key and
+  revision), so a bad entry that stays is not logged on every reload.
+- :func:`run_guarded`: a resolver loop that hits an unexpected error logs it,
+  reports itself unhealthy, backs off and resumes; no exception ends it.
+
+Registration (``meshlib.registration``) uses :class:`RegistryUnavailable` and
+:func:`reconnecting` too.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import tenacity
 
-from ..config import RegistryConfig
 from ..endpoint import Endpoint, EndpointSnapshot
 from .base import Publish
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import RegistryConfig
 
 log = logging.getLogger("meshlib.discovery")
 
@@ -97,7 +105,7 @@ class RegistryResolver:
         self,
         host: str,
         port: int,
-        cfg: RegistryConfig,
+        cfg: "RegistryConfig",
         *,
         declared: frozenset[str] = frozenset(),
         exclude: frozenset[str] = frozenset(),
@@ -142,6 +150,9 @@ class Staleness:
         self.what = what
         self._now = now
         self._lock = threading.Lock()
+        #: Unexpected errors in the resolver's own loops (bugs, hostile input);
+        #: the loop logs, backs off and resumes. Unhealthy until it next succeeds.
+        self.internal_errors = 0
         self.connected = False
         self.ever_connected = False
         self.lost_at: float | None = None
@@ -183,6 +194,14 @@ class Staleness:
         else:
             log.info("meshlib: %s still unreachable (stale for %.1fs): %s", self.what, stale_for, text)
 
+    def broken(self, error: BaseException, part: str = "") -> None:
+        """An unexpected error in a resolver loop (not the registry's fault):
+        counted apart, and the resolver reports itself unhealthy until ``part``
+        next succeeds."""
+        with self._lock:
+            self.internal_errors += 1
+        self.failed(f"internal error ({type(error).__name__}); see the log", part)
+
     def stale_for(self) -> float:
         """Seconds since the registry was last known good; 0 while it is."""
         lost = self.lost_at
@@ -195,13 +214,15 @@ class Staleness:
             "stale": not self.connected,
             "stale_seconds": round(self.stale_for(), 3),
             "since_last_contact_seconds": None if self.last_contact is None else round(now - self.last_contact, 3),
+            "healthy": self.connected,
             "errors": self.errors,
+            "internal_errors": self.internal_errors,
             "reconnects": self.reconnects,
             "last_error": self.last_error,
         }
 
 
-def reconnecting(cfg: RegistryConfig, stop: threading.Event, on_retry: Callable[[BaseException], None]) -> tenacity.Retrying:
+def reconnecting(cfg: "RegistryConfig", stop: threading.Event, on_retry: Callable[[BaseException], None]) -> tenacity.Retrying:
     """Retry on :class:`RegistryUnavailable` with full-jitter exponential
     back-off (attempt n waits random [0, base x 2^n), capped at
     ``registry_backoff_max``), until ``stop`` is set; then the last error is
@@ -223,19 +244,21 @@ def reconnecting(cfg: RegistryConfig, stop: threading.Event, on_retry: Callable[
 
 
 class BadEntries:
-    """Malformed registry entries: warn once per key and reason, count them."""
+    """Malformed registry entries: warn once per key and revision (or reason
+    when the registry has no revisions), count every skip."""
 
     def __init__(self, what: str) -> None:
         self.what = what
-        self._seen: dict[str, str] = {}
+        self._seen: dict[str, object] = {}
         self._lock = threading.Lock()
         self.skipped = 0
 
-    def skip(self, key: str, reason: str) -> None:
+    def skip(self, key: str, reason: str, revision: object = None) -> None:
+        mark = reason if revision is None else revision
         with self._lock:
             self.skipped += 1
-            repeat = self._seen.get(key) == reason
-            self._seen[key] = reason
+            repeat = self._seen.get(key) == mark
+            self._seen[key] = mark
         if repeat:
             log.debug("meshlib: %s entry %s still skipped: %s", self.what, key, reason)
         else:
@@ -244,3 +267,32 @@ class BadEntries:
     def forget(self, key: str) -> None:
         with self._lock:
             self._seen.pop(key, None)
+
+
+def run_guarded(
+    what: str,
+    body: Callable[[], None],
+    stop: threading.Event,
+    staleness: Staleness,
+    cfg: "RegistryConfig",
+    part: str = "",
+    now: Callable[[], float] = time.monotonic,
+) -> None:
+    """Run ``body`` until it returns or ``stop`` is set. An exception that
+    escapes it (a bug, input nobody foresaw) is logged with its traceback,
+    marks the registry unhealthy in ``staleness`` (so ``mesh.stats()`` says so)
+    and ``body`` runs again after a jittered exponential back-off; routing
+    stays on the last good endpoints meanwhile."""
+    failures, last = 0, 0.0
+    while not stop.is_set():
+        try:
+            body()
+            return
+        except Exception as exc:
+            at = now()
+            failures = 1 if at - last > 2 * cfg.registry_backoff_max else failures + 1
+            last = at
+            log.exception("meshlib: %s hit an unexpected error; backing off, then resuming", what)
+            staleness.broken(exc, part)
+            cap = min(cfg.registry_backoff_max, cfg.registry_backoff_base * 2 ** min(failures, 20))
+            stop.wait(random.uniform(cap / 2, cap))

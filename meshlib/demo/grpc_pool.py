@@ -1,17 +1,18 @@
 """The gRPC agent pool of ``meshlib demo``, beside the HTTP one.
 
-The same scripted story as the HTTP agents (:class:`meshlib.demo.Scenario`),
+The same scripted story as the HTTP agents (:class:`.scenario.Scenario`),
 told by grpcio servers on 127.0.0.1: most agents are fast, one is ten times
 slower, one starts answering ``UNAVAILABLE`` at 40% of the run, one goes hard
 down (its server stops, so connections are refused) at 60%. A few client
 threads call them through ``mesh.grpc_channel("grpc-agents")``. The service
 retries ``UNAVAILABLE`` (``retry_on: connect-failure,refused-stream,unavailable``)
-within its retry budget, and outlier detection ejects the failing agent after
-five failures in a row, so callers should see next to no errors.
+within its retry budget, and outlier detection ejects a failing agent after
+three failures in a row (as the HTTP agents' service does), so callers should
+see next to no errors.
 
 :class:`GrpcPool` is started and stopped by :func:`meshlib.demo.run_demo`
-(``grpc=True``, the ``meshlib demo`` default when grpcio is installed); it
-adds a line per agent under the live table and a section to the summary.
+(``grpc=True``, the ``meshlib demo`` default; ``--no-grpc`` leaves it out); it
+adds a line per agent under the live table and a section to act 1's summary.
 """
 
 from __future__ import annotations
@@ -26,15 +27,18 @@ from typing import Any, Mapping
 
 import grpc
 
-from .demo import DOWN, FAILING, FAST, SLOW, Agent, AgentSpec, Scenario, format_table
-from .errors import MeshError
-from .mesh import Mesh
+from ..errors import MeshError
+from ..mesh import Mesh
+from .scenario import DOWN, FAILING, FAST, SLOW, AgentSpec, Scenario, behaviour, mesh_state
+from .summary import DEFAULT_WIDTH, fill, fitted, wrap
 
 __all__ = ["GrpcPool", "GRPC_SERVICE", "GrpcAgentReport"]
 
 GRPC_SERVICE = "grpc-agents"
 METHOD = "/meshlib.demo.Agent/Work"
 RETRY_ON = "connect-failure,refused-stream,unavailable"
+#: Outlier detection as on the HTTP agents' service (see :data:`.run.RESILIENCE`).
+OUTLIER = {"outlier_consecutive_5xx": 3, "outlier_base_ejection_time": "2s", "outlier_interval": "1s"}
 
 
 class GrpcAgent:
@@ -64,8 +68,9 @@ class GrpcAgent:
         time.sleep(spec.latency * self._rng.uniform(0.8, 1.2))
         return self.name.encode()
 
-    #: The scripted state at ``t`` seconds, as the HTTP agents': up, slow, failing or down.
-    behaviour = Agent.behaviour
+    def behaviour(self, t: float) -> str:
+        """The scripted state at ``t`` seconds, as the HTTP agents': up, slow, failing or down."""
+        return behaviour(self.spec, self.down_at, t)
 
     def kill(self) -> None:
         """Go hard down: stop serving (calls in flight are cancelled), refuse connections."""
@@ -116,7 +121,7 @@ class GrpcPool:
 
     def services(self) -> dict[str, Any]:
         """The pool's service, for the demo's Mesh configuration."""
-        return {GRPC_SERVICE: {"endpoints": [a.address for a in self.agents], "retry_on": RETRY_ON, "num_retries": 2}}
+        return {GRPC_SERVICE: {"endpoints": [a.address for a in self.agents], **OUTLIER, "retry_on": RETRY_ON, "num_retries": 2}}
 
     def start(self, mesh: Mesh, origin: float) -> None:
         self.origin = origin
@@ -181,7 +186,7 @@ class GrpcPool:
             ep = eps.get(a.address, {})
             lines.append(
                 f"  {a.name:<14} reqs {int(ep.get('requests', 0)):>6}  share {float(ep.get('share', 0.0)) * 100:5.1f}%"
-                f"  {a.behaviour(t):<8} meshlib: {ep.get('state', '?')}"
+                f"  {a.behaviour(t):<8} meshlib: {mesh_state(ep)}"
             )
         return lines
 
@@ -200,34 +205,37 @@ class GrpcPool:
             out.append(
                 GrpcAgentReport(
                     a.name, a.spec.role, description, a.address, int(ep.get("requests", 0)), float(ep.get("share", 0.0)),
-                    int(ep.get("failures", 0)) - refused, refused, str(ep.get("state", "?")),
+                    int(ep.get("failures", 0)) - refused, refused, mesh_state(ep),
                 )
             )
         return out
 
-    def summary(self, mesh: Mesh) -> str:
+    def summary(self, mesh: Mesh, width: int = DEFAULT_WIDTH) -> str:
+        """Act 1's gRPC section of the summary, fitted to ``width``."""
         service, _ = self._endpoints(mesh)
         reports = self.reports(mesh)
-        lines = ["", f'gRPC agent pool: service "{GRPC_SERVICE}" through mesh.grpc_channel(), {self.concurrency} client threads', ""]
+        lines = ["", *wrap(f'Act 1, gRPC agent pool: service "{GRPC_SERVICE}" through mesh.grpc_channel(), {self.concurrency} client threads', width), ""]
         cells = [(r.name, r.description, r.address, str(r.requests), f"{r.share * 100:.1f}%", str(r.failures), str(r.refused), r.state) for r in reports]
-        lines += format_table(("agent", "behaviour", "address", "requests", "share", "failed", "refused", "meshlib"), cells, "<<<>>>><")
+        lines += fitted(("agent", "behaviour", "address", "requests", "share", "failed", "refused", "meshlib"), cells, "<<<>>>><", width, ("address",))
         with self._lock:
             calls, ok, errors = self.calls, self.ok, dict(self.errors)
         shown = ", ".join(f"{n} {kind}" for kind, n in sorted(errors.items())) or "no errors"
         lines.append("")
-        lines.append(f"gRPC callers: {calls} calls, {ok} ok, {shown}.")
-        lines.append(
+        lines += wrap(f"gRPC callers: {calls} calls, {ok} ok, {shown}.", width)
+        lines += wrap(
             f"meshlib retried {service['retries']} attempts on another agent (UNAVAILABLE answers and refused connections; "
-            f"budget refused {service['retries_budget_exhausted']})."
+            f"budget refused {service['retries_budget_exhausted']}).",
+            width,
         )
         for r in reports:
             if r.role == FAILING:
                 how = "before outlier detection ejected it" if r.state == "ejected" else f"(still {r.state} at the end)"
-                lines.append(f"{r.name} ({r.description}) answered UNAVAILABLE {r.failures} times {how}.")
+                lines.append(fill(f"{r.name} ({r.description}) answered UNAVAILABLE {r.failures} times {how}.", width, "", "  "))
             if r.role == DOWN:
-                lines.append(f"{r.name} ({r.description}): {r.refused} refused connections, each retried on another agent.")
+                ejected = ", and outlier detection ejected it" if r.state == "ejected" else ""
+                lines.append(fill(f"{r.name} ({r.description}): {r.refused} refused connections, each retried on another agent{ejected}.", width, "", "  "))
             if r.role == SLOW:
                 fast = [x.share for x in reports if x.role == FAST]
                 avg = sum(fast) / len(fast) if fast else 0.0
-                lines.append(f"{r.name} ({r.description}) got {r.share * 100:.1f}% of the attempts, a fast agent {avg * 100:.1f}% on average.")
+                lines.append(fill(f"{r.name} ({r.description}) got {r.share * 100:.1f}% of the attempts, a fast agent {avg * 100:.1f}% on average.", width, "", "  "))
         return "\n".join(lines) + "\n"

@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-from .errors import CircuitOpenError
-from .mesh import Mesh
+from ..errors import CircuitOpenError
+from ..mesh import Mesh
 
 __all__ = ["BreakerAct", "run_breaker_act"]
 

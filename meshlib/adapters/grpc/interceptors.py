@@ -1,0 +1,160 @@
+"""The sync client interceptor: a service's policies around a channel of
+the caller's own (``grpc.intercept_channel(ch, *mesh.grpc_interceptors("svc"))``)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import grpc
+
+from ...core.driver import run, sit_out_fault
+from ...core.exchange import Exchange
+from ...core.services import Services
+from ...endpoint import Endpoint
+from ... import telemetry
+from ...errors import MeshError
+from .errors import aborted, rpc_error, settle
+from .future import FutureCall, Workers
+from .own_channel import InterceptorBase
+from .replay import Replay, ReplayExchange
+from .status import EXCHANGE, judge_finished, with_attempt
+
+__all__ = ["MeshClientInterceptor", "interceptors"]
+
+
+def _details(details: Any, timeout: float | None, metadata: Any) -> Any:
+    """A copy of ``grpc.ClientCallDetails`` with another timeout and metadata."""
+    fields = {
+        "method": details.method,
+        "timeout": timeout,
+        "metadata": metadata,
+        "credentials": getattr(details, "credentials", None),
+        "wait_for_ready": getattr(details, "wait_for_ready", None),
+        "compression": getattr(details, "compression", None),
+    }
+    return _CallDetails(**fields)
+
+
+def _blocking(continuation: Callable[..., Any]) -> bool:
+    """Whether grpcio is making a blocking call (``__call__`` / ``with_call``),
+    which waits for the interceptor's answer at once: its continuation is made
+    in grpcio's ``_with_call``, not in ``future``. The call then runs on the
+    caller's thread. (Anything else, or a grpcio that names it differently,
+    takes the ``.future()`` path: a worker thread, correct either way.)"""
+    return "._with_call." in getattr(continuation, "__qualname__", "")
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+
+class MeshClientInterceptor(
+    InterceptorBase,
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """The service's policies around ``continuation``, for a channel of your
+    own (``grpc.intercept_channel(ch, *mesh.grpc_interceptors("svc"))``).
+
+    Unary-response calls get admission (rate limit, breaker, thresholds),
+    the deadline (caller's ``timeout``, ``meshlib.deadline()`` and the
+    service's ``timeout``, the shortest), retries under ``retry_on`` within
+    the budget, hedging, and fault injection; they return a live
+    ``grpc.Future`` at once (for ``.future()``: cancel works, and a request
+    stream may be fed after it returns). Response streams get admission,
+    the deadline and bookkeeping; one that fails before it starts is an
+    iterator raising its ``grpc.RpcError``. Metadata (``traceparent``,
+    ``tracestate``, ``baggage``) passes through unchanged to every attempt;
+    retries and hedges also carry ``x-envoy-attempt-count``. Balancing,
+    outlier detection and per-endpoint breakers need ``mesh.grpc_channel``.
+    """
+
+    def __init__(self, mesh: Services, name: str) -> None:
+        super().__init__(mesh, name)
+        self._workers: Workers = mesh.resource(("grpc-interceptor-workers", self.cluster.name), lambda: Workers(self.cluster.name))
+
+    def _unary(self, continuation: Callable[..., Any], details: Any, exchange: Exchange, view: Callable[[], Any]) -> Any:
+        call = self.start(details.timeout)
+        metadata = details.metadata
+
+        def body(future: FutureCall | None) -> tuple[Any, Any]:
+            def send(ep: Endpoint, limit: float | None) -> Any:
+                if future is not None:
+                    future.check()
+                outcome = continuation(_details(details, limit, telemetry.inject(list(with_attempt(metadata, call.attempt) or ()), ep)), view())
+                if future is None:  # grpcio's blocking call: the outcome is complete
+                    exc = outcome.exception()
+                else:
+                    future.track(outcome)
+                    try:
+                        exc = outcome.exception()  # a grpcio future waits here
+                    except grpc.FutureCancelledError:
+                        return outcome  # the attempt the caller cancelled: its status is CANCELLED
+                    finally:
+                        future.untrack(outcome)
+                if exc is None:
+                    return outcome.result(), outcome
+                if isinstance(exc, grpc.RpcError):
+                    return exc
+                raise exc
+
+            try:
+                with telemetry.call(self.cluster, rpc=details.method, headers=metadata):  # telemetry: the call's scope
+                    result = run(call, send, exchange, aborted)
+                return settle(call, result)  # type: ignore[no-any-return]
+            except MeshError as exc:
+                raise rpc_error(exc) from exc.__cause__
+
+        if _blocking(continuation):  # grpcio reads .result() of the answer at once
+            try:
+                return body(None)[1]
+            except grpc.RpcError as err:
+                return err  # also a finished grpc.Future, raising itself
+        return FutureCall(body, self._workers.get(), call)
+
+    def intercept_unary_unary(self, continuation: Callable[..., Any], client_call_details: Any, request: Any) -> Any:
+        return self._unary(continuation, client_call_details, EXCHANGE, lambda: request)
+
+    def intercept_stream_unary(self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Iterable[Any]) -> Any:
+        requests = Replay(request_iterator)
+        return self._unary(continuation, client_call_details, ReplayExchange(requests), requests.view)
+
+    def _stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        call = self.start(details.timeout)
+        try:
+            fault = call.begin()
+        except MeshError as exc:
+            return rpc_error(exc)  # an iterator raising it, like a failed grpcio stream
+        try:
+            if fault is not None and sit_out_fault(call, fault):
+                call.finish()
+                return aborted(fault)
+            host = call.pick(None)
+        except BaseException as exc:
+            call.finish()
+            if isinstance(exc, MeshError):
+                return rpc_error(exc)
+            raise
+        started = call.cluster.clock.perf_counter()
+        rpc = continuation(_details(details, call.remaining(), telemetry.inject(list(details.metadata or ()))), request)
+
+        def over() -> None:
+            call.done(host, started, judge_finished(rpc), decide=False)
+            call.finish()
+
+        if not rpc.add_callback(over):
+            over()
+        return rpc
+
+    def intercept_unary_stream(self, continuation: Callable[..., Any], client_call_details: Any, request: Any) -> Any:
+        return self._stream(continuation, client_call_details, request)
+
+    def intercept_stream_stream(self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Iterable[Any]) -> Any:
+        return self._stream(continuation, client_call_details, request_iterator)
+
+
+def interceptors(mesh: Services, name: str) -> list[MeshClientInterceptor]:
+    return [MeshClientInterceptor(mesh, name)]
