@@ -53,12 +53,12 @@ def call(cluster: "Cluster", method: str | None = None, url: str | None = None, 
     credentials and query; ``address``/``port`` are what the caller named
     (default: the service name); ``headers`` are read only for the access
     log's configured, redacted header fields."""
-    owner = owner_of(cluster)
-    if owner is None:
+    owner = _OWNERS.get(id(cluster))  # owner_of(), inline: this runs on every call
+    if owner is None or owner.cluster is not cluster:
         return NULL_SCOPE
     if isinstance(rpc, bytes):  # grpc.aio's ClientCallDetails.method
         rpc = rpc.decode("utf-8", "replace")
-    return owner.call(method, address, port, None if url is None else _url_parts(url)[0], rpc, headers)
+    return CallScope(owner, method, address, port, None if url is None else _url_parts(url)[0], rpc, headers)
 
 
 @functools.lru_cache(maxsize=2048)
@@ -114,8 +114,9 @@ class attempt:
     def __enter__(self) -> "attempt":
         scope = current_scope()
         if scope is not None and not scope.closed:
+            parent = scope.ctx
             ctx = scope.open(self._endpoint, None)
-            if ctx is not None:
+            if ctx is not None and ctx is not parent:  # a context of its own (a span, a native parent-id)
                 self._prop = scope.owner.hub.prop
                 self._token = self._prop.attach(ctx)
         return self

@@ -46,6 +46,11 @@ class AccessLog:
         renderer: Any = structlog.processors.JSONRenderer(sort_keys=True) if cfg.access_log_format == "json" else structlog.dev.ConsoleRenderer(colors=False)
         self._processors = (structlog.processors.TimeStamper(fmt="iso", utc=True), renderer)
 
+    def enabled(self) -> bool:
+        """Whether ``meshlib.access`` logs INFO at all (logging caches the answer; checked
+        first, so that nothing of an event is computed when nobody would see it)."""
+        return _log.isEnabledFor(logging.INFO)
+
     def wanted(self, error: bool) -> bool:
         """Whether to log this event (cheap: called on every call)."""
         if not _log.isEnabledFor(logging.INFO):

@@ -60,7 +60,7 @@ NULL_SCOPE = _NullScope()
 class CallScope:
     __slots__ = (
         "owner", "method", "address", "port", "url", "path", "rpc", "request_headers", "started", "opened",
-        "records", "span", "ctx", "token", "closed", "error", "refusals", "finished", "attempt_ctx", "rpc_label",
+        "records", "span", "ctx", "token", "closed", "error", "refusals", "finished", "attempt_ctx", "rpc_label", "spans",
     )  # fmt: skip
 
     def __init__(self, owner: "ClusterTelemetry", method: str | None, address: str | None, port: int | None, url: str | None, rpc: str | None, headers: Any) -> None:
@@ -82,23 +82,31 @@ class CallScope:
         self.finished = False
         self.error: BaseException | None = None
         self.attempt_ctx: Any = None
+        self.spans: Any = None
 
     # -- the call -------------------------------------------------------------------
 
     def __enter__(self) -> "CallScope":
         owner = self.owner
         self.started = owner.perf_counter()
-        if owner.native:  # meshlib's own context (prop.current() and prop.missing(), inline)
-            parent = current_native()
-            missing = parent is None
-        else:
-            parent = owner.hub.prop.current()
-            missing = owner.hub.prop.missing(parent)
-        headers = self.request_headers
-        if headers is not None and missing and carriers.has_any(headers, owner.hub.prop.id_fields):
-            parent = owner.hub.prop.extract(headers) or parent  # trace headers the caller set by hand
         hub = owner.hub
-        if hub.spans is not None and (self.rpc is not None or owner.call_spans):
+        prop = hub.prop
+        spans = hub.spans
+        if spans is not None and not spans.live():
+            spans = None  # no TracerProvider: no span work at all
+        self.spans = spans
+        if owner.native:
+            parent = current_native()
+        elif spans is None:
+            parent = None  # OTel's current context, read where it is needed (inject, the access log)
+        else:
+            parent = prop.current()
+        headers = self.request_headers
+        # Trace headers the caller set by hand count when no context is current
+        # (the cheap header test first: most requests carry none).
+        if headers is not None and prop.id_fields and carriers.has_any(headers, prop.id_fields) and prop.missing(parent):
+            parent = prop.extract(headers) or parent
+        if spans is not None and (self.rpc is not None or owner.call_spans):
             counters = owner.cluster.counters
             self.refusals = counters["retries_budget_exhausted"] + counters["hedges_budget_exhausted"] + counters["retries_overflow"]
             attrs: dict[str, Any] = {"meshlib.service": owner.name}
@@ -107,7 +115,7 @@ class CallScope:
                 attrs["rpc.method"] = self.rpc.strip("/")
             elif self.method is not None:
                 attrs["http.request.method"] = normal_method(self.method)
-            self.span, self.ctx = hub.spans.start_call(parent, span_name(self.method, self.rpc)[0], attrs)
+            self.span, self.ctx = spans.start_call(parent, span_name(self.method, self.rpc)[0], attrs)
         else:  # no call span: attempts are children of the caller's context
             self.ctx = parent  # OTel's context, or meshlib's (None: the first attempt starts a trace)
         self.token = _SCOPE.set(self)
@@ -132,7 +140,8 @@ class CallScope:
         hub = owner.hub
         resend = len(self.records) + len(self.opened)
         span = None
-        if hub.spans is not None:
+        spans = self.spans
+        if spans is not None:
             attrs: dict[str, Any] = {
                 "server.address": self.address,
                 "network.peer.address": endpoint.host,
@@ -153,7 +162,7 @@ class CallScope:
                     attrs["url.full"] = self.url
                 if resend:
                     attrs["http.request.resend_count"] = resend
-            span, ctx = hub.spans.start_attempt(self.ctx, span_name(self.method, self.rpc)[1], attrs)
+            span, ctx = spans.start_attempt(self.ctx, span_name(self.method, self.rpc)[1], attrs)
             if resend:  # on the call's span, or on this attempt's when the call has none
                 holder = self.span if self.span is not None else span
                 if self.opened:
@@ -207,10 +216,10 @@ class CallScope:
             owner.hub.spans.end_attempt(span, record, self.rpc, owner.wall_ns(record.ended))
         self.records.append(record)
         log = owner.hub.access
-        if log is not None and log.per_attempt:
+        if log is not None and log.per_attempt and log.enabled():
             error = record.outcome not in (Outcome.SUCCESS, Outcome.CANCELLED) or (record.status or 0) >= 500
             if log.wanted(error):
-                ids = owner.hub.prop.ids(entry[2]) if entry is not None else (None, None)
+                ids = self.ids(entry[2]) if entry is not None else (None, None)
                 log.emit(owner.fields(self, [record], ids, record.ended - record.started, None), error)
         if self.closed and not self.opened:
             self.finish()
@@ -223,18 +232,18 @@ class CallScope:
         self.finished = True
         owner = self.owner
         hub = owner.hub
-        if self.span is None and hub.spans is not None and self.error is not None and not self.records:
+        if self.span is None and self.spans is not None and self.error is not None and not self.records:
             self._refused_span()
         if self.span is None and self.rpc is None and not evicted:
             log = hub.access  # only the call's access-log event is left to do
-            if log is None or log.per_attempt:
+            if log is None or log.per_attempt or not log.enabled():
                 return
             records = self.records
             last = _answer(records)
             failed = self.error is not None or last is None or last.outcome != Outcome.SUCCESS or (last.status or 0) >= 500
             if log.wanted(failed):
                 now = owner.clock.perf_counter()
-                log.emit(owner.fields(self, records, hub.prop.ids(self.attempt_ctx), now - self.started, self.error), failed)
+                log.emit(owner.fields(self, records, self.ids(self.attempt_ctx), now - self.started, self.error), failed)
             return
         now = owner.clock.perf_counter()
         records = self.records
@@ -274,6 +283,14 @@ class CallScope:
             owner.call_ended(self.rpc_label, status, now - self.started)
         self._log(records, last, now, error)
 
+    def ids(self, ctx: Any) -> tuple[str | None, str | None]:
+        """(trace id, span id) of an attempt's context for the access log; with
+        OpenTelemetry and no span of meshlib's, the current context's."""
+        prop = self.owner.hub.prop
+        if ctx is None and prop.otel:
+            ctx = prop.current()
+        return prop.ids(ctx)
+
     def _refused_span(self) -> None:
         """A call refused before any attempt (breaker, rate limit, no endpoint) still shows as a span."""
         owner = self.owner
@@ -289,7 +306,7 @@ class CallScope:
             return
         failed = error is not None or last is None or last.outcome != Outcome.SUCCESS or (last.status or 0) >= 500
         if log.wanted(failed):
-            log.emit(self.owner.fields(self, records, self.owner.hub.prop.ids(self.attempt_ctx), now - self.started, error), failed)
+            log.emit(self.owner.fields(self, records, self.ids(self.attempt_ctx), now - self.started, error), failed)
 
 
 class ClusterTelemetry:
