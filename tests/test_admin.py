@@ -4,6 +4,8 @@ read-only methods, loopback-only binding and a clean stop."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import threading
 import urllib.error
@@ -13,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import meshlib
+from meshlib import cli
 from meshlib.admin import admin_url, fetch_stats
 from tests.conftest import endpoints_of
 
@@ -127,6 +130,18 @@ def test_json_views_readiness_and_read_only_methods(admin_mesh, agents, tmp_path
         assert err.value.code == 405 and err.value.headers["Allow"] == "GET"
     assert json.loads(fetch_stats(url))["services"]["web"]["calls"] == 1
     assert "meshlib_calls_total" in fetch_stats(url + "/stats", prometheus=True)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["stats", "--url", url]) == 0
+    assert json.loads(out.getvalue())["services"]["web"]["calls"] == 1
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["stats", "--url", url, "--prometheus"]) == 0
+    assert "meshlib_calls_total" in out.getvalue()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert cli.main(["stats", "--url", "http://127.0.0.1:1"]) == 1
+    assert "cannot read the admin endpoint" in err.getvalue()
 
     empty = tmp_path / "endpoints.json"
     empty.write_text("{}")
