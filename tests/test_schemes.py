@@ -16,7 +16,7 @@ from meshlib.discovery import StaticResolver, schemes
 from meshlib.endpoint import Endpoint
 from meshlib.registration import backend_for, backends
 
-ACCEPTED = "static, dns, file:///path/to/endpoints.yaml, consul://host:port or etcd://host:port"
+ACCEPTED = "static, dns, file:///path/to/endpoints.yaml, consul://host:port, etcd://host:port or xds"
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_parse_discovery_names_the_variable_the_value_and_every_accepted_form(va
 
 def test_every_scheme_is_known_once_with_its_form_and_registry_port():
     known = schemes.schemes()
-    assert list(known) == ["static", "dns", "file", "consul", "etcd"]
+    assert list(known) == ["static", "dns", "file", "consul", "etcd", "xds"]
     assert {n: s.default_port for n, s in known.items() if s.default_port} == {"consul": 8500, "etcd": 2379}
     assert schemes.accepted() == ACCEPTED
     with pytest.raises(ValueError, match="already registered"):
@@ -75,18 +75,18 @@ def test_a_new_scheme_is_one_registration_and_mesh_builds_its_resolver(monkeypat
     new = schemes.Scheme("fixed", "fixed", build)
     monkeypatch.setitem(schemes._SCHEMES, "fixed", new)
     assert schemes.parse_discovery("FIXED", "MESHLIB_DISCOVERY") == "fixed"
-    assert schemes.accepted().endswith("etcd://host:port or fixed")
+    assert schemes.accepted().endswith("etcd://host:port, xds or fixed")
     cfg = dataclasses.replace(meshlib.MeshConfig(), discovery="fixed")
     with meshlib.Mesh(config=cfg) as mesh:
         assert [ep.address for ep in mesh.endpoints("planner")] == ["127.0.0.1:7000"]
-    with pytest.raises(ConfigError, match=r"consul://host:port or etcd://host:port to register with \(static, dns, file:// and fixed have no registry\)"):
+    with pytest.raises(ConfigError, match=r"consul://host:port or etcd://host:port to register with \(static, dns, file://, xds and fixed have no registry\)"):
         backend_for("fixed")
 
 
 def test_register_reads_the_backend_registry():
     assert list(backends()) == ["consul", "etcd"]
     assert backend_for("etcd://127.0.0.1:2379").scheme == "etcd"
-    no_registry = r"consul://host:port or etcd://host:port to register with \(static, dns and file:// have no registry\)"
+    no_registry = r"consul://host:port or etcd://host:port to register with \(static, dns, file:// and xds have no registry\)"
     for value in ("static", "dns"):
         with meshlib.Mesh(config={"discovery": value}) as mesh:
             with pytest.raises(ConfigError, match=no_registry):

@@ -195,3 +195,25 @@ def test_grpc_method_labels_are_bounded():
     assert len(t["grpc_attempt_started"]) == 201 and t["grpc_attempt_started"]["other"] == 5
     assert len({row["method"] for row in t["grpc_attempt_duration"]}) == 201
     assert len({row["method"] for row in t["grpc_call_duration"]}) == 201
+
+
+def test_without_structlog_the_standard_library_renders_the_same_event(monkeypatch):
+    from meshlib.telemetry import accesslog
+
+    event = {"event": "meshlib.access", "service": "svc", "status": 200, "duration_ms": 1.5}
+    with_structlog = [p for p in accesslog.processors("json")]
+    monkeypatch.setitem(__import__("sys").modules, "structlog", None)  # import structlog now raises ImportError
+    without = accesslog.processors("json")
+    rendered = {}
+    for name, procs in (("structlog", with_structlog), ("stdlib", without)):
+        out = dict(event)
+        for proc in procs:
+            out = proc(None, "info", out)
+        rendered[name] = json.loads(out)
+    stamps = {k: v.pop("timestamp") for k, v in rendered.items()}
+    assert rendered["structlog"] == rendered["stdlib"] == event
+    assert all(s.endswith("Z") and "T" in s for s in stamps.values())
+    console = dict(event)
+    for proc in accesslog.processors("console"):
+        console = proc(None, "info", console)
+    assert "meshlib.access" in console and "service='svc'" in console and "status=200" in console

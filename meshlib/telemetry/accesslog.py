@@ -18,11 +18,11 @@ credentials.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+from datetime import datetime, timezone
 from typing import Any
-
-import structlog
 
 from .redact import REDACTED, SENSITIVE_HEADERS
 from .settings import TelemetryConfig
@@ -43,8 +43,8 @@ class AccessLog:
         self.headers = tuple(h.lower() for h in cfg.access_log_headers)
         self.hidden = SENSITIVE_HEADERS | cfg.redact_headers
         self._random = (rng or random.Random()).random
-        renderer: Any = structlog.processors.JSONRenderer(sort_keys=True) if cfg.access_log_format == "json" else structlog.dev.ConsoleRenderer(colors=False)
-        self._processors = (structlog.processors.TimeStamper(fmt="iso", utc=True), renderer)
+        self._format = cfg.access_log_format
+        self._processors: tuple[Any, ...] | None = None  # built at the first event: no import before
 
     def enabled(self) -> bool:
         """Whether ``meshlib.access`` logs INFO at all (logging caches the answer; checked
@@ -72,6 +72,33 @@ class AccessLog:
     def emit(self, fields: dict[str, Any], error: bool) -> None:
         event: Any = dict(fields)
         event.setdefault("event", "meshlib.access")
+        if self._processors is None:
+            self._processors = processors(self._format)
         for proc in self._processors:
             event = proc(None, "info", event)
         _log.info(event, extra={"access": fields})
+
+
+def processors(fmt: str) -> tuple[Any, ...]:
+    """structlog's time stamper and renderer for ``fmt`` (``json`` or ``console``);
+    without structlog installed, the standard library renders the same event."""
+    try:
+        import structlog
+    except ImportError:
+        return (_timestamp, _json if fmt == "json" else _console)
+    renderer: Any = structlog.processors.JSONRenderer(sort_keys=True) if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    return (structlog.processors.TimeStamper(fmt="iso", utc=True), renderer)
+
+
+def _timestamp(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    event["timestamp"] = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")  # as structlog's TimeStamper(fmt="iso", utc=True)
+    return event
+
+
+def _json(_logger: Any, _method: str, event: dict[str, Any]) -> str:
+    return json.dumps(event, sort_keys=True, default=repr)
+
+
+def _console(_logger: Any, method: str, event: dict[str, Any]) -> str:
+    rest = {k: v for k, v in event.items() if k not in ("timestamp", "event")}
+    return f"{event.get('timestamp', '')} [{method}] {event.get('event', '')} " + " ".join(f"{k}={v!r}" for k, v in sorted(rest.items()))
