@@ -171,7 +171,7 @@ class CallScope:
                     last = self.records[-1]
                     waited = max(0.0, owner.clock.perf_counter() - last.ended)
                     holder.add_event("retry", {"meshlib.attempt": resend + 1, "meshlib.backoff_seconds": round(waited, 6), "meshlib.previous_outcome": last.outcome})
-        elif hub.prop.otel:
+        elif hub.prop.otel or hub.prop.off:  # OTel's context (read when injecting), or tracing off: no ids to make
             ctx = self.ctx
         else:  # meshlib's own context: the first attempt starts the call's trace if no caller did
             prop = hub.prop
