@@ -224,6 +224,11 @@ class OtelInstruments:
     def __init__(self, cfg: TelemetryConfig) -> None:
         from opentelemetry import metrics
 
+        try:
+            from opentelemetry.metrics import _internal as provider_state
+        except ImportError:  # pragma: no cover - another layout of the API: always record
+            provider_state = None
+        self._state = provider_state
         meter = metrics.get_meter("meshlib")
         self.http = meter.create_histogram(
             "http.client.request.duration", unit="s", description="Duration of HTTP client requests.",
@@ -238,6 +243,11 @@ class OtelInstruments:
             "grpc.client.call.duration", unit="s", description="Time taken by gRPC to complete an RPC from application's perspective.",
             explicit_bucket_boundaries_advisory=list(GRPC_LATENCY_BUCKETS),
         )  # fmt: skip
+
+    def live(self) -> bool:
+        """Whether the application set a MeterProvider (before that, OTel's proxy
+        instruments drop every measurement: calls then skip them, one attribute read)."""
+        return getattr(self._state, "_METER_PROVIDER", self) is not None
 
     def record(self, record: AttemptRecord, service: str, method: str | None, port: int | None, rpc: str | None, http: bool = True) -> None:
         duration = record.ended - record.started

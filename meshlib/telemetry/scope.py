@@ -347,7 +347,7 @@ class ClusterTelemetry:
         if self.metrics is not None:
             self.metrics.record(record, method, port, rpc, http)
         otel = self.hub.otel_metrics
-        if otel is not None:
+        if otel is not None and otel.live():
             otel.record(record, self.name, method, port, rpc, http)
         if scope is not None:
             scope.ended(record)
@@ -410,14 +410,16 @@ class ClusterTelemetry:
     def attempt_started(self, rpc: str) -> None:
         if self.metrics is not None:
             self.metrics.attempt_started(rpc)
-        if self.hub.otel_metrics is not None:
-            self.hub.otel_metrics.attempt_started.add(1, {"grpc.method": rpc, "grpc.target": self.name})
+        otel = self.hub.otel_metrics
+        if otel is not None and otel.live():
+            otel.attempt_started.add(1, {"grpc.method": rpc, "grpc.target": self.name})
 
     def call_ended(self, rpc: str, status: str, duration: float) -> None:
         if self.metrics is not None:
             self.metrics.call_ended(rpc, status, duration)
-        if self.hub.otel_metrics is not None:
-            self.hub.otel_metrics.call_duration.record(duration, {"grpc.method": rpc, "grpc.target": self.name, "grpc.status": status})
+        otel = self.hub.otel_metrics
+        if otel is not None and otel.live():
+            otel.call_duration.record(duration, {"grpc.method": rpc, "grpc.target": self.name, "grpc.status": status})
 
     def fields(self, scope: CallScope | None, records: list[AttemptRecord], ids: tuple[str | None, str | None], duration: float, error: BaseException | None) -> dict[str, Any]:
         real = [r for r in records if r.outcome != Outcome.CANCELLED] or records
