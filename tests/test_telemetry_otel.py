@@ -267,3 +267,45 @@ def test_connect_failures_retried_are_sibling_attempts_under_the_caller(agents, 
     retried = [a for a in attempts if a.attributes.get("http.request.resend_count") == 1]
     assert len(failed) >= 1 and len(attempts) == 2 + len(failed) and len(retried) == len(failed)
     assert all([e.name for e in r.events] == ["retry"] and r.attributes["http.response.status_code"] == 200 for r in retried)
+
+
+_LATE_PROVIDER = r"""
+import sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+import meshlib
+from meshlib.telemetry import spans as spans_module
+
+started = []
+real_start = spans_module.Spans.start_attempt
+spans_module.Spans.start_attempt = lambda self, *a, **k: started.append(1) or real_start(self, *a, **k)
+with meshlib.Mesh(config={"services": {"up": {"endpoints": sys.argv[1]}}}) as mesh:
+    s = mesh.requests_session()
+    assert s.get("http://up/").status_code == 200
+    before = len(started)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)  # after the Mesh was built
+    assert s.get("http://up/").status_code == 200
+    print(before, len(started), [sp.name for sp in exporter.get_finished_spans()])
+"""
+
+
+def test_no_span_work_until_a_tracer_provider_is_set(agents, tmp_path):
+    """Without a TracerProvider every span would be a non-recording no-op: calls
+    skip span work; a provider set later (after the Mesh) is used from then on."""
+    import os
+    import subprocess
+    import sys
+
+    a = agents(1)[0]
+    script = tmp_path / "late.py"
+    script.write_text(_LATE_PROVIDER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("OTEL_PYTHON_TRACER_PROVIDER", None)
+    out = subprocess.run([sys.executable, str(script), a.address], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "0 1 ['GET']"
+    assert "traceparent" in a.behaviour.seen[1]
