@@ -12,7 +12,7 @@ import platform
 import sys
 import time
 
-from . import failure, grpc_overhead, llm, mtls, overhead, own_cost, pick, registry, xds
+from . import failure, grpc_overhead, llm, mtls, overhead, own_cost, pick, registry, telemetry, xds
 
 BENCHMARKS = {
     "own_cost": own_cost.run,
@@ -22,6 +22,7 @@ BENCHMARKS = {
     "grpc": grpc_overhead.run,
     "registry": registry.run,
     "mtls": mtls.run,
+    "telemetry": telemetry.run,
     "xds": xds.run,
     "llm": llm.run,
 }

@@ -30,9 +30,10 @@ from .errors import (
     RateLimitedError,
     UnknownServiceError,
 )
-from .mesh import Mesh
+from .mesh import ATTACHMENTS as _ATTACHMENTS, Mesh
 from .resilience.deadline import deadline, deadline_headers, incoming_deadline, remaining
 from .security import peer_identity
+from .telemetry import extract, incoming, inject
 
 __version__ = "0.1.0"
 
@@ -60,10 +61,25 @@ __all__ = [
     "default_mesh",
     "hash_key",
     "peer_identity",
+    "inject",
+    "extract",
+    "incoming",
     "__version__",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _start_admin(mesh: Mesh) -> Any:
+    """The admin endpoint, when ``MESHLIB_ADMIN`` asks for one (imported only then)."""
+    if not mesh.config.telemetry.admin:
+        return None
+    from .admin import attach
+
+    return attach(mesh)
+
+
+_ATTACHMENTS.append(_start_admin)
 
 _default: Mesh | None = None
 _default_lock = threading.Lock()

@@ -7,6 +7,7 @@
     meshlib config check [--all]     # validate MESHLIB_* and MESHLIB_CONFIG, print the effective config
     meshlib endpoints SERVICE        # what the mesh built from MESHLIB_* sees
     meshlib stats                    # mesh.stats() as JSON
+    meshlib stats --url URL [--prometheus]  # a running process's, from its admin endpoint (MESHLIB_ADMIN)
     meshlib xds status [--json]      # CSDS-like: every xDS resource, its version and status
 
 Exit status: 0 on success, 2 for a usage or configuration error (the message
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     endpoints.set_defaults(handler=_endpoints)
 
     stats = sub.add_parser("stats", help="print mesh.stats() of the mesh built from MESHLIB_* as JSON")
+    stats.add_argument("--url", metavar="URL", help="read a running process's stats from its admin endpoint instead, e.g. http://127.0.0.1:9901")
+    stats.add_argument("--prometheus", action="store_true", help="with --url: the Prometheus text (/stats/prometheus) instead of JSON")
     stats.set_defaults(handler=_stats)
 
     xds = sub.add_parser("xds", help="xDS: what the mesh built from MESHLIB_* received from its control plane")
@@ -201,6 +204,17 @@ def _endpoints(args: argparse.Namespace) -> int:
 
 def _stats(args: argparse.Namespace) -> int:
     from .mesh import Mesh
+
+    if args.url:
+        from .admin import fetch_stats
+
+        try:
+            text = fetch_stats(args.url, prometheus=args.prometheus)
+        except (OSError, ValueError) as exc:
+            print(f"meshlib: cannot read the admin endpoint at {args.url}: {exc} (is MESHLIB_ADMIN set in that process?)", file=sys.stderr)
+            return 1
+        print(text, end="" if text.endswith("\n") else "\n")
+        return 0
 
     with Mesh.from_env() as mesh:
         stats = mesh.stats()

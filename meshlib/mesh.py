@@ -20,8 +20,10 @@ from .discovery.filter import filter_snapshot
 from .endpoint import Endpoint, EndpointSnapshot
 from .errors import MeshError, UnknownServiceError
 from .health import Probe
-from .security import AllowList, ClientTls, TlsProvider
+from .security import ClientTls, TlsProvider
 from .mesh_routing import RoutingMixin
+from .mesh_security import SecurityMixin
+from .telemetry import Telemetry
 
 if TYPE_CHECKING:  # pragma: no cover - import cost only for type checkers
     import ssl
@@ -39,10 +41,14 @@ log = logging.getLogger("meshlib")
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
 
-__all__ = ["Mesh"]
+__all__ = ["Mesh", "ATTACHMENTS"]
+
+#: What the layers above start with every Mesh (the admin endpoint registers
+#: itself here): ``attach(mesh)`` returns something with ``close()``, or None.
+ATTACHMENTS: list[Callable[["Mesh"], Any]] = []
 
 
-class Mesh(RoutingMixin):
+class Mesh(RoutingMixin, SecurityMixin):
     """An in-process service mesh.
 
     Build one from the environment with :meth:`from_env`, or from a mapping /
@@ -75,6 +81,9 @@ class Mesh(RoutingMixin):
         self._closed = False
         self._clusters: dict[str, Cluster] = {}
         self._health_probe = health_probe
+        #: Trace propagation, spans, metrics and access logs: one observer per cluster.
+        self.telemetry = Telemetry(config.telemetry)
+        self._attached: list[Any] = []
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         # Adapter-owned objects (gRPC channel pools), closed by close().
         self._resources: dict[Hashable, Any] = {}
@@ -106,6 +115,10 @@ class Mesh(RoutingMixin):
             for resolver in self._resolvers:
                 resolver.start(self._publish)
             self._wait_for_xds()
+            for attach in ATTACHMENTS:
+                started = attach(self)
+                if started is not None:
+                    self._attached.append(started)
         except BaseException:
             self.close()
             raise
@@ -136,7 +149,9 @@ class Mesh(RoutingMixin):
                     rng=random.Random(self._rng.random()),
                     executor=self._executor,
                     health_probe=self._health_probe or self._tls_probe(name),
+                    observers=(self.telemetry.observer,),
                 )
+                self.telemetry.watch(cluster)
                 self._clusters[name] = cluster
                 cluster.start()
                 spellings = dict(self._by_host)
@@ -276,68 +291,12 @@ class Mesh(RoutingMixin):
                     {**_host_stats(h, view.get(h.key, h.endpoint), total, now), **cluster.host_resilience(h)} for h in hosts
                 ],
             }
-        stats: dict[str, Any] = {"services": services, "discovery": [r.status() for r in self._resolvers]}
+        stats: dict[str, Any] = {"services": services, "discovery": [r.status() for r in self._resolvers], "telemetry": self.telemetry.stats()}
         if self._registrations:
             stats["registrations"] = [r.status() for r in self._registrations if not r.closed]
         if self._tls.source is not None or any(c.config.tls_mode != "off" for c in self._clusters.values()):
             stats["tls"] = self._tls.status()
         return stats
-
-    # -- mutual TLS ----------------------------------------------------------------
-
-    def _tls_probe(self, name: str) -> Probe | None:
-        """Health checks of a TLS_MODE tls/mtls service go over the same TLS."""
-        cfg = self.config.service(name)
-        tls = self._tls.for_service(name, cfg.tls_mode, cfg.tls_spiffe_ids)
-        if tls is None:
-            return None
-        from .security.health import tls_probe
-
-        return tls_probe(tls, cfg.health_check.protocol)
-
-    def tls(self, cluster: Cluster) -> ClientTls | None:
-        """How calls to ``cluster`` are protected (None: ``TLS_MODE`` off, the URL decides)."""
-        try:
-            return self._tls_by_service[cluster.name]
-        except KeyError:
-            cfg = cluster.config
-            found = self._tls_by_service[cluster.name] = self._tls.for_service(cluster.name, cfg.tls_mode, cfg.tls_spiffe_ids)
-            return found
-
-    def server_ssl_context(self, *, require_client_cert: bool = True) -> "ssl.SSLContext":
-        """An ``ssl.SSLContext`` for serving (uvicorn, hypercorn, gunicorn,
-        ``http.server``) with the workload identity, requiring client
-        certificates signed by the trust bundle; each new connection uses the
-        identity current then, so rotation needs no restart. See docs/security.md."""
-        return self._tls.server_ssl_context(require_client_cert=require_client_cert)  # type: ignore[no-any-return]
-
-    def grpc_server_credentials(self, *, require_client_auth: bool = True) -> "grpc.ServerCredentials":
-        """``grpc.ServerCredentials`` with the workload identity, requiring
-        client certificates, following every rotation (for ``server.add_secure_port``)."""
-        return self._tls.grpc_server_credentials(require_client_auth=require_client_auth)
-
-    def grpc_credentials(self, name: str) -> "grpc.ChannelCredentials | None":
-        """For a channel of your own (with :meth:`grpc_interceptors`): channel
-        credentials from ``name``'s TLS mode and the current identity (None
-        when its ``TLS_MODE`` is off). Made once, they do not follow a rotation:
-        make the channel again after one (``stats()["tls"]["generation"]``).
-        grpcio checks only host names, so for a service with
-        ``TLS_SPIFFE_IDS`` this refuses (MeshError): use :meth:`grpc_channel`,
-        which checks SPIFFE IDs before a channel is used."""
-        tls = self.tls(self.cluster(name))
-        if tls is None:
-            return None
-        if tls.matcher:
-            raise MeshError(f"service {name!r} has TLS_SPIFFE_IDS, which grpcio cannot check on a channel of your own; "
-                            "use mesh.grpc_channel(name) (docs/security.md)")  # fmt: skip
-        return tls.grpc().credentials()
-
-    def allowed_callers(self) -> AllowList:
-        """The serving-side allow-list of ``MESHLIB_ALLOWED_CALLERS`` (any verified
-        caller when empty): ``.wsgi(app)``, ``.asgi(app)``, ``.grpc_interceptor()``,
-        ``.check(request)``."""
-        callers = self.config.tls.allowed_callers
-        return AllowList(callers, any_verified=not callers)
 
     # -- adapters ----------------------------------------------------------------
 
@@ -446,12 +405,18 @@ class Mesh(RoutingMixin):
         if self._closed:
             return
         self._closed = True
+        for attached in self._attached:
+            try:
+                attached.close()
+            except Exception:
+                log.exception("meshlib: closing %r failed", attached)
         for reg in self._registrations:
             try:
                 reg.close()
             except Exception:
                 log.exception("meshlib: closing %r failed", reg)
         self._ticker.stop()
+        self.telemetry.close()
         for cluster in list(self._clusters.values()):
             cluster.close()
         with self._lock:

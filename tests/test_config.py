@@ -144,6 +144,7 @@ def test_public_surface_is_pinned():
             "Mesh", "MeshConfig", "ServiceConfig", "Endpoint", "EndpointSnapshot", "MeshError", "ConfigError",
             "UnknownServiceError", "NoHealthyEndpointsError", "EndpointsSaturatedError", "CircuitOpenError", "DeadlineExceededError", "RateLimitedError", "FaultInjectedError",
             "ManualClock", "deadline", "deadline_headers", "incoming_deadline", "remaining", "call", "default_mesh", "hash_key", "peer_identity", "__version__",
+            "inject", "extract", "incoming",  # trace propagation (issue 14)
         ]
     )
     for name in meshlib.__all__:
@@ -160,7 +161,7 @@ def test_every_key_default_is_the_configuration_default():
     # The defaults in docs/configuration.md come from KEYS; what a mesh runs
     # with comes from the dataclasses. They must not drift apart.
     config = MeshConfig()
-    objects = (config.defaults, config.registry, config.tls, config.xds, config)
+    objects = (config.defaults, config.registry, config.tls, config.xds, config.telemetry, config)
     checked = 0
     for key in KEYS.values():
         if key.target is not None:

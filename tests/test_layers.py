@@ -23,7 +23,7 @@ LAYERS = {
     "core": 2, "health": 2, "telemetry": 2, "security": 2,
     "discovery": 3, "registration": 3, "xds": 3,
     "config": 4,
-    "adapters": 5, "mesh": 5, "mesh_routing": 5,
+    "adapters": 5, "mesh": 5, "mesh_routing": 5, "mesh_security": 5,
     "cli": 6, "demo": 6, "admin": 6, "__main__": 6, "__init__": 6,
     "testing": 6,
 }  # fmt: skip

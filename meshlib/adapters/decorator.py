@@ -29,6 +29,7 @@ from ..endpoint import Endpoint
 from ..resilience.deadline import deadline
 from ..outcome import AttemptResult, Outcome
 from ..core.services import Services
+from .. import telemetry
 from ._common import HttpExchange, judge_response
 
 
@@ -78,12 +79,14 @@ def mesh_call(mesh: "Services | Callable[[], Services]", service: str, *, idempo
                 cluster = cluster_of()
 
                 async def send(ep: Endpoint, limit: float | None) -> Any:
-                    if limit is None:
-                        return await fn(ep, *args, **kwargs)
-                    with deadline(limit, cluster.clock):
-                        return await asyncio.wait_for(fn(ep, *args, **kwargs), limit)
+                    with telemetry.attempt(ep):  # telemetry: the attempt's span, current while fn runs
+                        if limit is None:
+                            return await fn(ep, *args, **kwargs)
+                        with deadline(limit, cluster.clock):
+                            return await asyncio.wait_for(fn(ep, *args, **kwargs), limit)
 
-                return await run_async(cluster.start_call(None, idempotent), send, EXCHANGE)
+                with telemetry.call(cluster):  # telemetry: the call's scope
+                    return await run_async(cluster.start_call(None, idempotent), send, EXCHANGE)
 
             return async_wrapper  # type: ignore[return-value]
 
@@ -92,12 +95,14 @@ def mesh_call(mesh: "Services | Callable[[], Services]", service: str, *, idempo
             cluster = cluster_of()
 
             def send(ep: Endpoint, limit: float | None) -> Any:
-                if limit is None:
-                    return fn(ep, *args, **kwargs)
-                with deadline(limit, cluster.clock):
-                    return fn(ep, *args, **kwargs)
+                with telemetry.attempt(ep):  # telemetry: the attempt's span, current while fn runs
+                    if limit is None:
+                        return fn(ep, *args, **kwargs)
+                    with deadline(limit, cluster.clock):
+                        return fn(ep, *args, **kwargs)
 
-            return run(cluster.start_call(None, idempotent), send, EXCHANGE)
+            with telemetry.call(cluster):  # telemetry: the call's scope
+                return run(cluster.start_call(None, idempotent), send, EXCHANGE)
 
         return wrapper  # type: ignore[return-value]
 

@@ -36,6 +36,7 @@ from ..resilience.fault import FaultDecision
 from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
 from ..core.services import Services
+from .. import telemetry
 from ._common import (
     DRAIN_LIMIT,
     FAULT_BODY,
@@ -348,9 +349,12 @@ class MeshTransport(httpx.BaseTransport):
         extra = call.cluster.load_request_headers
 
         def send(ep: Endpoint, limit: float | None) -> httpx.Response:
-            return _restore(inner.handle_request(_pointed(request, ep, limit, stream, extra, scheme)), request)
+            pointed = _pointed(request, ep, limit, stream, extra, scheme)
+            telemetry.inject(pointed.headers, ep)  # telemetry: this attempt's span and trace headers
+            return _restore(inner.handle_request(pointed), request)
 
-        return run(call, send, ex, _aborter(call, request))
+        with telemetry.http_call(call.cluster, request.method, str(request.url), request.headers):  # telemetry: the call's scope
+            return run(call, send, ex, _aborter(call, request))
 
     def close(self) -> None:
         for t in self._pools.all():
@@ -377,9 +381,12 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
             if drain is not None:  # the previous attempt's response: its connection first
                 request._meshlib_drain = None  # type: ignore[attr-defined]
                 await asyncio.shield(drain)
-            return _restore(await inner.handle_async_request(_pointed(request, ep, limit, stream, extra, scheme)), request)
+            pointed = _pointed(request, ep, limit, stream, extra, scheme)
+            telemetry.inject(pointed.headers, ep)  # telemetry: this attempt's span and trace headers
+            return _restore(await inner.handle_async_request(pointed), request)
 
-        return await run_async(call, send, ex, _aborter(call, request))
+        with telemetry.http_call(call.cluster, request.method, str(request.url), request.headers):  # telemetry: the call's scope
+            return await run_async(call, send, ex, _aborter(call, request))
 
     async def aclose(self) -> None:
         for t in self._pools.all():

@@ -21,6 +21,7 @@ from ..errors import MeshError
 from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
 from ..core.services import Services
+from .. import telemetry
 from ._common import (
     FAULT_BODY,
     FAULT_HEADERS,
@@ -200,6 +201,7 @@ class MeshAdapter(HTTPAdapter):
                 attempt.body = ex.attempt_body()  # type: ignore[attr-defined]
             elif body is not request.body:  # a file read once for a hedged call
                 attempt.body = body
+            telemetry.inject(attempt.headers, ep)  # telemetry: this attempt's span and trace headers
             t = timeout
             if extra or limit is not None:
                 attempt.headers = headers.copy()
@@ -223,7 +225,8 @@ class MeshAdapter(HTTPAdapter):
         token = TLS_NAME.set(host) if wire == "https" else None
         try:
             abort = None if cluster.fault is None else (lambda fault: _aborted(request, url, fault.abort_status))
-            return run(call, send, ex, abort)
+            with telemetry.http_call(cluster, request.method, url, request.headers):  # telemetry: the call's scope
+                return run(call, send, ex, abort)
         finally:
             if token is not None:
                 TLS_NAME.reset(token)

@@ -27,6 +27,7 @@ from ..resilience.fault import FaultDecision
 from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
 from ..core.services import Services
+from .. import telemetry
 from ._common import (
     FAULT_BODY,
     FAULT_HEADERS,
@@ -182,11 +183,15 @@ class MeshPoolManager(TLSNamePoolManager):
                     akw["timeout"] = _bounded(user_timeout, cfg.connect_timeout, limit)
             if ex is not base:
                 akw = dict(akw, body=ex.attempt_body())  # type: ignore[attr-defined]
+            if akw is attempt_kw:  # no per-attempt copy of the caller's headers yet
+                akw = dict(akw, headers=headers.copy())
+            telemetry.inject(akw["headers"], ep)  # telemetry: this attempt's span and trace headers
             host = ep.host if ":" not in ep.host else f"[{ep.host}]"  # as parse_url gives an IPv6 host
             return self.connection_from_host(host, ep.port, wire, tls and tls.pool_kwargs()).urlopen(method, target, **akw)
 
         try:
-            response = run(call, send, ex, _aborted)
+            with telemetry.http_call(cluster, method, url, headers):  # telemetry: the call's scope
+                response = run(call, send, ex, _aborted)
         finally:
             if token is not None:
                 TLS_NAME.reset(token)

@@ -34,7 +34,7 @@ def effective_value(config: MeshConfig, service: ServiceConfig, key: Key) -> Any
         for part in path.split("."):
             value = getattr(value, part)
         return value
-    for owner in (service, config.registry, config.tls, config.xds, config):
+    for owner in (service, config.registry, config.tls, config.xds, config.telemetry, config):
         if hasattr(owner, key.name):
             return getattr(owner, key.name)
     raise KeyError(key.name)

@@ -21,7 +21,7 @@ def show_value(key: Key, d: Any) -> str:
     if isinstance(d, frozenset):
         return ",".join(sorted(str(x) for x in d)) or "(empty)"
     if isinstance(d, tuple):
-        return ",".join(str(x) for x in d) or "(none)"
+        return ",".join(f"{x:g}s" if isinstance(x, float) else str(x) for x in d) or "(none)"
     if isinstance(d, Mapping):
         return "(none)" if not d else ",".join(f"{k}={v}" for k, v in d.items())
     if key.type == "duration":

@@ -32,6 +32,7 @@ from .redact import is_secret_name
 from .schemes import parse_discovery
 from ..security.client import TLS_MODES
 from ..security.spiffe_id import parse_id_list as spiffe_ids
+from .telemetry import admin_address, header_names, propagators, redact_names, seconds_list
 
 __all__ = ["Key", "KEYS", "SERVICE_KEYS", "GLOBAL_KEYS", "LB_POLICIES", "ENV_PREFIX", "SERVICES_PREFIX", "DEFAULT_RETRY", "POLICY_DEFAULTS"]
 
@@ -472,6 +473,45 @@ def _resilience_keys() -> list[Key]:
 
 
 KEYS.update((k.name, k) for k in _resilience_keys())
+
+
+# ----------------------------------------------------------------- telemetry and admin (read into TelemetryConfig)
+
+KEYS.update((k.name, k) for k in [
+    Key("access_log", boolean, True, "global", "boolean",
+        "One structured access-log event per call to the `logging` logger `meshlib.access` at INFO (printed only if the application configures logging).", "off",
+        source="Envoy access logs are configured per listener (off unless set); meshlib logs to a library logger, silent until logging is configured"),
+    Key("access_log_format", choice(("json", "console")), "json", "global", "string",
+        "How structlog renders each access-log event: `json` or `console`.", "console"),
+    Key("access_log_per", choice(("call", "attempt")), "call", "global", "string",
+        "One access-log event per logical call, or one per attempt.", "attempt"),
+    Key("access_log_sample", float_range(0.0, 1.0), 1.0, "global", "float (0..1)",
+        "Share of calls (or attempts) logged; errors are logged anyway while ACCESS_LOG_ERRORS is on.", "0.01",
+        source="Envoy runtime_filter / OTel TraceIdRatioBased sampling"),
+    Key("access_log_errors", boolean, True, "global", "boolean",
+        "Always log failed calls (errors, 5xx, failing gRPC statuses), whatever the sample.", "false"),
+    Key("access_log_headers", header_names, (), "global", "header list",
+        "Request headers added to access-log events (Authorization, cookies and REDACT_HEADERS show as [redacted]).", "x-request-id,user-agent"),
+    Key("redact_headers", redact_names, frozenset(), "global", "header list (secret)",
+        "Further header names never shown in logs, spans, metrics or the admin endpoint (besides Authorization, Proxy-Authorization, Cookie, Set-Cookie).", "x-api-key"),
+    Key("propagators", propagators, ("tracecontext", "baggage"), "global", "propagator list",
+        "Trace headers written and read when OpenTelemetry is not in use: tracecontext, baggage, b3 (single header), b3multi, or none. With OpenTelemetry, its OTEL_PROPAGATORS apply.", "b3multi",
+        source="OTEL_PROPAGATORS default tracecontext,baggage"),
+    Key("tracing", choice(("auto", "otel", "native", "off")), "auto", "global", "string",
+        "auto/otel: OpenTelemetry's context, propagators and spans when it is installed; native: meshlib's own propagation only; off: no trace headers, no spans.", "native"),
+    Key("metrics", boolean, True, "global", "boolean",
+        "Per-attempt metrics (mesh.stats(), Prometheus, the OpenTelemetry metrics API).", "off"),
+    Key("metrics_extra_buckets", seconds_list, (30.0, 60.0, 120.0, 300.0), "global", "duration list",
+        "Duration histogram buckets added to OTel's advised ones (which stop at 10s) for long LLM calls.", "30s,1m,10m",
+        source="OTel http.client.request.duration advice tops out at 10s"),
+    Key("metrics_endpoint_labels", boolean, True, "global", "boolean",
+        "Label per-attempt series with the endpoint address (bounded by the service's current membership).", "false"),
+    Key("admin", admin_address, "", "global", "host:port",
+        "Serve the admin endpoint (/stats, /stats/prometheus, /clusters, /config_dump, /ready) here; empty: off.", "127.0.0.1:9901",
+        source="Envoy admin is off unless configured; conventionally 127.0.0.1:9901"),
+    Key("admin_allow_remote", boolean, False, "global", "boolean",
+        "Allow ADMIN to bind a non-loopback address (the admin endpoint has no authentication).", "true"),
+])  # fmt: skip
 
 SERVICE_KEYS = tuple(k for k in KEYS.values() if k.scope in ("service", "both"))
 GLOBAL_KEYS = tuple(k for k in KEYS.values() if k.scope in ("global", "both"))

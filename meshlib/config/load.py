@@ -19,10 +19,12 @@ from ..errors import ConfigError
 from ..security.client import TlsSettings
 
 TLS_FIELDS = frozenset(f.name for f in fields(TlsSettings))
+from ..telemetry.settings import TelemetryConfig
 from .keys import ENV_PREFIX, KEYS, Key
 from .model import REGISTRY_FIELDS, XDS_FIELDS, RegistryConfig, ServiceConfig, XdsConfig
 from .parsers import canonical_service
 from .redact import HIDDEN, leaks, redact_url, shown
+from .telemetry import telemetry_config
 from .sources import CONFIG_VAR, Raw, Values, read_env, read_file, read_mapping
 
 __all__ = ["MeshConfig", "load_config", "read_sources", "build_config", "parse_value"]
@@ -40,6 +42,7 @@ class MeshConfig:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     tls: TlsSettings = field(default_factory=TlsSettings)
     xds: XdsConfig = field(default_factory=XdsConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
     def service(self, name: str) -> ServiceConfig:
         """The settings for ``name``: its own if declared, else the global defaults."""
@@ -180,6 +183,7 @@ def build_config(raw: Raw) -> MeshConfig:
         registry=registry,
         tls=_tls_settings(values, raw.glob),
         xds=XdsConfig(**{k: v for k, v in values.items() if k in XDS_FIELDS}),
+        telemetry=telemetry_config(values, raw.glob),
     )
 
 

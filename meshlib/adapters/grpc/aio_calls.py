@@ -16,6 +16,7 @@ from ...core.call import Call
 from ...core.driver import run_async
 from ...core.exchange import Exchange
 from ...endpoint import Endpoint
+from ... import telemetry
 from ...errors import MeshError
 from .errors import aio_aborted, aio_rpc_error, settle
 from .future import CANCELLED_DETAILS
@@ -63,12 +64,13 @@ class UnaryResponseCall(Writes, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryCal
         key, make = m.key, m.make
         self._requests = requests = AsyncReplay(request) if streaming else None
         call = cluster.start_call(hash_header(cluster, metadata), True, timeout)
+        self._rpc = (key[1], metadata)  # telemetry: the call's RPC name and metadata
 
         async def send(ep: Endpoint, limit: float | None) -> Any:
             sub = owner.pool.acquire(ep)
             try:
                 mc = sub.callable(key, make)
-                md = with_attempt(metadata, call.attempt)
+                md = telemetry.inject(list(with_attempt(metadata, call.attempt) or ()), ep)  # telemetry: the attempt's span and trace metadata
                 rpc = mc(request if requests is None else requests.view(), timeout=limit, metadata=md, credentials=credentials, wait_for_ready=wait_for_ready, compression=compression)
                 return await answer(rpc)
             finally:
@@ -89,7 +91,8 @@ class UnaryResponseCall(Writes, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryCal
         requests = self._requests
         exchange: Exchange = EXCHANGE if requests is None else ReplayExchange(requests)
         try:
-            result = await run_async(call, send, exchange, aio_aborted)
+            with telemetry.call(call.cluster, rpc=self._rpc[0], headers=self._rpc[1]):  # telemetry: the call's scope
+                result = await run_async(call, send, exchange, aio_aborted)
             self._final = result if isinstance(result, grpc.RpcError) else result[1]
             return settle(call, result, aio_rpc_error)[0]
         except grpc.RpcError as err:

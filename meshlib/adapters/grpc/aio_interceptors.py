@@ -11,6 +11,7 @@ import grpc.aio
 from ...core.driver import run_async, sit_out_fault_async
 from ...core.services import Services
 from ...endpoint import Endpoint
+from ... import telemetry
 from ...errors import MeshError
 from ...outcome import AttemptResult
 from .aio_calls import UnaryResponseCall, answer
@@ -41,9 +42,10 @@ class _InterceptedUnaryResponse(UnaryResponseCall):
         self._requests = requests = AsyncReplay(request_iterator)
         call = interceptor.start(details.timeout)
         metadata = details.metadata
+        self._rpc = (details.method, metadata)  # telemetry: the call's RPC name and metadata
 
         async def send(ep: Endpoint, limit: float | None) -> Any:
-            rpc = await continuation(_aio_details(details, limit, with_attempt(metadata, call.attempt)), requests.view())
+            rpc = await continuation(_aio_details(details, limit, telemetry.inject(list(with_attempt(metadata, call.attempt) or ()), ep)), requests.view())
             return await answer(rpc)
 
         self._start(call, send, details.timeout)
@@ -65,7 +67,7 @@ class MeshAioClientInterceptor(InterceptorBase):
         metadata = client_call_details.metadata
 
         async def send(ep: Endpoint, limit: float | None) -> Any:
-            details = _aio_details(client_call_details, limit, with_attempt(metadata, call.attempt))
+            details = _aio_details(client_call_details, limit, telemetry.inject(list(with_attempt(metadata, call.attempt) or ()), ep))
             rpc = await continuation(details, request)
             try:
                 await rpc
@@ -74,7 +76,8 @@ class MeshAioClientInterceptor(InterceptorBase):
             return rpc
 
         try:
-            result = await run_async(call, send, EXCHANGE, aio_aborted)
+            with telemetry.call(call.cluster, rpc=client_call_details.method, headers=metadata):  # telemetry: the call's scope
+                result = await run_async(call, send, EXCHANGE, aio_aborted)
             return settle(call, result, aio_rpc_error)
         except MeshError as exc:
             raise aio_rpc_error(exc) from exc.__cause__
@@ -95,7 +98,7 @@ class MeshAioClientInterceptor(InterceptorBase):
                 raise aio_rpc_error(exc) from exc.__cause__
             raise
         started = call.cluster.clock.perf_counter()
-        rpc = await continuation(_aio_details(details, call.remaining(), details.metadata), request)
+        rpc = await continuation(_aio_details(details, call.remaining(), telemetry.inject(list(details.metadata or ()))), request)
 
         def book(result: AttemptResult) -> None:
             call.done(host, started, result, decide=False)

@@ -19,6 +19,7 @@ import grpc
 from ...core.driver import run
 from ...core.services import Services
 from ...endpoint import Endpoint
+from ... import telemetry
 from ...errors import MeshError
 from .errors import aborted, rpc_error, settle
 from .future import FutureCall
@@ -67,7 +68,7 @@ class _UnaryResponse(grpc.UnaryUnaryMultiCallable, grpc.StreamUnaryMultiCallable
             sub = pool.acquire(ep)
             try:
                 mc = sub.callables.get(key) or sub.callable(key, make)
-                md = with_attempt(metadata, call.attempt)
+                md = telemetry.inject(list(with_attempt(metadata, call.attempt) or ()), ep)  # telemetry: the attempt's span and trace metadata
                 body = request if requests is None else requests.view()
                 if future is not None:
                     return _attempt_future(future, mc.future(body, timeout=limit, metadata=md, **kw))
@@ -80,7 +81,8 @@ class _UnaryResponse(grpc.UnaryUnaryMultiCallable, grpc.StreamUnaryMultiCallable
 
         exchange = EXCHANGE if requests is None else ReplayExchange(requests)
         try:
-            result = run(call, send, exchange, aborted)
+            with telemetry.call(cluster, rpc=m.method, headers=metadata):  # telemetry: the call's scope
+                result = run(call, send, exchange, aborted)
         except MeshError as exc:
             raise rpc_error(exc) from exc.__cause__
         return settle(call, result)  # type: ignore[no-any-return]

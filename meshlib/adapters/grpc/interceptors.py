@@ -11,6 +11,7 @@ from ...core.driver import run, sit_out_fault
 from ...core.exchange import Exchange
 from ...core.services import Services
 from ...endpoint import Endpoint
+from ... import telemetry
 from ...errors import MeshError
 from .errors import aborted, rpc_error, settle
 from .future import FutureCall, Workers
@@ -83,7 +84,7 @@ class MeshClientInterceptor(
             def send(ep: Endpoint, limit: float | None) -> Any:
                 if future is not None:
                     future.check()
-                outcome = continuation(_details(details, limit, with_attempt(metadata, call.attempt)), view())
+                outcome = continuation(_details(details, limit, telemetry.inject(list(with_attempt(metadata, call.attempt) or ()), ep)), view())
                 if future is None:  # grpcio's blocking call: the outcome is complete
                     exc = outcome.exception()
                 else:
@@ -101,7 +102,9 @@ class MeshClientInterceptor(
                 raise exc
 
             try:
-                return settle(call, run(call, send, exchange, aborted))  # type: ignore[no-any-return]
+                with telemetry.call(self.cluster, rpc=details.method, headers=metadata):  # telemetry: the call's scope
+                    result = run(call, send, exchange, aborted)
+                return settle(call, result)  # type: ignore[no-any-return]
             except MeshError as exc:
                 raise rpc_error(exc) from exc.__cause__
 
@@ -136,7 +139,7 @@ class MeshClientInterceptor(
                 return rpc_error(exc)
             raise
         started = call.cluster.clock.perf_counter()
-        rpc = continuation(_details(details, call.remaining(), details.metadata), request)
+        rpc = continuation(_details(details, call.remaining(), telemetry.inject(list(details.metadata or ()))), request)
 
         def over() -> None:
             call.done(host, started, judge_finished(rpc), decide=False)

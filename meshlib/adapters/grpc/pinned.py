@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import grpc
 
+from ... import telemetry
 from ...core.call import Call
 from ...core.driver import Attempts
 from ...core.exchange import End
@@ -120,7 +121,7 @@ class PinnedStream:
         try:
             mc = sub.callable(m.key, m.make)
             request = self._requests.view() if self._requests is not None else self._request
-            rpc = mc(request, timeout=call.remaining(), metadata=with_attempt(self._metadata, call.attempt), **self._kw)
+            rpc = mc(request, timeout=call.remaining(), metadata=telemetry.inject(list(with_attempt(self._metadata, call.attempt) or ())), **self._kw)
         except BaseException:
             sub.release()
             call.ended(host, started, _ERROR)

@@ -1,0 +1,126 @@
+"""Observability: trace propagation, spans, metrics and access logs.
+
+Everything here attaches to the call path as an observer of each attempt's
+record (``Cluster(observers=[telemetry.observer])``) plus three hooks an
+adapter calls, and decides nothing about the call:
+
+* ``with telemetry.call(cluster, method=..., url=...)`` (or ``rpc=...``)
+  around one logical call;
+* ``telemetry.inject(headers, endpoint)`` where an attempt's outgoing headers
+  (or gRPC metadata) are built: the attempt's span and trace headers;
+* ``with telemetry.attempt(endpoint)`` around an attempt of a decorated
+  function, whose own requests then carry the attempt's context
+  (``meshlib.inject(headers)``).
+
+Server side: :func:`incoming`, :func:`extract` and the WSGI / ASGI / gRPC
+helpers in ``server``. See docs/observability.md.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from .hub import _OWNERS, Telemetry, default_propagation, owner_of
+from .redact import scrub_url
+from .scope import NULL_SCOPE, CallScope, current_scope
+from .server import asgi_middleware, extract, grpc_aio_server_interceptor, grpc_server_interceptor, incoming, wsgi_middleware
+from .settings import TelemetryConfig
+
+if TYPE_CHECKING:
+    from ..core.cluster import Cluster
+    from ..endpoint import Endpoint
+
+__all__ = [
+    "Telemetry",
+    "TelemetryConfig",
+    "call",
+    "http_call",
+    "inject",
+    "attempt",
+    "extract",
+    "incoming",
+    "wsgi_middleware",
+    "asgi_middleware",
+    "grpc_server_interceptor",
+    "grpc_aio_server_interceptor",
+]
+
+
+def call(cluster: "Cluster", method: str | None = None, url: str | None = None, *, rpc: str | None = None, address: str | None = None, port: int | None = None, headers: Any = None) -> Any:
+    """The telemetry scope of one logical call to ``cluster`` (a context manager;
+    a no-op when the cluster has no telemetry). ``url`` is scrubbed of
+    credentials and query; ``address``/``port`` are what the caller named
+    (default: the service name); ``headers`` are read only for the access
+    log's configured, redacted header fields."""
+    owner = _OWNERS.get(id(cluster))  # owner_of(), inline: this runs on every call
+    if owner is None or owner.cluster is not cluster:
+        return NULL_SCOPE
+    if isinstance(rpc, bytes):  # grpc.aio's ClientCallDetails.method
+        rpc = rpc.decode("utf-8", "replace")
+    return CallScope(owner, method, address, port, None if url is None else _url_parts(url)[0], rpc, headers)
+
+
+@functools.lru_cache(maxsize=2048)
+def _url_parts(url: str) -> tuple[str, str, int | None]:
+    """(url.full without credentials or query, host, port the caller named or the scheme's)."""
+    full = scrub_url(url)
+    scheme, _, rest = full.partition("://")
+    hostport = rest.split("/", 1)[0]
+    if hostport.startswith("["):
+        host, _, port = hostport[1:].partition("]")
+        port = port.lstrip(":")
+    else:
+        host, _, port = hostport.partition(":")
+    default = {"http": 80, "https": 443}.get(scheme.lower())
+    return full, host, int(port) if port.isdigit() else default
+
+
+def http_call(cluster: "Cluster", method: str | None, url: str, headers: Any = None) -> Any:
+    """:func:`call` for an HTTP request to ``url`` (``server.address``/``server.port`` from it)."""
+    owner = _OWNERS.get(id(cluster))  # owner_of(), inline: this runs on every call
+    if owner is None or owner.cluster is not cluster:
+        return NULL_SCOPE
+    full, host, port = _url_parts(url)
+    return CallScope(owner, method, host, port, full, None, headers)
+
+
+def inject(carrier: Any, endpoint: "Endpoint | None" = None) -> Any:
+    """Write the trace context into ``carrier`` (a headers mapping, or gRPC
+    metadata as a list of pairs) and return it.
+
+    Inside a mesh call, with ``endpoint`` (adapters, once per attempt): opens
+    that attempt (its span; its trace headers). Anywhere else: the current
+    context (OpenTelemetry's, or meshlib's own; a new trace if there is none)."""
+    if endpoint is not None:
+        scope = current_scope()
+        if scope is not None and not scope.closed:
+            scope.open(endpoint, carrier)
+            return carrier
+    default_propagation().inject(carrier)
+    return carrier
+
+
+class attempt:
+    """``with telemetry.attempt(endpoint):`` an attempt of a decorated function:
+    opened like :func:`inject`'s, and current while the block runs."""
+
+    __slots__ = ("_endpoint", "_token", "_prop")
+
+    def __init__(self, endpoint: "Endpoint") -> None:
+        self._endpoint = endpoint
+        self._token: Any = None
+
+    def __enter__(self) -> "attempt":
+        scope = current_scope()
+        if scope is not None and not scope.closed:
+            parent = scope.ctx
+            ctx = scope.open(self._endpoint, None)
+            if ctx is not None and ctx is not parent:  # a context of its own (a span, a native parent-id)
+                self._prop = scope.owner.hub.prop
+                self._token = self._prop.attach(ctx)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            self._prop.detach(self._token)

@@ -1,0 +1,469 @@
+"""One logical call, as telemetry sees it, and the observer that closes it.
+
+An adapter opens a :class:`CallScope` around the call (``telemetry.call``)
+and, per attempt, ``telemetry.inject(headers, endpoint)`` where it builds the
+outgoing headers: that opens the attempt (its span, its trace headers). The
+cluster's :class:`ClusterTelemetry` observer receives each attempt's
+:class:`~meshlib.outcome.AttemptRecord`, finds the attempt in the scope
+current in its context, and ends it: metrics, span, access log. An attempt
+whose answer is still streaming when the call returns ends later, when its
+body ends; its scope is then *parked* under the endpoint until its record
+arrives. Nothing here decides anything about the call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import CircuitOpenError, RateLimitedError
+from ..outcome import AttemptRecord, Outcome
+from . import carriers
+from .metrics import MAX_RPC_METHODS, ClusterMetrics, normal_method
+from .propagation import current_native
+from .spans import span_name
+
+if TYPE_CHECKING:
+    from ..core.cluster import Cluster
+    from ..core.host import Host
+    from .hub import Telemetry
+
+__all__ = ["CallScope", "ClusterTelemetry", "NULL_SCOPE", "current_scope"]
+
+_SCOPE: contextvars.ContextVar["CallScope | None"] = contextvars.ContextVar("meshlib_call_scope", default=None)
+current_scope = _SCOPE.get
+
+#: Retry conditions met only by requests that never reached the server.
+_BEFORE_SENDING = frozenset({"connect-failure", "refused-stream"})
+#: At most this many finished-but-streaming calls are remembered per service.
+MAX_PARKED = 10_000
+_REFUSALS = ("retries_budget_exhausted", "hedges_budget_exhausted", "retries_overflow")
+
+
+class _NullScope:
+    """No telemetry for this cluster: the call goes on untouched."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> "_NullScope":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+NULL_SCOPE = _NullScope()
+
+
+class CallScope:
+    __slots__ = (
+        "owner", "method", "address", "port", "url", "path", "rpc", "request_headers", "started", "opened",
+        "records", "span", "ctx", "token", "closed", "error", "refusals", "finished", "attempt_ctx", "rpc_label", "spans",
+    )  # fmt: skip
+
+    def __init__(self, owner: "ClusterTelemetry", method: str | None, address: str | None, port: int | None, url: str | None, rpc: str | None, headers: Any) -> None:
+        self.owner = owner
+        self.method = method
+        self.address = address or owner.name
+        self.port = port
+        self.url = url
+        self.path = None
+        self.rpc = rpc
+        #: The RPC as metrics label it (bounded: see ClusterTelemetry.rpc_label).
+        self.rpc_label = None if rpc is None else owner.rpc_label(rpc)
+        self.request_headers = headers
+        self.opened: list[list[Any]] = []
+        self.records: list[AttemptRecord] = []
+        self.span: Any = None
+        self.ctx: Any = None
+        self.closed = False
+        self.finished = False
+        self.error: BaseException | None = None
+        self.attempt_ctx: Any = None
+        self.spans: Any = None
+
+    # -- the call -------------------------------------------------------------------
+
+    def __enter__(self) -> "CallScope":
+        owner = self.owner
+        self.started = owner.perf_counter()
+        hub = owner.hub
+        prop = hub.prop
+        spans = hub.spans
+        if spans is not None and not spans.live():
+            spans = None  # no TracerProvider: no span work at all
+        self.spans = spans
+        if owner.native:
+            parent = current_native()
+        elif spans is None:
+            parent = None  # OTel's current context, read where it is needed (inject, the access log)
+        else:
+            parent = prop.current()
+        headers = self.request_headers
+        # Trace headers the caller set by hand count when no context is current
+        # (the cheap header test first: most requests carry none).
+        if headers is not None and prop.id_fields and carriers.has_any(headers, prop.id_fields) and prop.missing(parent):
+            parent = prop.extract(headers) or parent
+        if spans is not None and (self.rpc is not None or owner.call_spans):
+            counters = owner.cluster.counters
+            self.refusals = counters["retries_budget_exhausted"] + counters["hedges_budget_exhausted"] + counters["retries_overflow"]
+            attrs: dict[str, Any] = {"meshlib.service": owner.name}
+            if self.rpc is not None:
+                attrs["rpc.system"] = "grpc"
+                attrs["rpc.method"] = self.rpc.strip("/")
+            elif self.method is not None:
+                attrs["http.request.method"] = normal_method(self.method)
+            self.span, self.ctx = spans.start_call(parent, span_name(self.method, self.rpc)[0], attrs)
+        else:  # no call span: attempts are children of the caller's context
+            self.ctx = parent  # OTel's context, or meshlib's (None: the first attempt starts a trace)
+        self.token = _SCOPE.set(self)
+        return self
+
+    def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
+        _SCOPE.reset(self.token)
+        self.closed = True
+        if exc is not None:
+            self.error = exc
+        if self.opened:
+            self.owner.park(self)  # a streamed answer, or hedges abandoned but not yet over
+            if exc is not None or not any(r.outcome == Outcome.SUCCESS for r in self.records):
+                return  # the answer is still streaming: the call ends with it
+        self.finish()
+
+    # -- attempts -------------------------------------------------------------------
+
+    def open(self, endpoint: Any, carrier: Any) -> Any:
+        """An attempt goes out to ``endpoint``: its span and trace headers; returns its context."""
+        owner = self.owner
+        hub = owner.hub
+        resend = len(self.records) + len(self.opened)
+        span = None
+        spans = self.spans
+        if spans is not None:
+            attrs: dict[str, Any] = {
+                "server.address": self.address,
+                "network.peer.address": endpoint.host,
+                "network.peer.port": endpoint.port,
+            }
+            if self.port is not None:
+                attrs["server.port"] = self.port
+            if self.rpc is not None:
+                attrs["rpc.system"] = "grpc"
+                attrs["rpc.method"] = self.rpc.strip("/")
+                attrs["previous-rpc-attempts"] = resend
+                attrs["transparent-retry"] = False
+            elif self.method is not None:
+                attrs["http.request.method"] = normal_method(self.method)
+                if normal_method(self.method) != self.method:
+                    attrs["http.request.method_original"] = self.method
+                if self.url is not None:
+                    attrs["url.full"] = self.url
+                if resend:
+                    attrs["http.request.resend_count"] = resend
+            span, ctx = spans.start_attempt(self.ctx, span_name(self.method, self.rpc)[1], attrs)
+            if resend:  # on the call's span, or on this attempt's when the call has none
+                holder = self.span if self.span is not None else span
+                if self.opened:
+                    holder.add_event("hedge", {"meshlib.attempt": resend + 1, "network.peer.address": endpoint.address})
+                elif self.records:
+                    last = self.records[-1]
+                    waited = max(0.0, owner.clock.perf_counter() - last.ended)
+                    holder.add_event("retry", {"meshlib.attempt": resend + 1, "meshlib.backoff_seconds": round(waited, 6), "meshlib.previous_outcome": last.outcome})
+        elif hub.prop.otel or hub.prop.off:  # OTel's context (read when injecting), or tracing off: no ids to make
+            ctx = self.ctx
+        else:  # meshlib's own context: the first attempt starts the call's trace if no caller did
+            prop = hub.prop
+            parent = self.ctx
+            ctx = prop.child(parent)
+            if parent is None:
+                self.ctx = ctx
+            if carrier is not None and not prop.off:
+                prop.write(carrier, ctx)
+            carrier = None
+        if carrier is not None:
+            hub.prop.inject(carrier, ctx)
+        self.opened.append([endpoint, span, ctx])
+        self.attempt_ctx = ctx
+        if self.rpc_label is not None:
+            owner.attempt_started(self.rpc_label)
+        return ctx
+
+    def ended(self, record: AttemptRecord) -> None:
+        owner = self.owner
+        ep = record.endpoint
+        entry = None
+        for e in self.opened:  # the driver records the very Endpoint it sent to
+            if e[0] is ep:
+                entry = e
+                break
+        else:
+            key = ep.key
+            for e in self.opened:  # the endpoint object was replaced by a snapshot update
+                if e[0].key == key:
+                    entry = e
+                    break
+        if entry is not None:
+            try:
+                self.opened.remove(entry)
+            except ValueError:
+                entry = None
+        if entry is not None and entry[1] is not None:
+            span = entry[1]
+            if record.outcome not in (Outcome.SUCCESS, Outcome.CANCELLED) and owner.ejected(ep.key):
+                span.add_event("endpoint ejected", {"network.peer.address": record.endpoint.address, "meshlib.reason": "outlier detection"})
+            owner.hub.spans.end_attempt(span, record, self.rpc, owner.wall_ns(record.ended))
+        self.records.append(record)
+        log = owner.hub.access
+        if log is not None and log.per_attempt and log.enabled():
+            error = record.outcome not in (Outcome.SUCCESS, Outcome.CANCELLED) or (record.status or 0) >= 500
+            if log.wanted(error):
+                ids = self.ids(entry[2]) if entry is not None else (None, None)
+                log.emit(owner.fields(self, [record], ids, record.ended - record.started, None), error)
+        if self.closed and not self.opened:
+            self.finish()
+
+    # -- the end --------------------------------------------------------------------
+
+    def finish(self, evicted: bool = False) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        owner = self.owner
+        hub = owner.hub
+        if self.span is None and self.spans is not None and self.error is not None and not self.records:
+            self._refused_span()
+        if self.span is None and self.rpc is None and not evicted:
+            log = hub.access  # only the call's access-log event is left to do
+            if log is None or log.per_attempt or not log.enabled():
+                return
+            records = self.records
+            last = _answer(records)
+            failed = self.error is not None or last is None or last.outcome != Outcome.SUCCESS or (last.status or 0) >= 500
+            if log.wanted(failed):
+                now = owner.clock.perf_counter()
+                log.emit(owner.fields(self, records, self.ids(self.attempt_ctx), now - self.started, self.error), failed)
+            return
+        now = owner.clock.perf_counter()
+        records = self.records
+        last = _answer(records)
+        error = self.error
+        span = self.span
+        if evicted:  # parked too long: attempts that never reported
+            for entry in self.opened:
+                if entry[1] is not None:
+                    entry[1].end()
+            self.opened = []
+        if span is not None:
+            counters = owner.cluster.counters
+            refused = counters["retries_budget_exhausted"] + counters["hedges_budget_exhausted"] + counters["retries_overflow"]
+            if refused > self.refusals and (last is None or last.outcome != Outcome.SUCCESS or (last.status or 0) >= 500):
+                span.add_event("retry budget exhausted", {"meshlib.service": owner.name})
+            if isinstance(error, CircuitOpenError):
+                span.add_event("circuit breaker rejected", {"meshlib.reason": str(error)[:200]})
+            elif isinstance(error, RateLimitedError):
+                span.add_event("rate limited", {})
+            span.set_attribute("meshlib.attempts", len([r for r in records if r.outcome != Outcome.CANCELLED]))
+            if last is not None:
+                if last.status is not None:
+                    span.set_attribute("http.response.status_code", last.status)
+                if last.grpc_status is not None:
+                    span.set_attribute("rpc.status_code", last.grpc_status)
+            failed = last is None or last.outcome != Outcome.SUCCESS or (last.status or 0) >= 400 or (self.rpc is not None and last.grpc_status not in (None, "OK"))
+            if error is not None:
+                hub.spans.fail(span, error)
+                span.end(end_time=owner.wall_ns(now))
+            elif failed and last is not None:
+                hub.spans.end_attempt(span, last, self.rpc, owner.wall_ns(now))  # its status and error.type
+            else:
+                span.end(end_time=owner.wall_ns(now))
+        if self.rpc is not None:
+            status = (last.grpc_status if last is not None else None) or ("OK" if last is not None and last.outcome == Outcome.SUCCESS else type(error).__name__ if error else "UNKNOWN")
+            owner.call_ended(self.rpc_label, status, now - self.started)
+        self._log(records, last, now, error)
+
+    def ids(self, ctx: Any) -> tuple[str | None, str | None]:
+        """(trace id, span id) of an attempt's context for the access log; with
+        OpenTelemetry and no span of meshlib's, the current context's."""
+        prop = self.owner.hub.prop
+        if ctx is None and prop.otel:
+            ctx = prop.current()
+        return prop.ids(ctx)
+
+    def _refused_span(self) -> None:
+        """A call refused before any attempt (breaker, rate limit, no endpoint) still shows as a span."""
+        owner = self.owner
+        attrs: dict[str, Any] = {"meshlib.service": owner.name}
+        if self.method is not None:
+            attrs["http.request.method"] = normal_method(self.method)
+        self.refusals = 0
+        self.span, _ = owner.hub.spans.start_call(owner.hub.prop.current(), span_name(self.method, self.rpc)[0], attrs, start_ns=owner.wall_ns(self.started))
+
+    def _log(self, records: list[AttemptRecord], last: AttemptRecord | None, now: float, error: BaseException | None) -> None:
+        log = self.owner.hub.access
+        if log is None or log.per_attempt:
+            return
+        failed = error is not None or last is None or last.outcome != Outcome.SUCCESS or (last.status or 0) >= 500
+        if log.wanted(failed):
+            log.emit(self.owner.fields(self, records, self.ids(self.attempt_ctx), now - self.started, error), failed)
+
+
+class ClusterTelemetry:
+    """The observer telemetry adds to one cluster's tuple."""
+
+    def __init__(self, hub: "Telemetry", cluster: "Cluster") -> None:
+        self.hub = hub
+        self.cluster = cluster
+        self.name = cluster.name
+        self.clock = cluster.clock
+        self.metrics = ClusterMetrics(cluster.name, hub.config) if hub.config.metrics else None
+        self._parked: dict[tuple[str, int], list[CallScope]] = {}
+        self._parked_count = 0
+        self._lock = threading.Lock()
+        self.updates = 0
+        self._rpc_names: set[str] = set()
+        #: Whether HTTP calls get a span of their own around their attempts:
+        #: when the service may retry on an answer or hedge (gRPC calls always do, gRFC A72).
+        retry = cluster.retry
+        self.call_spans = cluster.hedges or (retry.num_retries > 0 and bool(retry.retry_on - _BEFORE_SENDING))
+        self.perf_counter = cluster.clock.perf_counter
+        #: meshlib's own context (not OpenTelemetry's), propagated or not.
+        self.native = not hub.prop.otel
+
+    def call(self, method: str | None, address: str | None, port: int | None, url: str | None, rpc: str | None, headers: Any) -> CallScope:
+        """``url`` already without credentials and query (see ``redact.scrub_url``)."""
+        return CallScope(self, method, address, port, url, rpc, headers)
+
+    def attempt_ended(self, host: "Host", record: AttemptRecord) -> None:
+        scope = _SCOPE.get()
+        if scope is None or scope.owner is not self:
+            scope = self._unpark(record.endpoint.key)
+        method = port = rpc = None
+        http = record.grpc_status is None  # a gRPC stream's attempt (no scope) is no HTTP request
+        if scope is not None:
+            method, port, rpc = scope.method, scope.port, scope.rpc_label
+            http = method is not None  # a @mesh.call function: no HTTP duration
+        if self.metrics is not None:
+            self.metrics.record(record, method, port, rpc, http)
+        otel = self.hub.otel_metrics
+        if otel is not None and otel.live():
+            otel.record(record, self.name, method, port, rpc, http)
+        if scope is not None:
+            scope.ended(record)
+            return
+        log = self.hub.access
+        if log is not None:
+            error = record.outcome not in (Outcome.SUCCESS, Outcome.CANCELLED) or (record.status or 0) >= 500
+            if log.wanted(error):
+                log.emit(self.fields(None, [record], (None, None), record.ended - record.started, None), error)
+
+    # -- streamed answers -----------------------------------------------------------
+
+    def park(self, scope: CallScope) -> None:
+        with self._lock:
+            for entry in scope.opened:
+                self._parked.setdefault(entry[0].key, []).append(scope)
+                self._parked_count += 1
+            evicted = None
+            if self._parked_count > MAX_PARKED:
+                key = next(iter(self._parked))
+                evicted = self._parked[key].pop(0)
+                self._parked_count -= 1
+                if not self._parked[key]:
+                    del self._parked[key]
+        if evicted is not None:
+            evicted.finish(evicted=True)
+
+    def _unpark(self, key: tuple[str, int]) -> CallScope | None:
+        with self._lock:
+            scopes = self._parked.get(key)
+            if not scopes:
+                return None
+            scope = scopes.pop(0)
+            self._parked_count -= 1
+            if not scopes:
+                del self._parked[key]
+            return scope
+
+    # -- helpers --------------------------------------------------------------------
+
+    def ejected(self, key: tuple[str, int]) -> bool:
+        outlier = self.cluster.outlier
+        return outlier is not None and outlier.is_ejected(key)
+
+    def wall_ns(self, perf: float) -> int:
+        """A cluster-clock reading as wall-clock nanoseconds (what spans take)."""
+        return time.time_ns() - int((self.clock.perf_counter() - perf) * 1e9)
+
+    def rpc_label(self, rpc: str) -> str:
+        """``rpc`` for metric labels: the first 200 methods of the service, then ``other``
+        (gRFC A66 reports unregistered methods as ``other``)."""
+        names = self._rpc_names
+        if rpc in names:
+            return rpc
+        if len(names) >= MAX_RPC_METHODS:
+            return "other"
+        names.add(rpc)
+        return rpc
+
+    def attempt_started(self, rpc: str) -> None:
+        if self.metrics is not None:
+            self.metrics.attempt_started(rpc)
+        otel = self.hub.otel_metrics
+        if otel is not None and otel.live():
+            otel.attempt_started.add(1, {"grpc.method": rpc, "grpc.target": self.name})
+
+    def call_ended(self, rpc: str, status: str, duration: float) -> None:
+        if self.metrics is not None:
+            self.metrics.call_ended(rpc, status, duration)
+        otel = self.hub.otel_metrics
+        if otel is not None and otel.live():
+            otel.call_duration.record(duration, {"grpc.method": rpc, "grpc.target": self.name, "grpc.status": status})
+
+    def fields(self, scope: CallScope | None, records: list[AttemptRecord], ids: tuple[str | None, str | None], duration: float, error: BaseException | None) -> dict[str, Any]:
+        real = [r for r in records if r.outcome != Outcome.CANCELLED] or records
+        last = real[-1] if real else None
+        out: dict[str, Any] = {"event": "meshlib.access", "service": self.name}
+        if scope is not None:
+            if scope.rpc is not None:
+                out["rpc"] = scope.rpc
+            else:
+                out["method"] = scope.method
+                if scope.url is not None:
+                    out["path"] = _path_of(scope.url)
+            if scope.request_headers is not None and self.hub.access is not None and self.hub.access.headers:
+                out["headers"] = self.hub.access.header_fields(scope.request_headers)
+        if last is not None:
+            out["endpoint"] = last.endpoint.address
+            out["outcome"] = last.outcome
+            out["status"] = last.status
+            if last.grpc_status is not None:
+                out["grpc_status"] = last.grpc_status
+            start = scope.started if scope is not None and len(records) > 1 else last.started
+            out["ttfb_ms"] = round((last.first_byte - start) * 1000, 3)
+            out["bytes"] = last.bytes
+        out["attempts"] = len(real)
+        out["retries"] = sum(1 for r in real if r.retry)
+        out["hedges"] = sum(1 for r in records if r.hedge)
+        out["duration_ms"] = round(duration * 1000, 3)
+        if error is not None:
+            out["error"] = type(error).__name__
+        out["trace_id"], out["span_id"] = ids
+        return out
+
+
+def _answer(records: list[AttemptRecord]) -> AttemptRecord | None:
+    """The call's answer: its last attempt that was not a cancelled hedge (else its last)."""
+    for r in reversed(records):
+        if r.outcome != Outcome.CANCELLED:
+            return r
+    return records[-1] if records else None
+
+
+def _path_of(url: str) -> str:
+    sep = url.find("://")
+    if sep < 0:
+        return url
+    slash = url.find("/", sep + 3)
+    return "/" if slash < 0 else url[slash:]
