@@ -23,7 +23,8 @@ import meshlib
 from meshlib import Endpoint, EndpointSnapshot, ManualClock
 from meshlib.balancing.affinity import owner_order
 from meshlib.balancing.hashing import hash_key
-from meshlib.balancing.load import LoadSettings, inflight_cap
+from meshlib.balancing import DEFAULT_LB
+from meshlib.balancing.load import inflight_cap, load_settings
 from meshlib.balancing.wrr_orca import host_weight, scale_weights
 from meshlib.config import load_config
 from meshlib.core.cluster import Cluster
@@ -226,7 +227,7 @@ def test_a58_weight_blackout_and_expiration():
     clock = ManualClock()
     c = cluster_of("wrr_orca", n=1, clock=clock)
     host = c.hosts[0]
-    s = LoadSettings()
+    s = load_settings(DEFAULT_LB)
     report(host, clock, rps=100.0, app=0.5, eps=10.0, cpu=0.9)
     assert host_weight(host, clock.monotonic(), s) == 0  # blackout
     clock.advance(11)

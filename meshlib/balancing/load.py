@@ -55,29 +55,30 @@ class LoadReport(NamedTuple):
 
 @dataclass(frozen=True)
 class LoadSettings:
-    """What the load-aware policies read of the service's configuration."""
+    """What the load-aware policies read of the service's ``LbSettings``
+    (its defaults are those of ``DEFAULT_LB``: ``load_settings(DEFAULT_LB)``)."""
 
     #: Reports older than this are ignored (own in-flight count only).
-    max_age: float = 1.0
+    max_age: float
     #: A host is saturated when its estimated queue is above this ...
-    queue_threshold: float = 4.0
+    queue_threshold: float
     #: ... or its KV-cache use above this ...
-    kv_threshold: float = 0.8
+    kv_threshold: float
     #: ... or its in-flight count above factor x the mean (Envoy hash_balance_factor / 100; 0: off).
-    balance_factor: float = 1.5
+    balance_factor: float
     #: least_loaded's score: weights of the estimated queue, KV use and own in-flight count.
-    queue_weight: float = 1.0
-    kv_weight: float = 4.0
-    inflight_weight: float = 1.0
+    queue_weight: float
+    kv_weight: float
+    inflight_weight: float
     #: When every candidate is saturated: ``spill`` (the least loaded anyway) or ``fail``.
-    saturation: str = "spill"
+    saturation: str
     #: Prefix affinity: the key's first unsaturated owner (1), or the less loaded of its first two (2).
-    affinity_choices: int = 1
+    affinity_choices: int
     #: gRFC A58 (wrr_orca).
-    blackout: float = 10.0
-    expiration: float = 180.0
-    error_penalty: float = 1.0
-    update_period: float = 1.0
+    blackout: float
+    expiration: float
+    error_penalty: float
+    update_period: float
 
 
 def load_settings(cfg: LbSettings) -> LoadSettings:
