@@ -25,7 +25,7 @@ from typing import Any, Callable
 import meshlib
 from meshlib.balancing import POLICIES
 
-from ._harness import interleaved, main_for, median, spread, table, verdict
+from ._harness import interleaved, median, spread, table, verdict
 
 SIZES = (10, 1_000, 10_000)
 TARGET_US = 5.0
@@ -37,11 +37,17 @@ def _endpoints(n: int) -> str:
     return ",".join(f"127.0.{i // 250}.{1 + i % 250}:8080" for i in range(n))
 
 
+#: Telemetry off: no metrics, no access log, no trace context made or sent.
+TELEMETRY_OFF = {"metrics": False, "access_log": False, "tracing": "off", "propagators": "none"}
+#: What ``_mesh`` adds to the default configuration (``run(telemetry=False)`` sets TELEMETRY_OFF).
+EXTRA: dict[str, object] = {}
+
+
 def _mesh(policy: str, n: int) -> meshlib.Mesh:
     # No servers listen here: load reports (llm, least_loaded, wrr_orca) are
     # off, so no poller or ORCA stream chases 10,000 absent endpoints; the
     # pickers then score by in-flight counts, as they do without fresh reports.
-    return meshlib.Mesh(config={"services": {"svc": {"endpoints": _endpoints(n), "lb_policy": policy, "load_reports": "off"}}})
+    return meshlib.Mesh(config={**EXTRA, "services": {"svc": {"endpoints": _endpoints(n), "lb_policy": policy, "load_reports": "off"}}})
 
 
 def _noop(endpoint: Any) -> None:
@@ -124,9 +130,13 @@ def measure(rounds: int, n_calls: int) -> dict[tuple[str, int], tuple[float, flo
     return out
 
 
-def run(quick: bool = False) -> bool:
+def run(quick: bool = False, telemetry: bool = True) -> bool:
     rounds, n_calls = (3, 2_000) if quick else (9, 20_000)
-    print(f"## A call's own cost: @mesh.call over a no-op vs the bare function (median of {rounds} interleaved rounds x {n_calls:,} calls)\n")
+    EXTRA.clear()
+    if not telemetry:
+        EXTRA.update(TELEMETRY_OFF)
+    which = "default configuration" if telemetry else "default configuration, telemetry off"
+    print(f"## A call's own cost ({which}): @mesh.call over a no-op vs the bare function (median of {rounds} interleaved rounds x {n_calls:,} calls)\n")
     results = measure(rounds, n_calls)
     rows = []
     ok = True
@@ -146,7 +156,14 @@ def run(quick: bool = False) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return main_for(run, "python -m benchmarks.own_cost", __doc__, argv)
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.own_cost", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short, rough run")
+    parser.add_argument("--telemetry-off", action="store_true", help="also switch off metrics, the access log and trace propagation")
+    args = parser.parse_args(argv)
+    run(quick=args.quick, telemetry=not args.telemetry_off)
+    return 0
 
 
 if __name__ == "__main__":
