@@ -120,17 +120,7 @@ class Call:
             for gate in c.gates[:entered]:
                 gate.leave(self)
             raise
-        # The deadline, as _start_clock (inline: this runs on every call).
-        self.started = now = c.clock.monotonic()
-        deadline = current_deadline()
-        caller = self._caller_deadline
-        if caller is not None and (deadline is None or caller < deadline):
-            deadline = caller
-        timeout = c.timeout
-        if timeout is not None:
-            mine = now + timeout
-            deadline = mine if deadline is None or mine < deadline else deadline
-        self.deadline = deadline
+        self._start_clock()
         c.calls.add()
         fault = self.fault
         if fault is not None and fault.abort_status is not None:
