@@ -92,7 +92,3 @@ class AttemptRecord(NamedTuple):
     def duration(self) -> float:
         """The attempt's whole time, streamed body included."""
         return self.ended - self.started
-
-    @property
-    def success(self) -> bool:
-        return self.outcome == Outcome.SUCCESS

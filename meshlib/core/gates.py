@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import CircuitOpenError, RateLimitedError
-from ..resilience.breaker import OPEN, CircuitBreaker
+from ..resilience.breaker import CircuitBreaker
 from ..resilience.fault import FaultConfig
 from ..resilience.ratelimit import TokenBucket
 from .host import Host
@@ -147,7 +147,3 @@ def breaker_reason(breaker: CircuitBreaker) -> str:
         f"failure rate at or above {cfg.failure_rate_threshold:g}% or slow-call rate at or above "
         f"{cfg.slow_call_rate_threshold:g}%; probe calls go through {cfg.wait_duration_open:g}s after it opened"
     )
-
-
-def is_open(breaker: CircuitBreaker | None) -> bool:
-    return breaker is not None and breaker.state == OPEN
