@@ -110,22 +110,24 @@ def locks_per_call(policy: str, n: int, calls: int = 2_000) -> float:
 
 
 def measure(rounds: int, n_calls: int) -> dict[tuple[str, int], tuple[float, float, float]]:
-    """(policy, size) -> (µs added per call, spread %, locks per call)."""
+    """(policy, size) -> (µs added per call, spread %, locks per call).
+
+    One Mesh at a time (a service of ``size`` endpoints, as an application
+    with one large service has), timed in rounds interleaved with the bare function."""
     out: dict[tuple[str, int], tuple[float, float, float]] = {}
     for size in SIZES:
-        meshes = {p: _mesh(p, size) for p in POLICIES}
-        try:
-            batches: dict[str, Callable[[], None]] = {"bare": _batch(_noop, None, n_calls)}
-            for policy, mesh in meshes.items():
-                decorated = mesh.call("svc")(_noop)
-                batches[policy] = lambda d=decorated: [d() for _ in range(n_calls)] and None
-            samples = interleaved(batches, rounds, n_calls, timer=time.thread_time)
-        finally:
-            for mesh in meshes.values():
-                mesh.close()
-        bare = samples["bare"]
         for policy in POLICIES:
-            added = [(m - b) * 1e6 for m, b in zip(samples[policy], bare)]
+            mesh = _mesh(policy, size)
+            try:
+                decorated = mesh.call("svc")(_noop)
+                batches: dict[str, Callable[[], None]] = {
+                    "bare": _batch(_noop, None, n_calls),
+                    policy: lambda d=decorated: [d() for _ in range(n_calls)] and None,
+                }
+                samples = interleaved(batches, rounds, n_calls, timer=time.thread_time)
+            finally:
+                mesh.close()
+            added = [(m - b) * 1e6 for m, b in zip(samples[policy], samples["bare"])]
             out[(policy, size)] = (median(added), spread(samples[policy]), locks_per_call(policy, size))
     return out
 

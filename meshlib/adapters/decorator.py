@@ -30,6 +30,7 @@ from ..resilience.deadline import deadline
 from ..outcome import AttemptResult, Outcome
 from ..core.services import Services
 from .. import telemetry
+from ..telemetry import NULL_SCOPE
 from ._common import HttpExchange, judge_response
 
 
@@ -93,16 +94,26 @@ def mesh_call(mesh: "Services | Callable[[], Services]", service: str, *, idempo
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             cluster = cluster_of()
+            scope = telemetry.call(cluster)
+            if scope is NULL_SCOPE:  # no telemetry for this cluster: nothing to open per call or attempt
 
-            def send(ep: Endpoint, limit: float | None) -> Any:
+                def send(ep: Endpoint, limit: float | None) -> Any:
+                    if limit is None:
+                        return fn(ep, *args, **kwargs)
+                    with deadline(limit, cluster.clock):
+                        return fn(ep, *args, **kwargs)
+
+                return run(cluster.start_call(None, idempotent), send, EXCHANGE)
+
+            def traced(ep: Endpoint, limit: float | None) -> Any:
                 with telemetry.attempt(ep):  # telemetry: the attempt's span, current while fn runs
                     if limit is None:
                         return fn(ep, *args, **kwargs)
                     with deadline(limit, cluster.clock):
                         return fn(ep, *args, **kwargs)
 
-            with telemetry.call(cluster):  # telemetry: the call's scope
-                return run(cluster.start_call(None, idempotent), send, EXCHANGE)
+            with scope:  # telemetry: the call's scope
+                return run(cluster.start_call(None, idempotent), traced, EXCHANGE)
 
         return wrapper  # type: ignore[return-value]
 

@@ -34,6 +34,12 @@ class Host(Protocol):
     #: Whether any attempt on this host has been timed yet, and when last.
     observed: bool
     last_observed: float
+    #: The peak-EWMA latency (0.0 before any observation) and when it was last
+    #: updated (``monotonic``), one tuple; its decay time; the latency assumed
+    #: before any observation (read together on every peak_ewma pick).
+    ewma_state: tuple[float, float]
+    decay: float
+    default_rtt: float
 
     def ewma(self, now: float | None = None) -> float:
         """The host's peak-EWMA latency in seconds, decayed to ``now``."""

@@ -28,6 +28,7 @@ Where meshlib differs from Finagle / Linkerd, and why (docs/load-balancing.md):
 
 from __future__ import annotations
 
+import math
 import random
 from bisect import bisect_right
 from typing import Sequence
@@ -35,6 +36,8 @@ from typing import Sequence
 from ..clock import Clock
 from .base import Host, cumulative
 from .settings import LbSettings
+
+_exp = math.exp
 
 #: Loads within this fraction of each other are a tie (decided at random).
 TIE = 0.10
@@ -80,8 +83,13 @@ class PeakEwmaPicker:
             host = self._probe()
             if host is not None:
                 return host
-        a = self._draw()
-        b = self._draw()
+        if self._weighted:
+            a = self._draw()
+            b = self._draw()
+        else:  # _draw(), inline
+            rand, n, hosts = self._rand, self._n, self._hosts
+            a = hosts[int(rand() * n)]
+            b = hosts[int(rand() * n)]
         if a is b:
             if self._weighted:
                 return a
@@ -100,9 +108,15 @@ class PeakEwmaPicker:
 
 def _load(host: Host, now: float, stale_after: float) -> float:
     active = len(host.inflight)
-    if not active and (not host.observed or now - host.last_observed > stale_after):
-        return 0.0  # tried before judged (Finagle scores an unobserved idle host 0); re-probed when stale
-    return host.ewma(now) * (active + 1)
+    cost, stamp = host.ewma_state  # Host.ewma(now), inline: two per pick
+    if cost == 0.0:  # never observed
+        return host.default_rtt * (active + 1) if active else 0.0  # tried before judged (Finagle scores it 0)
+    age = now - stamp
+    if age <= 0.0:
+        return cost * (active + 1)
+    if not active and age > stale_after:
+        return 0.0  # idle and unobserved for a decay time: re-probed
+    return cost * _exp(-age / host.decay) * (active + 1)
 
 
 def build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock) -> PeakEwmaPicker:

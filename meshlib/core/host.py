@@ -4,9 +4,12 @@ An :class:`Endpoint` says what discovery knows; a :class:`Host` adds what the
 mesh has seen of it. Hosts live as long as their endpoint stays in the service,
 so load statistics survive snapshot rebuilds.
 
-Nothing here takes a lock. The attempts in flight are a list that each start
-appends to and each end pops from (one C call each, atomic in CPython), so the
-count is exact under any interleaving; totals are :class:`Tally` counters; the
+No lock is taken on the way of a successful attempt. The attempts in flight
+are a list that each start appends to and each end pops from (one C call
+each, atomic in CPython), so the count is exact under any interleaving;
+attempts started and succeeded are counted by ``itertools.count`` (one C call
+each); failures, the rare path, are plain integers under one lock shared by
+all hosts (two per host would cost more memory than they save); the
 peak-EWMA state is one ``(cost, stamp)`` tuple swapped whole, so a reader
 never sees half an update (two concurrent updates may keep only one of the
 two observations, which an average can afford).
@@ -14,10 +17,11 @@ two observations, which an average can afford).
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import TYPE_CHECKING, NamedTuple
+import threading
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
-from .._tally import Tally
 from ..clock import SYSTEM_CLOCK, Clock
 from ..endpoint import Endpoint
 from ..outcome import Outcome
@@ -35,6 +39,14 @@ class _Timed(NamedTuple):
     first_byte: float
     outcome: str
 
+def _position(counter: Callable[[], int]) -> int:
+    """How many times a bound ``itertools.count().__next__`` has been called
+    (its ``repr``, ``count(7)``, is the one public view of the position)."""
+    return int(repr(counter.__self__)[6:-1])  # type: ignore[attr-defined]
+
+
+_FAILURES_LOCK = threading.Lock()
+_exp = math.exp
 _SUCCESS = Outcome.SUCCESS
 _CANCELLED = Outcome.CANCELLED
 _CONNECT_FAILURE = Outcome.CONNECT_FAILURE
@@ -47,16 +59,16 @@ class Host:
         "endpoint",
         "key",
         "inflight",
-        "_requests",
-        "_successes",
+        "_started",
+        "_succeeded",
         "_failures",
         "_connect_failures",
         "latency_total",
-        "_ewma",
-        "_decay",
-        "_default_rtt",
+        "ewma_state",
+        "decay",
+        "default_rtt",
         "_penalty",
-        "_clock",
+        "_now",
         "load",
     )
 
@@ -74,16 +86,22 @@ class Host:
         self.key = endpoint.key
         #: One entry per attempt in flight (``active`` is its length).
         self.inflight: list[None] = []
-        self._requests = Tally()
-        self._successes = Tally()
-        self._failures = Tally()
-        self._connect_failures = Tally()
+        # Attempts started and succeeded: the bound ``__next__`` of an
+        # ``itertools.count`` (one C call per count, no lock; see _tally).
+        self._started = itertools.count().__next__
+        self._succeeded = itertools.count().__next__
+        # Failures are the rare path: plain integers under one shared lock.
+        self._failures = 0
+        self._connect_failures = 0
         self.latency_total = 0.0
-        self._ewma = (0.0, clock.monotonic())  # peak-EWMA latency in seconds (0 = never observed), when
-        self._decay = decay
-        self._default_rtt = default_rtt
+        self._now = clock.monotonic
+        #: Peak-EWMA latency in seconds (0.0 = never observed) and when it was
+        #: last updated (``monotonic``): one tuple, swapped whole.
+        self.ewma_state = (0.0, self._now())
+        #: Decay time of the EWMA, and the latency assumed before any observation.
+        self.decay = decay
+        self.default_rtt = default_rtt
         self._penalty = failure_penalty
-        self._clock = clock
         #: The endpoint's latest load report (``balancing.load.LoadReport``), or None.
         self.load: object = None
 
@@ -92,7 +110,7 @@ class Host:
     def start(self) -> None:
         """An attempt goes out to this host."""
         self.inflight.append(None)
-        self._requests.add()
+        self._started()
 
     def done(self, latency: float, outcome: str) -> None:
         """Record one finished attempt: its latency in seconds (time to the
@@ -109,28 +127,30 @@ class Host:
         except IndexError:  # more ends than starts: never below zero
             pass
         outcome = record.outcome
-        if outcome == _CANCELLED:
-            return
-        latency = record.first_byte - record.started
         if outcome == _SUCCESS:
-            self._successes.add()
-            self.latency_total += latency
-            rtt = latency
+            self._succeeded()
+            rtt = record.first_byte - record.started
+            self.latency_total += rtt
+        elif outcome == _CANCELLED:
+            return
         else:
-            self._failures.add()
-            if outcome == _CONNECT_FAILURE:
-                self._connect_failures.add()
-            rtt = latency if latency > self._penalty else self._penalty
+            with _FAILURES_LOCK:
+                self._failures += 1
+                if outcome == _CONNECT_FAILURE:
+                    self._connect_failures += 1
+            rtt = record.first_byte - record.started
+            if rtt < self._penalty:
+                rtt = self._penalty
         # Peak EWMA (Finagle): a slower observation replaces the average at
         # once; faster ones pull it down with weight exp(-elapsed / decay).
-        now = self._clock.monotonic()
-        cost, stamp = self._ewma
+        now = self._now()
+        cost, stamp = self.ewma_state
         if rtt > cost:
-            self._ewma = (rtt, now)
+            self.ewma_state = (rtt, now)
         else:
             elapsed = now - stamp
-            w = math.exp(-elapsed / self._decay) if elapsed > 0.0 else 1.0
-            self._ewma = (cost * w + rtt * (1.0 - w), now)
+            w = _exp(-elapsed / self.decay) if elapsed > 0.0 else 1.0
+            self.ewma_state = (cost * w + rtt * (1.0 - w), now)
 
     # -- reads (lock-free) -----------------------------------------------------
 
@@ -141,38 +161,39 @@ class Host:
 
     @property
     def requests(self) -> int:
-        return self._requests.value
+        """Attempts sent to this host so far."""
+        return _position(self._started)
 
     @property
     def successes(self) -> int:
-        return self._successes.value
+        return _position(self._succeeded)
 
     @property
     def failures(self) -> int:
-        return self._failures.value
+        return self._failures
 
     @property
     def connect_failures(self) -> int:
-        return self._connect_failures.value
+        return self._connect_failures
 
     def ewma(self, now: float | None = None) -> float:
         """The latency average decayed to ``now``; ``default_rtt`` before any observation."""
-        cost, stamp = self._ewma
+        cost, stamp = self.ewma_state
         if cost == 0.0:
-            return self._default_rtt
+            return self.default_rtt
         if now is None:
-            now = self._clock.monotonic()
-        return cost * math.exp(-max(now - stamp, 0.0) / self._decay)
+            now = self._now()
+        return cost * math.exp(-max(now - stamp, 0.0) / self.decay)
 
     @property
     def last_observed(self) -> float:
         """When the latency average last took an observation (``monotonic``)."""
-        return self._ewma[1]
+        return self.ewma_state[1]
 
     @property
     def observed(self) -> bool:
         """Whether any attempt on this host has been timed yet."""
-        return self._ewma[0] != 0.0
+        return self.ewma_state[0] != 0.0
 
     @property
     def mean_latency(self) -> float:

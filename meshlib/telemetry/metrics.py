@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
+from collections import deque
 from typing import Any, Iterable
 
 from ..outcome import AttemptRecord, Outcome
@@ -104,13 +105,24 @@ class Histogram:
 
 
 class ClusterMetrics:
-    """One service's attempt metrics. ``record`` takes one lock per attempt."""
+    """One service's attempt metrics.
+
+    An attempt's record is appended to a queue (one C call, no lock) and
+    folded into the tables in batches: by the caller whose append fills a
+    batch, and before every read (``snapshot``, ``keep_endpoints``). Readers
+    therefore always see every attempt that has ended; the call path pays for
+    the folding a batch at a time, without a lock per attempt."""
+
+    #: Records waiting to be folded in before the caller that adds one more folds them.
+    BATCH = 256
 
     def __init__(self, service: str, cfg: TelemetryConfig) -> None:
         self.service = service
         self.buckets = cfg.duration_buckets
         self.per_endpoint = cfg.metrics_endpoint_labels
         self._lock = threading.Lock()
+        #: (record, method, port, rpc label, http) per ended attempt, not yet folded in.
+        self.pending: deque[tuple[AttemptRecord, str | None, int | None, str | None, bool]] = deque()
         #: (endpoint, outcome, status class, code) -> count: Envoy's upstream_rq_completed / _<Nxx> / _<code>.
         self.completed: dict[tuple[str, str, str, str], int] = {}
         #: endpoint -> total duration (body included) and time to first byte.
@@ -128,49 +140,72 @@ class ClusterMetrics:
         self.calls_traced = 0
 
     def record(self, record: AttemptRecord, method: str | None, port: int | None, rpc: str | None, http: bool = True) -> None:
-        ep = record.endpoint.address if self.per_endpoint else ""
-        outcome = record.outcome
-        found = _LABELS.get((record.status, record.grpc_status, outcome))  # labels_of(), inline
-        sclass, code, err = found if found is not None else labels_of(record)
-        key = (ep, outcome, sclass, code)
-        started = record.started
-        duration = record.ended - started
-        ttfb = record.first_byte - started
-        completed = self.completed
+        """Count one ended attempt (``http``: it was an HTTP request, for
+        ``http.client.request.duration``)."""
+        pending = self.pending
+        pending.append((record, method, port, rpc, http))
+        if len(pending) >= self.BATCH:
+            self.fold()
+
+    def fold(self) -> None:
+        """Fold the queued records into the tables (under the lock, so two
+        folds never interleave; appends go on meanwhile)."""
+        pending = self.pending
+        if not pending:
+            return
+        take = pending.popleft
+        bounds = self.buckets
+        per_endpoint = self.per_endpoint
+        completed, rq_time, first_byte, http_table = self.completed, self.rq_time, self.first_byte, self.http
+        success, timeout, cancelled = Outcome.SUCCESS, Outcome.TIMEOUT, Outcome.CANCELLED
         with self._lock:
-            completed[key] = completed.get(key, 0) + 1
-            h = self.rq_time.get(ep)
-            if h is None:
-                h = self.rq_time[ep] = Histogram(self.buckets)
-                self.first_byte[ep] = Histogram(self.buckets)
-            h.counts[bisect_left(h.bounds, duration)] += 1  # Histogram.observe, inline (every attempt)
-            h.sum += duration
-            h.count += 1
-            h = self.first_byte[ep]
-            h.counts[bisect_left(h.bounds, ttfb)] += 1
-            h.sum += ttfb
-            h.count += 1
-            if outcome == Outcome.SUCCESS:
-                if record.retry:
-                    self.retry_success += 1
-                elif record.hedge:
-                    self.hedge_wins += 1
-            elif outcome == Outcome.TIMEOUT:
-                self.per_try_timeouts += 1
-            if rpc is not None:
-                akey = (rpc, record.grpc_status or outcome.upper())
-                g = self.grpc_attempt.get(akey)
-                if g is None:
-                    g = self.grpc_attempt[akey] = Histogram(GRPC_LATENCY_BUCKETS)
-                g.observe(duration)
-            elif http and outcome != Outcome.CANCELLED:
-                hkey = (_METHODS.get(method) or normal_method(method), port, record.status, err)  # type: ignore[arg-type]
-                g = self.http.get(hkey)
-                if g is None:
-                    g = self.http[hkey] = Histogram(self.buckets)
-                g.counts[bisect_left(g.bounds, duration)] += 1
-                g.sum += duration
-                g.count += 1
+            while pending:
+                try:
+                    record, method, port, rpc, http = take()
+                except IndexError:  # taken by a fold that started after ours
+                    break
+                ep = record.endpoint.address if per_endpoint else ""
+                outcome = record.outcome
+                found = _LABELS.get((record.status, record.grpc_status, outcome))  # labels_of(), inline
+                sclass, code, err = found if found is not None else labels_of(record)
+                key = (ep, outcome, sclass, code)
+                completed[key] = completed.get(key, 0) + 1
+                started = record.started
+                duration = record.ended - started
+                at = bisect_left(bounds, duration)
+                h = rq_time.get(ep)
+                if h is None:
+                    h = rq_time[ep] = Histogram(bounds)
+                    first_byte[ep] = Histogram(bounds)
+                h.counts[at] += 1  # Histogram.observe, inline
+                h.sum += duration
+                h.count += 1
+                ttfb = record.first_byte - started
+                h = first_byte[ep]
+                h.counts[at if ttfb == duration else bisect_left(bounds, ttfb)] += 1
+                h.sum += ttfb
+                h.count += 1
+                if outcome == success:
+                    if record.retry:
+                        self.retry_success += 1
+                    elif record.hedge:
+                        self.hedge_wins += 1
+                elif outcome == timeout:
+                    self.per_try_timeouts += 1
+                if rpc is not None:
+                    akey = (rpc, record.grpc_status or outcome.upper())
+                    g = self.grpc_attempt.get(akey)
+                    if g is None:
+                        g = self.grpc_attempt[akey] = Histogram(GRPC_LATENCY_BUCKETS)
+                    g.observe(duration)
+                elif http and outcome != cancelled:
+                    hkey = (_METHODS.get(method) or normal_method(method), port, record.status, err)  # type: ignore[arg-type]
+                    g = http_table.get(hkey)
+                    if g is None:
+                        g = http_table[hkey] = Histogram(bounds)
+                    g.counts[at] += 1
+                    g.sum += duration
+                    g.count += 1
 
     def attempt_started(self, rpc: str) -> None:
         with self._lock:
@@ -188,6 +223,7 @@ class ClusterMetrics:
         if not self.per_endpoint:
             return
         keep = set(addresses)
+        self.fold()
         with self._lock:
             for k in [k for k in self.completed if k[0] not in keep]:
                 del self.completed[k]
@@ -197,6 +233,7 @@ class ClusterMetrics:
 
     def snapshot(self) -> dict[str, Any]:
         """A consistent JSON-able copy (for ``mesh.stats()`` and exporters)."""
+        self.fold()
         with self._lock:
             return {
                 "completed": [

@@ -338,7 +338,7 @@ class ClusterTelemetry:
     def attempt_ended(self, host: "Host", record: AttemptRecord) -> None:
         scope = _SCOPE.get()
         if scope is None or scope.owner is not self:
-            scope = self._unpark(record.endpoint.key)
+            scope = self._unpark(record.endpoint.key) if self._parked_count else None
         method = port = rpc = None
         http = record.grpc_status is None  # a gRPC stream's attempt (no scope) is no HTTP request
         if scope is not None:
