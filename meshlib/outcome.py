@@ -67,7 +67,10 @@ class AttemptRecord(NamedTuple):
     read, closed or dropped). ``retry`` / ``hedge`` say whether the attempt
     was a retry or a hedge of the call; ``attempt`` is its number in the call
     (1 for the first); ``bytes`` the response body size where known;
-    ``load`` the server's raw load report (see :class:`AttemptResult`).
+    ``load`` the server's raw load report (see :class:`AttemptResult`);
+    ``tag`` whatever was current in ``core.call.call_tag`` when the call
+    began (telemetry's scope of the call: an observer finds the call an
+    attempt belongs to from its record, even when a stream ends it later).
     """
 
     endpoint: Endpoint
@@ -82,6 +85,7 @@ class AttemptRecord(NamedTuple):
     hedge: bool = False
     bytes: int | None = None
     load: str | bytes | None = None
+    tag: object = None
 
     @property
     def latency(self) -> float:

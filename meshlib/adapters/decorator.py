@@ -78,16 +78,23 @@ def mesh_call(mesh: "Services | Callable[[], Services]", service: str, *, idempo
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 cluster = cluster_of()
+                scope = telemetry.call(cluster)
 
                 async def send(ep: Endpoint, limit: float | None) -> Any:
-                    with telemetry.attempt(ep):  # telemetry: the attempt's span, current while fn runs
-                        if limit is None:
-                            return await fn(ep, *args, **kwargs)
-                        with deadline(limit, cluster.clock):
-                            return await asyncio.wait_for(fn(ep, *args, **kwargs), limit)
+                    if limit is None:
+                        return await fn(ep, *args, **kwargs)
+                    with deadline(limit, cluster.clock):
+                        return await asyncio.wait_for(fn(ep, *args, **kwargs), limit)
 
-                with telemetry.call(cluster):  # telemetry: the call's scope
+                if scope is NULL_SCOPE:  # no telemetry for this cluster: nothing to open per call or attempt
                     return await run_async(cluster.start_call(None, idempotent), send, EXCHANGE)
+
+                async def traced(ep: Endpoint, limit: float | None) -> Any:
+                    with telemetry.attempt(ep):  # telemetry: the attempt's span, current while fn runs
+                        return await send(ep, limit)
+
+                with scope:  # telemetry: the call's scope (a silent one needs nothing per attempt)
+                    return await run_async(cluster.start_call(None, idempotent), send if scope.silent else traced, EXCHANGE)
 
             return async_wrapper  # type: ignore[return-value]
 
@@ -95,25 +102,22 @@ def mesh_call(mesh: "Services | Callable[[], Services]", service: str, *, idempo
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             cluster = cluster_of()
             scope = telemetry.call(cluster)
+
+            def send(ep: Endpoint, limit: float | None) -> Any:
+                if limit is None:
+                    return fn(ep, *args, **kwargs)
+                with deadline(limit, cluster.clock):
+                    return fn(ep, *args, **kwargs)
+
             if scope is NULL_SCOPE:  # no telemetry for this cluster: nothing to open per call or attempt
-
-                def send(ep: Endpoint, limit: float | None) -> Any:
-                    if limit is None:
-                        return fn(ep, *args, **kwargs)
-                    with deadline(limit, cluster.clock):
-                        return fn(ep, *args, **kwargs)
-
                 return run(cluster.start_call(None, idempotent), send, EXCHANGE)
 
             def traced(ep: Endpoint, limit: float | None) -> Any:
                 with telemetry.attempt(ep):  # telemetry: the attempt's span, current while fn runs
-                    if limit is None:
-                        return fn(ep, *args, **kwargs)
-                    with deadline(limit, cluster.clock):
-                        return fn(ep, *args, **kwargs)
+                    return send(ep, limit)
 
-            with scope:  # telemetry: the call's scope
-                return run(cluster.start_call(None, idempotent), traced, EXCHANGE)
+            with scope:  # telemetry: the call's scope (a silent one needs nothing per attempt)
+                return run(cluster.start_call(None, idempotent), send if scope.silent else traced, EXCHANGE)
 
         return wrapper  # type: ignore[return-value]
 

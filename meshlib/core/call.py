@@ -25,9 +25,14 @@ from .observers import notify, observer_failed
 if TYPE_CHECKING:
     from .cluster import Cluster
 
-__all__ = ["Call", "hash_key"]
+__all__ = ["Call", "hash_key", "call_tag"]
 
 _HASH_KEY: contextvars.ContextVar[str | bytes | None] = contextvars.ContextVar("meshlib_hash_key", default=None)
+#: What a call made in this context carries in its attempts' records
+#: (``AttemptRecord.tag``): set by an observer that wants to find its own
+#: per-call state from a record (telemetry's call scope); None by default.
+call_tag: contextvars.ContextVar[object] = contextvars.ContextVar("meshlib_call_tag", default=None)
+_current_tag = call_tag.get
 _SUCCESS = Outcome.SUCCESS
 _CANCELLED = Outcome.CANCELLED
 #: Builds an AttemptRecord from a full tuple of its fields in one C call
@@ -79,6 +84,7 @@ class Call:
         "_open_streams",
         "_finished",
         "hedging",
+        "tag",
     )
 
     def __init__(self, cluster: "Cluster", key: str | bytes | None, idempotent: bool = True, timeout: float | None = None) -> None:
@@ -102,6 +108,8 @@ class Call:
         self._deposited = False
         self._open_streams = 0  # answers handed back still being read (see ended_later)
         self._finished = False
+        #: ``call_tag`` when the call began (``begin``): every record of the call carries it.
+        self.tag: object = None
 
     # -- admission ---------------------------------------------------------------
 
@@ -121,6 +129,7 @@ class Call:
                 gate.leave(self)
             raise
         self._start_clock()
+        self.tag = _current_tag()
         c.calls.add()
         fault = self.fault
         if fault is not None and fault.abort_status is not None:
@@ -223,7 +232,7 @@ class Call:
         now = self.cluster.clock.perf_counter()
         record = _record(AttemptRecord, (
             host.endpoint, started, now if first_byte is None else first_byte, now, result.outcome,
-            result.status, result.grpc_status, self.attempt, self.attempt > 1 and not hedge, hedge, nbytes, result.load,
+            result.status, result.grpc_status, self.attempt, self.attempt > 1 and not hedge, hedge, nbytes, result.load, self.tag,
         ))  # fmt: skip
         for attempt_ended in self.cluster.observers:  # notify(), inline: this runs on every attempt
             try:
@@ -258,7 +267,7 @@ class Call:
                 verdict = AttemptResult(outcome, result.status, grpc_status or result.grpc_status)
             record = AttemptRecord(
                 host.endpoint, started, first_byte, now, verdict.outcome, verdict.status, verdict.grpc_status,
-                attempt, attempt > 1, False, nbytes, result.load,
+                attempt, attempt > 1, False, nbytes, result.load, self.tag,
             )  # fmt: skip
             notify(self.cluster.observers, host, record)
             if retry:

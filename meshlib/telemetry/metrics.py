@@ -114,7 +114,7 @@ class ClusterMetrics:
     the folding a batch at a time, without a lock per attempt."""
 
     #: Records waiting to be folded in before the caller that adds one more folds them.
-    BATCH = 256
+    BATCH = 64
 
     def __init__(self, service: str, cfg: TelemetryConfig) -> None:
         self.service = service

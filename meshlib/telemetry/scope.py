@@ -4,20 +4,20 @@ An adapter opens a :class:`CallScope` around the call (``telemetry.call``)
 and, per attempt, ``telemetry.inject(headers, endpoint)`` where it builds the
 outgoing headers: that opens the attempt (its span, its trace headers). The
 cluster's :class:`ClusterTelemetry` observer receives each attempt's
-:class:`~meshlib.outcome.AttemptRecord`, finds the attempt in the scope
-current in its context, and ends it: metrics, span, access log. An attempt
-whose answer is still streaming when the call returns ends later, when its
-body ends; its scope is then *parked* under the endpoint until its record
-arrives. Nothing here decides anything about the call.
+:class:`~meshlib.outcome.AttemptRecord`, finds the call's scope in the
+record (``AttemptRecord.tag``: the scope is the ``core.call.call_tag`` of
+the calls made inside it), and ends the attempt: metrics, span, access log.
+An attempt whose answer is still streaming when the call returns ends later,
+when its body ends; its record still names its scope, which then finishes
+the call. Nothing here decides anything about the call.
 """
 
 from __future__ import annotations
 
-import contextvars
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..core.call import call_tag
 from ..errors import CircuitOpenError, RateLimitedError
 from ..outcome import AttemptRecord, Outcome
 from . import carriers
@@ -32,13 +32,12 @@ if TYPE_CHECKING:
 
 __all__ = ["CallScope", "ClusterTelemetry", "NULL_SCOPE", "current_scope"]
 
-_SCOPE: contextvars.ContextVar["CallScope | None"] = contextvars.ContextVar("meshlib_call_scope", default=None)
-current_scope = _SCOPE.get
+_SCOPE = call_tag
+#: The scope of the call being made in this context (None outside any).
+current_scope = call_tag.get
 
 #: Retry conditions met only by requests that never reached the server.
 _BEFORE_SENDING = frozenset({"connect-failure", "refused-stream"})
-#: At most this many finished-but-streaming calls are remembered per service.
-MAX_PARKED = 10_000
 _REFUSALS = ("retries_budget_exhausted", "hedges_budget_exhausted", "retries_overflow")
 
 
@@ -61,6 +60,7 @@ class CallScope:
     __slots__ = (
         "owner", "method", "address", "port", "url", "path", "rpc", "request_headers", "started", "opened",
         "records", "span", "ctx", "token", "closed", "error", "refusals", "finished", "attempt_ctx", "rpc_label", "spans",
+        "quiet", "silent", "track", "pending", "log_on",
     )  # fmt: skip
 
     def __init__(self, owner: "ClusterTelemetry", method: str | None, address: str | None, port: int | None, url: str | None, rpc: str | None, headers: Any) -> None:
@@ -95,6 +95,18 @@ class CallScope:
         if spans is not None and not spans.live():
             spans = None  # no TracerProvider: no span work at all
         self.spans = spans
+        log = hub.access
+        self.log_on = log_on = log is not None and log.enabled()
+        #: No span and no access-log event can come of this call (no TracerProvider,
+        #: ``meshlib.access`` not logging): its attempts only count in the metrics
+        #: and carry trace context; nothing is kept of them here.
+        self.quiet = quiet = spans is None and self.rpc is None and not log_on
+        #: Whether each attempt is kept open by itself (its span, its context for a
+        #: per-attempt log event) until its record arrives; else only counted (``pending``).
+        self.track = spans is not None or (log_on and log.per_attempt)  # type: ignore[union-attr]
+        self.pending = 0
+        #: Quiet, and no trace ids of meshlib's to make: an attempt needs nothing from this scope.
+        self.silent = quiet and (prop.otel or prop.off)
         if owner.native:
             parent = current_native()
         elif spans is None:
@@ -124,12 +136,13 @@ class CallScope:
     def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
         _SCOPE.reset(self.token)
         self.closed = True
+        if self.quiet:
+            return
         if exc is not None:
             self.error = exc
-        if self.opened:
-            self.owner.park(self)  # a streamed answer, or hedges abandoned but not yet over
+        if self.opened or self.pending:  # a streamed answer, or hedges abandoned but not yet over
             if exc is not None or not any(r.outcome == Outcome.SUCCESS for r in self.records):
-                return  # the answer is still streaming: the call ends with it
+                return  # the answer is still streaming: the call ends with it (see ended)
         self.finish()
 
     # -- attempts -------------------------------------------------------------------
@@ -138,10 +151,10 @@ class CallScope:
         """An attempt goes out to ``endpoint``: its span and trace headers; returns its context."""
         owner = self.owner
         hub = owner.hub
-        resend = len(self.records) + len(self.opened)
         span = None
         spans = self.spans
         if spans is not None:
+            resend = len(self.records) + len(self.opened)
             attrs: dict[str, Any] = {
                 "server.address": self.address,
                 "network.peer.address": endpoint.host,
@@ -184,13 +197,22 @@ class CallScope:
             carrier = None
         if carrier is not None:
             hub.prop.inject(carrier, ctx)
-        self.opened.append([endpoint, span, ctx])
+        if self.track:
+            self.opened.append([endpoint, span, ctx])
+        else:
+            self.pending += 1
         self.attempt_ctx = ctx
         if self.rpc_label is not None:
             owner.attempt_started(self.rpc_label)
         return ctx
 
     def ended(self, record: AttemptRecord) -> None:
+        if not self.track:  # nothing of the attempt's own to close
+            self.records.append(record)
+            self.pending -= 1
+            if self.closed and not self.pending:
+                self.finish()
+            return
         owner = self.owner
         ep = record.endpoint
         entry = None
@@ -226,17 +248,25 @@ class CallScope:
 
     # -- the end --------------------------------------------------------------------
 
-    def finish(self, evicted: bool = False) -> None:
+    def finish(self) -> None:
         if self.finished:
             return
         self.finished = True
+        try:
+            self._finish()
+        finally:
+            # The records name this scope (their tag): letting go of them here
+            # keeps the pair from living on as a cycle for the garbage collector.
+            self.records.clear()
+
+    def _finish(self) -> None:
         owner = self.owner
         hub = owner.hub
         if self.span is None and self.spans is not None and self.error is not None and not self.records:
             self._refused_span()
-        if self.span is None and self.rpc is None and not evicted:
+        if self.span is None and self.rpc is None:
             log = hub.access  # only the call's access-log event is left to do
-            if log is None or log.per_attempt or not log.enabled():
+            if not self.log_on or log.per_attempt:  # type: ignore[union-attr]
                 return
             records = self.records
             last = _answer(records)
@@ -250,11 +280,6 @@ class CallScope:
         last = _answer(records)
         error = self.error
         span = self.span
-        if evicted:  # parked too long: attempts that never reported
-            for entry in self.opened:
-                if entry[1] is not None:
-                    entry[1].end()
-            self.opened = []
         if span is not None:
             counters = owner.cluster.counters
             refused = counters["retries_budget_exhausted"] + counters["hedges_budget_exhausted"] + counters["retries_overflow"]
@@ -318,9 +343,6 @@ class ClusterTelemetry:
         self.name = cluster.name
         self.clock = cluster.clock
         self.metrics = ClusterMetrics(cluster.name, hub.config) if hub.config.metrics else None
-        self._parked: dict[tuple[str, int], list[CallScope]] = {}
-        self._parked_count = 0
-        self._lock = threading.Lock()
         self.updates = 0
         self._rpc_names: set[str] = set()
         #: Whether HTTP calls get a span of their own around their attempts:
@@ -336,9 +358,9 @@ class ClusterTelemetry:
         return CallScope(self, method, address, port, url, rpc, headers)
 
     def attempt_ended(self, host: "Host", record: AttemptRecord) -> None:
-        scope = _SCOPE.get()
-        if scope is None or scope.owner is not self:
-            scope = self._unpark(record.endpoint.key) if self._parked_count else None
+        scope = record.tag
+        if type(scope) is not CallScope or scope.owner is not self:  # type: ignore[union-attr]
+            scope = None  # an attempt outside any call scope of this service (a gRPC stream's)
         method = port = rpc = None
         http = record.grpc_status is None  # a gRPC stream's attempt (no scope) is no HTTP request
         if scope is not None:
@@ -350,41 +372,14 @@ class ClusterTelemetry:
         if otel is not None and otel.live():
             otel.record(record, self.name, method, port, rpc, http)
         if scope is not None:
-            scope.ended(record)
+            if not scope.quiet:
+                scope.ended(record)
             return
         log = self.hub.access
         if log is not None:
             error = record.outcome not in (Outcome.SUCCESS, Outcome.CANCELLED) or (record.status or 0) >= 500
             if log.wanted(error):
                 log.emit(self.fields(None, [record], (None, None), record.ended - record.started, None), error)
-
-    # -- streamed answers -----------------------------------------------------------
-
-    def park(self, scope: CallScope) -> None:
-        with self._lock:
-            for entry in scope.opened:
-                self._parked.setdefault(entry[0].key, []).append(scope)
-                self._parked_count += 1
-            evicted = None
-            if self._parked_count > MAX_PARKED:
-                key = next(iter(self._parked))
-                evicted = self._parked[key].pop(0)
-                self._parked_count -= 1
-                if not self._parked[key]:
-                    del self._parked[key]
-        if evicted is not None:
-            evicted.finish(evicted=True)
-
-    def _unpark(self, key: tuple[str, int]) -> CallScope | None:
-        with self._lock:
-            scopes = self._parked.get(key)
-            if not scopes:
-                return None
-            scope = scopes.pop(0)
-            self._parked_count -= 1
-            if not scopes:
-                del self._parked[key]
-            return scope
 
     # -- helpers --------------------------------------------------------------------
 
