@@ -4,6 +4,7 @@ sibling attempt spans, the stable HTTP and gRPC conventions."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -17,7 +18,7 @@ import meshlib
 from meshlib.telemetry.w3c import parse_traceparent
 from tests import otel_setup
 from tests.conftest import endpoints_of
-from tests.grpc_agents import ECHO, GrpcAgent
+from tests.grpc_agents import COUNT, ECHO, GrpcAgent
 
 SPANS = otel_setup.SPANS
 
@@ -309,3 +310,76 @@ def test_no_span_work_until_a_tracer_provider_is_set(agents, tmp_path):
     out = subprocess.run([sys.executable, str(script), a.address], env=env, capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "0 1 ['GET']"
     assert "traceparent" in a.behaviour.seen[1]
+
+
+def _stream_spans():
+    sent = spans_named("Sent.meshtest.Agent.Count")
+    attempts = sorted(spans_named("Attempt.meshtest.Agent.Count"), key=lambda s: s.start_time)
+    return sent, attempts
+
+
+def test_a_response_stream_is_traced_until_it_ends_and_retried_before_its_first_message():
+    agent = GrpcAgent("streamer")
+    agent.fail(grpc.StatusCode.UNAVAILABLE, times=1)
+    agent.behaviour.gap = 0.05  # three messages, 0.1 s from the first to the last
+    cfg = {"services": {"grpc-stream": {"endpoints": agent.address, "retry_on": "unavailable", "num_retries": 2, "retry_backoff_base": "1ms"}}}
+    try:
+        with meshlib.Mesh(config=cfg) as mesh:
+            stream = mesh.grpc_channel("grpc-stream").unary_stream(COUNT)(b"3", timeout=5)
+            assert [m.decode() for m in stream] == ["streamer:0", "streamer:1", "streamer:2"]
+            deadline = time.monotonic() + 5
+            while len(SPANS.get_finished_spans()) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)  # grpcio reports the stream's end on its own thread
+            stats = mesh.stats()["telemetry"]["services"]["grpc-stream"]
+        seen = [s.metadata.get("traceparent") for s in agent.behaviour.seen]
+    finally:
+        agent.server.stop(0)
+    sent, attempts = _stream_spans()
+    assert len(sent) == 1 and len(attempts) == 2
+    assert [s.attributes["previous-rpc-attempts"] for s in attempts] == [0, 1]
+    assert attempts[0].attributes["rpc.status_code"] == "UNAVAILABLE"
+    assert attempts[1].attributes["rpc.status_code"] == "OK"
+    assert {s.parent.span_id for s in attempts} == {sent[0].context.span_id}
+    # The committed attempt, and the call, last until the stream's last message.
+    assert (attempts[1].end_time - attempts[1].start_time) / 1e9 >= 0.09
+    assert sent[0].end_time >= attempts[1].end_time
+    # Each attempt's metadata named its own span as the server's parent.
+    assert [parse_traceparent(tp)[1] for tp in seen] == [f"{s.context.span_id:016x}" for s in attempts]
+    assert stats["grpc_attempt_started"] == {COUNT: 2}
+    assert [(row["status"], row["count"]) for row in stats["grpc_call_duration"]] == [("OK", 1)]
+
+
+@pytest.mark.parametrize("kind", ["aio channel", "interceptors", "aio interceptors"])
+def test_response_streams_of_every_grpc_client_get_a_call_and_an_attempt_span(kind):
+    agent = GrpcAgent("streamer")
+    try:
+        with meshlib.Mesh(config={"services": {"grpc-stream": {"endpoints": agent.address}}}) as mesh:
+            if kind == "interceptors":
+                with grpc.insecure_channel(agent.address) as raw:
+                    channel = grpc.intercept_channel(raw, *mesh.grpc_interceptors("grpc-stream"))
+                    got = list(channel.unary_stream(COUNT)(b"2", timeout=5))
+            else:
+
+                async def read() -> list[bytes]:
+                    if kind == "aio channel":
+                        channel = mesh.grpc_aio_channel("grpc-stream")
+                    else:
+                        channel = grpc.aio.insecure_channel(agent.address, interceptors=mesh.grpc_interceptors("grpc-stream", aio=True))
+                    try:
+                        return [m async for m in channel.unary_stream(COUNT)(b"2", timeout=5)]
+                    finally:
+                        await channel.close()
+
+                got = asyncio.run(read())
+            deadline = time.monotonic() + 5
+            while len(SPANS.get_finished_spans()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            stats = mesh.stats()["telemetry"]["services"]["grpc-stream"]
+    finally:
+        agent.server.stop(0)
+    assert got == [b"streamer:0", b"streamer:1"]
+    sent, attempts = _stream_spans()
+    assert len(sent) == 1 and len(attempts) == 1
+    assert attempts[0].parent.span_id == sent[0].context.span_id
+    assert attempts[0].attributes["rpc.status_code"] == "OK"
+    assert [(row["status"], row["count"]) for row in stats["grpc_call_duration"]] == [("OK", 1)]

@@ -85,16 +85,22 @@ def http_call(cluster: "Cluster", method: str | None, url: str, headers: Any = N
     return CallScope(owner, method, host, port, full, None, headers)
 
 
-def inject(carrier: Any, endpoint: "Endpoint | None" = None) -> Any:
+def inject(carrier: Any, endpoint: "Endpoint | None" = None, scope: Any = None) -> Any:
     """Write the trace context into ``carrier`` (a headers mapping, or gRPC
     metadata as a list of pairs) and return it.
 
     Inside a mesh call, with ``endpoint`` (adapters, once per attempt): opens
-    that attempt (its span; its trace headers). Anywhere else: the current
-    context (OpenTelemetry's, or meshlib's own; a new trace if there is none)."""
+    that attempt (its span; its trace headers). ``scope``: the call's scope
+    (from :func:`call`) when the attempt starts outside its block, as a
+    stream's retries do. Anywhere else: the current context (OpenTelemetry's,
+    or meshlib's own; a new trace if there is none)."""
     if endpoint is not None:
-        scope = current_scope()
-        if scope is not None and not scope.closed:
+        if scope is None:
+            scope = current_scope()
+            if scope is not None and not scope.closed:
+                scope.open(endpoint, carrier)
+                return carrier
+        elif type(scope) is CallScope and not scope.finished:
             scope.open(endpoint, carrier)
             return carrier
     default_propagation().inject(carrier)

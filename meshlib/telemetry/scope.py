@@ -53,7 +53,32 @@ class _NullScope:
         return None
 
 
+    def start(self) -> None:
+        return None
+
+    def current(self) -> "_NullScope":
+        return self
+
+    def close(self, exc: BaseException | None = None) -> None:
+        return None
+
+
 NULL_SCOPE = _NullScope()
+
+
+class _Current:
+    """Makes a scope current for a block without opening or closing it."""
+
+    __slots__ = ("scope", "token")
+
+    def __init__(self, scope: "CallScope") -> None:
+        self.scope = scope
+
+    def __enter__(self) -> None:
+        self.token = _SCOPE.set(self.scope)
+
+    def __exit__(self, *exc: object) -> None:
+        _SCOPE.reset(self.token)
 
 
 class CallScope:
@@ -87,6 +112,18 @@ class CallScope:
     # -- the call -------------------------------------------------------------------
 
     def __enter__(self) -> "CallScope":
+        self.start()
+        self.token = _SCOPE.set(self)
+        return self
+
+    def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
+        _SCOPE.reset(self.token)
+        self.close(exc)
+
+    def start(self) -> None:
+        """The call begins (``with scope:`` does this; a stream, whose call
+        outlives the block that starts it, calls ``start``, ``current`` and
+        ``close`` itself)."""
         owner = self.owner
         self.started = owner.perf_counter()
         hub = owner.hub
@@ -130,11 +167,13 @@ class CallScope:
             self.span, self.ctx = spans.start_call(parent, span_name(self.method, self.rpc)[0], attrs)
         else:  # no call span: attempts are children of the caller's context
             self.ctx = parent  # OTel's context, or meshlib's (None: the first attempt starts a trace)
-        self.token = _SCOPE.set(self)
-        return self
 
-    def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
-        _SCOPE.reset(self.token)
+    def current(self) -> "_Current":
+        """``with scope.current():`` calls begun in the block belong to this scope."""
+        return _Current(self)
+
+    def close(self, exc: BaseException | None = None) -> None:
+        """The call is over (``exc``: how it failed); its answer may still be streaming."""
         self.closed = True
         if self.quiet:
             return

@@ -70,21 +70,21 @@ class Spans:
         return span, self._trace.set_span_in_context(span, parent)
 
     def end_attempt(self, span: Any, record: AttemptRecord, rpc: str | None, end_ns: int) -> None:
+        attrs: dict[str, Any] = {"meshlib.outcome": record.outcome}  # set at once: one lock of the span's
         if record.status is not None:
-            span.set_attribute("http.response.status_code", record.status)
+            attrs["http.response.status_code"] = record.status
         if rpc is not None:
             status = record.grpc_status or ("OK" if record.outcome == Outcome.SUCCESS else None)
             if status is not None:
-                span.set_attribute("rpc.status_code", status)
-                span.set_attribute("rpc.grpc.status_code", status)
-        span.set_attribute("meshlib.outcome", record.outcome)
+                attrs["rpc.status_code"] = attrs["rpc.grpc.status_code"] = status
         if record.outcome == Outcome.CANCELLED:
-            span.set_attribute("meshlib.cancelled", True)  # a losing hedge: not an error
+            attrs["meshlib.cancelled"] = True  # a losing hedge: not an error
         else:
             err = error_type(record)
             if err:
-                span.set_attribute("error.type", err)
+                attrs["error.type"] = err
                 span.set_status(self._Status(self._ERROR))
+        span.set_attributes(attrs)
         span.end(end_time=end_ns)
 
     def fail(self, span: Any, exc: BaseException) -> None:

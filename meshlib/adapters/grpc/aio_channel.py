@@ -135,10 +135,11 @@ def aio_channel(mesh: "Services", name: str, *, credentials: grpc.ChannelCredent
 class AioMethod:
     """What every call of one method on a MeshAioChannel shares."""
 
-    __slots__ = ("owner", "key", "make")
+    __slots__ = ("owner", "method", "key", "make")
 
     def __init__(self, owner: "MeshAioChannel", kind: str, method: str, ser: Any, deser: Any, extra: dict[str, Any]) -> None:
         self.owner = owner
+        self.method = method
         self.key = (kind, method, ser, deser, tuple(sorted(extra.items())))
         self.make = lambda ch: getattr(ch, kind)(method, request_serializer=ser, response_deserializer=deser, **extra)
 

@@ -83,6 +83,10 @@ class MeshAioClientInterceptor(InterceptorBase):
             raise aio_rpc_error(exc) from exc.__cause__
 
     async def _stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        with telemetry.call(self.cluster, rpc=details.method, headers=details.metadata):  # telemetry: the stream's scope, ended with it
+            return await self._start_stream(continuation, details, request)
+
+    async def _start_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
         call = self.start(details.timeout)
         try:
             fault = call.begin()
@@ -98,7 +102,7 @@ class MeshAioClientInterceptor(InterceptorBase):
                 raise aio_rpc_error(exc) from exc.__cause__
             raise
         started = call.cluster.clock.perf_counter()
-        rpc = await continuation(_aio_details(details, call.remaining(), telemetry.inject(list(details.metadata or ()))), request)
+        rpc = await continuation(_aio_details(details, call.remaining(), telemetry.inject(list(details.metadata or ()), host.endpoint)), request)
 
         def book(result: AttemptResult) -> None:
             call.done(host, started, result, decide=False)

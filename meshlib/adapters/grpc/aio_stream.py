@@ -39,12 +39,17 @@ class AioResponseStream(PinnedStream, Writes, grpc.aio.UnaryStreamCall, grpc.aio
         self._opening = asyncio.get_running_loop().create_task(self._open())
 
     async def _open(self) -> None:
+        with self._scope.current():  # telemetry: the stream's scope, current while it starts (closed when its call ends)
+            await self._start()
+
+    async def _start(self) -> None:
         call = self._call
         try:
             fault = call.begin()
         except MeshError as exc:
             self._error = aio_rpc_error(exc)
             self._finished = self._committed = True
+            self._scope.close(exc)
             self._over()
             return
         try:

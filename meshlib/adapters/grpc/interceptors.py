@@ -123,6 +123,10 @@ class MeshClientInterceptor(
         return self._unary(continuation, client_call_details, ReplayExchange(requests), requests.view)
 
     def _stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        with telemetry.call(self.cluster, rpc=details.method, headers=details.metadata):  # telemetry: the stream's scope, ended with it
+            return self._start_stream(continuation, details, request)
+
+    def _start_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
         call = self.start(details.timeout)
         try:
             fault = call.begin()
@@ -139,7 +143,7 @@ class MeshClientInterceptor(
                 return rpc_error(exc)
             raise
         started = call.cluster.clock.perf_counter()
-        rpc = continuation(_details(details, call.remaining(), telemetry.inject(list(details.metadata or ()))), request)
+        rpc = continuation(_details(details, call.remaining(), telemetry.inject(list(details.metadata or ()), host.endpoint)), request)
 
         def over() -> None:
             call.done(host, started, judge_finished(rpc), decide=False)

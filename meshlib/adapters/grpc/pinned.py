@@ -95,6 +95,10 @@ class PinnedStream:
         self._error: BaseException | None = None
         self._attempt: Attempt | None = None
         cluster = m.owner.cluster
+        #: Telemetry's scope of the stream (entered around its start; its
+        #: attempts' records name it, so it ends with the stream).
+        self._scope = telemetry.call(cluster, rpc=m.method, headers=metadata)
+        self._scope.start()
         self._call: Call = cluster.start_call(hash_header(cluster, metadata), True, timeout)
         self._until = due(self._call, timeout)
         self._attempts = Attempts(self._call, StreamExchange(requests))
@@ -106,6 +110,7 @@ class PinnedStream:
         self._error = error
         self._finished = self._committed = True
         self._call.finish()
+        self._scope.close(error)
         self._over()
 
     def _launch(self, host: Host) -> None:
@@ -121,7 +126,7 @@ class PinnedStream:
         try:
             mc = sub.callable(m.key, m.make)
             request = self._requests.view() if self._requests is not None else self._request
-            rpc = mc(request, timeout=call.remaining(), metadata=telemetry.inject(list(with_attempt(self._metadata, call.attempt) or ())), **self._kw)
+            rpc = mc(request, timeout=call.remaining(), metadata=telemetry.inject(list(with_attempt(self._metadata, call.attempt) or ()), host.endpoint, self._scope), **self._kw)
         except BaseException:
             sub.release()
             call.ended(host, started, _ERROR)
@@ -176,6 +181,7 @@ class PinnedStream:
             self._requests.commit()
         self._attempts.answered(attempt.host, attempt.started, attempt, OK_RESULT)
         self._call.finish()  # the call is over; its answer is still streaming
+        self._scope.close()
         return attempt.terminated and not attempt.booked
 
     def _ended(self, attempt: Attempt, verdict: AttemptResult) -> None:
@@ -203,3 +209,4 @@ class PinnedStream:
         self._call.ended(attempt.host, attempt.started, _CANCELLED)
         self._finished = True
         self._call.finish()
+        self._scope.close()

@@ -28,12 +28,17 @@ class ResponseStream(PinnedStream, StatusOf, grpc.Call):
         self._lock = threading.RLock()
         kw = {"credentials": credentials, "wait_for_ready": wait_for_ready, "compression": compression}
         self._setup(m, request, Replay(request) if streaming_request else None, timeout, metadata, kw)
+        with self._scope.current():  # telemetry: the stream's scope, current while it starts (closed when its call ends)
+            self._start()
+
+    def _start(self) -> None:
         call = self._call
         try:
             fault = call.begin()
         except MeshError as exc:
             self._error = rpc_error(exc)
             self._finished = self._committed = True
+            self._scope.close(exc)
             return
         try:
             if fault is not None and sit_out_fault(call, fault):
