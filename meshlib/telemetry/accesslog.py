@@ -51,6 +51,10 @@ class AccessLog:
         first, so that nothing of an event is computed when nobody would see it)."""
         return _log.isEnabledFor(logging.INFO)
 
+    def sampled(self) -> bool:
+        """Draw whether a call (or attempt) is in the sample."""
+        return self.sample >= 1.0 or self._random() < self.sample
+
     def wanted(self, error: bool) -> bool:
         """Whether to log this event (cheap: called on every call)."""
         if not _log.isEnabledFor(logging.INFO):

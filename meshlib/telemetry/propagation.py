@@ -37,6 +37,8 @@ _B3_MULTI = ("x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled",
 _bits = random.SystemRandom().getrandbits(64)  # a seed from the OS: ids differ across processes
 _random = random.Random(_bits ^ os.getpid())
 _getrandbits = _random.getrandbits
+#: Builds a SpanContext from all its fields in one C call (the named tuple's ``__new__`` is Python).
+_context = tuple.__new__
 
 
 def new_trace_id() -> str:
@@ -148,8 +150,8 @@ class Propagation:
         """A native context for one outgoing request: a new parent-id in
         ``parent``'s trace (tracestate and baggage kept), or a new sampled trace."""
         if parent is None:  # new_trace_id(), new_span_id(), inline
-            return SpanContext(f"{_getrandbits(128) or 1:032x}", f"{_getrandbits(64) or 1:016x}", 1)
-        return SpanContext(parent[0], f"{_getrandbits(64) or 1:016x}", parent[2], parent[3], parent[4], False)
+            return _context(SpanContext, (f"{_getrandbits(128) or 1:032x}", f"{_getrandbits(64) or 1:016x}", 1, (), (), False))
+        return _context(SpanContext, (parent[0], f"{_getrandbits(64) or 1:016x}", parent[2], parent[3], parent[4], False))
 
     def inject(self, carrier: Any, ctx: Any = None) -> None:
         """Write ``ctx`` (default: the current context; native contexts that

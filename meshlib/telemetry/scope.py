@@ -36,6 +36,8 @@ _SCOPE = call_tag
 #: The scope of the call being made in this context (None outside any).
 current_scope = call_tag.get
 
+#: Outcomes that are no error for the access log (a losing hedge is cancelled).
+_NOT_ERRORS = frozenset({Outcome.SUCCESS, Outcome.CANCELLED})
 #: Retry conditions met only by requests that never reached the server.
 _BEFORE_SENDING = frozenset({"connect-failure", "refused-stream"})
 _REFUSALS = ("retries_budget_exhausted", "hedges_budget_exhausted", "retries_overflow")
@@ -85,7 +87,7 @@ class CallScope:
     __slots__ = (
         "owner", "method", "address", "port", "url", "path", "rpc", "request_headers", "started", "opened",
         "records", "span", "ctx", "token", "closed", "error", "refusals", "finished", "attempt_ctx", "rpc_label", "spans",
-        "quiet", "silent", "track", "pending", "log_on",
+        "quiet", "silent", "track", "pending", "log_on", "sampled", "on_error",
     )  # fmt: skip
 
     def __init__(self, owner: "ClusterTelemetry", method: str | None, address: str | None, port: int | None, url: str | None, rpc: str | None, headers: Any) -> None:
@@ -134,10 +136,14 @@ class CallScope:
         self.spans = spans
         log = hub.access
         self.log_on = log_on = log is not None and log.enabled()
-        #: No span and no access-log event can come of this call (no TracerProvider,
-        #: ``meshlib.access`` not logging): its attempts only count in the metrics
-        #: and carry trace context; nothing is kept of them here.
-        self.quiet = quiet = spans is None and self.rpc is None and not log_on
+        #: Whether the call's access-log event is in the sample (drawn now, once).
+        self.sampled = sampled = log_on and log.sampled()  # type: ignore[union-attr]
+        #: No span, and no access-log event unless the call fails (no TracerProvider;
+        #: ``meshlib.access`` not logging, or this call not in the sample): its
+        #: attempts only count in the metrics and carry trace context; nothing is
+        #: kept of them unless one fails (``on_error``) and errors are always logged.
+        self.quiet = quiet = spans is None and self.rpc is None and (not log_on or (not sampled and not log.per_attempt and not owner.hedges))  # type: ignore[union-attr]
+        self.on_error = quiet and log_on and log.errors  # type: ignore[union-attr]
         #: Whether each attempt is kept open by itself (its span, its context for a
         #: per-attempt log event) until its record arrives; else only counted (``pending``).
         self.track = spans is not None or (log_on and log.per_attempt)  # type: ignore[union-attr]
@@ -176,7 +182,9 @@ class CallScope:
         """The call is over (``exc``: how it failed); its answer may still be streaming."""
         self.closed = True
         if self.quiet:
-            return
+            if exc is None or not self.on_error:
+                return
+            self.quiet = False  # a failed call: its access-log event is due after all
         if exc is not None:
             self.error = exc
         if self.opened or self.pending:  # a streamed answer, or hedges abandoned but not yet over
@@ -310,7 +318,7 @@ class CallScope:
             records = self.records
             last = _answer(records)
             failed = self.error is not None or last is None or last.outcome != Outcome.SUCCESS or (last.status or 0) >= 500
-            if log.wanted(failed):
+            if self.sampled or (failed and log.errors):  # type: ignore[union-attr]
                 now = owner.clock.perf_counter()
                 log.emit(owner.fields(self, records, self.ids(self.attempt_ctx), now - self.started, self.error), failed)
             return
@@ -369,7 +377,7 @@ class CallScope:
         if log is None or log.per_attempt:
             return
         failed = error is not None or last is None or last.outcome != Outcome.SUCCESS or (last.status or 0) >= 500
-        if log.wanted(failed):
+        if self.sampled or (failed and log.errors):
             log.emit(self.owner.fields(self, records, self.ids(self.attempt_ctx), now - self.started, error), failed)
 
 
@@ -388,6 +396,7 @@ class ClusterTelemetry:
         #: when the service may retry on an answer or hedge (gRPC calls always do, gRFC A72).
         retry = cluster.retry
         self.call_spans = cluster.hedges or (retry.num_retries > 0 and bool(retry.retry_on - _BEFORE_SENDING))
+        self.hedges = cluster.hedges
         self.perf_counter = cluster.clock.perf_counter
         #: meshlib's own context (not OpenTelemetry's), propagated or not.
         self.native = not hub.prop.otel
@@ -411,8 +420,12 @@ class ClusterTelemetry:
         if otel is not None and otel.live():
             otel.record(record, self.name, method, port, rpc, http)
         if scope is not None:
-            if not scope.quiet:
-                scope.ended(record)
+            if scope.quiet:
+                if not scope.on_error or (record.outcome in _NOT_ERRORS and (record.status or 0) < 500):
+                    scope.pending -= 1
+                    return
+                scope.quiet = False  # it failed: kept from now on, for its access-log event
+            scope.ended(record)
             return
         log = self.hub.access
         if log is not None:
