@@ -8,6 +8,7 @@ import logging
 import time
 
 import pytest
+import requests
 
 import meshlib
 from meshlib import telemetry
@@ -217,3 +218,27 @@ def test_without_structlog_the_standard_library_renders_the_same_event(monkeypat
     for proc in accesslog.processors("console"):
         console = proc(None, "info", console)
     assert "meshlib.access" in console and "service='svc'" in console and "status=200" in console
+
+
+def test_out_of_the_sample_only_failed_calls_are_logged_whole(access_log, agents):
+    """Sample 0 with errors always logged: a call that fails after retries is
+    logged with all its attempts, and one that cannot connect; a clean call
+    and one that recovers by a retry are not."""
+    a = agents(1)[0]
+    cfg = {"tracing": "native", "access_log_sample": 0.0, "services": {
+        "sampled": {"endpoints": a.address, "retry_on": "5xx", "num_retries": 2, "retry_backoff_base": "1ms"},
+        "nowhere": {"endpoints": "127.0.0.1:9", "num_retries": 0},
+    }}  # fmt: skip
+    with meshlib.Mesh(config=cfg) as mesh:
+        s = mesh.requests_session()
+        assert s.get("http://sampled/").status_code == 200  # clean
+        a.behaviour.script = [503]
+        assert s.get("http://sampled/").status_code == 200  # recovered by a retry
+        assert access_log.events() == []
+        a.behaviour.script = [503, 502, 500]
+        assert s.get("http://sampled/x").status_code == 500  # failed after two retries
+        with pytest.raises(requests.ConnectionError):
+            s.get("http://nowhere/")
+    failed, refused = access_log.events()
+    assert failed["attempts"] == 3 and failed["retries"] == 2 and failed["status"] == 500 and failed["path"] == "/x"
+    assert refused["service"] == "nowhere" and refused["outcome"] == "connect_failure"
