@@ -432,3 +432,77 @@ def test_ejections_never_exceed_max_ejection_percent(n: int, pct: int, one: bool
 def test_config_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         OutlierConfig().interval = 1  # type: ignore[misc]
+
+
+# -- hosts that count their own successes (the cluster's Host) -------------------------------
+
+
+class _CountingHost:
+    """What the cluster hands over: a key, and successes counted by the host itself."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.successes = 0
+
+
+class _Record:
+    def __init__(self, outcome: str, status: int | None) -> None:
+        self.outcome, self.status = outcome, status
+
+
+def _feed(d: OutlierDetector, host: _CountingHost, outcome: str, status: int | None) -> None:
+    """One attempt as the cluster reports it: the Host counts a success first, then the detector hears."""
+    if outcome == Outcome.SUCCESS:
+        host.successes += 1
+    d.attempt_ended(host, _Record(outcome, status))
+
+
+_ATTEMPTS = st.lists(
+    st.tuples(
+        st.integers(0, 5),
+        st.sampled_from([(Outcome.SUCCESS, 200), (Outcome.SUCCESS, 404), (Outcome.FAILURE, 500), (Outcome.FAILURE, 503),
+                         (Outcome.CONNECT_FAILURE, None), (Outcome.TIMEOUT, None), (Outcome.CANCELLED, None), (Outcome.FAILURE, 429)]),
+        st.booleans(),  # an interval ends after this attempt
+    ),
+    max_size=300,
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(_ATTEMPTS, st.sampled_from([1, 3, 5]), st.integers(1, 40))
+def test_counted_hosts_decide_exactly_as_counting_every_attempt(attempts, consecutive, volume) -> None:
+    """A detector reading successes from the hosts ejects, returns and reports
+    exactly as one that counts every success itself, whatever the sequence."""
+    kw = dict(consecutive_5xx=consecutive, consecutive_gateway_failure=consecutive, enforcing_consecutive_gateway_failure=100,
+              success_rate_request_volume=volume, success_rate_minimum_hosts=3, failure_percentage_request_volume=volume,
+              failure_percentage_minimum_hosts=3, enforcing_failure_percentage=100, max_ejection_percent=100)  # fmt: skip
+    plain, clock_a = detector(6, **kw)
+    counted, clock_b = detector(0, **kw)
+    hosts = {f"h{i}": _CountingHost(f"h{i}") for i in range(6)}
+    counted.set_hosts(hosts)
+    for i, (outcome, status), tick in attempts:
+        key = f"h{i}"
+        if outcome != Outcome.CANCELLED:
+            plain.record(key, outcome, status)
+        _feed(counted, hosts[key], outcome, status)
+        if tick:
+            clock_a.advance(10)
+            clock_b.advance(10)
+            assert plain.tick() == counted.tick()
+        assert plain.ejected() == counted.ejected()
+        assert [plain.host_stats(k) for k in hosts] == [counted.host_stats(k) for k in hosts]
+    assert plain.stats() == counted.stats()
+
+
+def test_a_counted_hosts_success_ends_a_run_of_5xx() -> None:
+    d, _ = detector(0, consecutive_5xx=3)
+    host = _CountingHost("h0")
+    d.set_hosts({"h0": host})
+    for outcome, status in [(Outcome.FAILURE, 500), (Outcome.FAILURE, 500), (Outcome.SUCCESS, 200), (Outcome.FAILURE, 500), (Outcome.FAILURE, 500)]:
+        _feed(d, host, outcome, status)
+    assert not d.is_ejected("h0") and d.host_stats("h0")["consecutive_5xx"] == 2
+    _feed(d, host, Outcome.SUCCESS, 200)
+    assert d.host_stats("h0")["consecutive_5xx"] == 0  # shown as reset at once
+    for _ in range(3):
+        _feed(d, host, Outcome.FAILURE, 500)
+    assert d.is_ejected("h0")

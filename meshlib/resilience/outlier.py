@@ -58,7 +58,7 @@ import math
 import random
 import threading
 from collections import deque
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..outcome import Outcome
@@ -121,6 +121,10 @@ class _HostState:
         "ext",
         "loc",
         "success_rate",
+        "source",
+        "base",
+        "seen",
+        "extra",
     )
 
     def __init__(self) -> None:
@@ -135,6 +139,11 @@ class _HostState:
         self.ext = [0, 0]  # this interval's [requests, successes], external origin
         self.loc = [0, 0]  # the same for local origin (split mode)
         self.success_rate: float | None = None
+        #: The host counting its own successes (``successes``), if the cluster handed one
+        #: over; its count when the interval began (``base``) and at the latest failure
+        #: (``seen``); successes it counted that are 5xx failures here (``extra``).
+        self.source: Any = None
+        self.base = self.seen = self.extra = 0
 
 
 Event = tuple[float, Hashable, str, str]
@@ -175,6 +184,8 @@ class OutlierDetector:
         }
         self._next_tick = clock.monotonic() + cfg.interval
         self._split = cfg.split_external_local_origin_errors
+        #: Hosts count their own successes (set_hosts got them): nothing to do on a success.
+        self._quick = False
         #: Called with the host an attempt just got ejected (the cluster rebuilds its picker).
         self.on_eject: Callable[[Any], None] = lambda host: None
 
@@ -182,13 +193,45 @@ class OutlierDetector:
 
     def set_hosts(self, keys: Iterable[Hashable]) -> bool:
         """Adopt the current host set: keep the state of hosts that stay, start
-        new ones fresh, forget the rest. True if an ejected host left."""
+        new ones fresh, forget the rest. True if an ejected host left.
+
+        ``keys`` may map each key to its host, anything with a ``successes``
+        count that only grows (the cluster's ``Host``). Unless external and
+        local-origin errors are split, a success then costs nothing here: the
+        interval's successes are read from the hosts at each tick, and a
+        failure first checks whether a success came since the last one (which
+        ends a run of consecutive failures)."""
+        hosts = keys if isinstance(keys, Mapping) else None
         with self._lock:
             old = self._hosts
-            self._hosts = {k: old.get(k) or _HostState() for k in keys}
+            if hosts is None:
+                self._hosts = {k: old.get(k) or _HostState() for k in keys}
+            else:
+                self._hosts = {k: self._counted_by(old.get(k) or _HostState(), host) for k, host in hosts.items()}
+                self._quick = not self._split
             gone = sum(1 for k, h in old.items() if h.ejected and k not in self._hosts)
             self._active -= gone
             return gone > 0
+
+    @staticmethod
+    def _counted_by(h: _HostState, host: Any) -> _HostState:
+        if h.source is not host:
+            if h.source is not None:  # the same key, a new host: keep the old one's successes
+                n = h.source.successes - h.base - h.extra
+                h.ext[0], h.ext[1] = h.ext[0] + n, h.ext[1] + n
+            h.source = host
+            h.base = h.seen = host.successes
+            h.extra = 0
+        return h
+
+    def _settle(self, h: _HostState) -> None:
+        """Successes since a counted host's last failure end its failure runs (lock held)."""
+        source = h.source
+        if source is not None and self._quick:
+            now = source.successes
+            if now != h.seen:
+                h.seen = now
+                h.c5xx = h.cgw = 0
 
     # -- the call path ---------------------------------------------------------------
 
@@ -216,6 +259,9 @@ class OutlierDetector:
             h = self._hosts.get(key)
             if h is None:
                 return False
+            self._settle(h)
+            if outcome == Outcome.SUCCESS and h.source is not None and self._quick:
+                h.extra += 1  # its host counted a success; here it is a 5xx
             if outcome == Outcome.SUCCESS or outcome == Outcome.FAILURE:
                 if split:
                     h.loc[0] += 1
@@ -248,6 +294,8 @@ class OutlierDetector:
         if outcome == _SUCCESS and not self._split:
             status = record.status
             if status is None or status < 500:  # record()'s lock-free common case, inline
+                if self._quick:
+                    return  # counted by the host itself (see set_hosts)
                 h = self._hosts.get(host.key)
                 if h is not None:
                     ext = h.ext
@@ -303,6 +351,7 @@ class OutlierDetector:
         """One host's outlier state (KeyError if it is not in the set)."""
         with self._lock:
             h = self._hosts[key]
+            self._settle(h)
             return {
                 "ejected": h.ejected,
                 "times_ejected": h.times_ejected,
@@ -414,6 +463,13 @@ class OutlierDetector:
         self._next_tick = now + cfg.interval
         changed = False
         for key, h in self._hosts.items():
+            source = h.source
+            if source is not None and self._quick:  # the interval's successes, counted by the host
+                count = source.successes
+                n = count - h.base - h.extra
+                h.base, h.extra = count, 0
+                h.ext[0] += n
+                h.ext[1] += n
             h.success_rate = None
             if h.ejected and now - h.ejected_at >= self._duration(h):
                 self._uneject(key, h, now, EJECTION_TIME_ELAPSED)
