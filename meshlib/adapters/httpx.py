@@ -72,9 +72,9 @@ def _tls_failure(exc: BaseException) -> bool:
 
 def classify(exc: BaseException) -> str:
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-        # A failed TLS handshake is not a connect failure to retry elsewhere:
-        # every endpoint would present the same certificate problem.
-        return Outcome.ERROR if _tls_failure(exc) else Outcome.CONNECT_FAILURE
+        # A refused TLS handshake (certificate, SPIFFE ID) is local origin for
+        # outlier detection, like a connect failure, but never retried.
+        return Outcome.TLS_FAILURE if _tls_failure(exc) else Outcome.CONNECT_FAILURE
     if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)):
         return Outcome.TIMEOUT
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
