@@ -7,7 +7,9 @@ request to a mesh service has its URL pointed at a picked endpoint for the
 attempt, keeps its ``Host`` header, and sends the service name as TLS SNI;
 anything else goes to the wrapped transport untouched. https mesh calls use
 one wrapped transport per service name, so a connection verified for one
-service is never reused for another. Environment proxies (``HTTP_PROXY``)
+service is never reused for another; a TLS_MODE tls/mtls service one per
+identity generation, the previous ones drained and closed after a rotation
+(``_httpx_pools``). Environment proxies (``HTTP_PROXY``)
 are not applied by these clients, since httpx ignores them once a transport
 is given.
 """
