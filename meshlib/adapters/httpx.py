@@ -286,8 +286,7 @@ def _pointed(request: httpx.Request, url: str, ep: Endpoint, limit: float | None
         for phase in ("connect", "read", "write", "pool"):
             t[phase] = limit if t.get(phase) is None else min(t[phase], limit)
         extensions = {**extensions, "timeout": t}
-    else:
-        extensions = dict(extensions)
+    # else the call's own dict (``_begin`` copied it), shared by its attempts: httpx only reads it
     pointed = _new_request(httpx.Request)
     pointed.method = request.method
     pointed.url = _endpoint_url(url, ep.host, ep.port, scheme)
