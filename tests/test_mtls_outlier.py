@@ -67,7 +67,7 @@ def _caller(kind, mesh):
         return call, s.close
     if kind == "urllib3":
         pool = mesh.urllib3_pool()
-        return (lambda: pool.request("GET", "http://inventory/who", retries=False).status == 200), pool.clear
+        return (lambda: pool.request("GET", "http://inventory/who").status == 200), pool.clear
     if kind == "httpx":
         c = mesh.httpx_client()
         return (lambda: c.get("http://inventory/who").status_code == 200), c.close
@@ -169,6 +169,65 @@ def test_grpc_channel_counts_a_spiffe_id_mismatch_as_local_origin(ca, tmp_path) 
         bad.stop(0)
         good_mesh.close()
         bad_mesh.close()
+
+
+def test_grpc_aio_channel_counts_a_spiffe_id_mismatch_as_local_origin(ca, tmp_path) -> None:
+    bad_mesh = meshlib.Mesh(config=_files(ca.issue("spiffe://example.org/impostor", dns=["inventory"]), tmp_path, "imp"))
+    bad, bport, bad_seen = grpc_echo_server(bad_mesh.grpc_server_credentials())
+    good_mesh = meshlib.Mesh(config=_files(ca.issue(INVENTORY, dns=["inventory"]), tmp_path, "inventory"))
+    good, gport, _ = grpc_echo_server(good_mesh.grpc_server_credentials())
+    mesh = _mesh(ca, tmp_path, [f"127.0.0.1:{gport}", f"127.0.0.1:{bport}"])
+
+    async def calls():
+        ch = mesh.grpc_aio_channel("inventory")
+        out = []
+        try:
+            for _ in range(10):
+                try:
+                    out.append(await ch.unary_unary("/mtls.Echo/Who")(b"x", timeout=5) == PLANNER.encode() + b"|x")
+                except Exception as exc:  # noqa: BLE001 - the refused endpoint, asserted below
+                    out.append(exc)
+        finally:
+            await ch.close()
+        return out
+
+    try:
+        results = asyncio.run(calls())
+        assert len([r for r in results if r is not True]) == 3 and results[-4:] == [True] * 4
+        ep = _endpoint(mesh, f"127.0.0.1:{bport}")
+        assert ep["outlier_ejected"] and ep["last_ejection_reason"] == "consecutive_local_origin_failure" and ep["requests"] == 3
+        assert bad_seen == []
+    finally:
+        mesh.close()
+        good.stop(0)
+        bad.stop(0)
+        good_mesh.close()
+        bad_mesh.close()
+
+
+def test_grpc_interceptors_never_retry_a_refused_certificate(ca, tmp_path) -> None:
+    """On a channel of your own, grpcio refuses a certificate from another
+    trust domain; the interceptors read its status as a TLS failure, not as
+    the connect failure the default retry_on would retry twice."""
+    stranger = meshlib.Mesh(config=_files(SpiffeCA("other.org").issue("spiffe://other.org/inventory", dns=["inventory"]), tmp_path, "o"))
+    server, port, seen = grpc_echo_server(stranger.grpc_server_credentials(require_client_auth=False))
+    mesh = _mesh(ca, tmp_path, [f"127.0.0.1:{port}"], ids="")
+    own = grpc.secure_channel(f"127.0.0.1:{port}", mesh.grpc_credentials("inventory"), options=[("grpc.ssl_target_name_override", "inventory")])
+    interceptors = mesh.grpc_interceptors("inventory")
+    ch = grpc.intercept_channel(own, *interceptors)
+    try:
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError) as e:
+                ch.unary_unary("/mtls.Echo/Who")(b"x", timeout=5)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "CERTIFICATE_VERIFY_FAILED" in e.value.details()
+        stats = interceptors[0].stats()
+        assert stats["attempts"] == 2 and stats["failures"] == 2 and stats.get("retries", 0) == 0
+        assert seen == []
+    finally:
+        own.close()
+        mesh.close()
+        server.stop(0)
+        stranger.close()
 
 
 def test_grpc_host_name_refused_by_grpcio_is_local_origin_and_not_retried(ca, tmp_path) -> None:
