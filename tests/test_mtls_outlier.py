@@ -272,3 +272,31 @@ def test_a_retried_call_never_goes_back_to_the_refused_endpoint_in_plaintext(ca,
         mesh.close()
         rec.close()
     assert json.dumps(stats)  # the stats stay serialisable
+
+
+def test_grpc_spiffe_pre_check_to_a_dead_endpoint_is_a_connect_failure_retried_elsewhere(ca, tmp_path) -> None:
+    """With TLS_SPIFFE_IDS, meshlib's own verifying handshake opens the first
+    connection to a gRPC endpoint: an endpoint that refuses it is a connect
+    failure, retried on another endpoint (the default retry_on), as
+    grpc-core's own connect failures are; the calls succeed."""
+    import socket
+
+    good_mesh = meshlib.Mesh(config=_files(ca.issue(INVENTORY, dns=["inventory"]), tmp_path, "inventory"))
+    server, port, _ = grpc_echo_server(good_mesh.grpc_server_credentials())
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = s.getsockname()[1]
+    s.close()
+    mesh = _mesh(ca, tmp_path, [f"127.0.0.1:{dead}", f"127.0.0.1:{port}"])
+    ch = mesh.grpc_channel("inventory")
+    try:
+        who = ch.unary_unary("/mtls.Echo/Who")
+        assert all(who(b"x", timeout=5) == PLANNER.encode() + b"|x" for _ in range(6))
+        ep = _endpoint(mesh, f"127.0.0.1:{dead}")
+        assert ep["connect_failures"] == ep["requests"] == 3
+        assert ep["outlier_ejected"] and ep["last_ejection_reason"] == "consecutive_local_origin_failure"
+    finally:
+        ch.close()
+        mesh.close()
+        server.stop(0)
+        good_mesh.close()

@@ -20,6 +20,7 @@ is a reset; a locally expired per-attempt deadline is a timeout.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import grpc
@@ -147,6 +148,13 @@ class GrpcExchange(Exchange):
     status (not just an outcome) reaches the retry policy and outlier detection."""
 
     def classify(self, exc: BaseException) -> str:
+        # What an attempt raises comes from before its RPC: the SPIFFE ID
+        # pre-check's own connection (meshlib.security.grpc_tls) to an endpoint
+        # that refuses it or does not answer is a connect failure (retried on
+        # another endpoint, as grpc-core's own is); a refused handshake is a TLS
+        # failure (``outcome_of``); anything else is unclassified.
+        if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError):
+            return Outcome.CONNECT_FAILURE
         return Outcome.ERROR
 
     def judge(self, result: Any) -> AttemptResult:
