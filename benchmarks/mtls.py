@@ -12,6 +12,8 @@ carries the DNS name ``bench``.
   ``mesh.httpx_client()`` calling ``http://bench/`` with ``TLS_MODE=mtls`` and
   ``TLS_SPIFFE_IDS`` (the SPIFFE ID checked inside the handshake). Target:
   meshlib adds at most 5%.
+  The httpx row is repeated with telemetry off (``TRACING``, ``METRICS``,
+  ``ACCESS_LOG`` off), reported, to show what the telemetry layer costs.
 * **new connection:** the same with ``Connection: close`` (a full TLS
   handshake per call). Reported, with the ratio.
 * **rotation:** new files are renamed over ``MESHLIB_TLS_CERT``/``KEY``;
@@ -109,10 +111,12 @@ def run(quick: bool = False) -> bool:
     server_files = ca.issue("spiffe://example.org/bench", dns=["bench"]).write(os.path.join(d, "server"))
     client_files = ca.issue("spiffe://example.org/client").write(os.path.join(d, "client"))
     proc, port = _upstream(*server_files)
-    mesh = meshlib.Mesh(config={
+    config = {
         "tls_cert": client_files[0], "tls_key": client_files[1], "tls_ca": client_files[2], "tls_watch_interval": WATCH,
         "services": {"bench": {"endpoints": f"127.0.0.1:{port}", "tls_mode": "mtls", "tls_spiffe_ids": "spiffe://example.org/bench"}},
-    })  # fmt: skip
+    }  # fmt: skip
+    mesh = meshlib.Mesh(config=config)
+    quiet = meshlib.Mesh(config={**config, "tracing": "off", "metrics": "off", "access_log": "off"})  # the same, telemetry off
     ok = True
     try:
         raw_ctx = _raw_context(client_files)
@@ -121,6 +125,7 @@ def run(quick: bool = False) -> bool:
         mesh_pool = mesh.urllib3_pool()
         raw_httpx = httpx.Client(verify=raw_ctx)
         mesh_httpx = mesh.httpx_client()
+        quiet_httpx = quiet.httpx_client()
         sni = {"sni_hostname": "bench"}
         close = {"Connection": "close"}
         calls = {
@@ -128,6 +133,7 @@ def run(quick: bool = False) -> bool:
             "urllib3 meshlib": lambda: mesh_pool.request("GET", "http://bench/").data,
             "httpx raw": lambda: raw_httpx.get(f"https://127.0.0.1:{port}/", extensions=sni).content,
             "httpx meshlib": lambda: mesh_httpx.get("http://bench/").content,
+            "httpx meshlib, telemetry off": lambda: quiet_httpx.get("http://bench/").content,
         }
         fresh = {
             "urllib3 raw": lambda: raw_pool.request("GET", raw_url, headers=close).data,
@@ -145,6 +151,9 @@ def run(quick: bool = False) -> bool:
             good = ratio <= MAX_OVERHEAD
             ok = ok and good
             rows.append([f"{client}, kept-alive", f"{median(raw) * 1e6:.0f}", f"{median(mine) * 1e6:.0f}", f"{ratio:+.1%}", f"<= +{MAX_OVERHEAD:.0%}", verdict(good)])
+        raw, mine = kept["httpx raw"], kept["httpx meshlib, telemetry off"]
+        ratio = median([m / r for m, r in zip(mine, raw)]) - 1
+        rows.append(["httpx, kept-alive, telemetry off", f"{median(raw) * 1e6:.0f}", f"{median(mine) * 1e6:.0f}", f"{ratio:+.1%}", "reported", ""])
         raw, mine = new["urllib3 raw"], new["urllib3 meshlib"]
         ratio = median([m / r for m, r in zip(mine, raw)]) - 1
         rows.append(["urllib3, new connection (handshake)", f"{median(raw) * 1e6:.0f}", f"{median(mine) * 1e6:.0f}", f"{ratio:+.1%}", "reported", ""])
@@ -154,7 +163,9 @@ def run(quick: bool = False) -> bool:
         raw_pool.clear()
         raw_httpx.close()
         mesh_httpx.close()
+        quiet_httpx.close()
     finally:
+        quiet.close()
         mesh.close()
         stop(proc)
     print()

@@ -60,10 +60,12 @@ class SecurityMixin:
 
     def grpc_credentials(self, name: str) -> "grpc.ChannelCredentials | None":
         """For a channel of your own (with :meth:`grpc_interceptors`): channel
-        credentials from ``name``'s TLS mode and the current identity (None
-        when its ``TLS_MODE`` is off). Made once, they do not follow a rotation:
-        make the channel again after one (``stats()["tls"]["generation"]``).
-        grpcio checks only host names, so for a service with
+        credentials from ``name``'s TLS mode (None when it is off) that follow
+        rotation: each channel made from them presents the identity current
+        when it is made. A channel keeps its certificate for its whole life
+        (grpcio cannot change a client channel's), so make a new channel after
+        a rotation: ``creds.on_rotation(callback)`` says when, ``creds.generation``
+        which. grpcio checks only host names, so for a service with
         ``TLS_SPIFFE_IDS`` this refuses (MeshError): use :meth:`grpc_channel`,
         which checks SPIFFE IDs before a channel is used."""
         tls = self.tls(self.cluster(name))
@@ -72,7 +74,7 @@ class SecurityMixin:
         if tls.matcher:
             raise MeshError(f"service {name!r} has TLS_SPIFFE_IDS, which grpcio cannot check on a channel of your own; "
                             "use mesh.grpc_channel(name) (docs/security.md)")  # fmt: skip
-        return tls.grpc().credentials()
+        return tls.grpc().rotating()
 
     def allowed_callers(self) -> AllowList:
         """The serving-side allow-list of ``MESHLIB_ALLOWED_CALLERS`` (any verified

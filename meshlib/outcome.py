@@ -24,6 +24,11 @@ class Outcome:
     FAILURE = "failure"
     #: No connection could be made: the request provably never reached the server.
     CONNECT_FAILURE = "connect_failure"
+    #: The TLS handshake failed: the server's certificate failed verification,
+    #: or it is not an identity the service may present (``TLS_SPIFFE_IDS``, or
+    #: the DNS name). Local origin, like a connect failure: nothing was sent.
+    #: Never retried (the same endpoint would present the same certificate).
+    TLS_FAILURE = "tls_failure"
     #: The connection broke after the request was sent.
     RESET = "reset"
     #: The server refused an HTTP/2 stream before processing it (safe to retry).
@@ -34,7 +39,7 @@ class Outcome:
     #: A hedged attempt abandoned because another one answered first: no verdict.
     CANCELLED = "cancelled"
 
-    LOCAL_ORIGIN = frozenset({CONNECT_FAILURE, RESET, REFUSED_STREAM, TIMEOUT})
+    LOCAL_ORIGIN = frozenset({CONNECT_FAILURE, TLS_FAILURE, RESET, REFUSED_STREAM, TIMEOUT})
 
 
 @dataclass(frozen=True, slots=True)

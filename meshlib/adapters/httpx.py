@@ -7,7 +7,9 @@ request to a mesh service has its URL pointed at a picked endpoint for the
 attempt, keeps its ``Host`` header, and sends the service name as TLS SNI;
 anything else goes to the wrapped transport untouched. https mesh calls use
 one wrapped transport per service name, so a connection verified for one
-service is never reused for another. Environment proxies (``HTTP_PROXY``)
+service is never reused for another; a TLS_MODE tls/mtls service one per
+identity generation, the previous ones drained and closed after a rotation
+(``_httpx_pools``). Environment proxies (``HTTP_PROXY``)
 are not applied by these clients, since httpx ignores them once a transport
 is given.
 """
@@ -17,8 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
-import threading
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable
 
 try:
     import httpx
@@ -36,7 +37,9 @@ from ..resilience.fault import FaultDecision
 from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
 from ..core.services import Services
+from ..health.load import LOAD_HEADER
 from .. import telemetry
+from ._httpx_pools import Pools
 from ._common import (
     DRAIN_LIMIT,
     FAULT_BODY,
@@ -49,11 +52,14 @@ from ._common import (
     classify_exception,
     file_body,
     judge_response,
+    judge_status,
     mid_body,
     one_shot,
     timeout_header,
 )
 
+
+_LOAD = LOAD_HEADER.encode("ascii")
 
 #: Client keyword arguments that configure the transport rather than the client.
 TRANSPORT_KWARGS = ("verify", "cert", "trust_env", "http1", "http2", "limits")
@@ -72,9 +78,9 @@ def _tls_failure(exc: BaseException) -> bool:
 
 def classify(exc: BaseException) -> str:
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-        # A failed TLS handshake is not a connect failure to retry elsewhere:
-        # every endpoint would present the same certificate problem.
-        return Outcome.ERROR if _tls_failure(exc) else Outcome.CONNECT_FAILURE
+        # A refused TLS handshake (certificate, SPIFFE ID) is local origin for
+        # outlier detection, like a connect failure, but never retried.
+        return Outcome.TLS_FAILURE if _tls_failure(exc) else Outcome.CONNECT_FAILURE
     if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)):
         return Outcome.TIMEOUT
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
@@ -87,7 +93,14 @@ class HttpxExchange(HttpExchange):
         return classify(exc)
 
     def judge(self, response: httpx.Response) -> AttemptResult:
-        return judge_response(response.status_code, response.headers)
+        status = response.status_code
+        if status < 400:  # the common case: no Retry-After to read; a load report is rare
+            for item in response.headers._list:  # (raw name, lower-case name, value), what Headers.get scans
+                if item[1] == _LOAD:
+                    break
+            else:
+                return judge_status(status)
+        return judge_response(status, response.headers)
 
     def discard(self, response: httpx.Response) -> None:
         # Read what is left of the body (within bounds) so that closing the
@@ -225,52 +238,6 @@ def _aborter(call: Call, request: httpx.Request) -> Callable[[FaultDecision], ht
     return lambda fault: httpx.Response(fault.abort_status, headers=FAULT_HEADERS, content=FAULT_BODY, request=request)
 
 
-T = TypeVar("T")
-
-
-class _Pools(Generic[T]):
-    """The wrapped transport for everything but https mesh calls, plus one
-    transport per service name for those: httpx pools connections by origin,
-    so without this a connection verified for one service could be reused for
-    another service that shares an endpoint."""
-
-    def __init__(self, default: T, make: Callable[[], T] | None) -> None:
-        self.default = default
-        self._make = make
-        self._tls: dict[str, T] = {}
-        self._lock = threading.Lock()
-
-    def for_request(self, request: httpx.Request, service: str) -> T:
-        if request.url.scheme != "https" or self._make is None:
-            return self.default
-        t = self._tls.get(service)
-        if t is None:
-            with self._lock:
-                t = self._tls.get(service)
-                if t is None:
-                    t = self._tls[service] = self._make()
-        return t
-
-    def for_mesh_tls(self, tls: Any) -> T:
-        """The transport for a TLS_MODE tls/mtls service: one per TLS context
-        (so per identity generation); the previous ones are kept, unused, until
-        the client closes."""
-        if self._make is None:
-            raise MeshError(f"service {tls.service!r} has TLS_MODE {tls.mode}, which a client built with transport= cannot carry; leave transport= out")
-        ctx = tls.ssl_context()
-        key = (tls.service, ctx)
-        t = self._tls.get(key)  # type: ignore[call-overload]
-        if t is None:
-            with self._lock:
-                t = self._tls.get(key)  # type: ignore[call-overload]
-                if t is None:
-                    t = self._tls[key] = self._make(verify=ctx)  # type: ignore[index,call-arg]
-        return t
-
-    def all(self) -> list[T]:
-        return [self.default, *self._tls.values()]
-
-
 def _begin(mesh: "Services", request: httpx.Request) -> Call | None:
     cluster = mesh.route(request.url.host, request.url.raw_path.decode("ascii"), request.headers)  # routed names go through their routes
     if cluster is None:
@@ -299,62 +266,83 @@ def _over_tls(request: httpx.Request) -> str:
     return "https"
 
 
-def _pointed(request: httpx.Request, ep: Endpoint, limit: float | None, stream: Any, extra: dict[str, str], scheme: str | None = None) -> httpx.Request:
-    """A copy of ``request`` aimed at one endpoint, within ``limit`` seconds:
-    each attempt (hedged ones run at once) has its own URL and timeouts.
-    ``extra``: the cluster's ``load_request_headers`` (usually empty)."""
-    headers = request.headers
+_new_request = httpx.Request.__new__
+
+
+def _pointed(request: httpx.Request, url: str, ep: Endpoint, limit: float | None, stream: Any, extra: dict[str, str], scheme: str | None = None) -> httpx.Request:
+    """A copy of ``request`` (whose URL is ``url``) aimed at one endpoint,
+    within ``limit`` seconds: each attempt (hedged ones run at once) has its
+    own URL, headers and timeouts. ``extra``: the cluster's
+    ``load_request_headers`` (usually empty). Made as ``httpx.Request(...,
+    stream=...)`` makes it (method, URL, a copy of the headers, the
+    extensions, the stream), without re-checking what the client checked."""
+    headers = httpx.Headers(request.headers)  # the attempt's own: its trace headers go here
     extensions = request.extensions
     if extra:
-        headers = headers.copy()
         headers.update(extra)
     if limit is not None:
-        headers = headers.copy() if headers is request.headers else headers
         headers[TIMEOUT_HEADER] = timeout_header(limit)
         t = dict(extensions.get("timeout", {}))
         for phase in ("connect", "read", "write", "pool"):
             t[phase] = limit if t.get(phase) is None else min(t[phase], limit)
         extensions = {**extensions, "timeout": t}
-    return httpx.Request(request.method, _endpoint_url(request.url, ep.host, ep.port, scheme), headers=headers, stream=stream, extensions=extensions)
+    # else the call's own dict (``_begin`` copied it), shared by its attempts: httpx only reads it
+    pointed = _new_request(httpx.Request)
+    pointed.method = request.method
+    pointed.url = _endpoint_url(url, ep.host, ep.port, scheme)
+    pointed.headers = headers
+    pointed.extensions = extensions
+    pointed.stream = stream
+    return pointed
 
 
 @functools.lru_cache(maxsize=2048)
-def _endpoint_url(url: httpx.URL, host: str, port: int, scheme: str | None = None) -> httpx.URL:
-    """``url`` aimed at an endpoint (over ``scheme`` if given), memoised:
-    ``copy_with`` re-parses the URL (about 17 µs), and services are called
-    with the same URLs again and again."""
+def _endpoint_url(url: str, host: str, port: int, scheme: str | None = None) -> httpx.URL:
+    """``url`` aimed at an endpoint (over ``scheme`` if given), memoised by
+    its text: ``copy_with`` re-parses the URL (about 17 µs), and services
+    are called with the same URLs again and again."""
     if scheme is None:
-        return url.copy_with(host=host, port=port)
-    return url.copy_with(scheme=scheme, host=host, port=port)
-
-
-def _restore(response: httpx.Response, request: httpx.Request) -> httpx.Response:
-    response.request = request
-    return response
+        return httpx.URL(url).copy_with(host=host, port=port)
+    return httpx.URL(url).copy_with(scheme=scheme, host=host, port=port)
 
 
 class MeshTransport(httpx.BaseTransport):
-    def __init__(self, mesh: "Services", inner: httpx.BaseTransport, make: Callable[[], httpx.BaseTransport] | None = None) -> None:
+    def __init__(self, mesh: "Services", inner: httpx.BaseTransport, make: Callable[..., httpx.BaseTransport] | None = None) -> None:
         self._mesh = mesh
-        self._pools = _Pools(inner, make)
+        self._pools: Pools[httpx.BaseTransport] = Pools(inner, make)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         call = _begin(self._mesh, request)
         if call is None:
             return self._pools.default.handle_request(request)
-        tls = self._mesh.tls(call.cluster)
-        inner = self._pools.for_request(request, call.cluster.name) if tls is None else self._pools.for_mesh_tls(tls)
-        scheme = None if tls is None else _over_tls(request)
+        cluster = call.cluster
+        tls = self._mesh.tls(cluster)
+        url = str(request.url)
         ex, stream = _body(request, call, EXCHANGE)
-        extra = call.cluster.load_request_headers
+        extra = cluster.load_request_headers
+        scheme = held = None
+        if tls is None:
+            inner = self._pools.for_request(request, cluster.name)
+        else:
+            held = self._pools.for_mesh_tls(tls)
+            inner, scheme = held.transport, _over_tls(request)
 
         def send(ep: Endpoint, limit: float | None) -> httpx.Response:
-            pointed = _pointed(request, ep, limit, stream, extra, scheme)
+            pointed = _pointed(request, url, ep, limit, stream, extra, scheme)
             telemetry.inject(pointed.headers, ep)  # telemetry: this attempt's span and trace headers
-            return _restore(inner.handle_request(pointed), request)
+            response = inner.handle_request(pointed)
+            response.request = request
+            return response
 
-        with telemetry.http_call(call.cluster, request.method, str(request.url), request.headers):  # telemetry: the call's scope
-            return run(call, send, ex, _aborter(call, request))
+        try:
+            with telemetry.http_call(cluster, request.method, url, request.headers):  # telemetry: the call's scope
+                return run(call, send, ex, _aborter(call, request))
+        finally:
+            if held is not None:
+                held.busy.pop()
+            if self._pools.retired:  # after a rotation: close what the old identity's transport no longer serves
+                for old in self._pools.take_drained():
+                    old.close()
 
     def close(self) -> None:
         for t in self._pools.all():
@@ -362,31 +350,46 @@ class MeshTransport(httpx.BaseTransport):
 
 
 class AsyncMeshTransport(httpx.AsyncBaseTransport):
-    def __init__(self, mesh: "Services", inner: httpx.AsyncBaseTransport, make: Callable[[], httpx.AsyncBaseTransport] | None = None) -> None:
+    def __init__(self, mesh: "Services", inner: httpx.AsyncBaseTransport, make: Callable[..., httpx.AsyncBaseTransport] | None = None) -> None:
         self._mesh = mesh
-        self._pools = _Pools(inner, make)
+        self._pools: Pools[httpx.AsyncBaseTransport] = Pools(inner, make)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         call = _begin(self._mesh, request)
         if call is None:
             return await self._pools.default.handle_async_request(request)
-        tls = self._mesh.tls(call.cluster)
-        inner = self._pools.for_request(request, call.cluster.name) if tls is None else self._pools.for_mesh_tls(tls)
-        scheme = None if tls is None else _over_tls(request)
+        cluster = call.cluster
+        tls = self._mesh.tls(cluster)
+        url = str(request.url)
         ex, stream = _body(request, call, ASYNC_EXCHANGE)
-        extra = call.cluster.load_request_headers
+        extra = cluster.load_request_headers
+        scheme = held = None
+        if tls is None:
+            inner = self._pools.for_request(request, cluster.name)
+        else:
+            held = self._pools.for_mesh_tls(tls)
+            inner, scheme = held.transport, _over_tls(request)
 
         async def send(ep: Endpoint, limit: float | None) -> httpx.Response:
             drain = getattr(request, "_meshlib_drain", None)
             if drain is not None:  # the previous attempt's response: its connection first
                 request._meshlib_drain = None  # type: ignore[attr-defined]
                 await asyncio.shield(drain)
-            pointed = _pointed(request, ep, limit, stream, extra, scheme)
+            pointed = _pointed(request, url, ep, limit, stream, extra, scheme)
             telemetry.inject(pointed.headers, ep)  # telemetry: this attempt's span and trace headers
-            return _restore(await inner.handle_async_request(pointed), request)
+            response = await inner.handle_async_request(pointed)
+            response.request = request
+            return response
 
-        with telemetry.http_call(call.cluster, request.method, str(request.url), request.headers):  # telemetry: the call's scope
-            return await run_async(call, send, ex, _aborter(call, request))
+        try:
+            with telemetry.http_call(cluster, request.method, url, request.headers):  # telemetry: the call's scope
+                return await run_async(call, send, ex, _aborter(call, request))
+        finally:
+            if held is not None:
+                held.busy.pop()
+            if self._pools.retired:  # after a rotation: close what the old identity's transport no longer serves
+                for old in self._pools.take_drained():
+                    await old.aclose()
 
     async def aclose(self) -> None:
         for t in self._pools.all():

@@ -325,8 +325,8 @@ def _policy_key(name: str, parse: Parser, group: str, path: str, type_: str, doc
 _OUTLIER_DOCS = {
     "consecutive_5xx": ("integer", int_range(0), "Eject a host after this many 5xx (and, unless split, local-origin failures) in a row; 0 never.", "3", "Envoy consecutive_5xx 5"),
     "consecutive_gateway_failure": ("integer", int_range(0), "Eject after this many 502/503/504 (or local-origin failures) in a row (needs enforcing_consecutive_gateway_failure).", "3", "Envoy consecutive_gateway_failure 5"),
-    "consecutive_local_origin_failure": ("integer", int_range(0), "Split mode: eject after this many connect failures, resets or timeouts in a row.", "3", "Envoy consecutive_local_origin_failure 5"),
-    "split_external_local_origin_errors": ("boolean", boolean, "Count local-origin failures (connect, reset, timeout) apart from server answers.", "true", "Envoy split_external_local_origin_errors false"),
+    "consecutive_local_origin_failure": ("integer", int_range(0), "Split mode: eject after this many connect or TLS handshake failures, resets or timeouts in a row.", "3", "Envoy consecutive_local_origin_failure 5"),
+    "split_external_local_origin_errors": ("boolean", boolean, "Count local-origin failures (connect, TLS handshake, reset, timeout) apart from server answers.", "true", "Envoy split_external_local_origin_errors false"),
     "interval": ("duration", duration(allow_zero=False), "How often ejection times are checked and success-rate / failure-percentage run.", "5s", "Envoy interval 10s"),
     "base_ejection_time": ("duration", duration(allow_zero=False), "A host is ejected for this times the number of its ejections so far.", "10s", "Envoy base_ejection_time 30s"),
     "max_ejection_time": ("duration", duration(allow_zero=False), "Cap on one ejection's length (the larger of this and base_ejection_time).", "2m", "Envoy max_ejection_time 300s"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, Callable
 
 from ..outcome import AttemptResult, Outcome
@@ -40,5 +41,31 @@ class Exchange:
 
 
 def outcome_of(ex: Exchange, exc: BaseException) -> str:
+    """The adapter's classification of ``exc``; one it leaves unclassified
+    (``ERROR``) whose chain holds an ``ssl.SSLError`` (a certificate that
+    failed verification, a SPIFFE ID not accepted, a refused handshake) is a
+    ``TLS_FAILURE``: local origin for outlier detection, never retried."""
     # KeyboardInterrupt, CancelledError and the like say nothing about the host.
-    return ex.classify(exc) if isinstance(exc, Exception) else Outcome.CANCELLED
+    if not isinstance(exc, Exception):
+        return Outcome.CANCELLED
+    outcome = ex.classify(exc)
+    if outcome == _ERROR and _tls_refused(exc):
+        return Outcome.TLS_FAILURE
+    return outcome
+
+
+_ERROR = Outcome.ERROR
+
+
+def _tls_refused(exc: BaseException) -> bool:
+    """Whether an ``ssl.SSLError`` is in ``exc``'s chain (its ``reason``, as
+    urllib3's MaxRetryError has, its cause, or its context)."""
+    e: BaseException | None = exc
+    for _ in range(8):
+        if e is None:
+            return False
+        if isinstance(e, ssl.SSLError):
+            return True
+        reason = getattr(e, "reason", None)
+        e = reason if isinstance(reason, BaseException) else (e.__cause__ or e.__context__)
+    return False

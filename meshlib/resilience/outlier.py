@@ -14,7 +14,8 @@ How outcomes count (``meshlib.outcome.Outcome``; Envoy's router does the same):
   ``consecutive_5xx``; 502/503/504 also towards ``consecutive_gateway_failure``
   (another 5xx resets that one); anything below 500, 4xx included, is a success
   and resets both.
-* ``CONNECT_FAILURE`` and ``RESET`` are local-origin failures (Envoy's
+* ``CONNECT_FAILURE``, ``TLS_FAILURE`` (a refused certificate or SPIFFE ID)
+  and ``RESET`` are local-origin failures (Envoy's
   LocalOriginConnectFailed), ``TIMEOUT`` too (LocalOriginTimeout). Unless
   ``split_external_local_origin_errors``, they are counted as 503 and 504, so
   towards both consecutive counters and the success rate. In split mode they

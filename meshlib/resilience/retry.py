@@ -26,7 +26,9 @@ condition                  retries an attempt that ...
 =========================  ===================================================
 
 An attempt whose outcome is ``Outcome.ERROR`` (the wrapped code raised
-something meshlib does not classify) matches no condition. A ``TIMEOUT``
+something meshlib does not classify) or ``Outcome.TLS_FAILURE`` (the
+server's certificate or SPIFFE ID was refused: the same endpoint would
+present it again) matches no condition, whatever its gRPC status. A ``TIMEOUT``
 outcome must mean a per-try timeout: once the whole call's deadline has passed
 the driver must stop, as Envoy never retries past the route timeout.
 
@@ -202,7 +204,7 @@ class RetryPolicy:
         outcome = result.outcome
         if outcome in self._outcomes:
             return True
-        if outcome == Outcome.ERROR:
+        if outcome == Outcome.ERROR or outcome == Outcome.TLS_FAILURE:
             return False
         status = result.status
         if status is not None and (status in self._statuses or (self._any_5xx and 500 <= status <= 599)):

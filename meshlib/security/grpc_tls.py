@@ -26,7 +26,9 @@ from __future__ import annotations
 import socket
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
+
+import grpc
 
 from .identity import Identity
 from .spiffe_id import PeerIdentityError
@@ -35,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .client import ClientTls
     from .sources import IdentitySource
 
-__all__ = ["GrpcTls", "server_credentials", "grpc_name_of"]
+__all__ = ["GrpcTls", "RotatingChannelCredentials", "server_credentials", "grpc_name_of"]
 
 
 def grpc_name_of(der: bytes) -> str:
@@ -81,6 +83,10 @@ class GrpcTls:
                 if built is None or built[0] != gen:
                     built = self._creds = (gen, _channel_credentials(grpc, ident, self.tls.present))
         return built[1]
+
+    def rotating(self) -> "RotatingChannelCredentials":
+        """Credentials for channels of the caller's own (``mesh.grpc_credentials``)."""
+        return RotatingChannelCredentials(self)
 
     def target_name(self, address: str, timeout: float) -> str:
         """The name grpcio must check for ``address``: the service name, or for
@@ -138,6 +144,53 @@ class GrpcTls:
 
             source.subscribe(retire)
         return pool
+
+
+class RotatingChannelCredentials(grpc.ChannelCredentials):
+    """``grpc.ChannelCredentials`` whose certificate and trust bundle are the
+    identity current when a channel is *made* from them.
+
+    grpcio reads a credentials object's C-core credentials once, when
+    ``grpc.secure_channel`` / ``grpc.aio.secure_channel`` builds the channel
+    (``credentials._credentials``), and the channel keeps them for every
+    connection it ever opens: a client channel's certificate cannot change
+    (grpcio's dynamic certificates, ``dynamic_ssl_server_credentials``, are
+    for servers only). So this object answers that read with the current
+    generation's credentials: every channel made after a rotation presents
+    the new certificate, and a channel made before keeps the old one until
+    it is closed. Re-make your channel on :meth:`on_rotation` (or use
+    ``mesh.grpc_channel``, whose per-endpoint channels are re-made for you).
+    ``grpc.composite_channel_credentials`` reads it once too: compose again
+    after a rotation."""
+
+    def __init__(self, owner: GrpcTls) -> None:  # no super().__init__: ``_credentials`` is computed
+        self._owner = owner
+
+    @property
+    def _credentials(self) -> Any:  # what grpc.secure_channel reads
+        return self._owner.credentials()._credentials
+
+    @property
+    def generation(self) -> int:
+        """The identity generation a channel made now would use (it grows by one per rotation)."""
+        return self._owner.generation
+
+    def on_rotation(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``callback(generation)`` after each rotation (on the identity
+        source's thread; make the new channel there, close the old one when
+        its calls are done). Returns a function that stops the calls."""
+        source = self._owner.tls._provider.source
+        if source is None:  # a trust bundle only: nothing rotates
+            return lambda: None
+
+        def listener(identity: Identity) -> None:
+            callback(identity.generation)
+
+        source.subscribe(listener)
+        return lambda: source.unsubscribe(listener)
+
+    def __repr__(self) -> str:
+        return f"<RotatingChannelCredentials {self._owner.tls.service} generation {self.generation}>"
 
 
 def _channel_credentials(grpc: Any, identity: Identity | None, present: bool) -> Any:

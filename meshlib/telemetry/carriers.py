@@ -79,6 +79,12 @@ def has_any(carrier: Any, names: Any) -> bool:
             if n in store:
                 return True
         return False
+    items = getattr(carrier, "_list", None)  # httpx.Headers: (name, lower-case name, value), bytes
+    if type(items) is list:
+        for item in items:
+            if item[1].decode("latin-1") in names:
+                return True
+        return False
     kind = type(carrier)
     gettable = _GETTABLE.get(kind)
     if gettable is None:

@@ -12,12 +12,15 @@ status grpc-core makes itself when a pick found no connection (details that
 begin ``failed to connect to all addresses`` or ``DNS resolution failed``)
 proves the RPC never left, and counts as a connect failure (the default
 ``retry_on`` retries it on another endpoint, like gRPC's transparent
-retries); one raised because the connection broke is a reset; a locally
-expired per-attempt deadline is a timeout.
+retries); if its words say the TLS handshake was refused (the server's
+certificate failed verification or its name check), it is a TLS failure,
+local origin too but never retried. One raised because the connection broke
+is a reset; a locally expired per-attempt deadline is a timeout.
 """
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import grpc
@@ -62,6 +65,9 @@ _RETRYABLE_CODES = frozenset({SC.CANCELLED, SC.DEADLINE_EXCEEDED, SC.RESOURCE_EX
 #: RPC never left this process). Matched at the start only: the same words
 #: inside a server's message are that server's answer.
 _NEVER_SENT = ("failed to connect to all addresses", "DNS resolution failed")
+#: grpc-core's words, after ``_NEVER_SENT``, for a handshake it refused: a
+#: certificate that failed verification, a host name not in it.
+_TLS_REFUSED = ("handshake failed", "Handshake failed", "CERTIFICATE_VERIFY_FAILED", "Verification Check failed", "Peer name")
 #: grpc-core's words for a connection that broke after the RPC was sent.
 _CONNECTION_LOST = ("Socket closed", "Connection reset", "Broken pipe", "Stream removed", "GOAWAY", "Connection timed out", "keepalive watchdog")
 
@@ -105,7 +111,7 @@ def judge_rpc(rpc: Any) -> AttemptResult:
     if code is SC.UNAVAILABLE:
         details = rpc.details() or ""
         if details.startswith(_NEVER_SENT):
-            outcome = Outcome.CONNECT_FAILURE
+            outcome = Outcome.TLS_FAILURE if any(words in details for words in _TLS_REFUSED) else Outcome.CONNECT_FAILURE
         elif any(words in details for words in _CONNECTION_LOST):
             outcome = Outcome.RESET
     elif code is SC.DEADLINE_EXCEEDED:
@@ -142,6 +148,13 @@ class GrpcExchange(Exchange):
     status (not just an outcome) reaches the retry policy and outlier detection."""
 
     def classify(self, exc: BaseException) -> str:
+        # What an attempt raises comes from before its RPC: the SPIFFE ID
+        # pre-check's own connection (meshlib.security.grpc_tls) to an endpoint
+        # that refuses it or does not answer is a connect failure (retried on
+        # another endpoint, as grpc-core's own is); a refused handshake is a TLS
+        # failure (``outcome_of``); anything else is unclassified.
+        if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError):
+            return Outcome.CONNECT_FAILURE
         return Outcome.ERROR
 
     def judge(self, result: Any) -> AttemptResult:
