@@ -14,11 +14,10 @@ How outcomes count (``meshlib.outcome.Outcome``; Envoy's router does the same):
   ``consecutive_5xx``; 502/503/504 also towards ``consecutive_gateway_failure``
   (another 5xx resets that one); anything below 500, 4xx included, is a success
   and resets both.
-* ``CONNECT_FAILURE``, ``TLS_FAILURE`` (a refused certificate or SPIFFE ID)
-  and ``RESET`` are local-origin failures (Envoy's
-  LocalOriginConnectFailed), ``TIMEOUT`` too (LocalOriginTimeout). Unless
-  ``split_external_local_origin_errors``, they are counted as 503 and 504, so
-  towards both consecutive counters and the success rate. In split mode they
+* ``CONNECT_FAILURE``, ``TLS_FAILURE`` (a refused certificate or SPIFFE ID) and
+  ``RESET`` are local-origin failures (Envoy's LocalOriginConnectFailed),
+  ``TIMEOUT`` too (LocalOriginTimeout). Unless ``split_external_local_origin_errors``,
+  they count as 503 and 504, towards both consecutive counters and the success rate. In split mode they
   count only towards ``consecutive_local_origin_failure`` and the local-origin
   success rate, and every response counts as a local-origin success.
 * ``ERROR`` (an exception meshlib does not classify) is Envoy's
