@@ -339,3 +339,37 @@ def test_a_grpc_aio_server_interceptor_does_the_same():
     asyncio.run(main())
     assert seen["trace"] == seen["stream0"] == seen["stream1"] == TRACE
     assert 1.0 < seen["left"] <= 2.05
+
+
+class _AlwaysStamp:
+    """An application's own propagator (not OpenTelemetry's): it writes a header
+    even with no span and no baggage current."""
+
+    fields = {"x-stamp"}
+
+    def inject(self, carrier, context=None, setter=None):
+        setter.set(carrier, "x-stamp", "1")
+
+    def extract(self, carrier, context=None, getter=None):
+        return context
+
+
+def test_with_no_span_current_only_opentelemetrys_own_propagators_are_skipped(agents):
+    """With nothing current, OpenTelemetry's propagators would write nothing and are
+    not called; a propagator of the application's own is still called every time."""
+    pytest.importorskip("opentelemetry")
+    from opentelemetry import propagate
+
+    a = agents(1)[0]
+    before = propagate.get_global_textmap()
+    try:
+        with meshlib.Mesh(config={"tracing": "auto", "services": {"stamped": {"endpoints": a.address}}}) as mesh:
+            s = mesh.requests_session()
+            s.get("http://stamped/")
+            propagate.set_global_textmap(_AlwaysStamp())
+            s.get("http://stamped/")
+    finally:
+        propagate.set_global_textmap(before)
+    plain, stamped = a.behaviour.seen
+    assert "traceparent" not in plain and "x-stamp" not in plain
+    assert stamped.get("x-stamp") == "1"

@@ -91,6 +91,7 @@ class Propagation:
         self.names = tuple(names) if names is not None else _names_from_env()
         self.off = mode == "off"
         self.otel = not self.off and mode in ("auto", "otel") and otel_installed()
+        self._stock_seen: tuple[Any, bool] | None = None
         if self.otel:
             from opentelemetry import context, propagate, trace
 
@@ -159,13 +160,28 @@ class Propagation:
         if self.off:
             return
         if self.otel:
-            self._propagate.inject(carrier, context=ctx if ctx is not None else self._ctx.get_current(), setter=SETTER)
+            if ctx is None:
+                ctx = self._ctx.get_current()
+            if not ctx and self._stock(self._propagate.get_global_textmap()):
+                return  # an empty Context: no span, no baggage; OpenTelemetry's own propagators write nothing
+            self._propagate.inject(carrier, context=ctx, setter=SETTER)
             return
         if ctx is None:
             ctx = _CURRENT.get()
             if ctx is None or ctx.remote:
                 ctx = self.child(ctx)
         self.write(carrier, ctx)
+
+    def _stock(self, textmap: Any) -> bool:
+        """Whether ``textmap`` is made only of OpenTelemetry's own propagators
+        (which write nothing for an empty context); remembered per object."""
+        known = self._stock_seen
+        if known is not None and known[0] is textmap:
+            return known[1]
+        parts = getattr(textmap, "_propagators", (textmap,))
+        stock = all(type(p).__module__.startswith("opentelemetry.") for p in parts)
+        self._stock_seen = (textmap, stock)
+        return stock
 
     def write(self, carrier: Any, ctx: SpanContext) -> None:
         if self._w3c_only and not ctx[3] and not ctx[4] and not isinstance(carrier, list):
