@@ -302,6 +302,58 @@ def test_invalid_endpoints(problem) -> None:
         assignment(cla, "eds")
 
 
+_EP = st.tuples(st.integers(1, 12), st.sampled_from([0, 1, 3]), st.sampled_from([0, health_check_pb2.UNHEALTHY]), st.sampled_from(["", "h1"]))
+_LOCALITIES = st.lists(st.tuples(st.sampled_from(["a", "b"]), st.lists(_EP, max_size=6)), min_size=1, max_size=2)
+
+
+def _cla(localities) -> object:
+    from envoy.config.endpoint.v3 import endpoint_pb2
+
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name="c")
+    used: set[int] = set()
+    for prio, (zone, eps) in enumerate(localities):
+        loc = cla.endpoints.add()
+        loc.locality.zone, loc.priority = zone, prio
+        for port, weight, health, hostname in eps:
+            if port in used:
+                continue
+            used.add(port)
+            lb = loc.lb_endpoints.add()
+            lb.endpoint.address.socket_address.address = "127.0.0.1"
+            lb.endpoint.address.socket_address.port_value = port
+            lb.endpoint.hostname = hostname
+            lb.health_status = health
+            if weight:
+                lb.load_balancing_weight.value = weight
+    return cla
+
+
+@settings(max_examples=300, deadline=None)
+@given(_LOCALITIES, _LOCALITIES)
+def test_an_update_reuses_exactly_the_unchanged_endpoints(before, after) -> None:
+    """An update translated against the cached assignment gives what a fresh
+    translation gives; the endpoints it keeps are the cached objects (so the
+    cluster keeps their Hosts and statistics), and no changed one is kept."""
+    from meshlib.xds.endpoints import assignment
+
+    old = assignment(_cla(before), "eds")
+    fresh = assignment(_cla(after), "eds")
+    update = assignment(_cla(after), "eds", old)
+    assert update.endpoints == fresh.endpoints and update.wire == fresh.wire and update.ends == fresh.ends
+    by_address = {e.address: e for e in old.endpoints}
+    for ep in update.endpoints:
+        cached = by_address.get(ep.address)
+        assert (ep is cached) == (cached == ep), ep
+
+
+def test_an_endpoint_listed_twice_is_refused_also_in_an_update() -> None:
+    from meshlib.xds.endpoints import assignment
+
+    old = assignment(endpoints("c", ["127.0.0.1:1", "127.0.0.1:2"]), "eds")
+    with pytest.raises(ResourceError, match="127.0.0.1:2 appears twice"):
+        assignment(endpoints("c", ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:2"]), "eds", old)
+
+
 # -- bad protos -------------------------------------------------------------------------
 
 

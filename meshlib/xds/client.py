@@ -269,6 +269,7 @@ class AdsClient:
                 for resp in call:
                     answered = True
                     self._handle(resp, server)
+                    del resp  # not kept until the next one: an EDS response of 10,000 endpoints is ~0.5 MB
             except grpc.RpcError as exc:
                 if not self._stop.is_set():
                     log.info("meshlib: xds: stream to %s ended: %s", server.server_uri, exc.code() if hasattr(exc, "code") else exc)
