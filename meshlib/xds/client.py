@@ -144,6 +144,11 @@ class AdsClient:
             if not self._handling:
                 self._flush()
 
+    @property
+    def node(self) -> base_pb2.Node:
+        """The node this client sends (the bootstrap's, with meshlib's user agent and features)."""
+        return self._node
+
     def get(self, type_url: str, name: str) -> Any:
         st = self._states.get((type_url, name))
         return None if st is None else st.value
