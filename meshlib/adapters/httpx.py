@@ -37,6 +37,7 @@ from ..outcome import AttemptResult
 from ..resilience.retry import is_idempotent
 from ..core.services import Services
 from .. import telemetry
+from ._mirror import mirror_httpx, mirror_httpx_async
 from ._common import (
     DRAIN_LIMIT,
     FAULT_BODY,
@@ -342,6 +343,8 @@ class MeshTransport(httpx.BaseTransport):
         call = _begin(self._mesh, request)
         if call is None:
             return self._pools.default.handle_request(request)
+        if getattr(call.cluster, "mirrors", None):  # the route mirrors its calls (shadow traffic)
+            mirror_httpx(self._mesh, call.cluster.mirrors, request, self.handle_request)
         tls = self._mesh.tls(call.cluster)
         inner = self._pools.for_request(request, call.cluster.name) if tls is None else self._pools.for_mesh_tls(tls)
         scheme = None if tls is None else _over_tls(request)
@@ -370,6 +373,8 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         call = _begin(self._mesh, request)
         if call is None:
             return await self._pools.default.handle_async_request(request)
+        if getattr(call.cluster, "mirrors", None):  # the route mirrors its calls (shadow traffic)
+            mirror_httpx_async(self._mesh, call.cluster.mirrors, request, self.handle_async_request)
         tls = self._mesh.tls(call.cluster)
         inner = self._pools.for_request(request, call.cluster.name) if tls is None else self._pools.for_mesh_tls(tls)
         scheme = None if tls is None else _over_tls(request)
