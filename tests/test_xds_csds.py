@@ -77,7 +77,8 @@ def test_fetch_client_status_shows_every_resource_acked_then_nacked_then_fixed(c
 
         bad = merge(SNAP, {RDS: {"inventory-routes": rc_proto("inventory-routes", ["*"], [route(regex="(", cluster="inv")])}})
         cp.set(bad)
-        g = wait_until(lambda: (r := _by_name(_fetch(address))[(RDS, "inventory-routes")]).client_status == dump.NACKED and r, what="a NACK in CSDS")
+        g = wait_until(lambda: (r := _by_name(_fetch(address)).get((RDS, "inventory-routes"))) is not None and r.client_status == dump.NACKED and r,
+                       what="a NACK in CSDS")  # fmt: skip
         assert "regular expression" in g.error_state.details and g.version_info == version  # the cached version is still the one in use
         assert _by_name(_fetch(address))[(LDS, "inventory")].client_status == dump.ACKED
 
@@ -97,8 +98,8 @@ def test_stream_client_status_answers_each_request_and_shows_a_missing_resource(
             stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(ch)
             answers = list(stub.StreamClientStatus(iter([csds_pb2.ClientStatusRequest()] * 3), timeout=5))
             assert len(answers) == 3
-            wait_until(lambda: _by_name(stub.FetchClientStatus(csds_pb2.ClientStatusRequest(), timeout=5))[(EDS, "inv")].client_status == dump.DOES_NOT_EXIST,
-                       what="EDS inv does not exist")  # fmt: skip
+            missing = lambda: _by_name(stub.FetchClientStatus(csds_pb2.ClientStatusRequest(), timeout=5)).get((EDS, "inv"))  # noqa: E731
+            wait_until(lambda: (g := missing()) is not None and g.client_status == dump.DOES_NOT_EXIST, what="EDS inv does not exist")
 
 
 def test_csds_is_off_by_default_and_loopback_only_unless_allowed(cp) -> None:
