@@ -174,11 +174,12 @@ def assignment(msg: Any, where: str, previous: "Assignment | None" = None) -> As
 def _common_prefix(a: bytes, b: bytes) -> int:
     """How many leading bytes ``a`` and ``b`` share (a few comparisons, no walk)."""
     lo, hi = 0, min(len(a), len(b))
-    if a.startswith(b[:hi]):
+    view = memoryview(b)  # compared in place: no copy of a 250 KB locality per step
+    if a.startswith(view[:hi]):
         return hi
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if a.startswith(b[:mid]):
+        if a.startswith(view[:mid]):
             lo = mid
         else:
             hi = mid - 1
