@@ -81,6 +81,19 @@ def _start_admin(mesh: Mesh) -> Any:
 
 _ATTACHMENTS.append(_start_admin)
 
+
+def _start_csds(mesh: Mesh) -> Any:
+    """CSDS (what ``mesh.xds_status()`` says, over gRPC), when ``MESHLIB_XDS_CSDS`` asks for it."""
+    if not mesh.config.xds.xds_csds:
+        return None
+    from .xds.csds import CsdsServer
+
+    xds = getattr(mesh, "_xds", None)
+    return CsdsServer(mesh.config.xds.xds_csds, mesh.xds_status, lambda: None if xds is None else xds.client.node).start()
+
+
+_ATTACHMENTS.append(_start_csds)
+
 _default: Mesh | None = None
 _default_lock = threading.Lock()
 

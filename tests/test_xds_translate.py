@@ -302,6 +302,152 @@ def test_invalid_endpoints(problem) -> None:
         assignment(cla, "eds")
 
 
+_EP = st.tuples(st.integers(1, 12), st.sampled_from([0, 1, 3]), st.sampled_from([0, health_check_pb2.UNHEALTHY]), st.sampled_from(["", "h1"]))
+_LOCALITIES = st.lists(st.tuples(st.sampled_from(["a", "b"]), st.lists(_EP, max_size=6)), min_size=1, max_size=2)
+
+
+def _cla(localities) -> object:
+    from envoy.config.endpoint.v3 import endpoint_pb2
+
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name="c")
+    used: set[int] = set()
+    for prio, (zone, eps) in enumerate(localities):
+        loc = cla.endpoints.add()
+        loc.locality.zone, loc.priority = zone, prio
+        for port, weight, health, hostname in eps:
+            if port in used:
+                continue
+            used.add(port)
+            lb = loc.lb_endpoints.add()
+            lb.endpoint.address.socket_address.address = "127.0.0.1"
+            lb.endpoint.address.socket_address.port_value = port
+            lb.endpoint.hostname = hostname
+            lb.health_status = health
+            if weight:
+                lb.load_balancing_weight.value = weight
+    return cla
+
+
+@settings(max_examples=300, deadline=None)
+@given(_LOCALITIES, _LOCALITIES)
+def test_an_update_reuses_exactly_the_unchanged_endpoints(before, after) -> None:
+    """An update translated against the cached assignment gives what a fresh
+    translation gives; no changed endpoint is the cached object, and the
+    unchanged ones in place are (fewer objects; the cluster keeps Hosts by
+    address anyway)."""
+    from meshlib.xds.endpoints import assignment
+
+    old = assignment(_cla(before), "eds")
+    fresh = assignment(_cla(after), "eds")
+    update = assignment(_cla(after), "eds", old)
+    assert update.endpoints == fresh.endpoints and update.locality_weights == fresh.locality_weights
+    assert [(x.data, x.ends, x.eps) for x in update.localities] == [(x.data, x.ends, x.eps) for x in fresh.localities]
+    by_address = {e.address: e for e in old.endpoints}
+    for ep in update.endpoints:
+        cached = by_address.get(ep.address)
+        assert ep is not cached or cached == ep, ep  # a changed endpoint is never the cached one
+    if len(update.endpoints) == len(old.endpoints) and all(a == b for a, b in zip(update.endpoints, old.endpoints)):
+        assert all(a is b for a, b in zip(update.endpoints, old.endpoints))  # equal, in place: all reused
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _fields_of(msg, rng) -> bytes:
+    """``msg`` serialised one field (one repeated element) at a time, in a
+    shuffled field order (repeated elements keep theirs): valid protobuf that
+    no serialiser writes, which the EDS walker must read as the parser does."""
+    parts = []
+    for fd, value in msg.ListFields():
+        if fd.is_repeated:
+            chunk = b""
+            for v in value:
+                one = type(msg)()
+                getattr(one, fd.name).add().CopyFrom(v)
+                chunk += one.SerializeToString()
+            parts.append(chunk)
+        else:
+            one = type(msg)()
+            if fd.message_type is not None:
+                getattr(one, fd.name).CopyFrom(value)
+            else:
+                setattr(one, fd.name, value)
+            parts.append(one.SerializeToString())
+    rng.shuffle(parts)
+    return b"".join(parts)
+
+
+def _expected(cla) -> list[tuple]:
+    return [(lb.endpoint.address.socket_address.address, lb.endpoint.address.socket_address.port_value,
+             lb.load_balancing_weight.value if lb.HasField("load_balancing_weight") else 1,
+             "/".join(x for x in (l.locality.region, l.locality.zone, l.locality.sub_zone)).rstrip("/"), l.priority,
+             lb.health_status not in (health_check_pb2.UNHEALTHY, health_check_pb2.DRAINING, health_check_pb2.TIMEOUT), lb.endpoint.hostname)
+            for l in cla.endpoints for lb in l.lb_endpoints]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(_LOCALITIES, _LOCALITIES, st.randoms(use_true_random=False), st.booleans())
+def test_eds_read_from_bytes_in_any_field_order_matches_the_parser(before, after, rng, junk) -> None:
+    """EDS is read from its bytes; whatever the field order (localities and
+    their fields shuffled, unknown fields added), it gives what the protobuf
+    parser reads, fresh and as an update of a cached assignment."""
+    from envoy.config.endpoint.v3 import endpoint_pb2
+    from meshlib.xds.endpoints import split_assignment, translate
+
+    def encode(localities) -> bytes:
+        cla = _cla(localities)
+        cla.policy.overprovisioning_factor.value = 150
+        locs = []
+        for lle in cla.endpoints:
+            body = _fields_of(lle, rng) + (b"\xf8\x06\x01" if junk else b"")  # field 111, a varint: unknown
+            locs.append(b"\x12" + _varint(len(body)) + body)
+        head = [endpoint_pb2.ClusterLoadAssignment(cluster_name="c").SerializeToString(), endpoint_pb2.ClusterLoadAssignment(policy=cla.policy).SerializeToString()]
+        rng.shuffle(head)
+        return head[0] + b"".join(locs) + head[1]
+
+    old_bytes, new_bytes = encode(before), encode(after)
+    reference = endpoint_pb2.ClusterLoadAssignment.FromString(new_bytes)
+    try:
+        old = translate(*split_assignment(old_bytes), "eds")
+        fresh = translate(*split_assignment(new_bytes), "eds")
+    except ResourceError as exc:  # e.g. a priority gap: the parser's reading must show it too
+        assert "gap" in str(exc) or "twice" in str(exc)
+        return
+    update = translate(*split_assignment(new_bytes), "eds", old)
+    for a in (fresh, update):
+        assert [(e.host, e.port, e.weight, e.zone, e.priority, e.healthy, e.metadata.get("hostname", "")) for e in a.endpoints] == _expected(reference)
+        assert a.overprovisioning_factor == 1.5
+
+
+def test_eds_with_framing_the_walker_leaves_to_the_parser() -> None:
+    """An unknown field encoded as a group (valid, but no walker shortcut) and
+    a truncated one: the first is read by the protobuf parser, the second NACKed."""
+    group = b"\xa3\x06\xa4\x06"  # field 100: start group, end group
+    cla = endpoints("c", ["127.0.0.1:1", "127.0.0.1:2"])
+    loc = cla.endpoints[0].SerializeToString() + group
+    raw = cla.SerializeToString().split(b"\x12", 1)[0] + b"\x12" + _varint(len(loc)) + loc + group
+    name, a, _ = decode(EDS, any_pb2.Any(type_url=EDS, value=raw))
+    assert name == "c" and [e.port for e in a.endpoints] == [1, 2]
+    name, b, _ = decode(EDS, any_pb2.Any(type_url=EDS, value=raw), lambda n: a)
+    assert b.endpoints == a.endpoints
+    with pytest.raises(ResourceError):
+        decode(EDS, any_pb2.Any(type_url=EDS, value=raw[:-6]))
+
+
+def test_an_endpoint_listed_twice_is_refused_also_in_an_update() -> None:
+    from meshlib.xds.endpoints import assignment
+
+    old = assignment(endpoints("c", ["127.0.0.1:1", "127.0.0.1:2"]), "eds")
+    with pytest.raises(ResourceError, match="127.0.0.1:2 appears twice"):
+        assignment(endpoints("c", ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:2"]), "eds", old)
+
+
 # -- bad protos -------------------------------------------------------------------------
 
 

@@ -40,6 +40,7 @@ from ..core.services import Services
 from ..health.load import LOAD_HEADER
 from .. import telemetry
 from ._httpx_pools import Pools
+from ._mirror import mirror_httpx, mirror_httpx_async
 from ._common import (
     DRAIN_LIMIT,
     FAULT_BODY,
@@ -316,6 +317,8 @@ class MeshTransport(httpx.BaseTransport):
         if call is None:
             return self._pools.default.handle_request(request)
         cluster = call.cluster
+        if getattr(cluster, "mirrors", None):  # the route mirrors its calls (shadow traffic)
+            mirror_httpx(self._mesh, cluster.mirrors, request, self.handle_request)
         tls = self._mesh.tls(cluster)
         url = str(request.url)
         ex, stream = _body(request, call, EXCHANGE)
@@ -359,6 +362,8 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         if call is None:
             return await self._pools.default.handle_async_request(request)
         cluster = call.cluster
+        if getattr(cluster, "mirrors", None):  # the route mirrors its calls (shadow traffic)
+            mirror_httpx_async(self._mesh, cluster.mirrors, request, self.handle_async_request)
         tls = self._mesh.tls(cluster)
         url = str(request.url)
         ex, stream = _body(request, call, ASYNC_EXCHANGE)

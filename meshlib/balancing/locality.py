@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_right
+from itertools import compress
+from operator import attrgetter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -105,6 +107,9 @@ def _zone_picker(
     return pickers[0] if len(pickers) == 1 else WeightedChoicePicker(pickers, weights, rng)
 
 
+_priority = attrgetter("endpoint.priority")
+
+
 def build_picker(
     service: str,
     hosts: Sequence[Host],
@@ -118,19 +123,25 @@ def build_picker(
     host i may take traffic outside panic (healthy and not ejected)."""
     if not hosts:
         return EmptyPicker(service, "no endpoints"), []
-    prios = sorted({h.endpoint.priority for h in hosts})
-    members = {p: [(h, u) for h, u in zip(hosts, usable) if h.endpoint.priority == p] for p in prios}
-    levels = plan_levels(
-        [(p, len(members[p]), sum(1 for _, u in members[p] if u)) for p in prios],
-        cfg.overprovisioning_factor,
-        cfg.panic_threshold,
-    )
+    # Per priority: all its hosts, and the usable ones. One level (the usual
+    # case) takes the hosts as they are: no per-host work in Python.
+    prios = sorted(set(map(_priority, hosts)))
+    if len(prios) == 1:
+        chosen_by = {prios[0]: list(compress(hosts, usable))}
+        all_by = {prios[0]: hosts}
+    else:
+        all_by, chosen_by = {p: [] for p in prios}, {p: [] for p in prios}
+        for h, u in zip(hosts, usable):
+            all_by[h.endpoint.priority].append(h)
+            if u:
+                chosen_by[h.endpoint.priority].append(h)
+    levels = plan_levels([(p, len(all_by[p]), len(chosen_by[p])) for p in prios], cfg.overprovisioning_factor, cfg.panic_threshold)
     pickers, loads = [], []
     for level in levels:
         if level.load <= 0.0:
             continue
-        all_hosts = [h for h, _ in members[level.priority]]
-        chosen = all_hosts if level.panic else [h for h, u in members[level.priority] if u]
+        all_hosts = all_by[level.priority]
+        chosen = all_hosts if level.panic else chosen_by[level.priority]
         if not chosen:
             continue
         if cfg.locality_weights:

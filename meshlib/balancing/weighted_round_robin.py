@@ -27,6 +27,8 @@ MAX_CYCLE = 1 << 17
 
 def schedule(weights: Sequence[int], max_cycle: int = MAX_CYCLE) -> list[int]:
     """One cycle of host indexes; index i appears weights[i] (reduced) times."""
+    if weights and weights.count(weights[0]) == len(weights):
+        return list(range(len(weights)))  # equal weights: what the deadlines below give, in one C call
     g = reduce(math.gcd, weights)
     ws = [w // g for w in weights]
     total = sum(ws)
@@ -49,8 +51,11 @@ class WeightedRoundRobinPicker:
     __slots__ = ("_order", "_n", "_next")
 
     def __init__(self, hosts: Sequence[Host], start: int) -> None:
-        idx = schedule([h.endpoint.weight for h in hosts])
-        self._order = tuple(hosts[i] for i in idx)
+        weights = [h.endpoint.weight for h in hosts]
+        if weights.count(weights[0]) == len(weights):
+            self._order = tuple(hosts)  # equal weights: plain rotation (schedule's order)
+        else:
+            self._order = tuple([hosts[i] for i in schedule(weights)])
         self._n = len(self._order)
         self._next = itertools.count(start % self._n).__next__
 

@@ -292,6 +292,8 @@ KEYS: dict[str, Key] = {
             "xDS: cap of the reconnect delay.", "30s", source="gRPC connection backoff: 120 s"),
         Key("xds_wait", duration(), 5.0, "global", "duration",
             "xDS: how long Mesh() (and grpc_channel('xds:///name')) waits for a listener's first complete configuration.", "10s"),
+        Key("xds_csds", admin_address, "", "global", "host:port", "xDS: serve CSDS (ClientStatusDiscoveryService, what grpcdebug reads) "
+            "here; empty: off. A loopback address unless ADMIN_ALLOW_REMOTE is on.", "127.0.0.1:18001"),
     ]
 }
 
@@ -510,7 +512,7 @@ KEYS.update((k.name, k) for k in [
         "Serve the admin endpoint (/stats, /stats/prometheus, /clusters, /config_dump, /ready) here; empty: off.", "127.0.0.1:9901",
         source="Envoy admin is off unless configured; conventionally 127.0.0.1:9901"),
     Key("admin_allow_remote", boolean, False, "global", "boolean",
-        "Allow ADMIN to bind a non-loopback address (the admin endpoint has no authentication).", "true"),
+        "Allow ADMIN and XDS_CSDS to bind a non-loopback address (neither has authentication).", "true"),
 ])  # fmt: skip
 
 SERVICE_KEYS = tuple(k for k in KEYS.values() if k.scope in ("service", "both"))

@@ -24,7 +24,7 @@ from .keys import ENV_PREFIX, KEYS, Key
 from .model import REGISTRY_FIELDS, XDS_FIELDS, RegistryConfig, ServiceConfig, XdsConfig
 from .parsers import canonical_service
 from .redact import HIDDEN, leaks, redact_url, shown
-from .telemetry import telemetry_config
+from .telemetry import loopback_only, telemetry_config
 from .sources import CONFIG_VAR, Raw, Values, read_env, read_file, read_mapping
 
 __all__ = ["MeshConfig", "load_config", "read_sources", "build_config", "parse_value"]
@@ -182,9 +182,15 @@ def build_config(raw: Raw) -> MeshConfig:
         source=" < ".join(raw.sources) or "defaults",
         registry=registry,
         tls=_tls_settings(values, raw.glob),
-        xds=XdsConfig(**{k: v for k, v in values.items() if k in XDS_FIELDS}),
+        xds=_xds_settings(values, raw.glob),
         telemetry=telemetry_config(values, raw.glob),
     )
+
+
+def _xds_settings(values: dict[str, Any], glob: Values) -> XdsConfig:
+    cfg = XdsConfig(**{k: v for k, v in values.items() if k in XDS_FIELDS})
+    loopback_only("xds_csds", cfg.xds_csds, values.get("admin_allow_remote", False), glob, "127.0.0.1:18001")
+    return cfg
 
 
 def _tls_settings(values: dict[str, Any], glob: Values) -> TlsSettings:

@@ -158,6 +158,7 @@ class XdsConfig:
     xds_backoff_base: float = _d("xds_backoff_base")
     xds_backoff_max: float = _d("xds_backoff_max")
     xds_wait: float = _d("xds_wait")
+    xds_csds: str = _d("xds_csds")
 
 
 XDS_FIELDS = frozenset(f.name for f in fields(XdsConfig))

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..telemetry.settings import PROPAGATORS, TelemetryConfig
 from .parsers import _items, parse_duration
 
-__all__ = ["propagators", "header_names", "redact_names", "seconds_list", "admin_address", "telemetry_config", "TELEMETRY_FIELDS"]
+__all__ = ["propagators", "header_names", "redact_names", "seconds_list", "admin_address", "telemetry_config", "loopback_only", "TELEMETRY_FIELDS"]
 
 TELEMETRY_FIELDS = frozenset(f.name for f in fields(TelemetryConfig))
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]*$", re.ASCII)
@@ -71,9 +71,15 @@ def telemetry_config(values: Mapping[str, Any], glob: Mapping[str, tuple[Any, st
     """The TelemetryConfig of the parsed global ``values``; an admin address off
     the loopback needs ADMIN_ALLOW_REMOTE (the error names where ADMIN was set)."""
     cfg = TelemetryConfig(**{k: v for k, v in values.items() if k in TELEMETRY_FIELDS})
-    if cfg.admin and not cfg.admin_allow_remote:
-        host = cfg.admin.rpartition(":")[0].strip("[]")
-        if host not in _LOOPBACK and not host.startswith("127."):
-            where = glob.get("admin", (None, "MESHLIB_ADMIN"))[1]
-            raise ConfigError(where, cfg.admin, "a loopback address such as 127.0.0.1:9901 (set MESHLIB_ADMIN_ALLOW_REMOTE=true to bind another)")
+    loopback_only("admin", cfg.admin, cfg.admin_allow_remote, glob, "127.0.0.1:9901")
     return cfg
+
+
+def loopback_only(key: str, address: str, allow_remote: bool, glob: Mapping[str, tuple[Any, str]], example: str) -> None:
+    """An unauthenticated server's address (ADMIN, XDS_CSDS) must be a loopback
+    one unless ADMIN_ALLOW_REMOTE; the error names where ``key`` was set."""
+    if address and not allow_remote:
+        host = address.rpartition(":")[0].strip("[]")
+        if host not in _LOOPBACK and not host.startswith("127."):
+            where = glob.get(key, (None, "MESHLIB_" + key.upper()))[1]
+            raise ConfigError(where, address, f"a loopback address such as {example} (set MESHLIB_ADMIN_ALLOW_REMOTE=true to bind another)")

@@ -207,13 +207,14 @@ class Cluster:
         with self._write_lock:
             hosts: list[Host] = []
             fresh: dict[tuple[str, int], Host] = {}
+            known = self._hosts.get
             for ep in snapshot.endpoints:
-                host = self._hosts.get(ep.key)
+                host = known((ep.host, ep.port))
                 if host is None:
                     host = Host(ep, decay=cfg.ewma_decay, default_rtt=cfg.ewma_default_rtt, failure_penalty=cfg.ewma_failure_penalty, clock=self.clock)
                 else:
                     host.endpoint = ep
-                fresh[ep.key] = host
+                fresh[host.key] = host  # the host's own key tuple: no second one kept per endpoint
                 hosts.append(host)
             self._hosts = fresh
             if self.outlier is not None:
@@ -272,6 +273,13 @@ class Cluster:
         return healthy and not ejected
 
     def _build(self, snapshot: EndpointSnapshot, hosts: tuple[Host, ...]) -> None:
+        if self.health is None and self.outlier is None and not self._per_endpoint_breakers:
+            # Nothing but discovery says who is usable: no per-host calls, and the view is the snapshot.
+            usable = [h.endpoint.healthy for h in hosts]
+            picker, levels = build_picker(self.name, hosts, usable, self.config.lb, self._policy, self.rng, self.clock)
+            self._state = _State(snapshot, hosts, picker, tuple(levels), snapshot)
+            self.picker = picker
+            return
         flags = [self._usable(h) for h in hosts]
         usable = [healthy and not ejected for healthy, ejected in flags]
         picker, levels = build_picker(self.name, hosts, usable, self.config.lb, self._policy, self.rng, self.clock)

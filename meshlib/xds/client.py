@@ -144,6 +144,11 @@ class AdsClient:
             if not self._handling:
                 self._flush()
 
+    @property
+    def node(self) -> base_pb2.Node:
+        """The node this client sends (the bootstrap's, with meshlib's user agent and features)."""
+        return self._node
+
     def get(self, type_url: str, name: str) -> Any:
         st = self._states.get((type_url, name))
         return None if st is None else st.value
@@ -269,6 +274,7 @@ class AdsClient:
                 for resp in call:
                     answered = True
                     self._handle(resp, server)
+                    del resp  # not kept until the next one: an EDS response of 10,000 endpoints is ~0.5 MB
             except grpc.RpcError as exc:
                 if not self._stop.is_set():
                     log.info("meshlib: xds: stream to %s ended: %s", server.server_uri, exc.code() if hasattr(exc, "code") else exc)

@@ -18,7 +18,7 @@ from google.protobuf import message
 
 from ._proto import ResourceError, type_name
 from .clusters import cluster_info
-from .endpoints import assignment
+from .endpoints import assignment, split_assignment, translate
 from .listeners import listener_info
 from .routes import route_config
 
@@ -65,8 +65,9 @@ class NamedError(ResourceError):
 
 
 def decode(type_url: str, any_msg: Any, cached: Callable[[str], Any] | None = None) -> tuple[str, Any, Any]:
-    """``(name, translated value, the protobuf)`` of one resource of a response;
-    ``cached(name)`` is the resource's current value, which EDS reuses from."""
+    """``(name, translated value, the protobuf)`` of one resource of a response
+    (no protobuf for EDS, read from its bytes); ``cached(name)`` is the
+    resource's current value, which EDS reuses from."""
     if type_name(any_msg.type_url) == _WRAPPER:
         wrapper = discovery_pb2.Resource()
         try:
@@ -76,6 +77,8 @@ def decode(type_url: str, any_msg: Any, cached: Callable[[str], Any] | None = No
         any_msg = wrapper.resource
     if any_msg.type_url != type_url:
         raise ResourceError(f"a resource of type {any_msg.type_url or '(none)'} in a {SHORT.get(type_url, type_url)} response")
+    if type_url == EDS:
+        return _decode_endpoints(any_msg.value, cached)
     msg = _CLASSES[type_url]()
     try:
         msg.ParseFromString(any_msg.value)
@@ -85,9 +88,25 @@ def decode(type_url: str, any_msg: Any, cached: Callable[[str], Any] | None = No
     if not name:
         raise ResourceError(f"a {SHORT[type_url]} has no name")
     try:
-        if type_url == EDS and cached is not None:
-            return name, _TRANSLATE[EDS](msg, cached(name)), msg
         return name, _TRANSLATE[type_url](msg), msg
+    except ResourceError as exc:
+        raise NamedError(name, str(exc)) from None
+    except Exception as exc:  # a translator bug must not end the stream: NACK and go on
+        raise NamedError(name, f"could not be translated ({type(exc).__name__}: {exc})") from None
+
+
+def _decode_endpoints(data: bytes, cached: Callable[[str], Any] | None) -> tuple[str, Any, None]:
+    """EDS from its bytes (endpoints.translate): unchanged endpoints of the
+    cached assignment are not parsed again. No protobuf is returned."""
+    try:
+        head, localities = split_assignment(data)
+    except message.DecodeError as exc:
+        raise ResourceError(f"a {SHORT[EDS]} does not decode: {exc}") from None
+    name = head.cluster_name
+    if not name:
+        raise ResourceError(f"a {SHORT[EDS]} has no name")
+    try:
+        return name, translate(head, localities, f"endpoints {name!r}", cached(name) if cached is not None else None), None
     except ResourceError as exc:
         raise NamedError(name, str(exc)) from None
     except Exception as exc:  # a translator bug must not end the stream: NACK and go on

@@ -8,7 +8,10 @@ cluster, made on first use: a route with its own retry policy, timeout or
 fault settings hands the channel its view of the cluster (``RoutedCluster``),
 so they apply as on the HTTP adapters. The route's hash policy sets the
 ring_hash / maglev key of each call. Calls keep the routed name as their
-``:authority``, as Envoy and grpcio's xDS client do.
+``:authority``, as Envoy and grpcio's xDS client do. A route's
+``request_mirror_policies`` send a copy of each unary-request call to the
+mirror cluster (``:authority`` with ``-shadow``), fire and forget
+(``adapters._mirror``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import grpc
 
 from ...core.call import hash_key
+from .._mirror import mirror
 
 if TYPE_CHECKING:
     from ...core.services import Services
@@ -27,6 +31,8 @@ __all__ = ["routed_channel", "RoutedChannel"]
 
 #: Route-and-cluster channels kept per routed channel before the older ones are closed.
 MAX_VIEWS = 64
+#: The kinds whose request is one message, so a copy can be mirrored.
+_UNARY_REQUEST = ("unary_unary", "unary_stream")
 
 
 class _Metadata:
@@ -52,8 +58,11 @@ class _Routed:
         self._owner, self._kind, self._method, self._args, self._kwargs = owner, kind, method, args, kwargs
         self._callables: dict[str, Any] = {}
 
-    def _target(self, metadata: Any, timeout: float | None) -> tuple[Any, float | None, str | None]:
+    def _target(self, metadata: Any, timeout: float | None, request: Any = None) -> tuple[Any, float | None, str | None]:
         routed = self._owner.mesh.route(self._owner.service, self._method, _Metadata(metadata))
+        if getattr(routed, "mirrors", None) and self._kind in _UNARY_REQUEST:  # shadow traffic
+            send = self._owner.shadow(self._kind, self._method, self._args, self._kwargs, request, timeout, metadata)
+            mirror(self._owner.mesh, routed.mirrors, send)
         view = getattr(routed, "base", routed)  # a Cluster, or the route's shared RoutedCluster
         mc = self._callables.get(view)
         if mc is None:
@@ -63,7 +72,7 @@ class _Routed:
         return mc, timeout, getattr(routed, "hash_key", None)
 
     def _invoke(self, how: str, request: Any, timeout: float | None, metadata: Any, kw: dict[str, Any]) -> Any:
-        mc, timeout, key = self._target(metadata, timeout)
+        mc, timeout, key = self._target(metadata, timeout, request)
         fn = mc if how == "__call__" else getattr(mc, how)
         if key is None:
             return fn(request, timeout=timeout, metadata=metadata, **kw)
@@ -81,12 +90,33 @@ class _Routed:
 
 
 class RoutedChannel(grpc.Channel):
-    def __init__(self, mesh: "Services", service: str, make: Callable[["Services", str], grpc.Channel]) -> None:
+    def __init__(self, mesh: "Services", service: str, make: Callable[["Services", str], grpc.Channel],
+                 shadow_make: Callable[["Services", str], grpc.Channel] | None = None) -> None:  # fmt: skip
         self.mesh = mesh
         self.service = service
         self._make = make
+        self._shadow_make = shadow_make or make
         self._channels: dict[Any, grpc.Channel] = {}
+        self._shadows: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
+
+    def shadow(self, kind: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], request: Any, timeout: float | None,
+               metadata: Any) -> Callable[[str], None]:  # fmt: skip
+        """``send(cluster)`` for the mirror threads: the call again, on the
+        mirror cluster's channel (``:authority`` with ``-shadow``), its answer
+        read and dropped."""
+
+        def send(cluster: str) -> None:
+            with self._lock:
+                ch = self._shadows.get(cluster)
+                if ch is None:
+                    ch = self._shadows[cluster] = self._shadow_make(self.mesh, cluster)
+            answer = getattr(ch, kind)(method, *args, **kwargs)(request, timeout=timeout, metadata=metadata)
+            if kind == "unary_stream":
+                for _ in answer:
+                    pass
+
+        return send
 
     def channel_for(self, view: Any) -> grpc.Channel:
         """The balanced channel for ``view`` (a Cluster or a route's view of one).
@@ -124,7 +154,8 @@ class RoutedChannel(grpc.Channel):
 
     def close(self) -> None:
         with self._lock:
-            channels, self._channels = list(self._channels.values()), {}
+            channels, self._channels = [*self._channels.values(), *self._shadows.values()], {}
+            self._shadows = {}
         for ch in channels:
             ch.close()
 
@@ -155,4 +186,11 @@ def routed_channel(mesh: "Services", service: str, **options: Any) -> RoutedChan
     opts = list(options.pop("options", ()))
     if not any(o[0] == "grpc.default_authority" for o in opts):
         opts.append(("grpc.default_authority", service))  # the routed name, as Envoy and grpcio keep it
-    return RoutedChannel(mesh, service, lambda viewed, cluster: channel(viewed, cluster, options=opts, **options))
+    shadow_opts = shadow_options(opts)
+    return RoutedChannel(mesh, service, lambda viewed, cluster: channel(viewed, cluster, options=opts, **options),
+                         lambda mesh_, cluster: channel(mesh_, cluster, options=shadow_opts, **options))  # fmt: skip
+
+
+def shadow_options(opts: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """A mirror channel's options: the ``:authority`` with ``-shadow``, as Envoy's mirrored requests."""
+    return [(k, f"{v}-shadow" if k == "grpc.default_authority" else v) for k, v in opts]
