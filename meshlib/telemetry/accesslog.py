@@ -45,6 +45,8 @@ class AccessLog:
         self._random = (rng or random.Random()).random
         self._format = cfg.access_log_format
         self._processors: tuple[Any, ...] | None = None  # built at the first event: no import before
+        #: ``logging.getLogger("meshlib.access").isEnabledFor`` (what ``enabled`` asks).
+        self.is_enabled_for = _log.isEnabledFor
 
     def enabled(self) -> bool:
         """Whether ``meshlib.access`` logs INFO at all (logging caches the answer; checked

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from .accesslog import AccessLog
 from .metrics import OtelInstruments
 from .propagation import Propagation, otel_installed
-from .scope import ClusterTelemetry
+from .observer import ClusterTelemetry
 from .settings import TelemetryConfig
 from .spans import Spans
 

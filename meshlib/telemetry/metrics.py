@@ -265,7 +265,8 @@ class OtelInstruments:
             from opentelemetry.metrics import _internal as provider_state
         except ImportError:  # pragma: no cover - another layout of the API: always record
             provider_state = None
-        self._state = provider_state
+        #: The API module whose ``_METER_PROVIDER`` says whether one is set (``live``).
+        self.state = provider_state
         meter = metrics.get_meter("meshlib")
         self.http = meter.create_histogram(
             "http.client.request.duration", unit="s", description="Duration of HTTP client requests.",
@@ -284,7 +285,7 @@ class OtelInstruments:
     def live(self) -> bool:
         """Whether the application set a MeterProvider (before that, OTel's proxy
         instruments drop every measurement: calls then skip them, one attribute read)."""
-        return getattr(self._state, "_METER_PROVIDER", self) is not None
+        return getattr(self.state, "_METER_PROVIDER", self) is not None
 
     def record(self, record: AttemptRecord, service: str, method: str | None, port: int | None, rpc: str | None, http: bool = True) -> None:
         duration = record.ended - record.started

@@ -1,9 +1,9 @@
-"""One logical call, as telemetry sees it, and the observer that closes it.
+"""One logical call, as telemetry sees it.
 
 An adapter opens a :class:`CallScope` around the call (``telemetry.call``)
 and, per attempt, ``telemetry.inject(headers, endpoint)`` where it builds the
 outgoing headers: that opens the attempt (its span, its trace headers). The
-cluster's :class:`ClusterTelemetry` observer receives each attempt's
+cluster's observer (``observer.ClusterTelemetry``) receives each attempt's
 :class:`~meshlib.outcome.AttemptRecord`, finds the call's scope in the
 record (``AttemptRecord.tag``: the scope is the ``core.call.call_tag`` of
 the calls made inside it), and ends the attempt: metrics, span, access log.
@@ -14,33 +14,26 @@ the call. Nothing here decides anything about the call.
 
 from __future__ import annotations
 
-import time
+from logging import INFO
 from typing import TYPE_CHECKING, Any
 
 from ..core.call import call_tag
 from ..errors import CircuitOpenError, RateLimitedError
 from ..outcome import AttemptRecord, Outcome
 from . import carriers
-from .metrics import MAX_RPC_METHODS, ClusterMetrics, normal_method
+from .metrics import normal_method
 from .propagation import current_native
 from .spans import span_name
 
 if TYPE_CHECKING:
-    from ..core.cluster import Cluster
-    from ..core.host import Host
-    from .hub import Telemetry
+    from .observer import ClusterTelemetry
 
-__all__ = ["CallScope", "ClusterTelemetry", "NULL_SCOPE", "current_scope"]
+__all__ = ["CallScope", "NULL_SCOPE", "current_scope"]
 
 _SCOPE = call_tag
 #: The scope of the call being made in this context (None outside any).
 current_scope = call_tag.get
 
-#: Outcomes that are no error for the access log (a losing hedge is cancelled).
-_NOT_ERRORS = frozenset({Outcome.SUCCESS, Outcome.CANCELLED})
-#: Retry conditions met only by requests that never reached the server.
-_BEFORE_SENDING = frozenset({"connect-failure", "refused-stream"})
-_REFUSALS = ("retries_budget_exhausted", "hedges_budget_exhausted", "retries_overflow")
 
 
 class _NullScope:
@@ -113,29 +106,32 @@ class CallScope:
 
     # -- the call -------------------------------------------------------------------
 
-    def __enter__(self) -> "CallScope":
-        self.start()
-        self.token = _SCOPE.set(self)
-        return self
-
     def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
         _SCOPE.reset(self.token)
+        if self.quiet and (exc is None or not self.on_error):
+            self.closed = True  # close(), its common case inline
+            return
         self.close(exc)
 
     def start(self) -> None:
-        """The call begins (``with scope:`` does this; a stream, whose call
-        outlives the block that starts it, calls ``start``, ``current`` and
-        ``close`` itself)."""
+        """The call begins without this scope becoming current: a stream,
+        whose call outlives the block that starts it, calls ``start``,
+        ``current`` and ``close`` itself."""
+        self.__enter__()
+        _SCOPE.reset(self.token)
+
+    def __enter__(self) -> "CallScope":
+        """The call begins; calls begun in the block belong to this scope."""
         owner = self.owner
         self.started = owner.perf_counter()
         hub = owner.hub
         prop = hub.prop
         spans = hub.spans
-        if spans is not None and not spans.live():
+        if spans is not None and getattr(spans.api, "_TRACER_PROVIDER", spans) is None:  # not spans.live(), inline
             spans = None  # no TracerProvider: no span work at all
         self.spans = spans
         log = hub.access
-        self.log_on = log_on = log is not None and log.enabled()
+        self.log_on = log_on = log is not None and log.is_enabled_for(INFO)  # log.enabled(), inline
         #: Whether the call's access-log event is in the sample (drawn now, once).
         self.sampled = sampled = log_on and log.sampled()  # type: ignore[union-attr]
         #: No span, and no access-log event unless the call fails (no TracerProvider;
@@ -173,6 +169,8 @@ class CallScope:
             self.span, self.ctx = spans.start_call(parent, span_name(self.method, self.rpc)[0], attrs)
         else:  # no call span: attempts are children of the caller's context
             self.ctx = parent  # OTel's context, or meshlib's (None: the first attempt starts a trace)
+        self.token = _SCOPE.set(self)
+        return self
 
     def current(self) -> "_Current":
         """``with scope.current():`` calls begun in the block belong to this scope."""
@@ -381,136 +379,9 @@ class CallScope:
             log.emit(self.owner.fields(self, records, self.ids(self.attempt_ctx), now - self.started, error), failed)
 
 
-class ClusterTelemetry:
-    """The observer telemetry adds to one cluster's tuple."""
-
-    def __init__(self, hub: "Telemetry", cluster: "Cluster") -> None:
-        self.hub = hub
-        self.cluster = cluster
-        self.name = cluster.name
-        self.clock = cluster.clock
-        self.metrics = ClusterMetrics(cluster.name, hub.config) if hub.config.metrics else None
-        self.updates = 0
-        self._rpc_names: set[str] = set()
-        #: Whether HTTP calls get a span of their own around their attempts:
-        #: when the service may retry on an answer or hedge (gRPC calls always do, gRFC A72).
-        retry = cluster.retry
-        self.call_spans = cluster.hedges or (retry.num_retries > 0 and bool(retry.retry_on - _BEFORE_SENDING))
-        self.hedges = cluster.hedges
-        self.perf_counter = cluster.clock.perf_counter
-        #: meshlib's own context (not OpenTelemetry's), propagated or not.
-        self.native = not hub.prop.otel
-
-    def call(self, method: str | None, address: str | None, port: int | None, url: str | None, rpc: str | None, headers: Any) -> CallScope:
-        """``url`` already without credentials and query (see ``redact.scrub_url``)."""
-        return CallScope(self, method, address, port, url, rpc, headers)
-
-    def attempt_ended(self, host: "Host", record: AttemptRecord) -> None:
-        scope = record.tag
-        if type(scope) is not CallScope or scope.owner is not self:  # type: ignore[union-attr]
-            scope = None  # an attempt outside any call scope of this service (a gRPC stream's)
-        method = port = rpc = None
-        http = record.grpc_status is None  # a gRPC stream's attempt (no scope) is no HTTP request
-        if scope is not None:
-            method, port, rpc = scope.method, scope.port, scope.rpc_label
-            http = method is not None  # a @mesh.call function: no HTTP duration
-        if self.metrics is not None:
-            self.metrics.record(record, method, port, rpc, http)
-        otel = self.hub.otel_metrics
-        if otel is not None and otel.live():
-            otel.record(record, self.name, method, port, rpc, http)
-        if scope is not None:
-            if scope.quiet:
-                if not scope.on_error or (record.outcome in _NOT_ERRORS and (record.status or 0) < 500):
-                    scope.pending -= 1
-                    return
-                scope.quiet = False  # it failed: kept from now on, for its access-log event
-            scope.ended(record)
-            return
-        log = self.hub.access
-        if log is not None:
-            error = record.outcome not in (Outcome.SUCCESS, Outcome.CANCELLED) or (record.status or 0) >= 500
-            if log.wanted(error):
-                log.emit(self.fields(None, [record], (None, None), record.ended - record.started, None), error)
-
-    # -- helpers --------------------------------------------------------------------
-
-    def ejected(self, key: tuple[str, int]) -> bool:
-        outlier = self.cluster.outlier
-        return outlier is not None and outlier.is_ejected(key)
-
-    def wall_ns(self, perf: float) -> int:
-        """A cluster-clock reading as wall-clock nanoseconds (what spans take)."""
-        return time.time_ns() - int((self.clock.perf_counter() - perf) * 1e9)
-
-    def rpc_label(self, rpc: str) -> str:
-        """``rpc`` for metric labels: the first 200 methods of the service, then ``other``
-        (gRFC A66 reports unregistered methods as ``other``)."""
-        names = self._rpc_names
-        if rpc in names:
-            return rpc
-        if len(names) >= MAX_RPC_METHODS:
-            return "other"
-        names.add(rpc)
-        return rpc
-
-    def attempt_started(self, rpc: str) -> None:
-        if self.metrics is not None:
-            self.metrics.attempt_started(rpc)
-        otel = self.hub.otel_metrics
-        if otel is not None and otel.live():
-            otel.attempt_started.add(1, {"grpc.method": rpc, "grpc.target": self.name})
-
-    def call_ended(self, rpc: str, status: str, duration: float) -> None:
-        if self.metrics is not None:
-            self.metrics.call_ended(rpc, status, duration)
-        otel = self.hub.otel_metrics
-        if otel is not None and otel.live():
-            otel.call_duration.record(duration, {"grpc.method": rpc, "grpc.target": self.name, "grpc.status": status})
-
-    def fields(self, scope: CallScope | None, records: list[AttemptRecord], ids: tuple[str | None, str | None], duration: float, error: BaseException | None) -> dict[str, Any]:
-        real = [r for r in records if r.outcome != Outcome.CANCELLED] or records
-        last = real[-1] if real else None
-        out: dict[str, Any] = {"event": "meshlib.access", "service": self.name}
-        if scope is not None:
-            if scope.rpc is not None:
-                out["rpc"] = scope.rpc
-            else:
-                out["method"] = scope.method
-                if scope.url is not None:
-                    out["path"] = _path_of(scope.url)
-            if scope.request_headers is not None and self.hub.access is not None and self.hub.access.headers:
-                out["headers"] = self.hub.access.header_fields(scope.request_headers)
-        if last is not None:
-            out["endpoint"] = last.endpoint.address
-            out["outcome"] = last.outcome
-            out["status"] = last.status
-            if last.grpc_status is not None:
-                out["grpc_status"] = last.grpc_status
-            start = scope.started if scope is not None and len(records) > 1 else last.started
-            out["ttfb_ms"] = round((last.first_byte - start) * 1000, 3)
-            out["bytes"] = last.bytes
-        out["attempts"] = len(real)
-        out["retries"] = sum(1 for r in real if r.retry)
-        out["hedges"] = sum(1 for r in records if r.hedge)
-        out["duration_ms"] = round(duration * 1000, 3)
-        if error is not None:
-            out["error"] = type(error).__name__
-        out["trace_id"], out["span_id"] = ids
-        return out
-
-
 def _answer(records: list[AttemptRecord]) -> AttemptRecord | None:
     """The call's answer: its last attempt that was not a cancelled hedge (else its last)."""
     for r in reversed(records):
         if r.outcome != Outcome.CANCELLED:
             return r
     return records[-1] if records else None
-
-
-def _path_of(url: str) -> str:
-    sep = url.find("://")
-    if sep < 0:
-        return url
-    slash = url.find("/", sep + 3)
-    return "/" if slash < 0 else url[slash:]

@@ -49,6 +49,8 @@ class Spans:
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
         self._trace = trace
+        #: The API module whose ``_TRACER_PROVIDER`` says whether one is set (``live``).
+        self.api = trace
         self.tracer = trace.get_tracer("meshlib")
         self.CLIENT, self.INTERNAL = SpanKind.CLIENT, SpanKind.INTERNAL
         self._Status, self._ERROR = Status, StatusCode.ERROR
