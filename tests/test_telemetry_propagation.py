@@ -375,3 +375,18 @@ def test_with_nothing_current_only_opentelemetrys_own_propagators_are_skipped(ag
     finally:
         propagate.set_global_textmap(before)
     assert a.behaviour.seen[-1].get("x-stamp") == "1"
+
+
+_HEADER_NAMES = st.sampled_from(["traceparent", "TraceParent", "TRACEPARENT", "b3", "B3", "accept", "x-b3-traceid", "X-B3-TraceId", "user-agent"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(_HEADER_NAMES, st.text(string.ascii_letters, max_size=5), max_size=6))
+def test_has_any_finds_a_trace_header_in_any_spelling_and_any_header_object(headers):
+    import requests.structures
+    import urllib3
+
+    names = ("traceparent", "b3", "x-b3-traceid")
+    want = any(k.lower() in names for k in headers)
+    for carrier in (dict(headers), urllib3.HTTPHeaderDict(headers), requests.structures.CaseInsensitiveDict(headers), httpx.Headers(headers), list(headers.items())):
+        assert carriers.has_any(carrier, names) == want, type(carrier)

@@ -71,6 +71,20 @@ _GETTABLE: dict[type, bool] = {}
 
 def has_any(carrier: Any, names: Any) -> bool:
     """Whether ``carrier`` holds any of the headers ``names`` (lower-case): a cheap test first."""
+    if type(carrier) is dict and not ("REQUEST_METHOD" in carrier or "wsgi.version" in carrier or "type" in carrier):
+        for n in names:  # plain headers: the exact lower-case name, then any other spelling
+            if n in carrier:
+                return True
+        for k in carrier:
+            if isinstance(k, str) and k.lower() in names:
+                return True
+        return False
+    container = getattr(carrier, "_container", None)  # urllib3's HTTPHeaderDict: lower-case name -> [name, values...]
+    if type(container) is dict:
+        for n in names:
+            if n in container:
+                return True
+        return False
     if isinstance(carrier, dict) or isinstance(carrier, (list, tuple)):
         return any(get_all(carrier, n) for n in names)
     store = getattr(carrier, "_store", None)  # requests' CaseInsensitiveDict: lower-case name -> (name, value)
