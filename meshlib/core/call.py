@@ -265,10 +265,10 @@ class Call:
                 verdict = result
             else:  # a stream's own final status (gRPC), or the answer's
                 verdict = AttemptResult(outcome, result.status, grpc_status or result.grpc_status)
-            record = AttemptRecord(
+            record = _record(AttemptRecord, (
                 host.endpoint, started, first_byte, now, verdict.outcome, verdict.status, verdict.grpc_status,
                 attempt, attempt > 1, False, nbytes, result.load, self.tag,
-            )  # fmt: skip
+            ))  # fmt: skip
             notify(self.cluster.observers, host, record)
             if retry:
                 self.retry_finished()
