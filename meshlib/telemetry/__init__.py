@@ -19,11 +19,12 @@ helpers in ``server``. See docs/observability.md.
 from __future__ import annotations
 
 import functools
+from logging import INFO
 from typing import TYPE_CHECKING, Any
 
 from .hub import _OWNERS, Telemetry, default_propagation, owner_of
 from .redact import scrub_url
-from .scope import NULL_SCOPE, CallScope, current_scope
+from .scope import NULL_SCOPE, CallScope, QuietScope, current_scope
 from .server import asgi_middleware, extract, grpc_aio_server_interceptor, grpc_server_interceptor, incoming, wsgi_middleware
 from .settings import TelemetryConfig
 
@@ -56,6 +57,8 @@ def call(cluster: "Cluster", method: str | None = None, url: str | None = None, 
     owner = _OWNERS.get(id(cluster))  # owner_of(), inline: this runs on every call
     if owner is None or owner.cluster is not cluster:
         return NULL_SCOPE
+    if rpc is None and _quiet(owner):
+        return QuietScope(owner, method, port)
     if isinstance(rpc, bytes):  # grpc.aio's ClientCallDetails.method
         rpc = rpc.decode("utf-8", "replace")
     return CallScope(owner, method, address, port, None if url is None else _url_parts(url)[0], rpc, headers)
@@ -82,7 +85,19 @@ def http_call(cluster: "Cluster", method: str | None, url: str, headers: Any = N
     if owner is None or owner.cluster is not cluster:
         return NULL_SCOPE
     full, host, port = _url_parts(url)
+    if _quiet(owner):
+        return QuietScope(owner, method, port)
     return CallScope(owner, method, host, port, full, None, headers)
+
+
+def _quiet(owner: Any) -> bool:
+    """Whether nothing but metrics can come of a call now (see ``QuietScope``):
+    no trace ids to make, no TracerProvider set, ``meshlib.access`` not logging."""
+    if not owner.no_ids:
+        return False
+    hub = owner.hub
+    spans, log = hub.spans, hub.access
+    return (spans is None or getattr(spans.api, "_TRACER_PROVIDER", spans) is None) and (log is None or not log.is_enabled_for(INFO))
 
 
 def inject(carrier: Any, endpoint: "Endpoint | None" = None, scope: Any = None) -> Any:

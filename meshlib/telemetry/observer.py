@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..outcome import AttemptRecord, Outcome
 from .metrics import MAX_RPC_METHODS, ClusterMetrics
-from .scope import CallScope
+from .scope import CallScope, QuietScope
 
 if TYPE_CHECKING:
     from ..core.cluster import Cluster
@@ -42,6 +42,8 @@ class ClusterTelemetry:
         self.perf_counter = cluster.clock.perf_counter
         #: meshlib's own context (not OpenTelemetry's), propagated or not.
         self.native = not hub.prop.otel
+        #: No trace ids of meshlib's to make: OpenTelemetry's context, or tracing off.
+        self.no_ids = hub.prop.otel or hub.prop.off
 
     def call(self, method: str | None, address: str | None, port: int | None, url: str | None, rpc: str | None, headers: Any) -> CallScope:
         """``url`` already without credentials and query (see ``redact.scrub_url``)."""
@@ -49,6 +51,13 @@ class ClusterTelemetry:
 
     def attempt_ended(self, host: "Host", record: AttemptRecord) -> None:
         scope = record.tag
+        if type(scope) is QuietScope and scope.owner is self:  # the common case: only metrics to count
+            if self.metrics is not None:
+                self.metrics.record(record, scope.method, scope.port, None, scope.method is not None)
+            otel = self.hub.otel_metrics
+            if otel is not None and getattr(otel.state, "_METER_PROVIDER", otel) is not None:
+                otel.record(record, self.name, scope.method, scope.port, None, scope.method is not None)
+            return
         if type(scope) is not CallScope or scope.owner is not self:  # type: ignore[union-attr]
             scope = None  # an attempt outside any call scope of this service (a gRPC stream's)
         method = port = rpc = None

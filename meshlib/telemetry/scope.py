@@ -28,7 +28,7 @@ from .spans import span_name
 if TYPE_CHECKING:
     from .observer import ClusterTelemetry
 
-__all__ = ["CallScope", "NULL_SCOPE", "current_scope"]
+__all__ = ["CallScope", "QuietScope", "NULL_SCOPE", "current_scope"]
 
 _SCOPE = call_tag
 #: The scope of the call being made in this context (None outside any).
@@ -47,7 +47,6 @@ class _NullScope:
     def __exit__(self, *exc: object) -> None:
         return None
 
-
     def start(self) -> None:
         return None
 
@@ -59,6 +58,37 @@ class _NullScope:
 
 
 NULL_SCOPE = _NullScope()
+
+
+class QuietScope:
+    """A call of which nothing but metrics can come: no TracerProvider,
+    ``meshlib.access`` not logging, no gRPC method, and no trace ids of
+    meshlib's to make (OpenTelemetry's context is propagated, or tracing is
+    off). What ``telemetry.call`` / ``http_call`` give then, instead of a
+    :class:`CallScope`: the labels its attempts' metrics need, and the
+    current context's trace headers on each attempt."""
+
+    __slots__ = ("owner", "method", "port", "token")
+    quiet = silent = True
+    closed = False
+    ctx = None
+
+    def __init__(self, owner: "ClusterTelemetry", method: str | None, port: int | None) -> None:
+        self.owner = owner
+        self.method = method
+        self.port = port
+
+    def __enter__(self) -> "QuietScope":
+        self.token = _SCOPE.set(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _SCOPE.reset(self.token)
+
+    def open(self, endpoint: Any, carrier: Any) -> None:
+        """An attempt goes out: the current context's trace headers, if any."""
+        if carrier is not None:
+            self.owner.hub.prop.inject(carrier)
 
 
 class _Current:
