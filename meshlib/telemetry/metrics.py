@@ -123,8 +123,8 @@ class ClusterMetrics:
         self._lock = threading.Lock()
         #: (record, method, port, rpc label, http) per ended attempt, not yet folded in.
         self.pending: deque[tuple[AttemptRecord, str | None, int | None, str | None, bool]] = deque()
-        #: (endpoint, outcome, status class, code) -> count: Envoy's upstream_rq_completed / _<Nxx> / _<code>.
-        self.completed: dict[tuple[str, str, str, str], int] = {}
+        #: (endpoint, outcome, status class, code) -> [count]: Envoy's upstream_rq_completed / _<Nxx> / _<code>.
+        self.completed: dict[tuple[str, str, str, str], list[int]] = {}
         #: endpoint -> total duration (body included) and time to first byte.
         self.rq_time: dict[str, Histogram] = {}
         self.first_byte: dict[str, Histogram] = {}
@@ -138,6 +138,9 @@ class ClusterMetrics:
         self.hedge_wins = 0
         self.per_try_timeouts = 0
         self.calls_traced = 0
+        #: The labels of a record (endpoint, status, gRPC status, outcome, method,
+        #: port, RPC, http) -> the entries it counts into (see ``_find``).
+        self._series: dict[tuple[Any, ...], tuple[list[int], Histogram, Histogram, Histogram | None, bool]] = {}
 
     def record(self, record: AttemptRecord, method: str | None, port: int | None, rpc: str | None, http: bool = True) -> None:
         """Count one ended attempt (``http``: it was an HTTP request, for
@@ -149,42 +152,43 @@ class ClusterMetrics:
 
     def fold(self) -> None:
         """Fold the queued records into the tables (under the lock, so two
-        folds never interleave; appends go on meanwhile)."""
+        folds never interleave; appends go on meanwhile). Each distinct set of
+        labels finds its table entries once (``_series``) and reuses them."""
         pending = self.pending
         if not pending:
             return
         take = pending.popleft
         bounds = self.buckets
         per_endpoint = self.per_endpoint
-        completed, rq_time, first_byte, http_table = self.completed, self.rq_time, self.first_byte, self.http
-        success, timeout, cancelled = Outcome.SUCCESS, Outcome.TIMEOUT, Outcome.CANCELLED
+        series, find = self._series, self._find
+        success, timeout = Outcome.SUCCESS, Outcome.TIMEOUT
         with self._lock:
             while pending:
                 try:
                     record, method, port, rpc, http = take()
                 except IndexError:  # taken by a fold that started after ours
                     break
-                ep = record.endpoint.address if per_endpoint else ""
                 outcome = record.outcome
-                found = _LABELS.get((record.status, record.grpc_status, outcome))  # labels_of(), inline
-                sclass, code, err = found if found is not None else labels_of(record)
-                key = (ep, outcome, sclass, code)
-                completed[key] = completed.get(key, 0) + 1
+                key = (record.endpoint.address if per_endpoint else "", record.status, record.grpc_status, outcome, method, port, rpc, http)
+                found = series.get(key)
+                if found is None:
+                    found = find(key, record)
+                cell, h, fb, third, grpc = found
+                cell[0] += 1
                 started = record.started
                 duration = record.ended - started
                 at = bisect_left(bounds, duration)
-                h = rq_time.get(ep)
-                if h is None:
-                    h = rq_time[ep] = Histogram(bounds)
-                    first_byte[ep] = Histogram(bounds)
                 h.counts[at] += 1  # Histogram.observe, inline
                 h.sum += duration
                 h.count += 1
                 ttfb = record.first_byte - started
-                h = first_byte[ep]
-                h.counts[at if ttfb == duration else bisect_left(bounds, ttfb)] += 1
-                h.sum += ttfb
-                h.count += 1
+                fb.counts[at if ttfb == duration else bisect_left(bounds, ttfb)] += 1
+                fb.sum += ttfb
+                fb.count += 1
+                if third is not None:  # http.client.request.duration, or gRPC's attempt duration
+                    third.counts[bisect_left(third.bounds, duration) if grpc else at] += 1
+                    third.sum += duration
+                    third.count += 1
                 if outcome == success:
                     if record.retry:
                         self.retry_success += 1
@@ -192,20 +196,26 @@ class ClusterMetrics:
                         self.hedge_wins += 1
                 elif outcome == timeout:
                     self.per_try_timeouts += 1
-                if rpc is not None:
-                    akey = (rpc, record.grpc_status or outcome.upper())
-                    g = self.grpc_attempt.get(akey)
-                    if g is None:
-                        g = self.grpc_attempt[akey] = Histogram(GRPC_LATENCY_BUCKETS)
-                    g.observe(duration)
-                elif http and outcome != cancelled:
-                    hkey = (_METHODS.get(method) or normal_method(method), port, record.status, err)  # type: ignore[arg-type]
-                    g = http_table.get(hkey)
-                    if g is None:
-                        g = http_table[hkey] = Histogram(bounds)
-                    g.counts[at] += 1
-                    g.sum += duration
-                    g.count += 1
+
+    def _find(self, key: tuple[Any, ...], record: AttemptRecord) -> tuple[list[int], Histogram, Histogram, Histogram | None, bool]:
+        """The table entries one set of labels counts into (lock held), remembered."""
+        ep, status, grpc_status, outcome, method, port, rpc, http = key
+        sclass, code, err = labels_of(record)
+        cell = self.completed.setdefault((ep, outcome, sclass, code), [0])
+        h = self.rq_time.get(ep)
+        if h is None:
+            h = self.rq_time[ep] = Histogram(self.buckets)
+            self.first_byte[ep] = Histogram(self.buckets)
+        third: Histogram | None = None
+        if rpc is not None:
+            akey = (rpc, grpc_status or outcome.upper())
+            third = self.grpc_attempt.get(akey) or self.grpc_attempt.setdefault(akey, Histogram(GRPC_LATENCY_BUCKETS))
+        elif http and outcome != Outcome.CANCELLED:
+            hkey = (normal_method(method), port, status, err)
+            third = self.http.get(hkey) or self.http.setdefault(hkey, Histogram(self.buckets))
+        found = (cell, h, self.first_byte[ep], third, rpc is not None)
+        self._series[key] = found
+        return found
 
     def attempt_started(self, rpc: str) -> None:
         with self._lock:
@@ -225,6 +235,7 @@ class ClusterMetrics:
         keep = set(addresses)
         self.fold()
         with self._lock:
+            self._series.clear()  # entries of endpoints that left are let go
             for k in [k for k in self.completed if k[0] not in keep]:
                 del self.completed[k]
             for table in (self.rq_time, self.first_byte):
@@ -237,7 +248,7 @@ class ClusterMetrics:
         with self._lock:
             return {
                 "completed": [
-                    {"endpoint": ep, "outcome": o, "status_class": sc, "code": c, "count": n} for (ep, o, sc, c), n in sorted(self.completed.items())
+                    {"endpoint": ep, "outcome": o, "status_class": sc, "code": c, "count": n[0]} for (ep, o, sc, c), n in sorted(self.completed.items())
                 ],
                 "rq_time": {ep: h.to_dict() for ep, h in sorted(self.rq_time.items())},
                 "first_byte": {ep: h.to_dict() for ep, h in sorted(self.first_byte.items())},
