@@ -48,19 +48,20 @@ __all__ = [
 ]
 
 
-def call(cluster: "Cluster", method: str | None = None, url: str | None = None, *, rpc: str | None = None, address: str | None = None, port: int | None = None, headers: Any = None) -> Any:
+def call(cluster: "Cluster", method: str | None = None, url: str | None = None, *, rpc: str | None = None, address: str | None = None, port: int | None = None, headers: Any = None, stream: bool = False) -> Any:
     """The telemetry scope of one logical call to ``cluster`` (a context manager;
     a no-op when the cluster has no telemetry). ``url`` is scrubbed of
     credentials and query; ``address``/``port`` are what the caller named
     (default: the service name); ``headers`` are read only for the access
-    log's configured, redacted header fields."""
+    log's configured, redacted header fields. ``stream``: the call's answer
+    outlives the block (a response stream: ``start``/``current``/``close``)."""
     owner = _OWNERS.get(id(cluster))  # owner_of(), inline: this runs on every call
     if owner is None or owner.cluster is not cluster:
         return NULL_SCOPE
-    if rpc is None and _quiet(owner):
-        return QuietScope(owner, method, port)
     if isinstance(rpc, bytes):  # grpc.aio's ClientCallDetails.method
         rpc = rpc.decode("utf-8", "replace")
+    if not stream and _quiet(owner):
+        return QuietScope(owner, method, port, None if rpc is None else owner.rpc_label(rpc))
     return CallScope(owner, method, address, port, None if url is None else _url_parts(url)[0], rpc, headers)
 
 

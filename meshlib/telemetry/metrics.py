@@ -123,6 +123,8 @@ class ClusterMetrics:
         self._lock = threading.Lock()
         #: (record, method, port, rpc label, http) per ended attempt, not yet folded in.
         self.pending: deque[tuple[AttemptRecord, str | None, int | None, str | None, bool]] = deque()
+        #: gRPC (method, None, 0.0) per attempt started, (method, status, seconds) per call ended.
+        self.grpc_events: deque[tuple[str, str | None, float]] = deque()
         #: (endpoint, outcome, status class, code) -> [count]: Envoy's upstream_rq_completed / _<Nxx> / _<code>.
         self.completed: dict[tuple[str, str, str, str], list[int]] = {}
         #: endpoint -> total duration (body included) and time to first byte.
@@ -155,6 +157,9 @@ class ClusterMetrics:
         folds never interleave; appends go on meanwhile). Each distinct set of
         labels finds its table entries once (``_series``) and reuses them."""
         pending = self.pending
+        if self.grpc_events:
+            with self._lock:
+                self._fold_grpc()
         if not pending:
             return
         take = pending.popleft
@@ -218,15 +223,27 @@ class ClusterMetrics:
         return found
 
     def attempt_started(self, rpc: str) -> None:
-        with self._lock:
-            self.grpc_started[rpc] = self.grpc_started.get(rpc, 0) + 1
+        self.grpc_events.append((rpc, None, 0.0))  # folded in with the records
 
     def call_ended(self, rpc: str, status: str, duration: float) -> None:
-        with self._lock:
-            g = self.grpc_call.get((rpc, status))
-            if g is None:
-                g = self.grpc_call[(rpc, status)] = Histogram(GRPC_LATENCY_BUCKETS)
-            g.observe(duration)
+        self.grpc_events.append((rpc, status, duration))
+
+    def _fold_grpc(self) -> None:
+        """gRPC's per-call counts (attempts started, call durations), queued (lock held)."""
+        events = self.grpc_events
+        started, calls = self.grpc_started, self.grpc_call
+        while events:
+            try:
+                rpc, status, duration = events.popleft()
+            except IndexError:
+                break
+            if status is None:
+                started[rpc] = started.get(rpc, 0) + 1
+            else:
+                g = calls.get((rpc, status))
+                if g is None:
+                    g = calls[(rpc, status)] = Histogram(GRPC_LATENCY_BUCKETS)
+                g.observe(duration)
 
     def keep_endpoints(self, addresses: Iterable[str]) -> None:
         """Drop the series of endpoints no longer in the service."""

@@ -52,11 +52,14 @@ class ClusterTelemetry:
     def attempt_ended(self, host: "Host", record: AttemptRecord) -> None:
         scope = record.tag
         if type(scope) is QuietScope and scope.owner is self:  # the common case: only metrics to count
+            rpc = scope.rpc_label
+            if rpc is not None:
+                scope.last = record
             if self.metrics is not None:
-                self.metrics.record(record, scope.method, scope.port, None, scope.method is not None)
+                self.metrics.record(record, scope.method, scope.port, rpc, scope.method is not None)
             otel = self.hub.otel_metrics
             if otel is not None and getattr(otel.state, "_METER_PROVIDER", otel) is not None:
-                otel.record(record, self.name, scope.method, scope.port, None, scope.method is not None)
+                otel.record(record, self.name, scope.method, scope.port, rpc, scope.method is not None)
             return
         if type(scope) is not CallScope or scope.owner is not self:  # type: ignore[union-attr]
             scope = None  # an attempt outside any call scope of this service (a gRPC stream's)

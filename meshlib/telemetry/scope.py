@@ -62,33 +62,45 @@ NULL_SCOPE = _NullScope()
 
 class QuietScope:
     """A call of which nothing but metrics can come: no TracerProvider,
-    ``meshlib.access`` not logging, no gRPC method, and no trace ids of
-    meshlib's to make (OpenTelemetry's context is propagated, or tracing is
-    off). What ``telemetry.call`` / ``http_call`` give then, instead of a
-    :class:`CallScope`: the labels its attempts' metrics need, and the
-    current context's trace headers on each attempt."""
+    ``meshlib.access`` not logging, no trace ids of meshlib's to make
+    (OpenTelemetry's context is propagated, or tracing is off), and not a
+    stream. What ``telemetry.call`` / ``http_call`` give then, instead of a
+    :class:`CallScope`: the labels its attempts' metrics need, the current
+    context's trace headers on each attempt, and for a gRPC call gRFC A66's
+    attempts started and call duration."""
 
-    __slots__ = ("owner", "method", "port", "token")
+    __slots__ = ("owner", "method", "port", "rpc_label", "token", "started", "last")
     quiet = silent = True
     closed = False
     ctx = None
 
-    def __init__(self, owner: "ClusterTelemetry", method: str | None, port: int | None) -> None:
+    def __init__(self, owner: "ClusterTelemetry", method: str | None, port: int | None, rpc_label: str | None = None) -> None:
         self.owner = owner
         self.method = method
         self.port = port
+        self.rpc_label = rpc_label
+        #: A gRPC call's latest attempt record (its status is the call's).
+        self.last: AttemptRecord | None = None
 
     def __enter__(self) -> "QuietScope":
+        if self.rpc_label is not None:
+            self.started = self.owner.perf_counter()
         self.token = _SCOPE.set(self)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
         _SCOPE.reset(self.token)
+        if self.rpc_label is not None:
+            last = self.last
+            status = (last.grpc_status if last is not None else None) or ("OK" if last is not None and last.outcome == Outcome.SUCCESS else type(exc).__name__ if exc else "UNKNOWN")
+            self.owner.call_ended(self.rpc_label, status, self.owner.perf_counter() - self.started)
 
     def open(self, endpoint: Any, carrier: Any) -> None:
         """An attempt goes out: the current context's trace headers, if any."""
         if carrier is not None:
             self.owner.hub.prop.inject(carrier)
+        if self.rpc_label is not None:
+            self.owner.attempt_started(self.rpc_label)
 
 
 class _Current:

@@ -83,7 +83,7 @@ class MeshAioClientInterceptor(InterceptorBase):
             raise aio_rpc_error(exc) from exc.__cause__
 
     async def _stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        with telemetry.call(self.cluster, rpc=details.method, headers=details.metadata):  # telemetry: the stream's scope, ended with it
+        with telemetry.call(self.cluster, rpc=details.method, headers=details.metadata, stream=True):  # telemetry: the stream's scope, ended with it
             return await self._start_stream(continuation, details, request)
 
     async def _start_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:

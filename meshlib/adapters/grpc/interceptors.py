@@ -123,7 +123,7 @@ class MeshClientInterceptor(
         return self._unary(continuation, client_call_details, ReplayExchange(requests), requests.view)
 
     def _stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        with telemetry.call(self.cluster, rpc=details.method, headers=details.metadata):  # telemetry: the stream's scope, ended with it
+        with telemetry.call(self.cluster, rpc=details.method, headers=details.metadata, stream=True):  # telemetry: the stream's scope, ended with it
             return self._start_stream(continuation, details, request)
 
     def _start_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:

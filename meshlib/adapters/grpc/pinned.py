@@ -97,7 +97,7 @@ class PinnedStream:
         cluster = m.owner.cluster
         #: Telemetry's scope of the stream (entered around its start; its
         #: attempts' records name it, so it ends with the stream).
-        self._scope = telemetry.call(cluster, rpc=m.method, headers=metadata)
+        self._scope = telemetry.call(cluster, rpc=m.method, headers=metadata, stream=True)
         self._scope.start()
         self._call: Call = cluster.start_call(hash_header(cluster, metadata), True, timeout)
         self._until = due(self._call, timeout)

@@ -1,0 +1,49 @@
+"""Calls of which only metrics can come (no spans, no access log, no trace ids
+of meshlib's to make) take telemetry's quiet path: their metrics are the same."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+import meshlib
+from meshlib import telemetry
+from meshlib.telemetry.scope import QuietScope
+from tests.grpc_agents import ECHO, GrpcAgent
+
+
+def test_grpc_calls_count_attempts_and_call_durations_on_the_quiet_path():
+    agent = GrpcAgent("quiet")
+    agent.fail(grpc.StatusCode.UNAVAILABLE, times=1)
+    cfg = {"tracing": "off", "access_log": False,
+           "services": {"quiet-grpc": {"endpoints": agent.address, "retry_on": "unavailable", "num_retries": 2, "retry_backoff_base": "1ms"}}}  # fmt: skip
+    try:
+        with meshlib.Mesh(config=cfg) as mesh:
+            assert type(telemetry.call(mesh.cluster("quiet-grpc"), rpc=ECHO)) is QuietScope
+            channel = mesh.grpc_channel("quiet-grpc")
+            assert channel.unary_unary(ECHO)(b"x", timeout=5) == b"quiet"
+            agent.fail(grpc.StatusCode.PERMISSION_DENIED, times=1)
+            with pytest.raises(grpc.RpcError):
+                channel.unary_unary(ECHO)(b"x", timeout=5)
+            stats = mesh.stats()["telemetry"]["services"]["quiet-grpc"]
+    finally:
+        agent.server.stop(0)
+    assert stats["grpc_attempt_started"] == {ECHO: 3}
+    assert sorted((r["status"], r["count"]) for r in stats["grpc_attempt_duration"]) == [("OK", 1), ("PERMISSION_DENIED", 1), ("UNAVAILABLE", 1)]
+    assert sorted((r["status"], r["count"]) for r in stats["grpc_call_duration"]) == [("OK", 1), ("PERMISSION_DENIED", 1)]
+    assert stats["retry_success"] == 1
+
+
+def test_http_and_decorated_calls_keep_their_labels_on_the_quiet_path(agents):
+    a = agents(1)[0]
+    cfg = {"tracing": "off", "access_log": False, "services": {"quiet-http": {"endpoints": a.address}}}
+    with meshlib.Mesh(config=cfg) as mesh:
+        assert type(telemetry.http_call(mesh.cluster("quiet-http"), "GET", "http://quiet-http:8080/")) is QuietScope
+        s = mesh.requests_session()
+        for _ in range(3):
+            assert s.get("http://quiet-http:8080/x").status_code == 200
+        mesh.call("quiet-http")(lambda ep: None)()
+        stats = mesh.stats()["telemetry"]["services"]["quiet-http"]
+    [row] = stats["http_client_request_duration"]  # the decorated call is no HTTP request
+    assert (row["method"], row["port"], row["status_code"], row["count"]) == ("GET", "8080", "200", 3)
+    assert sum(r["count"] for r in stats["completed"]) == 4
