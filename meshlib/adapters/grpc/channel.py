@@ -51,9 +51,12 @@ class _UnaryResponse(grpc.UnaryUnaryMultiCallable, grpc.StreamUnaryMultiCallable
         self._m = m
         self._streaming = streaming
 
-    def _run(self, request: Any, timeout: float | None, metadata: Any, kw: dict[str, Any], future: FutureCall | None = None) -> tuple[Any, grpc.Call]:
+    def _run(self, request: Any, timeout: float | None, metadata: Any, kw: dict[str, Any], future: FutureCall | None = None, plain: bool = False) -> Any:
         """One call: ``(response, call)``, or raise its error. With ``future``,
-        each attempt is a grpcio future its :meth:`FutureCall.cancel` reaches."""
+        each attempt is a grpcio future its :meth:`FutureCall.cancel` reaches.
+        ``plain``: the caller wants the response alone (returned alone), so
+        attempts use grpcio's plain call, which builds no call object (unless
+        the service reads per-call load reports from the trailers)."""
         m = self._m
         owner = m.owner
         cluster = owner.cluster
@@ -61,6 +64,7 @@ class _UnaryResponse(grpc.UnaryUnaryMultiCallable, grpc.StreamUnaryMultiCallable
         key, make = m.key, m.make
         requests = Replay(request) if self._streaming else None
         call = cluster.start_call(hash_header(cluster, metadata), True, timeout) if future is None else future.call
+        want_response, plain = plain, plain and cluster.load_reports is None
 
         def send(ep: Endpoint, limit: float | None) -> Any:
             if future is not None:
@@ -73,6 +77,8 @@ class _UnaryResponse(grpc.UnaryUnaryMultiCallable, grpc.StreamUnaryMultiCallable
                 if future is not None:
                     return _attempt_future(future, mc.future(body, timeout=limit, metadata=md, **kw))
                 try:
+                    if plain:
+                        return mc(body, timeout=limit, metadata=md, **kw)
                     return mc.with_call(body, timeout=limit, metadata=md, **kw)
                 except grpc.RpcError as err:
                     return err
@@ -85,13 +91,15 @@ class _UnaryResponse(grpc.UnaryUnaryMultiCallable, grpc.StreamUnaryMultiCallable
                 result = run(call, send, exchange, aborted)
         except MeshError as exc:
             raise rpc_error(exc) from exc.__cause__
-        return settle(call, result)  # type: ignore[no-any-return]
+        if want_response and not plain:
+            return settle(call, result)[0]
+        return settle(call, result)
 
     def with_call(self, request: Any, timeout: float | None = None, metadata: Any = None, credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> tuple[Any, grpc.Call]:
         return self._run(request, timeout, metadata, {"credentials": credentials, "wait_for_ready": wait_for_ready, "compression": compression})
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Any = None, credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> Any:
-        return self.with_call(request, timeout, metadata, credentials, wait_for_ready, compression)[0]
+        return self._run(request, timeout, metadata, {"credentials": credentials, "wait_for_ready": wait_for_ready, "compression": compression}, plain=True)
 
     def future(self, request: Any, timeout: float | None = None, metadata: Any = None, credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> FutureCall:
         kw = {"credentials": credentials, "wait_for_ready": wait_for_ready, "compression": compression}
