@@ -70,7 +70,7 @@ class LeastLoadedPicker:
 
 def _build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock, s: LoadSettings):  # type: ignore[no-untyped-def]
     plain = LeastLoadedPicker(hosts, rng, clock, s)
-    if len(hosts) == 1:
+    if len(hosts) == 1 and s.saturation == "spill":
         return plain
     hashes, idx = build_ring([h.endpoint.address for h in hosts], [h.endpoint.weight for h in hosts], cfg.ring_hash_min_size, cfg.ring_hash_max_size)
     owners = ring_owners(hashes, [hosts[i] for i in idx], len(hosts))
