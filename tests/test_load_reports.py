@@ -385,14 +385,16 @@ def test_llm_policy_polls_metrics_and_reads_headers_of_the_simulator():
         fleet.close()
 
 
-def test_llm_sends_a_key_to_the_less_loaded_of_its_first_two_owners():
+def test_llm_keeps_a_key_on_its_first_owner_unless_the_second_is_less_loaded_by_more_than_one_request():
     clock = ManualClock()
     c = cluster_of("llm", n=4, clock=clock)
     h = hash_key("prompt")
     first, second, third, _ = owner_order(c.picker, h)
     report(first, clock, waiting=2.0)  # busier, not saturated
-    report(second, clock, waiting=1.0)
+    report(second, clock, waiting=1.0)  # less loaded by exactly one request: not enough
     report(third, clock, waiting=0.0)  # idle, but cold for this prefix
+    assert c.pick(h) is first
+    report(second, clock, waiting=0.5)  # less loaded by more than one
     assert c.pick(h) is second
     report(second, clock, waiting=3.0)
     assert c.pick(h) is first

@@ -48,7 +48,9 @@ def keyed_session(mesh: Any, fn: KeyFn, **adapter_kwargs: Any) -> Any:
 
     class KeyedAdapter(MeshAdapter):  # type: ignore[misc, valid-type]
         def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-            if mesh.is_mesh_service(split_url(request.url or "")[2]):
+            _, _, host, rest = split_url(request.url or "")
+            cluster = mesh.route(host, rest, request.headers)  # as MeshAdapter.send finds it
+            if cluster is not None and cluster.hashing:
                 key = key_of(fn, request)
                 if key is not None:
                     with hash_key(key):

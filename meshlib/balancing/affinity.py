@@ -6,11 +6,12 @@ A call with a hash key (the prompt's prefix, from ``hash_header`` or
 ``ring_hash`` (and ``least_loaded``/``llm``, which keep a ring for this) the
 distinct hosts met walking the ring clockwise from the key, as Envoy's bounded
 load does; for ``maglev`` the owners of the key rehashed with seeds 1, 2, ...
-With ``load_affinity_choices`` 2 (``llm``'s default) a call goes to the less
-loaded of the key's first two owners while both are unsaturated, to the other
-one when one of them is saturated, and only past both to the next unsaturated
-owner: each prefix is cached on two hosts, a hot one is shared, and a spill
-stays on a warm host while one is left. A host is passed over when it is saturated (``balancing.load.saturated``): its
+With ``load_affinity_choices`` 2 (``llm``'s default) a call goes to the key's
+first owner unless its second is less loaded by more than ``AFFINITY_MARGIN``
+(both unsaturated), to the other one when one of them is saturated, and only
+past both to the next unsaturated owner: a hot prefix is cached on two hosts
+and shared, a quiet one stays on its first, and a spill stays on a warm host
+while one is left. A host is passed over when it is saturated (``balancing.load.saturated``): its
 fresh report shows a queue above ``load_queue_threshold`` or KV use above
 ``load_kv_threshold``, or it holds more than ``hash_balance_factor`` / 100 x the
 mean in-flight count (Envoy's ``hash_balance_factor``). Since the spill order
@@ -37,6 +38,11 @@ from .load import LoadSettings, cap_of, fresh_report, saturated
 
 __all__ = ["AffinityPicker", "ring_owners", "maglev_owners", "Score"]
 
+#: With two owners per key, the second takes a call only when its score is
+#: lower than the first's by more than this (about one request's worth), so
+#: a lightly loaded key stays on its first owner and its second warms up only
+#: when the first is busy.
+AFFINITY_MARGIN = 1.0
 #: ``score(host, now) -> float``: lower is less loaded.
 Score = Callable[[Host, float], float]
 #: ``owners(hash) -> hosts in the key's preference order``.
@@ -89,7 +95,7 @@ class AffinityPicker:
     (or the less loaded of the first two, ``affinity_choices`` 2); calls without
     a key go to ``fallback`` (passed over when saturated, unless ``spill``)."""
 
-    __slots__ = ("_owners", "_hosts", "_s", "_now", "_fallback", "_score", "_service", "_factor", "_lists", "_tick", "_every", "_cap")
+    __slots__ = ("_owners", "_hosts", "_s", "_now", "_fallback", "_score", "_service", "_factor", "_lists", "_tick", "_every", "_cap", "_margin")
 
     def __init__(self, service: str, hosts: Sequence[Host], owners: Owners, fallback: Picker, settings: LoadSettings, clock: Clock, score: Score) -> None:
         self._service = service
@@ -107,6 +113,7 @@ class AffinityPicker:
         self._tick = itertools.count().__next__
         self._every = max(1, len(self._hosts) // 64)
         self._cap = 1.0
+        self._margin = AFFINITY_MARGIN
 
     def pick(self, hash_value: int | None) -> Host:
         if hash_value is None:
@@ -130,8 +137,8 @@ class AffinityPicker:
                 if first is None:
                     first = host
                     continue
-                # The key's first two owners (both warm) are unsaturated: the less loaded (ties: the first).
-                return host if self._score(host, now) < self._score(first, now) else first
+                # The key's first two owners are unsaturated: the second only when less loaded by more than the margin.
+                return host if self._score(host, now) + self._margin < self._score(first, now) else first
             if first is not None:
                 return first  # the second owner is saturated: the first, warm and unsaturated
         return self._all_saturated(now)
