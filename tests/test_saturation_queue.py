@@ -102,6 +102,21 @@ def test_a_call_waits_out_saturation_until_its_deadline_exactly(reporters):
         assert stats["deadline_exceeded"] == 1
 
 
+def test_a_hedged_call_queues_for_its_first_attempt_too(reporters):
+    (server,) = reporters("a")
+    hedge = {"hedge_max_attempts": 2, "hedge_delay": "5s"}
+    with meshlib.Mesh(config=_service([server], load_reports="header", load_report_max_age="60s", timeout="300ms", **hedge)) as mesh:
+        s = mesh.requests_session()
+        server.level = 9
+        s.get("http://model/")
+        began = time.monotonic()
+        with pytest.raises(DeadlineExceededError):
+            s.get("http://model/")
+        assert 0.3 <= time.monotonic() - began < 1.5
+        assert server.hits == 1
+        assert _queue(mesh)["expired"] == 1
+
+
 def test_a_stale_report_frees_its_endpoint_and_the_waiting_call_goes(reporters):
     (server,) = reporters("a")
     clock = ManualClock()
