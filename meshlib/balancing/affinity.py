@@ -8,8 +8,7 @@ distinct hosts met walking the ring clockwise from the key, as Envoy's bounded
 load does; for ``maglev`` the owners of the key rehashed with seeds 1, 2, ...
 With ``load_affinity_choices`` 2 (``llm``'s default) a call goes to the key's
 first owner unless its second is less loaded by more than ``AFFINITY_MARGIN``
-(both unsaturated; a second the picker has not sent the key to yet, only
-while the first's report shows a queue), to the other one when one of them is saturated, and only
+(both unsaturated), to the other one when one of them is saturated, and only
 past both to the next unsaturated owner: a hot prefix is cached on two hosts
 and shared, a quiet one stays on its first, and a spill stays on a warm host
 while one is left. A host is passed over when it is saturated (``balancing.load.saturated``): its

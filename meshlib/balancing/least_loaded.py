@@ -18,9 +18,8 @@ key's owner on a consistent-hash ring until the owner is saturated, then
 spills to the key's next owner (``balancing.affinity``). ``llm`` is
 ``least_loaded`` with that bounded load at ``hash_balance_factor`` 150 and
 two owners per key (``load_affinity_choices`` 2: the first, or the second
-when it is less loaded by more than ``affinity.AFFINITY_MARGIN`` — while it
-has not had the key, only if the first queues — or the first is saturated)
-when those are left at 0, and with load reports from response
+when it is less loaded by more than ``affinity.AFFINITY_MARGIN`` or the first
+is saturated) when those are left at 0, and with load reports from response
 headers and ``/metrics`` (``load_reports=auto``).
 """
 
