@@ -385,23 +385,18 @@ def test_llm_policy_polls_metrics_and_reads_headers_of_the_simulator():
         fleet.close()
 
 
-def test_llm_keeps_a_key_on_its_first_owner_until_it_queues_and_then_balances_over_the_two_warm_owners():
+def test_llm_keeps_a_key_on_its_first_owner_unless_the_second_is_less_loaded_by_more_than_one_request():
     clock = ManualClock()
     c = cluster_of("llm", n=4, clock=clock)
     h = hash_key("prompt")
     first, second, third, _ = owner_order(c.picker, h)
-    first.start()  # busy (score 1 + 4 x 0.5 = 3) ...
-    report(first, clock, waiting=0.0, kv=0.5)  # ... but no queue: the second (score 0) stays cold
-    report(second, clock, waiting=0.0)
+    report(first, clock, waiting=2.0)  # busier, not saturated
+    report(second, clock, waiting=1.0)  # less loaded by exactly one request: not enough
+    report(third, clock, waiting=0.0)  # idle, but cold for this prefix
     assert c.pick(h) is first
-    report(first, clock, waiting=2.0)  # now it queues (score 2 + 1 = 3)
-    report(third, clock, waiting=0.0)  # idle, but not one of the key's two owners
-    assert c.pick(h) is second  # the second warms up (this picker has sent it the key now)
-    report(second, clock, waiting=2.5)  # warm, but not less loaded by more than one
-    assert c.pick(h) is first
-    report(second, clock, waiting=1.5)  # warm and less loaded by 1.5
+    report(second, clock, waiting=0.5)  # less loaded by more than one
     assert c.pick(h) is second
-    report(first, clock, waiting=0.0)
+    report(second, clock, waiting=3.0)
     assert c.pick(h) is first
     one = cluster_of("llm", n=4, clock=clock, load_affinity_choices=1)
     report(one.hosts[0], clock, waiting=1.0)

@@ -34,7 +34,7 @@ from ..clock import Clock
 from ..errors import EndpointsSaturatedError
 from .base import Host, Picker
 from .hashing import _xxh64
-from .load import LoadSettings, cap_of, est_queue, fresh_report, saturated
+from .load import LoadSettings, cap_of, fresh_report, saturated
 
 __all__ = ["AffinityPicker", "ring_owners", "maglev_owners", "Score"]
 
@@ -43,13 +43,6 @@ __all__ = ["AffinityPicker", "ring_owners", "maglev_owners", "Score"]
 #: a lightly loaded key stays on its first owner and its second warms up only
 #: when the first is busy.
 AFFINITY_MARGIN = 1.0
-#: A second owner this picker has not sent the key to yet is cold (it would pay
-#: the prefix's prefill): it takes the key only when the first owner's fresh
-#: report shows a queue (estimated queue 1 or more) and it is less loaded by
-#: the margin; without a fresh report, when it is less loaded by this much.
-COLD_MARGIN = 4.0
-#: Keys whose owners a picker remembers (the oldest forgotten first).
-WARM_KEYS = 4096
 #: ``score(host, now) -> float``: lower is less loaded.
 Score = Callable[[Host, float], float]
 #: ``owners(hash) -> hosts in the key's preference order``.
@@ -102,7 +95,7 @@ class AffinityPicker:
     (or the less loaded of the first two, ``affinity_choices`` 2); calls without
     a key go to ``fallback`` (passed over when saturated, unless ``spill``)."""
 
-    __slots__ = ("_owners", "_hosts", "_s", "_now", "_fallback", "_score", "_service", "_factor", "_lists", "_tick", "_every", "_cap", "_margin", "_warm")
+    __slots__ = ("_owners", "_hosts", "_s", "_now", "_fallback", "_score", "_service", "_factor", "_lists", "_tick", "_every", "_cap", "_margin")
 
     def __init__(self, service: str, hosts: Sequence[Host], owners: Owners, fallback: Picker, settings: LoadSettings, clock: Clock, score: Score) -> None:
         self._service = service
@@ -121,9 +114,6 @@ class AffinityPicker:
         self._every = max(1, len(self._hosts) // 64)
         self._cap = 1.0
         self._margin = AFFINITY_MARGIN
-        #: With two owners per key: key hash -> the hosts this picker has sent it to (an approximate
-        #: index of where its prefix is cached, as the inference extension's prefix scorer keeps).
-        self._warm: dict[int, set[tuple[str, int]]] = {}
 
     def pick(self, hash_value: int | None) -> Host:
         if hash_value is None:
@@ -142,41 +132,16 @@ class AffinityPicker:
                 cap = self._bound()
                 capped = True
             if not saturated(host, fresh_report(host, now, s.max_age), s, cap):
-                if not two:
-                    return host
-                if rank > 0 and first is None:
-                    return self._sent(hash_value, host)  # the first owner is saturated: the second (or the next)
+                if not two or rank > 0 and first is None:
+                    return host  # (a warm second owner, when the first is saturated)
                 if first is None:
                     first = host
                     continue
-                # The key's first two owners are unsaturated: the second only when less loaded by more than
-                # the margin (ties and near-ties: the first); by more than COLD_MARGIN while it has not had the key.
-                warm = self._warm.get(hash_value)
-                if warm is not None and host.key in warm:
-                    margin = self._margin
-                else:  # cold: only when the first owner queues (its fresh report says so), or without one by COLD_MARGIN
-                    report = fresh_report(first, now, s.max_age)
-                    if report is not None and est_queue(first, report) < 1:
-                        return self._sent(hash_value, first)
-                    margin = self._margin if report is not None else COLD_MARGIN
-                return self._sent(hash_value, host if self._score(host, now) + margin < self._score(first, now) else first)
+                # The key's first two owners are unsaturated: the second only when less loaded by more than the margin.
+                return host if self._score(host, now) + self._margin < self._score(first, now) else first
             if first is not None:
-                return self._sent(hash_value, first)  # the second owner is saturated: the first, unsaturated
+                return first  # the second owner is saturated: the first, warm and unsaturated
         return self._all_saturated(now)
-
-    def _sent(self, hash_value: int, host: Host) -> Host:
-        """Note that ``host`` has had the key (its prefix is cached there now)."""
-        warm = self._warm.get(hash_value)
-        if warm is None:
-            if len(self._warm) >= WARM_KEYS:
-                try:
-                    del self._warm[next(iter(self._warm))]  # the oldest key
-                except (KeyError, StopIteration, RuntimeError):  # another thread got there first
-                    pass
-            self._warm[hash_value] = {host.key}
-        elif host.key not in warm:
-            warm.add(host.key)
-        return host
 
     def _bound(self) -> float:
         if self._tick() % self._every == 0:
