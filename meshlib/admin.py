@@ -8,8 +8,9 @@ authentication). GET only; anything else is answered 405.
   own writer when installed);
 * ``/stats`` — ``mesh.stats()`` as JSON;
 * ``/clusters`` — every endpoint with health, ejection, active requests,
-  EWMA, success rate, weight and zone, Envoy's ``service::address::field::value``
-  lines, or JSON with ``?format=json``;
+  EWMA, success rate, weight and zone (and, where load reports are read, the
+  latest report and its age: ``load_report_age_s``, ``load_report_waiting``,
+  ...), Envoy's ``service::address::field::value`` lines, or JSON with ``?format=json``;
 * ``/config_dump`` — the effective configuration as JSON, secrets redacted;
 * ``/ready`` — 200 ``LIVE`` once discovery produced a first snapshot for
   every declared service, else 503.
@@ -85,6 +86,7 @@ def clusters_json(mesh: "Mesh") -> dict[str, Any]:
                 "rq_active": e.get("active"), "rq_total": e.get("requests"), "rq_success": e.get("successes"),
                 "rq_error": e.get("failures"), "cx_connect_fail": e.get("connect_failures"), "ewma_ms": e.get("ewma_ms"),
                 "success_rate": round(100.0 * e.get("successes", 0) / done, 3) if done else None,
+                **({"load_report": e["load_report"]} if "load_report" in e else {}),
             })  # fmt: skip
         out.append({"name": name, "policy": s.get("policy"), "source": s.get("source"), "version": s.get("version"), "hosts": hosts})
     return {"cluster_statuses": out}
@@ -99,6 +101,11 @@ def clusters_text(mesh: "Mesh") -> str:
             for key in ("health", "rq_active", "rq_total", "rq_success", "rq_error", "cx_connect_fail", "ewma_ms", "success_rate", "weight", "zone", "priority"):
                 value = h[key]
                 lines.append(f"{c['name']}::{h['address']}::{key}::{'' if value is None else value}")
+            report = h.get("load_report")  # a service reading load reports: the latest, its age, its fields
+            if report is not None:
+                for key, value in report.items():
+                    if key != "named":
+                        lines.append(f"{c['name']}::{h['address']}::load_report_{key}::{value}")
     return "\n".join(lines) + "\n"
 
 

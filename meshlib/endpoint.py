@@ -45,6 +45,10 @@ class Endpoint:
     metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
     healthy: bool = True
     ejected: bool = False
+    #: In ``mesh.endpoints()`` of a service that reads load reports: the
+    #: endpoint's latest report as it was then (``source``, ``age_s``, the
+    #: reported fields), or None. Not part of the endpoint's identity.
+    load: Mapping[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
     #: ``host:port``, with IPv6 hosts in brackets (computed once: read per call).
     address: str = field(init=False, repr=False, compare=False, hash=False)
 

@@ -62,10 +62,19 @@ class NoHealthyEndpointsError(MeshError):
 
 class EndpointsSaturatedError(NoHealthyEndpointsError):
     """Every endpoint of the service is saturated (by its load reports or its
-    in-flight count) and the service fails fast (``load_saturation=fail``)."""
+    in-flight count) and the service fails fast (``load_saturation=fail``), or
+    waits (``wait``) and its wait queue is full (``queue_full``)."""
 
-    def __init__(self, service: str) -> None:
-        super().__init__(service, "every endpoint saturated (load_saturation=fail); retry later, add replicas or set load_saturation=spill")
+    def __init__(self, service: str, mode: str = "fail", *, waiting: int | None = None) -> None:
+        self.waiting = waiting
+        if waiting is not None:
+            why = (
+                f"every endpoint saturated and the wait queue full ({waiting} calls waiting, load_wait_queue); "
+                "retry later, add replicas or raise load_wait_queue"
+            )
+        else:
+            why = f"every endpoint saturated (load_saturation={mode}); retry later, add replicas or set load_saturation=spill"
+        super().__init__(service, why)
 
 
 class CircuitOpenError(MeshError):

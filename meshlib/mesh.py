@@ -18,6 +18,7 @@ from .discovery.dns import Lookup, system_lookup
 from .discovery.schemes import make_resolvers
 from .discovery.filter import filter_snapshot
 from .endpoint import Endpoint, EndpointSnapshot
+from .health.load.view import with_reports
 from .errors import MeshError, UnknownServiceError
 from .health import Probe
 from .security import ClientTls, TlsProvider
@@ -31,6 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover - import cost only for type checkers
     import grpc
     import grpc.aio
     import httpx
+
+    from .adapters.keyed import KeyFn
     import requests
     import urllib3
 
@@ -230,8 +233,11 @@ class Mesh(RoutingMixin, SecurityMixin):
         endpoint failing its active health checks has ``healthy=False``, one
         ejected by outlier detection (or an open endpoint breaker) ``ejected=True``.
         ``tags`` and ``meta`` keep only endpoints with every one of those tags
-        and metadata values: ``mesh.endpoints("worker", tags=["gpu"], meta={"model": "x"})``."""
-        return filter_snapshot(self.cluster(name).view, tags, meta)
+        and metadata values: ``mesh.endpoints("worker", tags=["gpu"], meta={"model": "x"})``.
+        A service that reads load reports (``LOAD_REPORTS``) gives each endpoint
+        its latest report as ``load`` (source, ``age_s`` now, fields; None: none yet)."""
+        cluster = self.cluster(name)
+        return filter_snapshot(cluster.view if cluster.load_reports is None else with_reports(cluster, self.clock.monotonic()), tags, meta)
 
     # -- self-registration -------------------------------------------------------
 
@@ -300,12 +306,18 @@ class Mesh(RoutingMixin, SecurityMixin):
 
     # -- adapters ----------------------------------------------------------------
 
-    def requests_session(self, **adapter_kwargs: Any) -> "requests.Session":
+    def requests_session(self, *, hash_key: "KeyFn | None" = None, **adapter_kwargs: Any) -> "requests.Session":
         """A real ``requests.Session`` whose mesh-service URLs are balanced.
 
         Keyword arguments go to the transport adapter (``HTTPAdapter``):
         ``pool_connections`` (endpoints kept pooled, default 10) and
-        ``pool_maxsize`` (connections kept per endpoint, default 10)."""
+        ``pool_maxsize`` (connections kept per endpoint, default 10).
+        ``hash_key``: a function of the request (here and on the other
+        clients) whose result is the call's hash key (docs/load-balancing.md)."""
+        if hash_key is not None:
+            from .adapters.keyed import keyed_session
+
+            return keyed_session(self, hash_key, **adapter_kwargs)  # type: ignore[no-any-return]
         from .adapters.requests import session
 
         return session(self, **adapter_kwargs)
@@ -331,13 +343,17 @@ class Mesh(RoutingMixin, SecurityMixin):
 
         return async_client(self, **kwargs)
 
-    def grpc_channel(self, name: str, **options: Any) -> "grpc.Channel":
+    def grpc_channel(self, name: str, *, hash_key: "KeyFn | None" = None, **options: Any) -> "grpc.Channel":
         """A ``grpc.Channel`` (needs the ``grpc`` extra) whose every call is
         balanced over ``name``'s endpoints: one underlying channel per
         endpoint, made on first use. Keyword arguments: ``credentials``
         (``grpc.ChannelCredentials``, TLS to every endpoint, verifying the
         service name), ``options`` (channel arguments) and ``compression``.
         See docs/grpc.md."""
+        if hash_key is not None:
+            from .adapters.grpc.keyed import KeyedChannel
+
+            return KeyedChannel(self.grpc_channel(name, **options), hash_key)
         name = self._xds_target(name)
         if self.routed(name):
             from .adapters.grpc.routed import routed_channel
@@ -347,8 +363,12 @@ class Mesh(RoutingMixin, SecurityMixin):
 
         return channel(self, name, **options)
 
-    def grpc_aio_channel(self, name: str, **options: Any) -> "grpc.aio.Channel":
+    def grpc_aio_channel(self, name: str, *, hash_key: "KeyFn | None" = None, **options: Any) -> "grpc.aio.Channel":
         """The ``grpc.aio`` counterpart of :meth:`grpc_channel`, used on the caller's event loop."""
+        if hash_key is not None:
+            from .adapters.grpc.keyed import KeyedAioChannel
+
+            return KeyedAioChannel(self.grpc_aio_channel(name, **options), hash_key)  # type: ignore[return-value]
         name = self._xds_target(name)
         if self.routed(name):
             from .adapters.grpc.aio_routed import routed_aio_channel

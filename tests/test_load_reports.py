@@ -220,6 +220,35 @@ def test_when_every_endpoint_is_saturated_spill_or_fail_fast():
         fail.pick(h)
 
 
+def test_llm_spills_to_the_keys_warm_second_owner_before_a_cold_one():
+    clock = ManualClock()
+    c = cluster_of("llm", n=4, clock=clock)
+    h = hash_key("prompt")
+    first, second, third, _ = owner_order(c.picker, h)
+    report(first, clock, waiting=9.0)  # saturated
+    report(second, clock, waiting=3.0)  # busy, not saturated, and warm for the prefix
+    report(third, clock, waiting=0.0)  # idle, but cold for it
+    assert c.pick(h) is second
+    report(second, clock, waiting=9.0)
+    assert c.pick(h) is third  # past both warm owners: the next one in the key's order
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_calls_without_a_key_never_go_to_a_saturated_endpoint_unless_the_service_spills(n):
+    clock = ManualClock()
+    spill = cluster_of("least_loaded", n=n, clock=clock)
+    fail = cluster_of("least_loaded", n=n, clock=clock, load_saturation="fail")
+    for c in (spill, fail):
+        for host in c.hosts[1:]:
+            report(host, clock, waiting=9.0)
+    assert set(Counter(fail.pick(None) for _ in range(300))) == {fail.hosts[0]}
+    if n == 3:
+        assert len(Counter(spill.pick(None) for _ in range(300))) == 3  # two saturated drawn together: one of them
+    report(fail.hosts[0], clock, waiting=9.0)
+    with pytest.raises(EndpointsSaturatedError, match=r"every endpoint saturated \(load_saturation=fail\)"):
+        fail.pick(None)
+
+
 # -- wrr_orca (gRFC A58) ---------------------------------------------------------------------
 
 
@@ -356,14 +385,16 @@ def test_llm_policy_polls_metrics_and_reads_headers_of_the_simulator():
         fleet.close()
 
 
-def test_llm_sends_a_key_to_the_less_loaded_of_its_first_two_owners():
+def test_llm_keeps_a_key_on_its_first_owner_unless_the_second_is_less_loaded_by_more_than_one_request():
     clock = ManualClock()
     c = cluster_of("llm", n=4, clock=clock)
     h = hash_key("prompt")
     first, second, third, _ = owner_order(c.picker, h)
     report(first, clock, waiting=2.0)  # busier, not saturated
-    report(second, clock, waiting=1.0)
+    report(second, clock, waiting=1.0)  # less loaded by exactly one request: not enough
     report(third, clock, waiting=0.0)  # idle, but cold for this prefix
+    assert c.pick(h) is first
+    report(second, clock, waiting=0.5)  # less loaded by more than one
     assert c.pick(h) is second
     report(second, clock, waiting=3.0)
     assert c.pick(h) is first

@@ -28,6 +28,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
 
 from httpx._multipart import MultipartStream
 
+from .keyed import KeyFn, key_of
 from ..core.driver import run, run_async
 from ..core.call import Call
 from ..endpoint import Endpoint
@@ -239,14 +240,19 @@ def _aborter(call: Call, request: httpx.Request) -> Callable[[FaultDecision], ht
     return lambda fault: httpx.Response(fault.abort_status, headers=FAULT_HEADERS, content=FAULT_BODY, request=request)
 
 
-def _begin(mesh: "Services", request: httpx.Request) -> Call | None:
+def _begin(mesh: "Services", request: httpx.Request, key_fn: KeyFn | None = None) -> Call | None:
     cluster = mesh.route(request.url.host, request.url.raw_path.decode("ascii"), request.headers)  # routed names go through their routes
     if cluster is None:
         return None
     if mesh.closed:
         raise MeshError(f"this Mesh is closed; create a new one (a request to mesh service {cluster.name!r})")
     cfg = cluster.config
-    key = request.headers.get(cfg.hash_header) if cluster.hashing and cfg.hash_header else None
+    key: str | bytes | None = None
+    if cluster.hashing:  # the client's hash_key function (unless a meshlib.hash_key block is open), then HASH_HEADER
+        if key_fn is not None:
+            key = key_of(key_fn, request)
+        if key is None and cfg.hash_header:
+            key = request.headers.get(cfg.hash_header)
     extensions = dict(request.extensions)
     timeouts = extensions.get("timeout", {})
     # httpx always fills in a client timeout (5 s unless told), so a caller's
@@ -308,12 +314,13 @@ def _endpoint_url(url: str, host: str, port: int, scheme: str | None = None) -> 
 
 
 class MeshTransport(httpx.BaseTransport):
-    def __init__(self, mesh: "Services", inner: httpx.BaseTransport, make: Callable[..., httpx.BaseTransport] | None = None) -> None:
+    def __init__(self, mesh: "Services", inner: httpx.BaseTransport, make: Callable[..., httpx.BaseTransport] | None = None, key_fn: KeyFn | None = None) -> None:
         self._mesh = mesh
         self._pools: Pools[httpx.BaseTransport] = Pools(inner, make)
+        self._key_fn = key_fn
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        call = _begin(self._mesh, request)
+        call = _begin(self._mesh, request, self._key_fn)
         if call is None:
             return self._pools.default.handle_request(request)
         cluster = call.cluster
@@ -353,12 +360,13 @@ class MeshTransport(httpx.BaseTransport):
 
 
 class AsyncMeshTransport(httpx.AsyncBaseTransport):
-    def __init__(self, mesh: "Services", inner: httpx.AsyncBaseTransport, make: Callable[..., httpx.AsyncBaseTransport] | None = None) -> None:
+    def __init__(self, mesh: "Services", inner: httpx.AsyncBaseTransport, make: Callable[..., httpx.AsyncBaseTransport] | None = None, key_fn: KeyFn | None = None) -> None:
         self._mesh = mesh
         self._pools: Pools[httpx.AsyncBaseTransport] = Pools(inner, make)
+        self._key_fn = key_fn
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        call = _begin(self._mesh, request)
+        call = _begin(self._mesh, request, self._key_fn)
         if call is None:
             return await self._pools.default.handle_async_request(request)
         cluster = call.cluster
@@ -408,19 +416,20 @@ def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     return transport_kw, kwargs.pop("transport", None)
 
 
-def client(mesh: "Services", **kwargs: Any) -> httpx.Client:
+def client(mesh: "Services", *, hash_key: KeyFn | None = None, **kwargs: Any) -> httpx.Client:
     """A given ``transport=`` is wrapped as is (and shared by every service);
-    otherwise meshlib builds ``HTTPTransport``s from the transport keywords."""
+    otherwise meshlib builds ``HTTPTransport``s from the transport keywords.
+    ``hash_key``: a function of the request giving its hash key (``adapters.keyed``)."""
     transport_kw, inner = _split(kwargs)
     if inner is not None:
-        return httpx.Client(transport=MeshTransport(mesh, inner), **kwargs)
+        return httpx.Client(transport=MeshTransport(mesh, inner, key_fn=hash_key), **kwargs)
     make = lambda **tls: httpx.HTTPTransport(**{**transport_kw, **tls})  # noqa: E731
-    return httpx.Client(transport=MeshTransport(mesh, make(), make), **kwargs)
+    return httpx.Client(transport=MeshTransport(mesh, make(), make, hash_key), **kwargs)
 
 
-def async_client(mesh: "Services", **kwargs: Any) -> httpx.AsyncClient:
+def async_client(mesh: "Services", *, hash_key: KeyFn | None = None, **kwargs: Any) -> httpx.AsyncClient:
     transport_kw, inner = _split(kwargs)
     if inner is not None:
-        return httpx.AsyncClient(transport=AsyncMeshTransport(mesh, inner), **kwargs)
+        return httpx.AsyncClient(transport=AsyncMeshTransport(mesh, inner, key_fn=hash_key), **kwargs)
     make = lambda **tls: httpx.AsyncHTTPTransport(**{**transport_kw, **tls})  # noqa: E731
-    return httpx.AsyncClient(transport=AsyncMeshTransport(mesh, make(), make), **kwargs)
+    return httpx.AsyncClient(transport=AsyncMeshTransport(mesh, make(), make, hash_key), **kwargs)

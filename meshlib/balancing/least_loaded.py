@@ -17,9 +17,10 @@ A call with a hash key (``hash_header``, ``meshlib.hash_key``) keeps to the
 key's owner on a consistent-hash ring until the owner is saturated, then
 spills to the key's next owner (``balancing.affinity``). ``llm`` is
 ``least_loaded`` with that bounded load at ``hash_balance_factor`` 150 and
-the less loaded of each key's first two unsaturated owners
-(``load_affinity_choices`` 2) when those are left at 0, and with load reports
-from response headers and ``/metrics`` (``load_reports=auto``).
+two owners per key (``load_affinity_choices`` 2: the first, or the second
+when it is less loaded by more than ``affinity.AFFINITY_MARGIN`` or the first
+is saturated) when those are left at 0, and with load reports from response
+headers and ``/metrics`` (``load_reports=auto``).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class LeastLoadedPicker:
 
 def _build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock, s: LoadSettings):  # type: ignore[no-untyped-def]
     plain = LeastLoadedPicker(hosts, rng, clock, s)
-    if len(hosts) == 1:
+    if len(hosts) == 1 and s.saturation == "spill":
         return plain
     hashes, idx = build_ring([h.endpoint.address for h in hosts], [h.endpoint.weight for h in hosts], cfg.ring_hash_min_size, cfg.ring_hash_max_size)
     owners = ring_owners(hashes, [hosts[i] for i in idx], len(hosts))

@@ -52,8 +52,9 @@ class LbSettings:
     load_queue_weight: float = 1.0
     load_kv_weight: float = 4.0
     load_inflight_weight: float = 1.0
-    #: When every endpoint is saturated: "spill" or "fail".
+    #: When every endpoint is saturated: "spill", "fail" or "wait" (in a queue of at most ``load_wait_queue`` calls).
     load_saturation: str = "spill"
+    load_wait_queue: int = 64
     #: Prefix affinity: owners compared per key (0: 2 for llm, 1 otherwise).
     load_affinity_choices: int = 0
     #: wrr_orca (gRFC A58): blackout_period, weight_expiration_period, weight_update_period, error_utilization_penalty.

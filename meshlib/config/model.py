@@ -68,6 +68,7 @@ class ServiceConfig:
     load_kv_weight: float = _d("load_kv_weight")
     load_inflight_weight: float = _d("load_inflight_weight")
     load_saturation: str = _d("load_saturation")
+    load_wait_queue: int = _d("load_wait_queue")
     load_affinity_choices: int = _d("load_affinity_choices")
     orca_oob_interval: float = _d("orca_oob_interval")
     wrr_blackout_period: float = _d("wrr_blackout_period")

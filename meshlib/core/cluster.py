@@ -166,7 +166,7 @@ class Cluster:
             self.load_reports = LoadReports(
                 self.name, sources, self.clock, lambda: self.hosts,
                 metric_names=(cfg.load_metrics_path, cfg.load_metric_waiting, cfg.load_metric_running, cfg.load_metric_kv),
-                interval=cfg.load_metrics_interval, timeout=cfg.load_metrics_timeout, oob_interval=cfg.orca_oob_interval,
+                interval=cfg.load_metrics_interval, timeout=cfg.load_metrics_timeout, oob_interval=cfg.orca_oob_interval, lb=cfg.lb,
             )  # fmt: skip
             feeds.append(self.load_reports.attempt_ended)
         #: Headers an HTTP adapter adds to each attempt so servers attach their

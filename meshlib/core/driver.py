@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, TypeVar
 
 from ..errors import FaultInjectedError
+from ..health.load.queue import first_pick, first_pick_async
 from ..outcome import AttemptResult, Outcome
 from ..resilience.fault import FaultDecision
 from .call import Call
@@ -141,7 +142,7 @@ def run(call: Call, send: Callable[[Any, float | None], T], ex: Exchange, abort:
         if call.hedging:
             return hedged(call, send, ex)
         perf_counter = call.cluster.clock.perf_counter
-        host: Host | None = call.pick(None)
+        host: Host | None = first_pick(call)  # (load_saturation=wait: through the service's wait queue)
         started = perf_counter()
         try:
             result = send(host.endpoint, call.attempt_timeout())  # type: ignore[union-attr]
@@ -185,7 +186,7 @@ async def run_async(call: Call, send: Callable[[Any, float | None], Awaitable[T]
         if call.hedging:
             return await hedged_async(call, send, ex)
         perf_counter = call.cluster.clock.perf_counter
-        host: Host | None = call.pick(None)
+        host: Host | None = await first_pick_async(call)
         started = perf_counter()
         try:
             result = await send(host.endpoint, call.attempt_timeout())  # type: ignore[union-attr]

@@ -20,6 +20,7 @@ import concurrent.futures as cf
 import contextvars
 from typing import Any, Awaitable, Callable, TypeVar
 
+from ..health.load.queue import first_pick, first_pick_async
 from ..outcome import AttemptResult, Outcome
 from ..resilience.backoff import DO_NOT_RETRY, MAX_RETRY_AFTER
 from .call import Call
@@ -37,7 +38,7 @@ _NON_FATAL_OUTCOMES = frozenset({Outcome.CONNECT_FAILURE, Outcome.REFUSED_STREAM
 class Hedge:
     """The state of one hedged call, shared by the sync and async loops."""
 
-    __slots__ = ("call", "ex", "policy", "clock", "launched", "next_at", "last", "have_result", "error", "one_shot")
+    __slots__ = ("call", "ex", "policy", "clock", "launched", "next_at", "last", "have_result", "error", "one_shot", "first")
 
     def __init__(self, call: Call, ex: Exchange) -> None:
         self.call = call
@@ -50,6 +51,8 @@ class Hedge:
         self.have_result = False
         self.error: BaseException | None = None
         self.one_shot = False
+        #: The first attempt's host, picked before the loop (through the wait queue, if the service has one).
+        self.first: Host | None = None
 
     def may_launch(self) -> bool:
         return self.launched < self.policy.max_attempts
@@ -70,7 +73,7 @@ class Hedge:
                 self._stop()  # the budget is spent: no more hedges
                 return None
         try:
-            host = call.pick(None)
+            host, self.first = (self.first, None) if self.first is not None else (call.pick(None), None)
         except Exception:
             if self.launched == 0:
                 raise
@@ -155,6 +158,7 @@ def hedged(call: Call, send: Callable[[Any, float | None], T], ex: Exchange) -> 
     h = Hedge(call, ex)
     clock = h.clock
     pending: dict[cf.Future[Any], tuple[Host, float, bool]] = {}
+    h.first = first_pick(call)
 
     def launch() -> None:
         host = h.pick()
@@ -195,6 +199,7 @@ async def hedged_async(call: Call, send: Callable[[Any, float | None], Awaitable
     h = Hedge(call, ex)
     clock = h.clock
     pending: dict[asyncio.Future[Any], tuple[Host, float, bool]] = {}
+    h.first = await first_pick_async(call)
 
     def launch() -> None:
         host = h.pick()

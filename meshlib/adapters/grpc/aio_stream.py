@@ -10,6 +10,7 @@ import grpc
 import grpc.aio
 
 from ...core.driver import sit_out_fault_async
+from ...health.load.queue import first_pick_async
 from ...errors import MeshError
 from ...outcome import AttemptResult, Outcome
 from .aio_calls import Writes, maybe_await
@@ -56,7 +57,7 @@ class AioResponseStream(PinnedStream, Writes, grpc.aio.UnaryStreamCall, grpc.aio
             if fault is not None and await sit_out_fault_async(call, fault):
                 self._fail(aio_aborted(fault))
                 return
-            self._launch(call.pick(None))
+            self._launch(await first_pick_async(call))
         except Exception as exc:
             self._fail(aio_rpc_error(exc))
         except BaseException:

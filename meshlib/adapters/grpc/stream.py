@@ -8,6 +8,7 @@ from typing import Any, Callable
 import grpc
 
 from ...core.driver import sit_out_fault
+from ...health.load.queue import first_pick
 from ...errors import MeshError
 from .errors import aborted, rpc_error
 from .future import StatusOf
@@ -44,7 +45,7 @@ class ResponseStream(PinnedStream, StatusOf, grpc.Call):
             if fault is not None and sit_out_fault(call, fault):
                 self._fail(aborted(fault))
                 return
-            self._launch(call.pick(None))
+            self._launch(first_pick(call))
         except BaseException as exc:
             self._fail(rpc_error(exc))
             if not isinstance(exc, Exception):

@@ -41,13 +41,19 @@ class _Target:
 
 class MetricsPoller:
     """Scrapes ``names[0]`` of each endpoint every ``interval``; each parsed
-    report goes to ``deliver(endpoint, fields)``."""
+    report goes to ``deliver(endpoint, fields, mark)``, ``mark`` being what
+    ``mark(endpoint)`` returned just before the scrape was sent (the host's
+    request count then: requests sent during the scrape count against it)."""
 
-    def __init__(self, service: str, names: MetricNames, interval: float, timeout: float, deliver: Callable[[Endpoint, Fields], None]) -> None:
+    def __init__(
+        self, service: str, names: MetricNames, interval: float, timeout: float,
+        deliver: Callable[[Endpoint, Fields, Any], None], mark: Callable[[Endpoint], Any] = lambda ep: None,
+    ) -> None:  # fmt: skip
         self.service = service
         self.names = names
         self.timeout = timeout
         self._deliver = deliver
+        self._mark = mark
         self._targets: dict[tuple[str, int], _Target] = {}
         self._worker = PeriodicWorker(f"load-{service}", interval, self.poll_all)
         self.scrapes = 0
@@ -75,6 +81,7 @@ class MetricsPoller:
             if target.skip > 0:
                 target.skip -= 1
                 continue
+            mark = self._mark(target.endpoint)
             fields = self.scrape(target)
             self.scrapes += 1
             if fields is None:
@@ -83,7 +90,7 @@ class MetricsPoller:
                 target.skip = min(100, 2 ** min(target.failures, 7) - 1)
                 continue
             target.failures = 0
-            self._deliver(target.endpoint, fields)
+            self._deliver(target.endpoint, fields, mark)
 
     def scrape(self, target: _Target) -> Fields | None:
         ep = target.endpoint
