@@ -142,7 +142,8 @@ def run(call: Call, send: Callable[[Any, float | None], T], ex: Exchange, abort:
         if call.hedging:
             return hedged(call, send, ex)
         perf_counter = call.cluster.clock.perf_counter
-        host: Host | None = first_pick(call)  # (load_saturation=wait: through the service's wait queue)
+        reports = call.cluster.load_reports  # load_saturation=wait: the first pick goes through the wait queue
+        host: Host | None = call.pick(None) if reports is None or reports.queue is None else first_pick(call)
         started = perf_counter()
         try:
             result = send(host.endpoint, call.attempt_timeout())  # type: ignore[union-attr]
@@ -186,7 +187,8 @@ async def run_async(call: Call, send: Callable[[Any, float | None], Awaitable[T]
         if call.hedging:
             return await hedged_async(call, send, ex)
         perf_counter = call.cluster.clock.perf_counter
-        host: Host | None = await first_pick_async(call)
+        reports = call.cluster.load_reports  # load_saturation=wait: the first pick goes through the wait queue
+        host: Host | None = call.pick(None) if reports is None or reports.queue is None else await first_pick_async(call)
         started = perf_counter()
         try:
             result = await send(host.endpoint, call.attempt_timeout())  # type: ignore[union-attr]
