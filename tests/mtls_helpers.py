@@ -14,8 +14,34 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 import grpc
+import pytest
 
+import meshlib
 from meshlib.security import peer_identity
+from meshlib.testing.spiffe_ca import SpiffeCA
+
+INVENTORY = "spiffe://example.org/inventory"
+PLANNER = "spiffe://example.org/planner"
+
+
+@pytest.fixture(scope="module")
+def ca() -> SpiffeCA:
+    """A throwaway SPIFFE CA for the trust domain example.org (import it into a test module to use it)."""
+    return SpiffeCA("example.org")
+
+
+def files(svid: Any, tmp_path: Any, stem: str) -> dict[str, str]:
+    """``svid`` written under ``tmp_path``: the TLS_CERT / TLS_KEY / TLS_CA settings for it."""
+    cert, key, bundle = svid.write(tmp_path / stem)
+    return {"tls_cert": cert, "tls_key": key, "tls_ca": bundle}
+
+
+@pytest.fixture
+def server_mesh(ca: SpiffeCA, tmp_path: Any) -> Any:
+    """A Mesh whose identity is the inventory service's (DNS name ``inventory`` too)."""
+    mesh = meshlib.Mesh(config=files(ca.issue(INVENTORY, dns=["inventory"]), tmp_path, "inventory"))
+    yield mesh
+    mesh.close()
 
 
 class _Handler(BaseHTTPRequestHandler):

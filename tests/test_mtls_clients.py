@@ -21,28 +21,9 @@ import urllib3
 import meshlib
 from meshlib.testing.spiffe_ca import SpiffeCA
 
-from .mtls_helpers import RawRecorder, TlsAgent, grpc_echo_server
+from .mtls_helpers import INVENTORY, PLANNER, ca, files, grpc_echo_server, RawRecorder, server_mesh, TlsAgent  # noqa: F401 (fixtures)
 from .spiffe.double import WorkloadAPIDouble
 
-INVENTORY = "spiffe://example.org/inventory"
-PLANNER = "spiffe://example.org/planner"
-
-
-@pytest.fixture(scope="module")
-def ca() -> SpiffeCA:
-    return SpiffeCA("example.org")
-
-
-def _files(svid, tmp_path, stem):
-    cert, key, bundle = svid.write(tmp_path / stem)
-    return {"tls_cert": cert, "tls_key": key, "tls_ca": bundle}
-
-
-@pytest.fixture
-def server_mesh(ca, tmp_path):
-    mesh = meshlib.Mesh(config=_files(ca.issue(INVENTORY, dns=["inventory"]), tmp_path, "inventory"))
-    yield mesh
-    mesh.close()
 
 
 @pytest.fixture
@@ -54,7 +35,7 @@ def agents(server_mesh):
 
 
 def _client_mesh(ca, tmp_path, endpoints, ids=INVENTORY, **extra):
-    cfg = {**_files(ca.issue(PLANNER), tmp_path, "planner"), "tls_watch_interval": "50ms", **extra,
+    cfg = {**files(ca.issue(PLANNER), tmp_path, "planner"), "tls_watch_interval": "50ms", **extra,
            "services": {"inventory": {"endpoints": ",".join(endpoints), "tls_mode": "mtls", "tls_spiffe_ids": ids}}}  # fmt: skip
     return meshlib.Mesh(config=cfg)
 
@@ -222,7 +203,7 @@ def test_grpc_channels_sync_and_aio_originate_mtls_and_follow_rotation(ca, tmp_p
 
 
 def test_grpc_channel_refuses_an_impostor(ca, tmp_path) -> None:
-    impostor = meshlib.Mesh(config=_files(ca.issue("spiffe://example.org/impostor", dns=["inventory"]), tmp_path, "imp"))
+    impostor = meshlib.Mesh(config=files(ca.issue("spiffe://example.org/impostor", dns=["inventory"]), tmp_path, "imp"))
     server, port, seen = grpc_echo_server(impostor.grpc_server_credentials())
     mesh = _client_mesh(ca, tmp_path, [f"127.0.0.1:{port}"])
     try:
@@ -290,11 +271,11 @@ def test_start_up_errors_and_secrets(ca, tmp_path, caplog) -> None:
 
 
 def test_allowed_callers_from_the_configuration(ca, tmp_path) -> None:
-    server = meshlib.Mesh(config={**_files(ca.issue(INVENTORY), tmp_path, "inv"), "allowed_callers": PLANNER})
+    server = meshlib.Mesh(config={**files(ca.issue(INVENTORY), tmp_path, "inv"), "allowed_callers": PLANNER})
     agent = TlsAgent(server.server_ssl_context(), allow=server.allowed_callers())
     try:
         ok = _client_mesh(ca, tmp_path, [agent.address])
-        intruder = meshlib.Mesh(config={**_files(ca.issue("spiffe://example.org/intruder"), tmp_path, "intr"),
+        intruder = meshlib.Mesh(config={**files(ca.issue("spiffe://example.org/intruder"), tmp_path, "intr"),
                                         "services": {"inventory": {"endpoints": agent.address, "tls_mode": "mtls", "tls_spiffe_ids": INVENTORY}}})  # fmt: skip
         try:
             assert ok.requests_session().get("http://inventory/x", timeout=5).status_code == 200
@@ -309,7 +290,7 @@ def test_allowed_callers_from_the_configuration(ca, tmp_path) -> None:
 
 def test_credentials_for_a_channel_of_your_own_with_interceptors(ca, tmp_path, server_mesh) -> None:
     server, port, seen = grpc_echo_server(server_mesh.grpc_server_credentials())
-    cfg = {**_files(ca.issue(PLANNER), tmp_path, "planner"),
+    cfg = {**files(ca.issue(PLANNER), tmp_path, "planner"),
            "services": {"inventory": {"endpoints": f"127.0.0.1:{port}", "tls_mode": "mtls"},
                         "checked": {"endpoints": f"127.0.0.1:{port}", "tls_mode": "mtls", "tls_spiffe_ids": INVENTORY},
                         "plain": {"endpoints": f"127.0.0.1:{port}"}}}  # fmt: skip
@@ -364,7 +345,7 @@ def test_active_health_checks_go_over_the_same_mtls(ca, tmp_path, server_mesh) -
     from meshlib.health.grpc_probe import GrpcHealthProbe  # noqa: F401 - the gRPC probe's module is importable
 
     good = TlsAgent(server_mesh.server_ssl_context())
-    impostor_mesh = meshlib.Mesh(config=_files(ca.issue("spiffe://example.org/impostor", dns=["inventory"]), tmp_path, "imp"))
+    impostor_mesh = meshlib.Mesh(config=files(ca.issue("spiffe://example.org/impostor", dns=["inventory"]), tmp_path, "imp"))
     bad = TlsAgent(impostor_mesh.server_ssl_context())
     mesh = _client_mesh(ca, tmp_path, [good.address, bad.address], health_check_path="/healthz", health_check_interval="50ms")
     try:
@@ -398,7 +379,7 @@ def test_grpc_health_checks_go_over_mtls_with_the_spiffe_pre_check(ca, tmp_path,
         server.start()
         return server, f"127.0.0.1:{port}"
 
-    impostor_mesh = meshlib.Mesh(config=_files(ca.issue("spiffe://example.org/impostor", dns=["inventory"]), tmp_path, "imp"))
+    impostor_mesh = meshlib.Mesh(config=files(ca.issue("spiffe://example.org/impostor", dns=["inventory"]), tmp_path, "imp"))
     good, good_addr = serve(server_mesh)
     bad, bad_addr = serve(impostor_mesh)
     mesh = _client_mesh(ca, tmp_path, [good_addr, bad_addr], health_check_path="", health_check_protocol="grpc", health_check_interval="50ms")

@@ -18,22 +18,10 @@ import pytest
 import meshlib
 from meshlib.testing.spiffe_ca import SpiffeCA
 
-from .mtls_helpers import TlsAgent, grpc_echo_server
+from .mtls_helpers import INVENTORY, PLANNER, ca, files, grpc_echo_server, TlsAgent  # noqa: F401 (fixtures)
 
-INVENTORY = "spiffe://example.org/inventory"
-PLANNER = "spiffe://example.org/planner"
 OUTLIER = {"split_external_local_origin_errors": "true", "consecutive_local_origin_failure": "3", "max_ejection_percent": "50",
            "base_ejection_time": "60s", "interval": "60s"}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def ca() -> SpiffeCA:
-    return SpiffeCA("example.org")
-
-
-def _files(svid, tmp_path, stem):
-    cert, key, bundle = svid.write(tmp_path / stem)
-    return {"tls_cert": cert, "tls_key": key, "tls_ca": bundle}
 
 
 def _server_context(svid, tmp_path, stem) -> ssl.SSLContext:
@@ -48,7 +36,7 @@ def _mesh(ca, tmp_path, endpoints, *, ids=INVENTORY, split=True, **svc):
     service = {"endpoints": ",".join(endpoints), "tls_mode": "mtls", "lb_policy": "round_robin", **svc}
     if ids:
         service["tls_spiffe_ids"] = ids
-    return meshlib.Mesh(config={**_files(ca.issue(PLANNER), tmp_path, "planner"), **outlier, "services": {"inventory": service}})
+    return meshlib.Mesh(config={**files(ca.issue(PLANNER), tmp_path, "planner"), **outlier, "services": {"inventory": service}})
 
 
 def _endpoint(mesh, address):
@@ -96,7 +84,7 @@ def _run(call, n):
 
 @pytest.mark.parametrize("kind", ["requests", "urllib3", "httpx", "httpx-async"])
 def test_a_spiffe_id_mismatch_is_a_local_origin_failure_that_ejects_the_endpoint(ca, tmp_path, kind) -> None:
-    good_mesh = meshlib.Mesh(config=_files(ca.issue(INVENTORY, dns=["inventory"]), tmp_path, "inventory"))
+    good_mesh = meshlib.Mesh(config=files(ca.issue(INVENTORY, dns=["inventory"]), tmp_path, "inventory"))
     good = TlsAgent(good_mesh.server_ssl_context(), name="good")
     impostor = TlsAgent(_server_context(ca.issue("spiffe://example.org/impostor", dns=["inventory"]), tmp_path, "imp"), name="impostor")
     mesh = _mesh(ca, tmp_path, [good.address, impostor.address])
@@ -146,8 +134,8 @@ def test_without_split_a_refused_certificate_counts_as_a_gateway_failure(ca, tmp
 
 
 def test_grpc_channel_counts_a_spiffe_id_mismatch_as_local_origin(ca, tmp_path) -> None:
-    good_mesh = meshlib.Mesh(config=_files(ca.issue(INVENTORY, dns=["inventory"]), tmp_path, "inventory"))
-    bad_mesh = meshlib.Mesh(config=_files(ca.issue("spiffe://example.org/impostor", dns=["inventory"]), tmp_path, "imp"))
+    good_mesh = meshlib.Mesh(config=files(ca.issue(INVENTORY, dns=["inventory"]), tmp_path, "inventory"))
+    bad_mesh = meshlib.Mesh(config=files(ca.issue("spiffe://example.org/impostor", dns=["inventory"]), tmp_path, "imp"))
     good, gport, _ = grpc_echo_server(good_mesh.grpc_server_credentials())
     bad, bport, bad_seen = grpc_echo_server(bad_mesh.grpc_server_credentials())
     mesh = _mesh(ca, tmp_path, [f"127.0.0.1:{gport}", f"127.0.0.1:{bport}"])
@@ -172,9 +160,9 @@ def test_grpc_channel_counts_a_spiffe_id_mismatch_as_local_origin(ca, tmp_path) 
 
 
 def test_grpc_aio_channel_counts_a_spiffe_id_mismatch_as_local_origin(ca, tmp_path) -> None:
-    bad_mesh = meshlib.Mesh(config=_files(ca.issue("spiffe://example.org/impostor", dns=["inventory"]), tmp_path, "imp"))
+    bad_mesh = meshlib.Mesh(config=files(ca.issue("spiffe://example.org/impostor", dns=["inventory"]), tmp_path, "imp"))
     bad, bport, bad_seen = grpc_echo_server(bad_mesh.grpc_server_credentials())
-    good_mesh = meshlib.Mesh(config=_files(ca.issue(INVENTORY, dns=["inventory"]), tmp_path, "inventory"))
+    good_mesh = meshlib.Mesh(config=files(ca.issue(INVENTORY, dns=["inventory"]), tmp_path, "inventory"))
     good, gport, _ = grpc_echo_server(good_mesh.grpc_server_credentials())
     mesh = _mesh(ca, tmp_path, [f"127.0.0.1:{gport}", f"127.0.0.1:{bport}"])
 
@@ -209,7 +197,7 @@ def test_grpc_interceptors_never_retry_a_refused_certificate(ca, tmp_path) -> No
     """On a channel of your own, grpcio refuses a certificate from another
     trust domain; the interceptors read its status as a TLS failure, not as
     the connect failure the default retry_on would retry twice."""
-    stranger = meshlib.Mesh(config=_files(SpiffeCA("other.org").issue("spiffe://other.org/inventory", dns=["inventory"]), tmp_path, "o"))
+    stranger = meshlib.Mesh(config=files(SpiffeCA("other.org").issue("spiffe://other.org/inventory", dns=["inventory"]), tmp_path, "o"))
     server, port, seen = grpc_echo_server(stranger.grpc_server_credentials(require_client_auth=False))
     mesh = _mesh(ca, tmp_path, [f"127.0.0.1:{port}"], ids="")
     own = grpc.secure_channel(f"127.0.0.1:{port}", mesh.grpc_credentials("inventory"), options=[("grpc.ssl_target_name_override", "inventory")])
@@ -235,7 +223,7 @@ def test_grpc_host_name_refused_by_grpcio_is_local_origin_and_not_retried(ca, tm
     itself; its refusal ("failed to connect ... Hostname Verification Check
     failed") is a TLS failure: local origin, and not retried even though the
     default retry_on retries connect failures."""
-    wrong = meshlib.Mesh(config=_files(ca.issue(INVENTORY, dns=["elsewhere"]), tmp_path, "wrong"))
+    wrong = meshlib.Mesh(config=files(ca.issue(INVENTORY, dns=["elsewhere"]), tmp_path, "wrong"))
     server, port, seen = grpc_echo_server(wrong.grpc_server_credentials())
     mesh = _mesh(ca, tmp_path, [f"127.0.0.1:{port}"], ids="")
     ch = mesh.grpc_channel("inventory")
@@ -281,7 +269,7 @@ def test_grpc_spiffe_pre_check_to_a_dead_endpoint_is_a_connect_failure_retried_e
     grpc-core's own connect failures are; the calls succeed."""
     import socket
 
-    good_mesh = meshlib.Mesh(config=_files(ca.issue(INVENTORY, dns=["inventory"]), tmp_path, "inventory"))
+    good_mesh = meshlib.Mesh(config=files(ca.issue(INVENTORY, dns=["inventory"]), tmp_path, "inventory"))
     server, port, _ = grpc_echo_server(good_mesh.grpc_server_credentials())
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -16,31 +16,12 @@ import pytest
 import meshlib
 from meshlib.testing.spiffe_ca import SpiffeCA
 
-from .mtls_helpers import TlsAgent, grpc_echo_server
+from .mtls_helpers import INVENTORY, PLANNER, ca, files, grpc_echo_server, server_mesh, TlsAgent  # noqa: F401 (fixtures)
 
-INVENTORY = "spiffe://example.org/inventory"
-PLANNER = "spiffe://example.org/planner"
-
-
-@pytest.fixture(scope="module")
-def ca() -> SpiffeCA:
-    return SpiffeCA("example.org")
-
-
-def _files(svid, tmp_path, stem):
-    cert, key, bundle = svid.write(tmp_path / stem)
-    return {"tls_cert": cert, "tls_key": key, "tls_ca": bundle}
-
-
-@pytest.fixture
-def server_mesh(ca, tmp_path):
-    mesh = meshlib.Mesh(config=_files(ca.issue(INVENTORY, dns=["inventory"]), tmp_path, "inventory"))
-    yield mesh
-    mesh.close()
 
 
 def _client(ca, tmp_path, endpoints, **svc):
-    cfg = {**_files(ca.issue(PLANNER), tmp_path, "planner"), "tls_watch_interval": "50ms",
+    cfg = {**files(ca.issue(PLANNER), tmp_path, "planner"), "tls_watch_interval": "50ms",
            "services": {"inventory": {"endpoints": ",".join(endpoints), "tls_mode": "mtls", **svc}}}  # fmt: skip
     return meshlib.Mesh(config=cfg)
 

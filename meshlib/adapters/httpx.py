@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ssl
 from typing import Any, Callable
 
 try:
@@ -31,6 +30,7 @@ from httpx._multipart import MultipartStream
 from .keyed import KeyFn, key_of
 from ..core.driver import run, run_async
 from ..core.call import Call
+from ..core.exchange import tls_refused
 from ..endpoint import Endpoint
 from ..errors import MeshError
 from ..outcome import Outcome
@@ -67,22 +67,11 @@ _LOAD = LOAD_HEADER.encode("ascii")
 TRANSPORT_KWARGS = ("verify", "cert", "trust_env", "http1", "http2", "limits")
 
 
-def _tls_failure(exc: BaseException) -> bool:
-    e: BaseException | None = exc
-    for _ in range(8):
-        if e is None:
-            return False
-        if isinstance(e, ssl.SSLError):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
 def classify(exc: BaseException) -> str:
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
         # A refused TLS handshake (certificate, SPIFFE ID) is local origin for
         # outlier detection, like a connect failure, but never retried.
-        return Outcome.TLS_FAILURE if _tls_failure(exc) else Outcome.CONNECT_FAILURE
+        return Outcome.TLS_FAILURE if tls_refused(exc) else Outcome.CONNECT_FAILURE
     if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)):
         return Outcome.TIMEOUT
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
@@ -313,6 +302,17 @@ def _endpoint_url(url: str, host: str, port: int, scheme: str | None = None) -> 
     return httpx.URL(url).copy_with(scheme=scheme, host=host, port=port)
 
 
+def _route(mesh: "Services", pools: Pools[Any], request: httpx.Request, cluster: Any) -> tuple[str, dict[str, str], Any, str | None, Any]:
+    """Where a mesh call's attempts go: (its URL's text, the extra headers its
+    service asks for, the transport, the scheme TLS_MODE imposes or None, the
+    held TLS transport to give back after the call or None)."""
+    tls = mesh.tls(cluster)
+    if tls is None:
+        return str(request.url), cluster.load_request_headers, pools.for_request(request, cluster.name), None, None
+    held = pools.for_mesh_tls(tls)
+    return str(request.url), cluster.load_request_headers, held.transport, _over_tls(request), held
+
+
 class MeshTransport(httpx.BaseTransport):
     def __init__(self, mesh: "Services", inner: httpx.BaseTransport, make: Callable[..., httpx.BaseTransport] | None = None, key_fn: KeyFn | None = None) -> None:
         self._mesh = mesh
@@ -326,16 +326,8 @@ class MeshTransport(httpx.BaseTransport):
         cluster = call.cluster
         if getattr(cluster, "mirrors", None):  # the route mirrors its calls (shadow traffic)
             mirror_httpx(self._mesh, cluster.mirrors, request, self.handle_request)
-        tls = self._mesh.tls(cluster)
-        url = str(request.url)
         ex, stream = _body(request, call, EXCHANGE)
-        extra = cluster.load_request_headers
-        scheme = held = None
-        if tls is None:
-            inner = self._pools.for_request(request, cluster.name)
-        else:
-            held = self._pools.for_mesh_tls(tls)
-            inner, scheme = held.transport, _over_tls(request)
+        url, extra, inner, scheme, held = _route(self._mesh, self._pools, request, cluster)
 
         def send(ep: Endpoint, limit: float | None) -> httpx.Response:
             pointed = _pointed(request, url, ep, limit, stream, extra, scheme)
@@ -372,16 +364,8 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         cluster = call.cluster
         if getattr(cluster, "mirrors", None):  # the route mirrors its calls (shadow traffic)
             mirror_httpx_async(self._mesh, cluster.mirrors, request, self.handle_async_request)
-        tls = self._mesh.tls(cluster)
-        url = str(request.url)
         ex, stream = _body(request, call, ASYNC_EXCHANGE)
-        extra = cluster.load_request_headers
-        scheme = held = None
-        if tls is None:
-            inner = self._pools.for_request(request, cluster.name)
-        else:
-            held = self._pools.for_mesh_tls(tls)
-            inner, scheme = held.transport, _over_tls(request)
+        url, extra, inner, scheme, held = _route(self._mesh, self._pools, request, cluster)
 
         async def send(ep: Endpoint, limit: float | None) -> httpx.Response:
             drain = getattr(request, "_meshlib_drain", None)

@@ -49,7 +49,7 @@ def outcome_of(ex: Exchange, exc: BaseException) -> str:
     if not isinstance(exc, Exception):
         return Outcome.CANCELLED
     outcome = ex.classify(exc)
-    if outcome == _ERROR and _tls_refused(exc):
+    if outcome == _ERROR and tls_refused(exc):
         return Outcome.TLS_FAILURE
     return outcome
 
@@ -57,7 +57,7 @@ def outcome_of(ex: Exchange, exc: BaseException) -> str:
 _ERROR = Outcome.ERROR
 
 
-def _tls_refused(exc: BaseException) -> bool:
+def tls_refused(exc: BaseException) -> bool:
     """Whether an ``ssl.SSLError`` is in ``exc``'s chain (its ``reason``, as
     urllib3's MaxRetryError has, its cause, or its context)."""
     e: BaseException | None = exc

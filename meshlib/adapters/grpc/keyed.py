@@ -45,18 +45,25 @@ class _Keyed:
         return getattr(self._inner, name)
 
 
-class KeyedChannel(grpc.Channel):
-    """A mesh ``grpc.Channel`` whose unary-request calls get ``fn(request)`` as hash key."""
+class _KeyedCalls:
+    """What both keyed channels share: unary-request multicallables that key each call."""
 
-    def __init__(self, inner: grpc.Channel, fn: KeyFn) -> None:
-        self._inner = inner
-        self._fn = fn
+    _inner: Any
+    _fn: KeyFn
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return _Keyed(self._inner.unary_unary(method, *args, **kwargs), self._fn)
 
     def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return _Keyed(self._inner.unary_stream(method, *args, **kwargs), self._fn)
+
+
+class KeyedChannel(_KeyedCalls, grpc.Channel):
+    """A mesh ``grpc.Channel`` whose unary-request calls get ``fn(request)`` as hash key."""
+
+    def __init__(self, inner: grpc.Channel, fn: KeyFn) -> None:
+        self._inner = inner
+        self._fn = fn
 
     def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return self._inner.stream_unary(method, *args, **kwargs)
@@ -83,18 +90,12 @@ class KeyedChannel(grpc.Channel):
         return getattr(self._inner, name)
 
 
-class KeyedAioChannel:
+class KeyedAioChannel(_KeyedCalls):
     """The ``grpc.aio`` counterpart of :class:`KeyedChannel` (every other attribute is the channel's)."""
 
     def __init__(self, inner: Any, fn: KeyFn) -> None:
         self._inner = inner
         self._fn = fn
-
-    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return _Keyed(self._inner.unary_unary(method, *args, **kwargs), self._fn)
-
-    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return _Keyed(self._inner.unary_stream(method, *args, **kwargs), self._fn)
 
     async def __aenter__(self) -> "KeyedAioChannel":
         return self
