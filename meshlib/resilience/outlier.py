@@ -240,18 +240,7 @@ class OutlierDetector:
         Attempts on hosts outside the current set are ignored."""
         split = self.config.split_external_local_origin_errors
         if outcome == _SUCCESS and not split and (status is None or status < 500):
-            # The common case takes no lock: it only counts the success and
-            # clears the consecutive-failure counts (when set). Two racing
-            # threads may both read a count before either stores it, so the
-            # success-rate window may miss a success under contention, as an
-            # unsynchronised statistic may; ejection decisions take the lock.
-            h = self._hosts.get(key)
-            if h is not None:
-                ext = h.ext
-                ext[0] += 1
-                ext[1] += 1
-                if h.c5xx or h.cgw:
-                    h.c5xx = h.cgw = 0
+            self._success(key)
             return False
         lock = self._lock
         lock.acquire()
@@ -286,6 +275,19 @@ class OutlierDetector:
         finally:
             lock.release()
 
+    def _success(self, key: Hashable) -> None:
+        """A success, without the lock: it counts and clears the consecutive-failure
+        counts (when set). Two racing threads may both read a count before either
+        stores it, so the success-rate window may miss a success under contention,
+        as an unsynchronised statistic may; ejection decisions take the lock."""
+        h = self._hosts.get(key)
+        if h is not None:
+            ext = h.ext
+            ext[0] += 1
+            ext[1] += 1
+            if h.c5xx or h.cgw:
+                h.c5xx = h.cgw = 0
+
     def attempt_ended(self, host: Any, record: Any) -> None:
         """As an observer of finished attempts (anything with ``host.key`` and
         ``record.outcome`` / ``record.status``): :meth:`record`, then
@@ -294,15 +296,8 @@ class OutlierDetector:
         if outcome == _SUCCESS and not self._split:
             status = record.status
             if status is None or status < 500:  # record()'s lock-free common case, inline
-                if self._quick:
-                    return  # counted by the host itself (see set_hosts)
-                h = self._hosts.get(host.key)
-                if h is not None:
-                    ext = h.ext
-                    ext[0] += 1
-                    ext[1] += 1
-                    if h.c5xx or h.cgw:
-                        h.c5xx = h.cgw = 0
+                if not self._quick:  # else counted by the host itself (see set_hosts)
+                    self._success(host.key)
                 return
         if outcome != _CANCELLED and self.record(host.key, outcome, record.status):
             self.on_eject(host)

@@ -45,10 +45,6 @@ class ClusterTelemetry:
         #: No trace ids of meshlib's to make: OpenTelemetry's context, or tracing off.
         self.no_ids = hub.prop.otel or hub.prop.off
 
-    def call(self, method: str | None, address: str | None, port: int | None, url: str | None, rpc: str | None, headers: Any) -> CallScope:
-        """``url`` already without credentials and query (see ``redact.scrub_url``)."""
-        return CallScope(self, method, address, port, url, rpc, headers)
-
     def attempt_ended(self, host: "Host", record: AttemptRecord) -> None:
         scope = record.tag
         if type(scope) is QuietScope and scope.owner is self:  # the common case: only metrics to count

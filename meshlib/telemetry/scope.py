@@ -169,7 +169,7 @@ class CallScope:
         hub = owner.hub
         prop = hub.prop
         spans = hub.spans
-        if spans is not None and getattr(spans.api, "_TRACER_PROVIDER", spans) is None:  # not spans.live(), inline
+        if spans is not None and getattr(spans.api, "_TRACER_PROVIDER", spans) is None:  # no TracerProvider set (see Spans.api)
             spans = None  # no TracerProvider: no span work at all
         self.spans = spans
         log = hub.access

@@ -49,18 +49,15 @@ class Spans:
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
         self._trace = trace
-        #: The API module whose ``_TRACER_PROVIDER`` says whether one is set (``live``).
+        #: The API module whose ``_TRACER_PROVIDER`` says whether the application
+        #: set a TracerProvider (``set_tracer_provider`` or ``OTEL_PYTHON_TRACER_PROVIDER``).
+        #: Without one every span would be a non-recording no-op, so calls skip
+        #: span work altogether; it is read on every call, so a provider set
+        #: after the Mesh was built is picked up.
         self.api = trace
         self.tracer = trace.get_tracer("meshlib")
         self.CLIENT, self.INTERNAL = SpanKind.CLIENT, SpanKind.INTERNAL
         self._Status, self._ERROR = Status, StatusCode.ERROR
-
-    def live(self) -> bool:
-        """Whether the application set a TracerProvider (OTel's ``set_tracer_provider``
-        or ``OTEL_PYTHON_TRACER_PROVIDER``). Without one every span would be a
-        non-recording no-op: calls then skip span work altogether (one attribute
-        read per call, so a provider set after the Mesh was built is picked up)."""
-        return getattr(self._trace, "_TRACER_PROVIDER", self) is not None
 
     def start_call(self, parent: Any, name: str, attrs: dict[str, Any], start_ns: int | None = None) -> tuple[Any, Any]:
         """(span, context with it) for a logical call, a child of ``parent``."""

@@ -162,13 +162,20 @@ class SaturationQueue:
             return host, None
         return None, left
 
+    def _at_once(self, call: Any) -> Any:
+        """The host, when nobody waits and an endpoint has room now; else None (queue up)."""
+        if self._waiters:
+            return None
+        try:
+            return call.pick(None)
+        except EndpointsSaturatedError:
+            return None
+
     def pick(self, call: Any) -> Any:
         """``call``'s first host, waiting (blocking this thread) while every endpoint is saturated."""
-        if not self._waiters:
-            try:
-                return call.pick(None)
-            except EndpointsSaturatedError:
-                pass
+        host = self._at_once(call)
+        if host is not None:
+            return host
         waiter = self._join(None)
         try:
             while True:
@@ -182,11 +189,9 @@ class SaturationQueue:
 
     async def pick_async(self, call: Any) -> Any:
         """:meth:`pick` for a call on an event loop (the loop keeps running while it waits)."""
-        if not self._waiters:
-            try:
-                return call.pick(None)
-            except EndpointsSaturatedError:
-                pass
+        host = self._at_once(call)
+        if host is not None:
+            return host
         waiter = self._join(asyncio.get_running_loop())
         try:
             while True:
