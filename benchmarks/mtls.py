@@ -28,6 +28,7 @@ Run alone: ``python -m benchmarks.mtls [--quick]``.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -168,6 +169,7 @@ def run(quick: bool = False) -> bool:
         quiet.close()
         mesh.close()
         stop(proc)
+        shutil.rmtree(d, ignore_errors=True)
     print()
     return ok
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,3 +82,4 @@ except Exception as exc:  # requests.exceptions.SSLError
 
 for mesh in (planner, inventory_mesh, impostor_mesh):
     mesh.close()
+shutil.rmtree(workdir)  # the throwaway certificates and keys
