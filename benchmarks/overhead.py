@@ -10,7 +10,12 @@ nginx from one thread, sequentially:
              (default config: peak_ewma)
 * envoy    — the plain client, ``http://127.0.0.1:<envoy>/``
 
-All six variants are timed in interleaved rounds (order alternating each
+A third row repeats requests with ``trust_env = False`` on every session:
+a default Session reads the proxy variables of the environment on each
+request, which the mesh session skips for mesh URLs (it never proxies them),
+so that row compares the two with the same work left to requests.
+
+All nine variants are timed in interleaved rounds (order alternating each
 round); the table shows the median µs per call over the rounds, and the
 median of the per-round differences and ratios (paired within a round, so
 that slow drifts of a noisy machine cancel).
@@ -44,7 +49,12 @@ from ._harness import LOOPBACK, main_for, envoy, interleaved, median, nginx, spr
 MAX_OVERHEAD = 0.05  # meshlib-added / raw
 MAX_ENVOY_SHARE = 0.20  # meshlib-added / envoy-added
 
-CLIENTS = ("requests", "urllib3")
+#: "requests, no env": both sessions with ``trust_env = False``. A default
+#: Session reads the proxy variables of the environment on every request
+#: (tens of µs); the mesh session skips that for mesh URLs, which it never
+#: proxies. This row compares the two with the same work left to requests.
+NO_ENV = "requests, no env"
+CLIENTS = ("requests", NO_ENV, "urllib3")
 VARIANTS = ("raw", "meshlib", "envoy")
 
 
@@ -68,9 +78,14 @@ def _urllib3_batch(pool: urllib3.PoolManager, url: str, n: int) -> Callable[[], 
     return batch
 
 
+def _no_env(session: requests.Session) -> requests.Session:
+    session.trust_env = False
+    return session
+
+
 def _check(client: str, session: object, url: str) -> None:
     """One call first: every variant must really reach nginx and get its ``ok``."""
-    if client == "requests":
+    if client.startswith("requests"):
         r = session.get(url)  # type: ignore[attr-defined]
         status, body = r.status_code, r.content
     else:
@@ -91,6 +106,9 @@ def measure(rounds: int, calls: int) -> dict[tuple[str, str], list[float]]:
                 ("requests", "raw"): (requests.Session(), direct),
                 ("requests", "meshlib"): (mesh.requests_session(), "http://bench/"),
                 ("requests", "envoy"): (requests.Session(), via_envoy),
+                (NO_ENV, "raw"): (_no_env(requests.Session()), direct),
+                (NO_ENV, "meshlib"): (_no_env(mesh.requests_session()), "http://bench/"),
+                (NO_ENV, "envoy"): (_no_env(requests.Session()), via_envoy),
                 ("urllib3", "raw"): (urllib3.PoolManager(), direct),
                 ("urllib3", "meshlib"): (mesh.urllib3_pool(), "http://bench/"),
                 ("urllib3", "envoy"): (urllib3.PoolManager(), via_envoy),
@@ -98,7 +116,7 @@ def measure(rounds: int, calls: int) -> dict[tuple[str, str], list[float]]:
             batches = {}
             for (client, variant), (session, url) in clients.items():
                 _check(client, session, url)
-                make = _requests_batch if client == "requests" else _urllib3_batch
+                make = _requests_batch if client.startswith("requests") else _urllib3_batch
                 batches[(client, variant)] = make(session, url, calls)  # type: ignore[arg-type]
             return interleaved(batches, rounds=rounds, n=calls)
         finally:

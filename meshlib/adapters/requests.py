@@ -9,10 +9,12 @@ the ordinary ``HTTPAdapter`` code path, untouched.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.sessions import merge_setting
 from requests.structures import CaseInsensitiveDict
 
 from ..core.driver import run
@@ -243,8 +245,40 @@ class MeshAdapter(HTTPAdapter):
         self.send(copy, verify=verify, cert=cert).close()
 
 
+class MeshSession(requests.Session):
+    """A ``requests.Session`` that, for a URL naming a mesh service, skips
+    requests' reading of the proxy variables of the environment: a mesh
+    attempt goes straight to its endpoint (:meth:`MeshAdapter.send` never
+    proxies it), and requests re-reads every environment variable twice per
+    request to find them (tens of µs). ``REQUESTS_CA_BUNDLE`` /
+    ``CURL_CA_BUNDLE``, ``.netrc`` and every other URL are as in requests."""
+
+    def __init__(self, mesh: "Services") -> None:
+        super().__init__()
+        self._mesh = mesh
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
+        if not self.trust_env or not isinstance(url, str) or not self._names_service(split_url(url)[2]):
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        # requests' own merge, less the proxy scan (the CA bundle variables still apply)
+        if verify is True or verify is None:
+            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or verify
+        return {
+            "proxies": merge_setting(proxies, self.proxies),
+            "stream": merge_setting(stream, self.stream),
+            "verify": merge_setting(verify, self.verify),
+            "cert": merge_setting(cert, self.cert),
+        }
+
+    def _names_service(self, host: str) -> bool:
+        try:
+            return self._mesh.route(host) is not None
+        except MeshError:  # a routed name none of whose routes matches "/": still the mesh's
+            return True
+
+
 def session(mesh: "Services", **adapter_kwargs: Any) -> requests.Session:
-    s = requests.Session()
+    s = MeshSession(mesh)
     adapter = MeshAdapter(mesh, **adapter_kwargs)
     s.mount("http://", adapter)
     s.mount("https://", adapter)
