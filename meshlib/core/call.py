@@ -289,11 +289,11 @@ class Call:
             return None
         return self._retry_delay(result)
 
-    def done(self, host: Host, started: float, result: AttemptResult, *, decide: bool = True) -> float | None:
+    def done(self, host: Host, started: float, result: AttemptResult, *, decide: bool = True, first_byte: float | None = None) -> float | None:
         """:meth:`ended` then (unless ``decide=False``) :meth:`decide`: for an
-        attempt whose answer is complete. Returns the delay before the next
-        attempt, or None to stop."""
-        self.ended(host, started, result)
+        attempt whose answer is complete (its answer began at ``first_byte``,
+        default now). Returns the delay before the next attempt, or None to stop."""
+        self.ended(host, started, result, first_byte)
         if not decide:
             if result.outcome != _CANCELLED:
                 self.ok = result.outcome == _SUCCESS

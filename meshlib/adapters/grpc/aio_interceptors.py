@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Callable
 
 import grpc
@@ -101,11 +102,22 @@ class MeshAioClientInterceptor(InterceptorBase):
             if isinstance(exc, MeshError):
                 raise aio_rpc_error(exc) from exc.__cause__
             raise
-        started = call.cluster.clock.perf_counter()
+        perf_counter = call.cluster.clock.perf_counter
+        started = perf_counter()
         rpc = await continuation(_aio_details(details, call.remaining(), telemetry.inject(list(details.metadata or ()), host.endpoint)), request)
+        first: list[float] = []  # when the answer's headers (initial metadata) came: its first byte
 
-        def book(result: AttemptResult) -> None:
-            call.done(host, started, result, decide=False)
+        async def headers() -> None:
+            try:
+                await rpc.initial_metadata()
+            except (Exception, asyncio.CancelledError):  # it failed first: its end is its first byte
+                return
+            first.append(perf_counter())
+
+        heard = asyncio.get_running_loop().create_task(headers())
+
+        def book(result: AttemptResult, heard: Any = heard) -> None:  # (holds the task)
+            call.done(host, started, result, decide=False, first_byte=first[0] if first else None)
             call.finish()
 
         rpc.add_done_callback(lambda _rpc: book_later(book, rpc))

@@ -44,6 +44,79 @@ def _blocking(continuation: Callable[..., Any]) -> bool:
     return "._with_call." in getattr(continuation, "__qualname__", "")
 
 
+class _FirstMessage(grpc.Call, grpc.Future):
+    """A response stream of the caller's channel, as grpcio made it, noting
+    when the caller got its first message: the attempt's first byte (time to
+    first byte and the latency balancers learn from), where grpcio's sync
+    stream shows no other sign of it. Everything else is the stream's own."""
+
+    __slots__ = ("_rpc", "_clock", "first")
+
+    def __init__(self, rpc: Any, clock: Callable[[], float]) -> None:
+        self._rpc = rpc
+        self._clock = clock
+        self.first: float | None = None
+
+    def __iter__(self) -> "_FirstMessage":
+        return self
+
+    def __next__(self) -> Any:
+        message = next(self._rpc)
+        if self.first is None:
+            self.first = self._clock()
+        return message
+
+    next = __next__
+
+    def __getattr__(self, name: str) -> Any:  # debug_error_string and the like
+        return getattr(self._rpc, name)
+
+    def is_active(self) -> bool:
+        return self._rpc.is_active()
+
+    def time_remaining(self) -> float | None:
+        return self._rpc.time_remaining()
+
+    def cancel(self) -> bool:
+        return self._rpc.cancel()
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return self._rpc.add_callback(callback)
+
+    def initial_metadata(self) -> Any:
+        return self._rpc.initial_metadata()
+
+    def trailing_metadata(self) -> Any:
+        return self._rpc.trailing_metadata()
+
+    def code(self) -> grpc.StatusCode:
+        return self._rpc.code()
+
+    def details(self) -> str:
+        return self._rpc.details()
+
+    def cancelled(self) -> bool:
+        return self._rpc.cancelled()
+
+    def running(self) -> bool:
+        return self._rpc.running()
+
+    def done(self) -> bool:
+        return self._rpc.done()
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._rpc.result(timeout)
+
+    def exception(self, timeout: float | None = None) -> Any:
+        return self._rpc.exception(timeout)
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        return self._rpc.traceback(timeout)
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        self._rpc.add_done_callback(lambda _rpc: fn(self))
+
+
 class _CallDetails(grpc.ClientCallDetails):
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
@@ -142,16 +215,18 @@ class MeshClientInterceptor(
             if isinstance(exc, MeshError):
                 return rpc_error(exc)
             raise
-        started = call.cluster.clock.perf_counter()
+        perf_counter = call.cluster.clock.perf_counter
+        started = perf_counter()
         rpc = continuation(_details(details, call.remaining(), telemetry.inject(list(details.metadata or ()), host.endpoint)), request)
+        timed = _FirstMessage(rpc, perf_counter)
 
         def over() -> None:
-            call.done(host, started, judge_finished(rpc), decide=False)
+            call.done(host, started, judge_finished(rpc), decide=False, first_byte=timed.first)
             call.finish()
 
         if not rpc.add_callback(over):
             over()
-        return rpc
+        return timed
 
     def intercept_unary_stream(self, continuation: Callable[..., Any], client_call_details: Any, request: Any) -> Any:
         return self._stream(continuation, client_call_details, request)
