@@ -34,7 +34,11 @@ class Subchannel:
     """One endpoint's underlying channel, with the calls in flight on it.
 
     ``retire()`` (the endpoint left the snapshot) closes it once the last call
-    releases it; ``close()`` closes it at once."""
+    releases it; ``close()`` closes it at once. No lock on a call's way: the
+    calls in flight are a list each acquire appends to and each release pops
+    from (one C call each, atomic, as ``Host.inflight``); an acquire that
+    finds the channel retired after counting itself lets go again, so a
+    retired channel is closed exactly once, by whoever leaves it idle."""
 
     __slots__ = ("endpoint", "channel", "callables", "_closer", "_lock", "_refs", "_retired", "_closed")
 
@@ -44,43 +48,41 @@ class Subchannel:
         #: Multicallables made on this channel, by (kind, method, serializers).
         self.callables: dict[Hashable, Any] = {}
         self._closer = closer
-        self._lock = threading.Lock()
-        self._refs = 0
+        self._lock = threading.Lock()  # closing only
+        self._refs: list[None] = []
         self._retired = False
         self._closed = False
 
     def acquire(self) -> bool:
-        with self._lock:
-            if self._retired:
-                return False
-            self._refs += 1
-            return True
+        if self._retired:
+            return False
+        self._refs.append(None)
+        if self._retired:  # retired between the check and the count
+            self.release()
+            return False
+        return True
 
     def release(self) -> None:
-        with self._lock:
-            self._refs -= 1
-            close = self._retired and self._refs == 0 and not self._closed
-            if close:
-                self._closed = True
-        if close:
-            self._closer(self.channel)
+        refs = self._refs
+        refs.pop()
+        if self._retired and not refs:
+            self._close_once()
 
     def retire(self) -> None:
-        with self._lock:
-            self._retired = True
-            close = self._refs == 0 and not self._closed
-            if close:
-                self._closed = True
-        if close:
-            self._closer(self.channel)
+        self._retired = True
+        if not self._refs:
+            self._close_once()
 
     def close(self) -> None:
+        self._retired = True
+        self._close_once()
+
+    def _close_once(self) -> None:
         with self._lock:
-            self._retired = True
-            close = not self._closed
+            if self._closed:
+                return
             self._closed = True
-        if close:
-            self._closer(self.channel)
+        self._closer(self.channel)
 
     def callable(self, key: Hashable, make: Callable[[Any], Any]) -> Any:
         found = self.callables.get(key)
@@ -94,7 +96,7 @@ class Subchannel:
 
     @property
     def active(self) -> int:
-        return self._refs
+        return len(self._refs)
 
 
 class ChannelPool:
