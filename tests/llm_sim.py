@@ -15,7 +15,9 @@ Streamed answers are server-sent events, one ``data:`` line for the first
 token and then per ``tokens_per_event`` tokens, then ``data: [DONE]``; non-streamed answers carry
 ``endpoint-load-metrics`` (vLLM's TEXT form) as vLLM does. ``GET /metrics``
 exposes vLLM's gauges; ``GET /stats`` the simulator's own counters (deepest
-queue, prefix-cache hits, requests); ``POST /reset`` clears cache and counters (``/reset?stats-only`` the counters).
+queue, prefix-cache hits, cold misses: blocks this replica had never cached
+since its cache was last cleared, requests); ``POST /reset`` clears cache and
+counters (``/reset?stats-only`` the counters).
 
 Run ``python -m tests.llm_sim PORT[:SPEED] ...`` to serve replicas in one process.
 """
@@ -73,7 +75,8 @@ class Replica:
     def reset(self, cache: bool = True) -> None:
         if cache:
             self.cache.clear()
-        self.stats = {"requests": 0, "deepest_queue": 0, "prefix_blocks": 0, "prefix_hits": 0, "tokens": 0}
+            self.seen: set[tuple[str, int]] = set()  # blocks cached at least once since the cache was cleared
+        self.stats = {"requests": 0, "deepest_queue": 0, "prefix_blocks": 0, "prefix_hits": 0, "cold_misses": 0, "tokens": 0}
 
     # -- gauges ----------------------------------------------------------------
     def kv_usage(self) -> float:
@@ -123,6 +126,8 @@ class Replica:
         self.private += req.private_blocks
         self.stats["prefix_blocks"] += len(blocks)
         self.stats["prefix_hits"] += len(blocks) - len(missing)
+        self.stats["cold_misses"] += sum(1 for b in missing if b not in self.seen)
+        self.seen.update(missing)
         req.prefill_blocks = len(missing) + req.private_blocks
         return True
 
