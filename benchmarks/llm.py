@@ -20,6 +20,11 @@ caches and are not measured (requests sent then still load the fleet); "cold"
 is the share of prefix blocks measured that missed because the replica had
 never cached them before (a prefix's first visit there), the startup part of
 the misses, which a long-running fleet no longer pays.
+
+Fleets differ only by their replicas' ports, which place the prompts on the
+hash rings (the policies' and R2's), and results differ with them: the ports
+are printed first, ``--ports P1,P2,P3,P4`` reruns a fleet, ``--load 0.6``
+runs one load.
 """
 
 from __future__ import annotations
@@ -271,8 +276,10 @@ def targets(loads: dict[float, dict[str, list[dict[str, Any]]]], policy: str = "
     return out
 
 
-def start_fleet() -> tuple[subprocess.Popen, list[int]]:
-    ports = [free_port() for _ in SPEEDS]
+def start_fleet(ports: list[int] | None = None) -> tuple[subprocess.Popen, list[int]]:
+    """The simulated replicas, on ``ports`` (default: free ones). Fleets differ
+    only by their ports, which place the prompts on the policies' hash rings."""
+    ports = list(ports) if ports else [free_port() for _ in SPEEDS]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-m", "tests.llm_sim", *(f"{p}:{s}" for p, s in zip(ports, SPEEDS))], stdout=subprocess.PIPE, env=env, cwd=root)
@@ -281,29 +288,30 @@ def start_fleet() -> tuple[subprocess.Popen, list[int]]:
     return proc, [int(p) for p in line]
 
 
-def run(quick: bool = False, policies: list[str] | None = None) -> bool:
+def run(quick: bool = False, policies: list[str] | None = None, ports: list[int] | None = None, loads: list[float] | None = None) -> bool:
     runs, duration, warmup = (1, 2.5, 1.0) if quick else (3, 20.0, 8.0)
     names = policies or list(POLICIES)
     for required in ("round_robin", "R1", "R2"):
         if required not in names:
             names.append(required)
     print(f"## LLM balancing: 4 simulated replicas (one at half speed), {PROMPTS} shared system prompts, capacity ~{CAPACITY:.1f} req/s\n")
-    proc, ports = start_fleet()
-    loads: dict[float, dict[str, list[dict[str, Any]]]] = {}
+    proc, ports = start_fleet(ports)
+    print(f"Fleet: ports {','.join(map(str, ports))} (slow last)\n")
+    by_load: dict[float, dict[str, list[dict[str, Any]]]] = {}
     try:
-        for load in (0.6, 0.9):
+        for load in loads or (0.6, 0.9):
             by: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
             for i in range(runs):
                 for name in names:  # interleaved, so drift on a shared machine hits every policy alike
                     by[name].append(asyncio.run(one_run(name, ports, load * CAPACITY, duration, 1000 * i + int(load * 100), warmup)))
-            loads[load] = by
-            print(table(load, by) + "\n")
+            by_load[load] = by
+            print(table(load, by) + "\n", flush=True)
     finally:
         stop(proc)
     ok = True
     if "llm" in names:
         print("Targets for the recommended configuration (lb_policy=llm):\n")
-        for text, passed in targets(loads):
+        for text, passed in targets(by_load):
             ok = ok and passed
             print(f"- {'PASS' if passed else 'MISS'} {text}")
         print()
@@ -314,8 +322,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.llm", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one short run per policy and load (about a minute)")
     parser.add_argument("--policy", action="append", choices=sorted(POLICIES), help="run only this policy (repeatable; round_robin, R1 and R2 always run)")
+    parser.add_argument("--ports", help="serve the replicas on these ports, comma-separated (slow last), to rerun a fleet: its ports place the prompts on the rings")
+    parser.add_argument("--load", action="append", type=float, choices=(0.6, 0.9), help="run only this load (repeatable)")
     args = parser.parse_args(argv)
-    run(quick=args.quick, policies=args.policy)
+    ports = [int(p) for p in args.ports.split(",")] if args.ports else None
+    if ports is not None and len(ports) != len(SPEEDS):
+        parser.error(f"--ports takes {len(SPEEDS)} ports")
+    run(quick=args.quick, policies=args.policy, ports=ports, loads=args.load)
     return 0
 
 

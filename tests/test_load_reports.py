@@ -226,8 +226,8 @@ def test_llm_spills_to_the_keys_warm_second_owner_before_a_cold_one():
     h = hash_key("prompt")
     first, second, third, _ = owner_order(c.picker, h)
     report(first, clock, waiting=9.0)  # saturated
-    report(second, clock, waiting=3.0)  # busy, not saturated, and warm for the prefix
-    report(third, clock, waiting=0.0)  # idle, but cold for it
+    report(second, clock, waiting=2.0)  # busy, not saturated, and warm for the prefix
+    report(third, clock, waiting=0.0)  # idle, but cold for it: its step is 8, the second's 1
     assert c.pick(h) is second
     report(second, clock, waiting=9.0)
     assert c.pick(h) is third  # past both warm owners: the next one in the key's order
@@ -401,6 +401,67 @@ def test_llm_keeps_a_key_on_its_first_owner_unless_the_second_is_less_loaded_by_
     one = cluster_of("llm", n=4, clock=clock, load_affinity_choices=1)
     report(one.hosts[0], clock, waiting=1.0)
     assert one.pick(h) is owner_order(one.picker, h)[0]  # the first unsaturated owner, however loaded
+
+
+def test_llm_moves_a_key_past_its_two_busy_warm_owners_to_an_idle_one():
+    clock = ManualClock()
+    c = cluster_of("llm", n=4, clock=clock, load_queue_threshold=20)  # nobody saturated here
+    h = hash_key("prompt")
+    first, second, third, fourth = owner_order(c.picker, h)
+    report(first, clock, waiting=8.0)
+    report(second, clock, waiting=7.0)
+    report(third, clock, waiting=0.0)  # idle but cold: costs its step, 8
+    report(fourth, clock, waiting=0.0)  # step 15
+    assert c.pick(h) is first  # 8 is not more than the third's 8: stay warm
+    report(first, clock, waiting=10.0)
+    report(second, clock, waiting=9.0)  # 10 and 9 + 1: queueing on both warm owners
+    assert c.pick(h) is third
+    report(first, clock, waiting=16.0)
+    report(second, clock, waiting=16.0)
+    report(third, clock, waiting=7.0)  # 7 + 8 = 15 = the fourth's step: the earlier owner
+    assert c.pick(h) is third
+    report(third, clock, waiting=7.5)
+    assert c.pick(h) is fourth
+
+
+def test_llm_a_slower_host_with_equal_in_flight_loses_the_comparison():
+    clock = ManualClock()
+    c = cluster_of("llm", n=4, clock=clock)
+    h = hash_key("prompt")
+    first, second, third, fourth = owner_order(c.picker, h)
+    for host, took in ((first, 2.0), (second, 1.0), (third, 1.0), (fourth, 1.0)):
+        host.start()
+        host.done(took, "success")  # each host's pace: the first's requests take twice as long
+    assert (first.pace, second.pace) == (2.0, 1.0)
+    for host in (first, second):
+        host.start()
+        host.start()
+    assert c.pick(h) is second  # 2 in flight each: 2 x 2 against 2 + 1
+    second.start()
+    assert c.pick(h) is first  # 4 against 3 + 1: ties go to the earlier owner
+    plain = cluster_of("least_loaded", n=4, clock=clock, load_affinity_choices=2)
+    a, b, _, _ = owner_order(plain.picker, h)
+    a.start()
+    a.done(2.0, "success")
+    for host in (a, a, b, b):
+        host.start()
+    assert plain.pick(h) is a  # least_loaded does not weigh paces: 2 against 2 + 1
+
+
+def test_host_pace_averages_whole_attempts_streams_included():
+    from meshlib.core.host import PACE_WEIGHT, Host, _Timed
+
+    host = Host(Endpoint("10.0.0.1", 80))
+    assert host.pace == 0.0
+    host.start()
+    host.attempt_ended(_Timed(10.0, 10.1, Outcome.SUCCESS, 12.0))  # headers after 0.1 s, the stream over after 2 s
+    assert host.pace == 2.0 and host.ewma() == pytest.approx(0.1)
+    host.start()
+    host.attempt_ended(_Timed(20.0, 20.1, Outcome.SUCCESS, 21.0))
+    assert host.pace == pytest.approx(2.0 + PACE_WEIGHT * (1.0 - 2.0))
+    host.start()
+    host.attempt_ended(_Timed(30.0, 30.1, Outcome.TIMEOUT, 39.0))  # failures do not count
+    assert host.pace == pytest.approx(1.8)
 
 
 # -- HTTP clients ask for the report and read it (a real server on 127.0.0.1) ---------

@@ -1,22 +1,42 @@
-"""Prefix affinity with bounded load: a key keeps to its owner until the owner
-is saturated, then goes to the key's next owner, not to a random host.
+"""Prefix affinity with bounded load: a key keeps to its owners, in the key's
+own order, and goes one owner further along only when that is worth it.
 
 A call with a hash key (the prompt's prefix, from ``hash_header`` or
 ``meshlib.hash_key``) walks its key's owners in a fixed order: for
 ``ring_hash`` (and ``least_loaded``/``llm``, which keep a ring for this) the
 distinct hosts met walking the ring clockwise from the key, as Envoy's bounded
 load does; for ``maglev`` the owners of the key rehashed with seeds 1, 2, ...
-With ``load_affinity_choices`` 2 (``llm``'s default) a call goes to the key's
-first owner unless its second is less loaded by more than ``AFFINITY_MARGIN``
-(both unsaturated), to the other one when one of them is saturated, and only
-past both to the next unsaturated owner: a hot prefix is cached on two hosts
-and shared, a quiet one stays on its first, and a spill stays on a warm host
-while one is left. A host is passed over when it is saturated (``balancing.load.saturated``): its
+A host is passed over when it is saturated (``balancing.load.saturated``): its
 fresh report shows a queue above ``load_queue_threshold`` or KV use above
 ``load_kv_threshold``, or it holds more than ``hash_balance_factor`` / 100 x the
-mean in-flight count (Envoy's ``hash_balance_factor``). Since the spill order
-is fixed per key, the second owner of a hot prefix caches it too and stays
-warm for it. When every owner is saturated: the least loaded host
+mean in-flight count (Envoy's ``hash_balance_factor``).
+
+With ``load_affinity_choices`` 1 a call goes to the key's first unsaturated
+owner. With N > 1 (``load_affinity_choices`` 2; ``llm``, when it is left at
+0: every host) the key's first N unsaturated owners are candidates and the
+call goes to the one of lowest::
+
+    cost = score x slowness + step(rank)
+
+``score`` is the policy's load score (``least_loaded``'s: about one per request
+queued or in flight); ``rank`` the owner's place in the key's order (0: its
+first owner; saturated ones keep their place); ``step`` 0 for the first owner,
+``AFFINITY_MARGIN`` (1) for the second, and ``AFFINITY_MARGIN +
+AFFINITY_COLD`` (7) more for each owner past those two (8, 15, ...), as those
+are not expected to have the prefix cached (ties: the earlier owner). So a
+quiet prefix stays on its first owner, a hot one is shared by its first two,
+each warm for it, and a key moves on to an idle third owner, rather than
+queue, only once its first owner scores above 8 and its second above 7 (both
+queueing, not merely busy).
+``slowness`` (``llm`` only; 1 elsewhere) is the host's ``pace`` (the average
+whole time of its recent successful attempts, streams until their end) over
+the fastest pace among the hosts: a request held by a replica half as fast
+counts twice, so at equal counts the slower replica loses the comparison and
+takes fewer requests; a host without a pace yet counts as the fastest. No
+cost is below its step, so the walk ends at the first owner whose step alone
+reaches the best cost so far (at once, behind an idle first owner). Since the
+order is fixed per key, the owners that take a hot prefix's spill cache it
+and stay warm for it. When every owner is saturated: the least loaded host
 (``load_saturation=spill``) or ``EndpointsSaturatedError`` (``fail``, and
 ``wait``, whose queue, ``health.load.queue``, catches it and waits). Calls
 without a key go to the fallback's pick; with ``fail`` or ``wait``, never to
@@ -38,11 +58,16 @@ from .load import LoadSettings, cap_of, fresh_report, saturated
 
 __all__ = ["AffinityPicker", "ring_owners", "maglev_owners", "Score"]
 
-#: With two owners per key, the second takes a call only when its score is
-#: lower than the first's by more than this (about one request's worth), so
-#: a lightly loaded key stays on its first owner and its second warms up only
-#: when the first is busy.
+#: What each step along a key's owners costs, in score units (about one
+#: request): the second owner takes a call only when its score is lower than
+#: the first's by more than this, so a lightly loaded key stays on its first
+#: owner and its second warms up only when the first is busy.
 AFFINITY_MARGIN = 1.0
+#: What each step past a key's second owner costs on top of the margin: the
+#: owners past the first two are not expected to have the prefix cached, and a
+#: move there costs a cold prefill and a cached prefix evicted there, so it
+#: pays only when both warm owners are queueing (a score of about 8).
+AFFINITY_COLD = 6.0
 #: ``score(host, now) -> float``: lower is less loaded.
 Score = Callable[[Host, float], float]
 #: ``owners(hash) -> hosts in the key's preference order``.
@@ -92,12 +117,17 @@ def maglev_owners(table: Sequence[Host], hosts: Sequence[Host]) -> Owners:
 
 class AffinityPicker:
     """Wraps a policy's picker: keyed calls go to their first unsaturated owner
-    (or the less loaded of the first two, ``affinity_choices`` 2); calls without
-    a key go to ``fallback`` (passed over when saturated, unless ``spill``)."""
+    (``affinity_choices`` 1) or to the lowest ``score x slowness + step(rank)``
+    of their first ``affinity_choices`` unsaturated owners (``paced``: slowness
+    from the hosts' paces, else 1); calls without a key go to ``fallback``
+    (passed over when saturated, unless ``spill``)."""
 
-    __slots__ = ("_owners", "_hosts", "_s", "_now", "_fallback", "_score", "_service", "_factor", "_lists", "_tick", "_every", "_cap", "_margin")
+    __slots__ = ("_owners", "_hosts", "_s", "_now", "_fallback", "_score", "_service", "_factor", "_lists", "_tick", "_every", "_cap", "_margin", "_paced", "_fastest")
 
-    def __init__(self, service: str, hosts: Sequence[Host], owners: Owners, fallback: Picker, settings: LoadSettings, clock: Clock, score: Score) -> None:
+    def __init__(
+        self, service: str, hosts: Sequence[Host], owners: Owners, fallback: Picker, settings: LoadSettings, clock: Clock, score: Score,
+        paced: bool = False,
+    ) -> None:  # fmt: skip
         self._service = service
         self._hosts = tuple(hosts)
         self._owners = owners
@@ -114,6 +144,8 @@ class AffinityPicker:
         self._every = max(1, len(self._hosts) // 64)
         self._cap = 1.0
         self._margin = AFFINITY_MARGIN
+        self._paced = paced
+        self._fastest = 0.0
 
     def pick(self, hash_value: int | None) -> Host:
         if hash_value is None:
@@ -125,23 +157,45 @@ class AffinityPicker:
         now = self._now()
         cap = math.inf
         capped = False
-        first = None
-        two = s.affinity_choices == 2
+        choices = s.affinity_choices
+        margin = self._margin
+        score = self._score
+        fastest = self._pace_floor() if self._paced and choices > 1 else 0.0
+        best = None
+        best_cost = math.inf
+        compared = 0
         for rank, host in enumerate(self._owners(hash_value)):
+            step = rank * margin + (rank - 1) * AFFINITY_COLD if rank > 1 else rank * margin
+            if step >= best_cost:
+                break  # costs are never below their step: no owner further along can cost less
             if not capped and host.inflight and self._factor > 0:
                 cap = self._bound()
                 capped = True
-            if not saturated(host, fresh_report(host, now, s.max_age), s, cap):
-                if not two or rank > 0 and first is None:
-                    return host  # (a warm second owner, when the first is saturated)
-                if first is None:
-                    first = host
-                    continue
-                # The key's first two owners are unsaturated: the second only when less loaded by more than the margin.
-                return host if self._score(host, now) + self._margin < self._score(first, now) else first
-            if first is not None:
-                return first  # the second owner is saturated: the first, warm and unsaturated
-        return self._all_saturated(now)
+            if saturated(host, fresh_report(host, now, s.max_age), s, cap):
+                continue
+            if choices == 1:
+                return host  # the first unsaturated owner
+            cost = score(host, now)
+            if fastest > 0.0 and host.pace > fastest:
+                cost *= host.pace / fastest  # a slower host's requests count for more
+            cost += step
+            if cost < best_cost:
+                best = host
+                best_cost = cost
+            compared += 1
+            if compared == choices:
+                break
+        if best is None:
+            return self._all_saturated(now)
+        return best
+
+    def _pace_floor(self) -> float:
+        """The fastest pace among the hosts that have one (0.0: none yet):
+        exact for up to 64 hosts, refreshed every hosts/64 picks above that."""
+        if self._tick() % self._every == 0 or self._fastest == 0.0:
+            paces = [h.pace for h in self._hosts if h.pace > 0.0]
+            self._fastest = min(paces) if paces else 0.0
+        return self._fastest
 
     def _bound(self) -> float:
         if self._tick() % self._every == 0:

@@ -40,6 +40,8 @@ class Host(Protocol):
     ewma_state: tuple[float, float]
     decay: float
     default_rtt: float
+    #: Average whole time of a successful attempt, streams included (0.0: none yet).
+    pace: float
 
     def ewma(self, now: float | None = None) -> float:
         """The host's peak-EWMA latency in seconds, decayed to ``now``."""

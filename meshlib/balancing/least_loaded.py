@@ -16,11 +16,17 @@ count alone, which is what ``least_request`` does.
 A call with a hash key (``hash_header``, ``meshlib.hash_key``) keeps to the
 key's owner on a consistent-hash ring until the owner is saturated, then
 spills to the key's next owner (``balancing.affinity``). ``llm`` is
-``least_loaded`` with that bounded load at ``hash_balance_factor`` 150 and
-two owners per key (``load_affinity_choices`` 2: the first, or the second
-when it is less loaded by more than ``affinity.AFFINITY_MARGIN`` or the first
-is saturated) when those are left at 0, and with load reports from response
-headers and ``/metrics`` (``load_reports=auto``).
+``least_loaded`` with that bounded load at ``hash_balance_factor`` 150 and,
+when ``load_affinity_choices`` is left at 0, every owner of the key a
+candidate: the call goes to the lowest ``score x slowness + step``, the step
+being 0 for the key's first owner, ``affinity.AFFINITY_MARGIN`` (1) for its
+second, 8 for its third, 15 for its fourth, ... (the owners past the first
+two pay ``affinity.AFFINITY_COLD``, 6, more per step, being cold for the
+prefix), and
+the slowness a host's ``pace`` (average whole time of its recent successful
+attempts) over the fastest host's, so a replica half as fast counts each
+request it holds twice. Load reports come from response headers and
+``/metrics`` (``load_reports=auto``).
 """
 
 from __future__ import annotations
@@ -39,9 +45,10 @@ from .settings import LbSettings
 __all__ = ["LeastLoadedPicker", "build", "build_llm"]
 
 #: ``llm``'s bounded load when ``hash_balance_factor`` is 0, and its owners
-#: compared per keyed call when ``load_affinity_choices`` is 0.
+#: compared per keyed call when ``load_affinity_choices`` is 0 (every host: the
+#: walk over a key's owners stops once their steps outgrow the best cost).
 LLM_BALANCE_FACTOR = 150
-LLM_AFFINITY_CHOICES = 2
+LLM_AFFINITY_CHOICES = 1 << 30
 
 
 class LeastLoadedPicker:
@@ -69,13 +76,13 @@ class LeastLoadedPicker:
         return b if score(b, now) < score(a, now) else a
 
 
-def _build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock, s: LoadSettings):  # type: ignore[no-untyped-def]
+def _build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock, s: LoadSettings, paced: bool = False):  # type: ignore[no-untyped-def]
     plain = LeastLoadedPicker(hosts, rng, clock, s)
     if len(hosts) == 1 and s.saturation == "spill":
         return plain
     hashes, idx = build_ring([h.endpoint.address for h in hosts], [h.endpoint.weight for h in hosts], cfg.ring_hash_min_size, cfg.ring_hash_max_size)
     owners = ring_owners(hashes, [hosts[i] for i in idx], len(hosts))
-    return AffinityPicker(cfg.name, hosts, owners, plain, s, clock, scorer(s))
+    return AffinityPicker(cfg.name, hosts, owners, plain, s, clock, scorer(s), paced)
 
 
 def build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock):  # type: ignore[no-untyped-def]
@@ -86,4 +93,4 @@ def build_llm(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock:
     s = load_settings(cfg)
     factor = s.balance_factor if s.balance_factor > 0 else LLM_BALANCE_FACTOR / 100.0
     choices = cfg.load_affinity_choices or LLM_AFFINITY_CHOICES
-    return _build(hosts, cfg, rng, clock, replace(s, balance_factor=factor, affinity_choices=choices))
+    return _build(hosts, cfg, rng, clock, replace(s, balance_factor=factor, affinity_choices=choices), paced=True)

@@ -29,7 +29,7 @@ from ..outcome import Outcome
 if TYPE_CHECKING:
     from ..outcome import AttemptRecord
 
-__all__ = ["Host"]
+__all__ = ["Host", "PACE_WEIGHT"]
 
 
 class _Timed(NamedTuple):
@@ -38,6 +38,7 @@ class _Timed(NamedTuple):
     started: float
     first_byte: float
     outcome: str
+    ended: float
 
 def _position(counter: Callable[[], int]) -> int:
     """How many times a bound ``itertools.count().__next__`` has been called
@@ -45,6 +46,8 @@ def _position(counter: Callable[[], int]) -> int:
     return int(repr(counter.__self__)[6:-1])  # type: ignore[attr-defined]
 
 
+#: Weight of each new attempt in ``Host.pace`` (an average over about the last 5).
+PACE_WEIGHT = 0.2
 _FAILURES_LOCK = threading.Lock()
 _exp = math.exp
 _SUCCESS = Outcome.SUCCESS
@@ -70,6 +73,7 @@ class Host:
         "_penalty",
         "_now",
         "load",
+        "pace",
     )
 
     def __init__(
@@ -104,6 +108,10 @@ class Host:
         self._penalty = failure_penalty
         #: The endpoint's latest load report (``balancing.load.LoadReport``), or None.
         self.load: object = None
+        #: Average whole time of a successful attempt (a stream until its end), in
+        #: seconds, each new one weighing ``PACE_WEIGHT`` (0.0 = none yet): how
+        #: long this endpoint holds a request (``llm`` compares endpoints' paces).
+        self.pace = 0.0
 
     # -- feedback (one call per attempt, start and done) ----------------------
 
@@ -115,13 +123,14 @@ class Host:
     def done(self, latency: float, outcome: str) -> None:
         """Record one finished attempt: its latency in seconds (time to the
         answer's first byte) and its :class:`~meshlib.outcome.Outcome`."""
-        self.attempt_ended(_Timed(0.0, latency, outcome))
+        self.attempt_ended(_Timed(0.0, latency, outcome, latency))
 
     def attempt_ended(self, record: "AttemptRecord | _Timed") -> None:
         """The load metric, as an observer of one finished attempt (the
         cluster calls ``Host.attempt_ended(host, record)``): the attempt
         leaves the in-flight count, its outcome is counted, and its time to
-        first byte (a stream's whole duration does not count) feeds the EWMA."""
+        first byte (a stream's whole duration does not count) feeds the EWMA;
+        a success's whole time (a stream's included) feeds ``pace``."""
         try:
             self.inflight.pop()
         except IndexError:  # more ends than starts: never below zero
@@ -131,6 +140,9 @@ class Host:
             self._succeeded()
             rtt = record.first_byte - record.started
             self.latency_total += rtt
+            took = record.ended - record.started
+            pace = self.pace
+            self.pace = took if pace == 0.0 else pace + PACE_WEIGHT * (took - pace)
         elif outcome == _CANCELLED:
             return
         else:
