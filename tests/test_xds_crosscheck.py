@@ -247,9 +247,12 @@ def test_least_request_meshlib_agrees_with_envoy_and_grpcio_nacks_it(world) -> N
             call = _call(clients[name])
             before = w.hits()
             with ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda _: call(), range(200)))
+                list(pool.map(lambda _: call(), range(400)))
             after = w.hits()
             fast = after["b"] - before["b"]
-            assert fast / 200 > 0.65, (name, fast)
+            # Both draw two hosts with replacement (Envoy's choice_count 2), so
+            # the slow one still gets about a quarter: 68-81% of 200 calls went
+            # to the fast one in runs of both; a load-blind split gives 50%.
+            assert fast / 400 > 0.60, (name, fast)
     finally:
         w.up["a"].behaviour.delay = 0.0
