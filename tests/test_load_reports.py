@@ -448,6 +448,19 @@ def test_llm_a_slower_host_with_equal_in_flight_loses_the_comparison():
     assert plain.pick(h) is a  # least_loaded does not weigh paces: 2 against 2 + 1
 
 
+def test_llm_with_many_hosts_keeps_a_key_on_its_owner_at_average_load():
+    """Above 64 hosts the bounded-load cap is recounted every hosts/64 busy picks;
+    with every host at the mean in-flight count, nobody is over the cap, so a
+    key stays on its first owner pick after pick."""
+    clock = ManualClock()
+    c = cluster_of("llm", n=128, clock=clock)
+    h = hash_key("prompt")
+    owner = owner_order(c.picker, h)[0]
+    for host in owner_order(c.picker, h):
+        host.start()
+        host.start()  # 2 in flight everywhere: the cap is ceil(ceil(257 x 1.5) / 128) = 4
+    assert [c.pick(h) for _ in range(6)] == [owner] * 6
+
 def test_host_pace_averages_whole_attempts_streams_included():
     from meshlib.core.host import PACE_WEIGHT, Host, _Timed
 

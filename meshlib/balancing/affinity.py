@@ -30,7 +30,7 @@ queue, only once its first owner scores above 8 and its second above 7 (both
 queueing, not merely busy).
 ``slowness`` (``llm`` only; 1 elsewhere) is the host's ``pace`` (the average
 whole time of its recent successful attempts, streams until their end) over
-the fastest pace among the hosts: a request held by a replica half as fast
+the fastest pace among the hosts (read every ``PACE_REFRESH``, 0.1 s): a request held by a replica half as fast
 counts twice, so at equal counts the slower replica loses the comparison and
 takes fewer requests; a host without a pace yet counts as the fastest. No
 cost is below its step, so the walk ends at the first owner whose step alone
@@ -68,6 +68,9 @@ AFFINITY_MARGIN = 1.0
 #: move there costs a cold prefill and a cached prefix evicted there, so it
 #: pays only when both warm owners are queueing (a score of about 8).
 AFFINITY_COLD = 6.0
+#: How often (clock seconds) ``llm`` reads the fastest pace among the hosts
+#: again: paces are averages over several whole calls and move slowly.
+PACE_REFRESH = 0.1
 #: ``score(host, now) -> float``: lower is less loaded.
 Score = Callable[[Host, float], float]
 #: ``owners(hash) -> hosts in the key's preference order``.
@@ -122,7 +125,7 @@ class AffinityPicker:
     from the hosts' paces, else 1); calls without a key go to ``fallback``
     (passed over when saturated, unless ``spill``)."""
 
-    __slots__ = ("_owners", "_hosts", "_s", "_now", "_fallback", "_score", "_service", "_factor", "_lists", "_tick", "_every", "_cap", "_margin", "_paced", "_fastest")
+    __slots__ = ("_owners", "_hosts", "_s", "_now", "_fallback", "_score", "_service", "_factor", "_lists", "_tick", "_every", "_cap", "_margin", "_paced", "_fastest", "_pace_due")
 
     def __init__(
         self, service: str, hosts: Sequence[Host], owners: Owners, fallback: Picker, settings: LoadSettings, clock: Clock, score: Score,
@@ -146,6 +149,7 @@ class AffinityPicker:
         self._margin = AFFINITY_MARGIN
         self._paced = paced
         self._fastest = 0.0
+        self._pace_due = -math.inf
 
     def pick(self, hash_value: int | None) -> Host:
         if hash_value is None:
@@ -160,7 +164,7 @@ class AffinityPicker:
         choices = s.affinity_choices
         margin = self._margin
         score = self._score
-        fastest = self._pace_floor() if self._paced and choices > 1 else 0.0
+        fastest = self._pace_floor(now) if self._paced and choices > 1 else 0.0
         best = None
         best_cost = math.inf
         compared = 0
@@ -189,12 +193,12 @@ class AffinityPicker:
             return self._all_saturated(now)
         return best
 
-    def _pace_floor(self) -> float:
-        """The fastest pace among the hosts that have one (0.0: none yet):
-        exact for up to 64 hosts, refreshed every hosts/64 picks above that."""
-        if self._tick() % self._every == 0 or self._fastest == 0.0:
-            paces = [h.pace for h in self._hosts if h.pace > 0.0]
-            self._fastest = min(paces) if paces else 0.0
+    def _pace_floor(self, now: float) -> float:
+        """The fastest pace among the hosts that have one (0.0: none yet),
+        read again every ``PACE_REFRESH`` seconds."""
+        if now >= self._pace_due:
+            self._pace_due = now + PACE_REFRESH
+            self._fastest = min((h.pace for h in self._hosts if h.pace > 0.0), default=0.0)
         return self._fastest
 
     def _bound(self) -> float:

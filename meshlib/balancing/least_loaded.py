@@ -44,11 +44,10 @@ from .settings import LbSettings
 
 __all__ = ["LeastLoadedPicker", "build", "build_llm"]
 
-#: ``llm``'s bounded load when ``hash_balance_factor`` is 0, and its owners
-#: compared per keyed call when ``load_affinity_choices`` is 0 (every host: the
+#: ``llm``'s bounded load when ``hash_balance_factor`` is 0. Its owners
+#: compared per keyed call when ``load_affinity_choices`` is 0: every host (the
 #: walk over a key's owners stops once their steps outgrow the best cost).
 LLM_BALANCE_FACTOR = 150
-LLM_AFFINITY_CHOICES = 1 << 30
 
 
 class LeastLoadedPicker:
@@ -92,5 +91,5 @@ def build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clo
 def build_llm(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock):  # type: ignore[no-untyped-def]
     s = load_settings(cfg)
     factor = s.balance_factor if s.balance_factor > 0 else LLM_BALANCE_FACTOR / 100.0
-    choices = cfg.load_affinity_choices or LLM_AFFINITY_CHOICES
+    choices = cfg.load_affinity_choices or max(len(hosts), 1)
     return _build(hosts, cfg, rng, clock, replace(s, balance_factor=factor, affinity_choices=choices), paced=True)
