@@ -220,17 +220,73 @@ def test_when_every_endpoint_is_saturated_spill_or_fail_fast():
         fail.pick(h)
 
 
+def warm(c, clock, h, host):
+    """Send key ``h`` to ``host`` once (every other owner saturated for a
+    moment), so ``llm`` remembers ``host`` as warm for it; the reports that
+    did it are stale afterwards."""
+    for other in owner_order(c.picker, h):
+        if other is not host:
+            report(other, clock, waiting=99.0)
+    assert c.pick(h) is host
+    clock.advance(c.picker._s.max_age + 0.001)
+
+
 def test_llm_spills_to_the_keys_warm_second_owner_before_a_cold_one():
     clock = ManualClock()
     c = cluster_of("llm", n=4, clock=clock)
     h = hash_key("prompt")
     first, second, third, _ = owner_order(c.picker, h)
     report(first, clock, waiting=9.0)  # saturated
-    report(second, clock, waiting=2.0)  # busy, not saturated, and warm for the prefix
-    report(third, clock, waiting=0.0)  # idle, but cold for it: its step is 8, the second's 1
+    report(second, clock, waiting=0.0)  # both cold for the key: 0 + 1 + 6 against 0 + 2 + 6
+    report(third, clock, waiting=0.0)
+    assert c.pick(h) is second  # and now the second is warm for it
+    report(second, clock, waiting=2.0)  # busy: 2 + 1 against the idle third's 8
     assert c.pick(h) is second
     report(second, clock, waiting=9.0)
-    assert c.pick(h) is third  # past both warm owners: the next one in the key's order
+    assert c.pick(h) is third  # past both: the next one in the key's order
+
+
+def test_llm_keeps_a_rare_key_on_its_busy_first_owner_rather_than_reach_a_cold_one():
+    """A key this client never sent past its first owner stays there while
+    that owner is busy but not queueing: each other owner would have to
+    prefill the prefix cold, which costs about seven requests' worth."""
+    clock = ManualClock()
+    c = cluster_of("llm", n=4, clock=clock, load_queue_threshold=20)
+    h = hash_key("rare prompt")
+    first, second, third, fourth = owner_order(c.picker, h)
+    for host in (second, third, fourth):
+        report(host, clock, waiting=0.0)
+    report(first, clock, waiting=6.0)  # 6 against the idle second's 0 + 1 + 6
+    assert c.pick(h) is first
+    report(first, clock, waiting=7.5)
+    assert c.pick(h) is second  # queueing now: worth the cold prefill
+    report(first, clock, waiting=3.0)
+    report(second, clock, waiting=1.0)  # warm now: 1 + 1 against 3
+    assert c.pick(h) is second
+
+
+def test_llm_forgets_a_warm_owner_after_a_minute_and_past_the_latest_keys(monkeypatch):
+    from meshlib.balancing import affinity
+
+    clock = ManualClock()
+    c = cluster_of("llm", n=4, clock=clock)
+    h = hash_key("prompt")
+    first, second, _, _ = owner_order(c.picker, h)
+    warm(c, clock, h, second)
+    report(first, clock, waiting=2.0)
+    report(second, clock, waiting=0.0)
+    assert c.pick(h) is second  # warm: 0 + 1 against 2
+    clock.advance(affinity.AFFINITY_WARM_FOR + 1)
+    report(first, clock, waiting=2.0)
+    report(second, clock, waiting=0.0)
+    assert c.pick(h) is first  # cold again: 0 + 1 + 6 against 2
+    monkeypatch.setattr(affinity, "AFFINITY_WARM_KEYS", 3)
+    warm(c, clock, h, second)
+    for other in ("a", "b", "c"):  # three more keys: the first one is forgotten
+        c.pick(hash_key(other))
+    report(first, clock, waiting=2.0)
+    report(second, clock, waiting=0.0)
+    assert c.pick(h) is first
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -385,11 +441,12 @@ def test_llm_policy_polls_metrics_and_reads_headers_of_the_simulator():
         fleet.close()
 
 
-def test_llm_keeps_a_key_on_its_first_owner_unless_the_second_is_less_loaded_by_more_than_one_request():
+def test_llm_keeps_a_key_on_its_first_owner_unless_a_warm_second_is_less_loaded_by_more_than_one_request():
     clock = ManualClock()
     c = cluster_of("llm", n=4, clock=clock)
     h = hash_key("prompt")
     first, second, third, _ = owner_order(c.picker, h)
+    warm(c, clock, h, second)
     report(first, clock, waiting=2.0)  # busier, not saturated
     report(second, clock, waiting=1.0)  # less loaded by exactly one request: not enough
     report(third, clock, waiting=0.0)  # idle, but cold for this prefix
@@ -408,17 +465,18 @@ def test_llm_moves_a_key_past_its_two_busy_warm_owners_to_an_idle_one():
     c = cluster_of("llm", n=4, clock=clock, load_queue_threshold=20)  # nobody saturated here
     h = hash_key("prompt")
     first, second, third, fourth = owner_order(c.picker, h)
+    warm(c, clock, h, second)
     report(first, clock, waiting=8.0)
     report(second, clock, waiting=7.0)
-    report(third, clock, waiting=0.0)  # idle but cold: costs its step, 8
-    report(fourth, clock, waiting=0.0)  # step 15
+    report(third, clock, waiting=0.0)  # idle but cold: 0 + 2 + 6
+    report(fourth, clock, waiting=0.0)  # 0 + 3 + 6
     assert c.pick(h) is first  # 8 is not more than the third's 8: stay warm
     report(first, clock, waiting=10.0)
     report(second, clock, waiting=9.0)  # 10 and 9 + 1: queueing on both warm owners
-    assert c.pick(h) is third
+    assert c.pick(h) is third  # which is warm for the key from now on
     report(first, clock, waiting=16.0)
     report(second, clock, waiting=16.0)
-    report(third, clock, waiting=7.0)  # 7 + 8 = 15 = the fourth's step: the earlier owner
+    report(third, clock, waiting=7.0)  # 7 + 2 = 9 = the cold fourth's: the earlier owner
     assert c.pick(h) is third
     report(third, clock, waiting=7.5)
     assert c.pick(h) is fourth
@@ -433,6 +491,7 @@ def test_llm_a_slower_host_with_equal_in_flight_loses_the_comparison():
         host.start()
         host.done(took, "success")  # each host's pace: the first's requests take twice as long
     assert (first.pace, second.pace) == (2.0, 1.0)
+    warm(c, clock, h, second)
     for host in (first, second):
         host.start()
         host.start()

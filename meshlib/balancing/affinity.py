@@ -16,27 +16,35 @@ owner. With N > 1 (``load_affinity_choices`` 2; ``llm``, when it is left at
 0: every host) the key's first N unsaturated owners are candidates and the
 call goes to the one of lowest::
 
-    cost = score x slowness + step(rank)
+    cost = score x slowness + rank x AFFINITY_MARGIN + (0 if warm else AFFINITY_COLD)
 
 ``score`` is the policy's load score (``least_loaded``'s: about one per request
 queued or in flight); ``rank`` the owner's place in the key's order (0: its
-first owner; saturated ones keep their place); ``step`` 0 for the first owner,
-``AFFINITY_MARGIN`` (1) for the second, and ``AFFINITY_MARGIN +
-AFFINITY_COLD`` (7) more for each owner past those two (8, 15, ...), as those
-are not expected to have the prefix cached (ties: the earlier owner). So a
-quiet prefix stays on its first owner, a hot one is shared by its first two,
-each warm for it, and a key moves on to an idle third owner, rather than
-queue, only once its first owner scores above 8 and its second above 7 (both
-queueing, not merely busy).
+first owner; saturated ones keep their place); ``AFFINITY_MARGIN`` is 1 and
+``AFFINITY_COLD`` 6 (ties: the earlier owner). An owner is warm for the key
+(expected to have its prefix cached) when it is the key's first owner or,
+with ``load_affinity_choices`` 2, its second: every client sends the key
+there (each owner past those two pays ``AFFINITY_COLD`` once more per rank:
+costs 8, 15, ... when idle). ``llm`` keeps track instead: past the first owner, an owner is warm
+when this client sent the key there in the last ``AFFINITY_WARM_FOR``
+seconds (60; the latest ``AFFINITY_WARM_KEYS`` keys, 4,096, are
+remembered). So a quiet prefix stays on its first owner, and a key moves to
+an owner it never used, rather than queue, only when that saves about seven
+requests' worth of score; once it has, that owner is warm for it and a
+request's worth is enough: a hot prefix is shared by the owners it warmed,
+and a rare one is not spread over owners it would reach cold.
 ``slowness`` (``llm`` only; 1 elsewhere) is the host's ``pace`` (the average
 whole time of its recent successful attempts, streams until their end) over
 the fastest pace among the hosts (read every ``PACE_REFRESH``, 0.1 s): a request held by a replica half as fast
 counts twice, so at equal counts the slower replica loses the comparison and
 takes fewer requests; a host without a pace yet counts as the fastest. No
-cost is below its step, so the walk ends at the first owner whose step alone
-reaches the best cost so far (at once, behind an idle first owner). Since the
+cost is below ``rank x AFFINITY_MARGIN``, so the walk ends at the first owner
+whose rank alone reaches the best cost so far (at once, behind an idle first
+owner). Since the
 order is fixed per key, the owners that take a hot prefix's spill cache it
-and stay warm for it. When every owner is saturated: the least loaded host
+and stay warm for it. ``llm``'s notes of where it sent each key belong to the
+picker: a change of the service's endpoints (a new picker) starts them
+afresh, with only each key's first owner warm. When every owner is saturated: the least loaded host
 (``load_saturation=spill``) or ``EndpointsSaturatedError`` (``fail``, and
 ``wait``, whose queue, ``health.load.queue``, catches it and waits). Calls
 without a key go to the fallback's pick; with ``fail`` or ``wait``, never to
@@ -63,11 +71,15 @@ __all__ = ["AffinityPicker", "ring_owners", "maglev_owners", "Score"]
 #: the first's by more than this, so a lightly loaded key stays on its first
 #: owner and its second warms up only when the first is busy.
 AFFINITY_MARGIN = 1.0
-#: What each step past a key's second owner costs on top of the margin: the
-#: owners past the first two are not expected to have the prefix cached, and a
-#: move there costs a cold prefill and a cached prefix evicted there, so it
-#: pays only when both warm owners are queueing (a score of about 8).
+#: What an owner cold for the key costs on top of its rank's margin: a move
+#: there costs a cold prefill and a cached prefix evicted there, so it pays
+#: only when the warm owners are queueing.
 AFFINITY_COLD = 6.0
+#: ``llm``: an owner is warm for a key this long (clock seconds) after this
+#: client last sent the key there ...
+AFFINITY_WARM_FOR = 60.0
+#: ... for the latest this many keys (least recently sent forgotten first).
+AFFINITY_WARM_KEYS = 4096
 #: How often (clock seconds) ``llm`` reads the fastest pace among the hosts
 #: again: paces are averages over several whole calls and move slowly.
 PACE_REFRESH = 0.1
@@ -120,16 +132,18 @@ def maglev_owners(table: Sequence[Host], hosts: Sequence[Host]) -> Owners:
 
 class AffinityPicker:
     """Wraps a policy's picker: keyed calls go to their first unsaturated owner
-    (``affinity_choices`` 1) or to the lowest ``score x slowness + step(rank)``
-    of their first ``affinity_choices`` unsaturated owners (``paced``: slowness
-    from the hosts' paces, else 1); calls without a key go to ``fallback``
-    (passed over when saturated, unless ``spill``)."""
+    (``affinity_choices`` 1) or to the lowest ``score x slowness + rank x
+    margin + (0 if warm else cold)`` of their first ``affinity_choices``
+    unsaturated owners (``llm``: slowness from the hosts' paces, warmth from
+    where this picker sent the key; else slowness 1 and the first two owners
+    warm); calls without a key go to ``fallback`` (passed over when
+    saturated, unless ``spill``)."""
 
-    __slots__ = ("_owners", "_hosts", "_s", "_now", "_fallback", "_score", "_service", "_factor", "_lists", "_tick", "_every", "_cap", "_margin", "_paced", "_fastest", "_pace_due")
+    __slots__ = ("_owners", "_hosts", "_s", "_now", "_fallback", "_score", "_service", "_factor", "_lists", "_tick", "_every", "_cap", "_margin", "_llm", "_fastest", "_pace_due", "_sent")
 
     def __init__(
         self, service: str, hosts: Sequence[Host], owners: Owners, fallback: Picker, settings: LoadSettings, clock: Clock, score: Score,
-        paced: bool = False,
+        llm: bool = False,
     ) -> None:  # fmt: skip
         self._service = service
         self._hosts = tuple(hosts)
@@ -147,9 +161,12 @@ class AffinityPicker:
         self._every = max(1, len(self._hosts) // 64)
         self._cap = 1.0
         self._margin = AFFINITY_MARGIN
-        self._paced = paced
+        self._llm = llm
         self._fastest = 0.0
         self._pace_due = -math.inf
+        #: ``llm``: key -> {id(host): when this picker last sent the key there},
+        #: least recently sent keys first.
+        self._sent: dict[int, dict[int, float]] = {}
 
     def pick(self, hash_value: int | None) -> Host:
         if hash_value is None:
@@ -164,14 +181,16 @@ class AffinityPicker:
         choices = s.affinity_choices
         margin = self._margin
         score = self._score
-        fastest = self._pace_floor(now) if self._paced and choices > 1 else 0.0
+        llm = self._llm and choices > 1
+        fastest = self._pace_floor(now) if llm else 0.0
+        sent = self._sent.pop(hash_value, None) if llm else None
         best = None
         best_cost = math.inf
         compared = 0
         for rank, host in enumerate(self._owners(hash_value)):
-            step = rank * margin + (rank - 1) * AFFINITY_COLD if rank > 1 else rank * margin
-            if step >= best_cost:
-                break  # costs are never below their step: no owner further along can cost less
+            floor = rank * margin
+            if floor >= best_cost:
+                break  # no cost is below its rank's margin: no owner further along can cost less
             if not capped and host.inflight and self._factor > 0:
                 cap = self._bound()
                 capped = True
@@ -182,16 +201,39 @@ class AffinityPicker:
             cost = score(host, now)
             if fastest > 0.0 and host.pace > fastest:
                 cost *= host.pace / fastest  # a slower host's requests count for more
-            cost += step
+            if llm:
+                if rank and (sent is None or now - sent.get(id(host), -math.inf) > AFFINITY_WARM_FOR):
+                    cost += AFFINITY_COLD
+            elif rank > 1:
+                cost += (rank - 1) * AFFINITY_COLD  # each owner past the two warm ones colder
+            cost += floor
             if cost < best_cost:
                 best = host
                 best_cost = cost
             compared += 1
             if compared == choices:
                 break
+        if llm:
+            self._remember(hash_value, sent, best, now)
         if best is None:
             return self._all_saturated(now)
         return best
+
+    def _remember(self, hash_value: int, sent: dict[int, float] | None, host: Host | None, now: float) -> None:
+        """Note that the key goes to ``host`` now; the key becomes the most
+        recently sent one (it was taken out of ``_sent`` by the pick). Picks
+        of one key in two threads at once may keep only one's note: warmth is
+        an estimate, and a pick never fails on it."""
+        if sent is None:
+            sent = {}
+            if len(self._sent) >= AFFINITY_WARM_KEYS:
+                try:
+                    del self._sent[next(iter(self._sent))]
+                except (KeyError, RuntimeError, StopIteration):
+                    pass  # another thread changed it at the same moment: the bound holds within a key or two
+        if host is not None:
+            sent[id(host)] = now
+        self._sent[hash_value] = sent
 
     def _pace_floor(self, now: float) -> float:
         """The fastest pace among the hosts that have one (0.0: none yet),

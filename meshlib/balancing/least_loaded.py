@@ -18,13 +18,13 @@ key's owner on a consistent-hash ring until the owner is saturated, then
 spills to the key's next owner (``balancing.affinity``). ``llm`` is
 ``least_loaded`` with that bounded load at ``hash_balance_factor`` 150 and,
 when ``load_affinity_choices`` is left at 0, every owner of the key a
-candidate: the call goes to the lowest ``score x slowness + step``, the step
-being 0 for the key's first owner, ``affinity.AFFINITY_MARGIN`` (1) for its
-second, 8 for its third, 15 for its fourth, ... (the owners past the first
-two pay ``affinity.AFFINITY_COLD``, 6, more per step, being cold for the
-prefix), and
-the slowness a host's ``pace`` (average whole time of its recent successful
-attempts) over the fastest host's, so a replica half as fast counts each
+candidate: the call goes to the lowest ``score x slowness + rank +
+cold``, ``rank`` being the owner's place in the key's order
+(``affinity.AFFINITY_MARGIN``, 1, per place), ``cold``
+``affinity.AFFINITY_COLD`` (6) for an owner past the first that this client
+has not sent the key to in the last minute (it would prefill the prefix
+cold), and the slowness a host's ``pace`` (average whole time of its recent
+successful attempts) over the fastest host's, so a replica half as fast counts each
 request it holds twice. Load reports come from response headers and
 ``/metrics`` (``load_reports=auto``).
 """
@@ -75,13 +75,13 @@ class LeastLoadedPicker:
         return b if score(b, now) < score(a, now) else a
 
 
-def _build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock, s: LoadSettings, paced: bool = False):  # type: ignore[no-untyped-def]
+def _build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock, s: LoadSettings, llm: bool = False):  # type: ignore[no-untyped-def]
     plain = LeastLoadedPicker(hosts, rng, clock, s)
     if len(hosts) == 1 and s.saturation == "spill":
         return plain
     hashes, idx = build_ring([h.endpoint.address for h in hosts], [h.endpoint.weight for h in hosts], cfg.ring_hash_min_size, cfg.ring_hash_max_size)
     owners = ring_owners(hashes, [hosts[i] for i in idx], len(hosts))
-    return AffinityPicker(cfg.name, hosts, owners, plain, s, clock, scorer(s), paced)
+    return AffinityPicker(cfg.name, hosts, owners, plain, s, clock, scorer(s), llm)
 
 
 def build(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock: Clock):  # type: ignore[no-untyped-def]
@@ -92,4 +92,4 @@ def build_llm(hosts: Sequence[Host], cfg: LbSettings, rng: random.Random, clock:
     s = load_settings(cfg)
     factor = s.balance_factor if s.balance_factor > 0 else LLM_BALANCE_FACTOR / 100.0
     choices = cfg.load_affinity_choices or max(len(hosts), 1)
-    return _build(hosts, cfg, rng, clock, replace(s, balance_factor=factor, affinity_choices=choices), paced=True)
+    return _build(hosts, cfg, rng, clock, replace(s, balance_factor=factor, affinity_choices=choices), llm=True)

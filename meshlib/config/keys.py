@@ -144,7 +144,7 @@ KEYS: dict[str, Key] = {
         Key("load_wait_queue", int_range(1, 100_000), DEFAULT_LB.load_wait_queue, "both", "integer",
             "load_saturation wait: calls that may wait at once; one more fails fast with EndpointsSaturatedError (queue full).", "256"),
         Key("load_affinity_choices", int_range(0, 2), DEFAULT_LB.load_affinity_choices, "both", "integer",
-            "Prefix affinity: 1 sends a key to its first unsaturated owner; 2 to the lower of its first two unsaturated owners' scores, the second's plus 1 (each prefix then warms two endpoints); 0: 1, and for llm every owner, each past the second 7 more.", "1"),
+            "Prefix affinity: 1 sends a key to its first unsaturated owner; 2 to the lower of its first two unsaturated owners' scores, the second's plus 1 (each prefix then warms two endpoints); 0: 1, and for llm every owner, each 1 more per rank and 6 more unless this client sent the key there in the last minute.", "1"),
         Key("orca_oob_interval", duration(allow_zero=False), 1.0, "both", "duration", "load_reports orca_oob: the report interval asked of the server (gRFC A51).", "250ms"),
         Key("wrr_blackout_period", duration(), DEFAULT_LB.wrr_blackout_period, "both", "duration",
             "wrr_orca: an endpoint's weight is used only after it has reported this long (gRFC A58 blackout_period).", "5s",
