@@ -51,15 +51,14 @@ class Endpoint:
     load: Mapping[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
     #: ``host:port``, with IPv6 hosts in brackets (computed once: read per call).
     address: str = field(init=False, repr=False, compare=False, hash=False)
+    #: Identity across snapshots: the same host and port is the same endpoint
+    #: (``(host, port)``, computed once: read per call).
+    key: tuple[str, int] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         object.__setattr__(self, "address", address)
-
-    @property
-    def key(self) -> tuple[str, int]:
-        """Identity across snapshots: the same host and port is the same endpoint."""
-        return (self.host, self.port)
+        object.__setattr__(self, "key", (self.host, self.port))
 
     def __str__(self) -> str:
         return self.address

@@ -61,7 +61,8 @@ def call(cluster: "Cluster", method: str | None = None, url: str | None = None, 
     if isinstance(rpc, bytes):  # grpc.aio's ClientCallDetails.method
         rpc = rpc.decode("utf-8", "replace")
     if not stream and _quiet(owner):
-        return QuietScope(owner, method, port, None if rpc is None else owner.rpc_label(rpc))
+        # owner.rpc_label(rpc), its common case (a method seen before) inline
+        return QuietScope(owner, method, port, rpc if rpc is None or rpc in owner.rpc_names else owner.rpc_label(rpc))
     return CallScope(owner, method, address, port, None if url is None else _url_parts(url)[0], rpc, headers)
 
 

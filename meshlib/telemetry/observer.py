@@ -33,7 +33,8 @@ class ClusterTelemetry:
         self.clock = cluster.clock
         self.metrics = ClusterMetrics(cluster.name, hub.config) if hub.config.metrics else None
         self.updates = 0
-        self._rpc_names: set[str] = set()
+        #: The methods labelled by name so far (see :meth:`rpc_label`).
+        self.rpc_names: set[str] = set()
         #: Whether HTTP calls get a span of their own around their attempts:
         #: when the service may retry on an answer or hedge (gRPC calls always do, gRFC A72).
         retry = cluster.retry
@@ -96,7 +97,7 @@ class ClusterTelemetry:
     def rpc_label(self, rpc: str) -> str:
         """``rpc`` for metric labels: the first 200 methods of the service, then ``other``
         (gRFC A66 reports unregistered methods as ``other``)."""
-        names = self._rpc_names
+        names = self.rpc_names
         if rpc in names:
             return rpc
         if len(names) >= MAX_RPC_METHODS:
@@ -108,14 +109,14 @@ class ClusterTelemetry:
         if self.metrics is not None:
             self.metrics.attempt_started(rpc)
         otel = self.hub.otel_metrics
-        if otel is not None and otel.live():
+        if otel is not None and getattr(otel.state, "_METER_PROVIDER", otel) is not None:  # otel.live(), inline
             otel.attempt_started.add(1, {"grpc.method": rpc, "grpc.target": self.name})
 
     def call_ended(self, rpc: str, status: str, duration: float) -> None:
         if self.metrics is not None:
             self.metrics.call_ended(rpc, status, duration)
         otel = self.hub.otel_metrics
-        if otel is not None and otel.live():
+        if otel is not None and getattr(otel.state, "_METER_PROVIDER", otel) is not None:  # otel.live(), inline
             otel.call_duration.record(duration, {"grpc.method": rpc, "grpc.target": self.name, "grpc.status": status})
 
     def fields(self, scope: CallScope | None, records: list[AttemptRecord], ids: tuple[str | None, str | None], duration: float, error: BaseException | None) -> dict[str, Any]:

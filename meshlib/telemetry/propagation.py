@@ -162,8 +162,10 @@ class Propagation:
         if self.otel:
             if ctx is None:
                 ctx = self._ctx.get_current()
-            if not ctx and self._stock(self._propagate.get_global_textmap()):
-                return  # an empty Context: no span, no baggage; OpenTelemetry's own propagators write nothing
+            if not ctx:
+                textmap, seen = self._propagate.get_global_textmap(), self._stock_seen
+                if seen[1] if seen is not None and seen[0] is textmap else self._stock(textmap):  # _stock(), its remembered answer inline
+                    return  # an empty Context: no span, no baggage; OpenTelemetry's own propagators write nothing
             self._propagate.inject(carrier, context=ctx, setter=SETTER)
             return
         if ctx is None:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import grpc
 
+from ...core.call import Call
 from ...core.driver import run
 from ...core.services import Services
 from ...endpoint import Endpoint
@@ -25,7 +26,7 @@ from .errors import aborted, rpc_error, settle
 from .future import FutureCall
 from .pool import STATE_RANK, ChannelPool, channel_options, follow_tls, pool_key
 from .replay import Replay, ReplayExchange
-from .status import EXCHANGE, hash_header, with_attempt
+from .status import EXCHANGE, NO_REPORTS, hash_header, with_attempt
 from .stream import ResponseStream
 
 __all__ = ["MeshChannel", "channel"]
@@ -34,14 +35,51 @@ __all__ = ["MeshChannel", "channel"]
 class _Method:
     """What every call of one method on a MeshChannel shares."""
 
-    __slots__ = ("owner", "method", "key", "make")
+    __slots__ = ("owner", "pool", "method", "key", "make")
 
     def __init__(self, owner: "MeshChannel", kind: str, method: str, ser: Any, deser: Any, extra: dict[str, Any]) -> None:
         self.owner = owner
+        self.pool = owner.pool
         self.method = method
         self.key = (kind, method, ser, deser, tuple(sorted(extra.items())))
         # channel.unary_unary(...) etc. on an endpoint's channel, made once per channel
         self.make = lambda ch: getattr(ch, kind)(method, request_serializer=ser, response_deserializer=deser, **extra)
+
+
+class _Attempts(tuple):  # type: ignore[type-arg]
+    """One unary-response call's attempts: the driver calls :meth:`send` once
+    per attempt. One object per call (not a closure and its cells): a tuple
+    of (method, call, request, Replay or None, metadata, grpcio keywords,
+    FutureCall or None, plain), made in one C call (``_attempts``)."""
+
+    __slots__ = ()
+
+    def send(self, ep: Endpoint, limit: float | None) -> Any:
+        """One attempt on ``ep`` within ``limit`` seconds: its answer, or its RpcError."""
+        m, call, request, requests, metadata, kw, future, plain = self
+        if future is not None:
+            future.check()
+        sub = m.pool.acquire(ep)
+        try:
+            mc = sub.callables.get(m.key) or sub.callable(m.key, m.make)
+            attempt = call.attempt
+            if attempt > 1:  # a retry or hedge: x-envoy-attempt-count
+                metadata = with_attempt(metadata, attempt)
+            md = telemetry.inject(list(metadata or ()), ep)  # telemetry: the attempt's span and trace metadata
+            body = request if requests is None else requests.view()
+            if future is not None:
+                return _attempt_future(future, mc.future(body, timeout=limit, metadata=md, **kw))
+            try:
+                if plain:
+                    return mc(body, timeout=limit, metadata=md, **kw)
+                return mc.with_call(body, timeout=limit, metadata=md, **kw)
+            except grpc.RpcError as err:
+                return err
+        finally:
+            sub.release()
+
+
+_attempts = tuple.__new__
 
 
 class _UnaryResponse(grpc.UnaryUnaryMultiCallable, grpc.StreamUnaryMultiCallable):
@@ -58,42 +96,28 @@ class _UnaryResponse(grpc.UnaryUnaryMultiCallable, grpc.StreamUnaryMultiCallable
         attempts use grpcio's plain call, which builds no call object (unless
         the service reads per-call load reports from the trailers)."""
         m = self._m
-        owner = m.owner
-        cluster = owner.cluster
-        pool = owner.pool
-        key, make = m.key, m.make
+        cluster = m.owner.cluster
+        if future is not None:
+            call = future.call
+        elif cluster.hashing:
+            call = cluster.start_call(hash_header(cluster, metadata), True, timeout)
+        else:
+            call = Call(cluster, None, True, timeout)
         requests = Replay(request) if self._streaming else None
-        call = cluster.start_call(hash_header(cluster, metadata), True, timeout) if future is None else future.call
-        want_response, plain = plain, plain and cluster.load_reports is None
-
-        def send(ep: Endpoint, limit: float | None) -> Any:
-            if future is not None:
-                future.check()
-            sub = pool.acquire(ep)
-            try:
-                mc = sub.callables.get(key) or sub.callable(key, make)
-                md = telemetry.inject(list(with_attempt(metadata, call.attempt) or ()), ep)  # telemetry: the attempt's span and trace metadata
-                body = request if requests is None else requests.view()
-                if future is not None:
-                    return _attempt_future(future, mc.future(body, timeout=limit, metadata=md, **kw))
-                try:
-                    if plain:
-                        return mc(body, timeout=limit, metadata=md, **kw)
-                    return mc.with_call(body, timeout=limit, metadata=md, **kw)
-                except grpc.RpcError as err:
-                    return err
-            finally:
-                sub.release()
-
-        exchange = EXCHANGE if requests is None else ReplayExchange(requests)
+        reports = cluster.load_reports is not None
+        attempts = _attempts(_Attempts, (m, call, request, requests, metadata, kw, future, plain and not reports))
+        # Without load reports, an answer's trailers are not read (NO_REPORTS).
+        exchange = (EXCHANGE if reports else NO_REPORTS) if requests is None else ReplayExchange(requests)
         try:
             with telemetry.call(cluster, rpc=m.method, headers=metadata):  # telemetry: the call's scope
-                result = run(call, send, exchange, aborted)
+                result = run(call, attempts.send, exchange, aborted)
         except MeshError as exc:
             raise rpc_error(exc) from exc.__cause__
-        if want_response and not plain:
-            return settle(call, result)[0]
-        return settle(call, result)
+        if isinstance(result, grpc.RpcError):
+            settle(call, result)  # raises its error
+        if plain and reports:
+            return result[0]  # an answer with its call, read for its load report
+        return result
 
     def with_call(self, request: Any, timeout: float | None = None, metadata: Any = None, credentials: Any = None, wait_for_ready: bool | None = None, compression: Any = None) -> tuple[Any, grpc.Call]:
         return self._run(request, timeout, metadata, {"credentials": credentials, "wait_for_ready": wait_for_ready, "compression": compression})

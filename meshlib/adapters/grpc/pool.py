@@ -120,8 +120,11 @@ class ChannelPool:
     def acquire(self, endpoint: Endpoint) -> Subchannel:
         """The endpoint's channel, held for one call: :meth:`Subchannel.release` it."""
         sub = self._subs.get(endpoint.key)
-        if sub is not None and sub.acquire():
-            return sub
+        if sub is not None and not sub._retired:  # sub.acquire(), inline: this runs on every attempt
+            sub._refs.append(None)
+            if not sub._retired:
+                return sub
+            sub.release()  # retired between the check and the count
         with self._lock:
             if self._closed:
                 raise MeshError(f"the gRPC channels of {self.cluster.name!r} are closed (the Mesh or the channel was closed)")

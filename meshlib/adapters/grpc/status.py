@@ -32,7 +32,7 @@ from ...health.load import orca_trailer, with_load_report
 from ...outcome import AttemptResult, Outcome
 from ...resilience.backoff import parse_grpc_pushback
 
-__all__ = ["SC", "GRPC_TO_HTTP", "OK_RESULT", "judge_rpc", "judge_finished", "code_of", "GrpcExchange", "EXCHANGE", "hash_header", "with_attempt", "time_left", "due"]
+__all__ = ["SC", "GRPC_TO_HTTP", "OK_RESULT", "judge_rpc", "judge_finished", "code_of", "GrpcExchange", "EXCHANGE", "NoReportsExchange", "NO_REPORTS", "hash_header", "with_attempt", "time_left", "due"]
 
 SC = grpc.StatusCode
 
@@ -164,6 +164,19 @@ class GrpcExchange(Exchange):
 
 
 EXCHANGE = GrpcExchange()
+
+
+class NoReportsExchange(GrpcExchange):
+    """:class:`GrpcExchange` for a service that reads no load reports: an
+    answer's trailers are not searched for one (nothing would read it)."""
+
+    def judge(self, result: Any) -> AttemptResult:
+        if isinstance(result, grpc.RpcError):
+            return judge_finished(result)
+        return OK_RESULT
+
+
+NO_REPORTS = NoReportsExchange()
 
 
 # -- call inputs --------------------------------------------------------------------
