@@ -47,3 +47,25 @@ def test_http_and_decorated_calls_keep_their_labels_on_the_quiet_path(agents):
     [row] = stats["http_client_request_duration"]  # the decorated call is no HTTP request
     assert (row["method"], row["port"], row["status_code"], row["count"]) == ("GET", "8080", "200", 3)
     assert sum(r["count"] for r in stats["completed"]) == 4
+
+
+def test_histograms_counting_in_bulk_match_counting_one_at_a_time():
+    import random
+    from bisect import bisect_left
+
+    from meshlib.telemetry.metrics import Histogram
+    from meshlib.telemetry.settings import GRPC_LATENCY_BUCKETS
+
+    rng = random.Random(7)
+    bounds = GRPC_LATENCY_BUCKETS
+    h = Histogram(bounds)
+    counts, total, n = [0] * (len(bounds) + 1), 0.0, 0
+    for _ in range(2000):
+        value = rng.choice([rng.random() * 10 ** rng.uniform(-6, 2), rng.choice(bounds), 0.0])
+        h.add(value)
+        counts[bisect_left(bounds, value)] += 1  # the bucket observe() used to pick: the first bound >= value
+        total += value
+        n += 1
+        if rng.random() < 0.01:
+            h.settle()
+    assert h.counts == counts and h.sum == total and h.count == n

@@ -97,9 +97,8 @@ def _quiet(owner: Any) -> bool:
     no trace ids to make, no TracerProvider set, ``meshlib.access`` not logging."""
     if not owner.no_ids:
         return False
-    hub = owner.hub
-    spans, log = hub.spans, hub.access
-    return (spans is None or getattr(spans.api, "_TRACER_PROVIDER", spans) is None) and (log is None or not log.is_enabled_for(INFO))
+    api, enabled = owner.span_api, owner.log_enabled
+    return (api is None or getattr(api, "_TRACER_PROVIDER", api) is None) and (enabled is None or not enabled(INFO))
 
 
 def inject(carrier: Any, endpoint: "Endpoint | None" = None, scope: Any = None) -> Any:

@@ -12,14 +12,17 @@ status code or gRPC status name, the outcome class, and the gRPC method
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left
+from bisect import bisect_right
 from collections import deque
-from typing import Any, Iterable
+from functools import reduce
+from operator import add
+from typing import Any, Callable, Iterable
 
+from .._tally import Tally
 from ..outcome import AttemptRecord, Outcome
 from .settings import GRPC_LATENCY_BUCKETS, TelemetryConfig
 
-__all__ = ["Histogram", "ClusterMetrics", "OtelInstruments", "KNOWN_METHODS", "normal_method", "status_class"]
+__all__ = ["Histogram", "ClusterMetrics", "OtelInstruments", "KNOWN_METHODS", "normal_method", "status_class", "call_status"]
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 MAX_RPC_METHODS = 200
@@ -76,21 +79,61 @@ def error_type(record: AttemptRecord) -> str:
     return "" if record.outcome == Outcome.SUCCESS else record.outcome
 
 
-class Histogram:
-    """Cumulative-on-read bucket counts, their sum and count (caller holds the lock)."""
+def call_status(last: AttemptRecord | None, error: type[BaseException] | None) -> str:
+    """A gRPC call's status (gRFC A66's ``grpc.status``): its last attempt's,
+    else the type of the error it failed with before any answer."""
+    if last is not None and last.grpc_status:
+        return last.grpc_status
+    return "OK" if last is not None and last.outcome == Outcome.SUCCESS else error.__name__ if error is not None else "UNKNOWN"
 
-    __slots__ = ("bounds", "counts", "sum", "count")
+
+class Histogram:
+    """Bucket counts (cumulative on read), their sum and count (caller holds the lock).
+
+    A value is taken by ``add``, the bound ``append`` of a list (one C call),
+    and sorted into the buckets in bulk, by :meth:`settle` (one sort, one
+    bisection per bound), when the histogram is read or its owner settles it."""
+
+    __slots__ = ("bounds", "_counts", "_sum", "_values", "add")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-        self.count = 0
+        self._counts = [0] * (len(bounds) + 1)
+        self._sum = 0.0
+        self._values: list[float] = []
+        #: Take one value (counted from the next ``settle``).
+        self.add = self._values.append
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-        self.count += 1
+    def settle(self) -> None:
+        """Count the values taken since the last time: each in the first
+        bucket whose bound is at least the value (``bisect_left(bounds, value)``)."""
+        values = self._values
+        if not values:
+            return
+        self._sum = reduce(add, values, self._sum)  # the same additions, in the same order, as one at a time
+        values.sort()
+        counts, below = self._counts, 0
+        for i, bound in enumerate(self.bounds):
+            upto = bisect_right(values, bound, below)
+            counts[i] += upto - below
+            below = upto
+        counts[-1] += len(values) - below
+        values.clear()
+
+    @property
+    def counts(self) -> list[int]:
+        self.settle()
+        return self._counts
+
+    @property
+    def sum(self) -> float:
+        self.settle()
+        return self._sum
+
+    @property
+    def count(self) -> int:
+        """How many values were observed (the buckets' total: not kept apart)."""
+        return sum(self.counts)
 
     def cumulative(self) -> list[tuple[str, int]]:
         """``[(le, count)]`` with ``+Inf`` last, as Prometheus writes buckets."""
@@ -104,6 +147,11 @@ class Histogram:
         return {"count": self.count, "sum": round(self.sum, 6), "buckets": dict(self.cumulative())}
 
 
+#: A set of labels' ``completed`` cell, and the ``add`` of its duration,
+#: first-byte and (HTTP or gRPC attempt) duration histograms.
+_Series = tuple[list[int], Callable[[float], None], Callable[[float], None], "Callable[[float], None] | None"]
+
+
 class ClusterMetrics:
     """One service's attempt metrics.
 
@@ -115,16 +163,21 @@ class ClusterMetrics:
 
     #: Records waiting to be folded in before the caller that adds one more folds them.
     BATCH = 64
+    #: Folds after which every histogram counts the values it took (a few
+    #: hundred calls' worth at most wait in them; reads count them all first).
+    SETTLE_EVERY = 8
 
     def __init__(self, service: str, cfg: TelemetryConfig) -> None:
         self.service = service
         self.buckets = cfg.duration_buckets
         self.per_endpoint = cfg.metrics_endpoint_labels
         self._lock = threading.Lock()
-        #: (record, method, port, rpc label, http) per ended attempt, not yet folded in.
-        self.pending: deque[tuple[AttemptRecord, str | None, int | None, str | None, bool]] = deque()
-        #: gRPC (method, None, 0.0) per attempt started, (method, status, seconds) per call ended.
-        self.grpc_events: deque[tuple[str, str | None, float]] = deque()
+        #: Not yet folded in, per ended attempt: (record, method, port, rpc label, http),
+        #: or a quiet call's record alone (its scope, ``record.tag``, has the labels);
+        #: per quiet gRPC call: its scope, once, at its end (see ``fold``).
+        self.pending: deque[Any] = deque()
+        #: gRPC: (method, status, seconds) per call ended (a quiet call's end is in ``pending``).
+        self.grpc_events: deque[tuple[str, str, float]] = deque()
         #: (endpoint, outcome, status class, code) -> [count]: Envoy's upstream_rq_completed / _<Nxx> / _<code>.
         self.completed: dict[tuple[str, str, str, str], list[int]] = {}
         #: endpoint -> total duration (body included) and time to first byte.
@@ -133,7 +186,7 @@ class ClusterMetrics:
         #: (method, port, status code, error.type) -> http.client.request.duration.
         self.http: dict[tuple[str, int | None, int | None, str], Histogram] = {}
         #: gRFC A66: method -> attempts started; (method, status) -> attempt / call durations.
-        self.grpc_started: dict[str, int] = {}
+        self.grpc_started: dict[str, Tally] = {}
         self.grpc_attempt: dict[tuple[str, str], Histogram] = {}
         self.grpc_call: dict[tuple[str, str], Histogram] = {}
         self.retry_success = 0
@@ -142,13 +195,15 @@ class ClusterMetrics:
         self.calls_traced = 0
         #: The labels of a record (endpoint, status, gRPC status, outcome, method,
         #: port, RPC, http) -> the entries it counts into (see ``_find``).
-        self._series: dict[tuple[Any, ...], tuple[list[int], Histogram, Histogram, Histogram | None, bool]] = {}
+        self._series: dict[tuple[Any, ...], _Series] = {}
+        self._folds = 0
 
-    def record(self, record: AttemptRecord, method: str | None, port: int | None, rpc: str | None, http: bool = True) -> None:
-        """Count one ended attempt (``http``: it was an HTTP request, for
-        ``http.client.request.duration``)."""
+    def add(self, item: Any) -> None:
+        """Count one ended attempt, later: queue its entry (see ``pending``;
+        ``http`` in a tuple: it was an HTTP request, for ``http.client.request.duration``).
+        The entry that fills a batch folds it in."""
         pending = self.pending
-        pending.append((record, method, port, rpc, http))
+        pending.append(item)
         if len(pending) >= self.BATCH:
             self.fold()
 
@@ -163,37 +218,43 @@ class ClusterMetrics:
         if not pending:
             return
         take = pending.popleft
-        bounds = self.buckets
         per_endpoint = self.per_endpoint
-        series, find = self._series, self._find
+        series, find, calls = self._series, self._find, self.grpc_call
         success, timeout = Outcome.SUCCESS, Outcome.TIMEOUT
         with self._lock:
             while pending:
                 try:
-                    record, method, port, rpc, http = take()
+                    item = take()
                 except IndexError:  # taken by a fold that started after ours
                     break
+                kind = type(item)
+                if kind is tuple:
+                    record, method, port, rpc, http = item
+                else:
+                    if kind is AttemptRecord:  # a quiet call's attempt: its scope has the labels
+                        record, scope = item, item.tag
+                    else:  # a quiet gRPC call's end (its scope), with the last attempt it kept back
+                        scope = item
+                        record, scope.last = scope.last, None  # the record names the scope: no cycle left
+                        status = record.grpc_status if record is not None and record.grpc_status else call_status(record, scope.error)
+                        (calls.get((scope.rpc_label, status)) or self._call_histogram(scope.rpc_label, status)).add(scope.duration)
+                        if record is None:  # no attempt (refused before one)
+                            continue
+                    method, port, rpc = scope.method, scope.port, scope.rpc_label
+                    http = method is not None  # a @mesh.call function: no HTTP duration
                 outcome = record.outcome
                 key = (record.endpoint.address if per_endpoint else "", record.status, record.grpc_status, outcome, method, port, rpc, http)
                 found = series.get(key)
                 if found is None:
                     found = find(key, record)
-                cell, h, fb, third, grpc = found
+                cell, rq_time, first_byte, third = found
                 cell[0] += 1
                 started = record.started
                 duration = record.ended - started
-                at = bisect_left(bounds, duration)
-                h.counts[at] += 1  # Histogram.observe, inline
-                h.sum += duration
-                h.count += 1
-                ttfb = record.first_byte - started
-                fb.counts[at if ttfb == duration else bisect_left(bounds, ttfb)] += 1
-                fb.sum += ttfb
-                fb.count += 1
+                rq_time(duration)
+                first_byte(record.first_byte - started)
                 if third is not None:  # http.client.request.duration, or gRPC's attempt duration
-                    third.counts[bisect_left(third.bounds, duration) if grpc else at] += 1
-                    third.sum += duration
-                    third.count += 1
+                    third(duration)
                 if outcome == success:
                     if record.retry:
                         self.retry_success += 1
@@ -201,9 +262,20 @@ class ClusterMetrics:
                         self.hedge_wins += 1
                 elif outcome == timeout:
                     self.per_try_timeouts += 1
+            self._folds += 1
+            if self._folds % self.SETTLE_EVERY == 0:
+                self._settle()
 
-    def _find(self, key: tuple[Any, ...], record: AttemptRecord) -> tuple[list[int], Histogram, Histogram, Histogram | None, bool]:
-        """The table entries one set of labels counts into (lock held), remembered."""
+    def _settle(self) -> None:
+        """Count every histogram's values taken so far (lock held): what keeps
+        the values waiting in them few (see ``SETTLE_EVERY``)."""
+        for table in (self.rq_time, self.first_byte, self.http, self.grpc_attempt, self.grpc_call):
+            for h in table.values():
+                h.settle()
+
+    def _find(self, key: tuple[Any, ...], record: AttemptRecord) -> "_Series":
+        """The table entries one set of labels counts into (lock held), remembered:
+        its ``completed`` cell and the ``add`` of each histogram it counts in."""
         ep, status, grpc_status, outcome, method, port, rpc, http = key
         sclass, code, err = labels_of(record)
         cell = self.completed.setdefault((ep, outcome, sclass, code), [0])
@@ -218,32 +290,31 @@ class ClusterMetrics:
         elif http and outcome != Outcome.CANCELLED:
             hkey = (normal_method(method), port, status, err)
             third = self.http.get(hkey) or self.http.setdefault(hkey, Histogram(self.buckets))
-        found = (cell, h, self.first_byte[ep], third, rpc is not None)
+        found = (cell, h.add, self.first_byte[ep].add, None if third is None else third.add)
         self._series[key] = found
         return found
 
-    def attempt_started(self, rpc: str) -> None:
-        self.grpc_events.append((rpc, None, 0.0))  # folded in with the records
+    def started(self, rpc: str) -> Tally:
+        """The count of ``rpc``'s attempts started (taken at once: no lock, no queue)."""
+        return self.grpc_started.get(rpc) or self.grpc_started.setdefault(rpc, Tally())
 
     def call_ended(self, rpc: str, status: str, duration: float) -> None:
         self.grpc_events.append((rpc, status, duration))
 
     def _fold_grpc(self) -> None:
-        """gRPC's per-call counts (attempts started, call durations), queued (lock held)."""
+        """gRPC's call durations, queued (lock held)."""
         events = self.grpc_events
-        started, calls = self.grpc_started, self.grpc_call
+        calls = self.grpc_call
         while events:
             try:
                 rpc, status, duration = events.popleft()
             except IndexError:
                 break
-            if status is None:
-                started[rpc] = started.get(rpc, 0) + 1
-            else:
-                g = calls.get((rpc, status))
-                if g is None:
-                    g = calls[(rpc, status)] = Histogram(GRPC_LATENCY_BUCKETS)
-                g.observe(duration)
+            (calls.get((rpc, status)) or self._call_histogram(rpc, status)).add(duration)
+
+    def _call_histogram(self, rpc: str, status: str) -> Histogram:
+        """gRFC A66's call duration of ``rpc`` ending in ``status`` (lock held)."""
+        return self.grpc_call.setdefault((rpc, status), Histogram(GRPC_LATENCY_BUCKETS))
 
     def keep_endpoints(self, addresses: Iterable[str]) -> None:
         """Drop the series of endpoints no longer in the service."""
@@ -273,7 +344,7 @@ class ClusterMetrics:
                     {"method": m, "port": "" if p is None else str(p), "status_code": "" if s is None else str(s), "error_type": e, **h.to_dict()}
                     for (m, p, s, e), h in sorted(self.http.items(), key=lambda kv: tuple(str(x) for x in kv[0]))
                 ],
-                "grpc_attempt_started": dict(sorted(self.grpc_started.items())),
+                "grpc_attempt_started": {rpc: n.value for rpc, n in sorted(self.grpc_started.items())},
                 "grpc_attempt_duration": [{"method": m, "status": s, **h.to_dict()} for (m, s), h in sorted(self.grpc_attempt.items())],
                 "grpc_call_duration": [{"method": m, "status": s, **h.to_dict()} for (m, s), h in sorted(self.grpc_call.items())],
                 "retry_success": self.retry_success,

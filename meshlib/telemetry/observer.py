@@ -45,16 +45,30 @@ class ClusterTelemetry:
         self.native = not hub.prop.otel
         #: No trace ids of meshlib's to make: OpenTelemetry's context, or tracing off.
         self.no_ids = hub.prop.otel or hub.prop.off
+        #: What a quiet call's attempt writes its trace headers with.
+        self.inject = hub.prop.inject
+        #: Read per call (``telemetry._quiet``): the module whose ``_TRACER_PROVIDER``
+        #: says whether a TracerProvider is set (None: no spans at all), and whether
+        #: ``meshlib.access`` logs INFO (None: no access log).
+        self.span_api = None if hub.spans is None else hub.spans.api
+        self.log_enabled = None if hub.access is None else hub.access.is_enabled_for
+        self.otel = hub.otel_metrics
+        #: Whether a quiet gRPC call keeps its latest attempt's record back and
+        #: queues it with the call's end, as one entry: when every attempt of a
+        #: call ends inside its block (no hedges) and there are metrics to queue.
+        self.keep_last = self.metrics is not None and not cluster.hedges
 
     def attempt_ended(self, host: "Host", record: AttemptRecord) -> None:
         scope = record.tag
         if type(scope) is QuietScope and scope.owner is self:  # the common case: only metrics to count
             rpc = scope.rpc_label
+            queued: AttemptRecord | None = record
             if rpc is not None:
+                queued = scope.last if self.keep_last else record  # the latest one waits for the call's end
                 scope.last = record
-            if self.metrics is not None:
-                self.metrics.record(record, scope.method, scope.port, rpc, scope.method is not None)
-            otel = self.hub.otel_metrics
+            if queued is not None and self.metrics is not None:
+                self.metrics.add(queued)  # the record alone: its labels are its scope's
+            otel = self.otel
             if otel is not None and getattr(otel.state, "_METER_PROVIDER", otel) is not None:
                 otel.record(record, self.name, scope.method, scope.port, rpc, scope.method is not None)
             return
@@ -66,8 +80,8 @@ class ClusterTelemetry:
             method, port, rpc = scope.method, scope.port, scope.rpc_label
             http = method is not None  # a @mesh.call function: no HTTP duration
         if self.metrics is not None:
-            self.metrics.record(record, method, port, rpc, http)
-        otel = self.hub.otel_metrics
+            self.metrics.add((record, method, port, rpc, http))
+        otel = self.otel
         if otel is not None and getattr(otel.state, "_METER_PROVIDER", otel) is not None:  # otel.live(), inline
             otel.record(record, self.name, method, port, rpc, http)
         if scope is not None:
@@ -106,16 +120,18 @@ class ClusterTelemetry:
         return rpc
 
     def attempt_started(self, rpc: str) -> None:
-        if self.metrics is not None:
-            self.metrics.attempt_started(rpc)
-        otel = self.hub.otel_metrics
+        metrics = self.metrics
+        if metrics is not None:
+            (metrics.grpc_started.get(rpc) or metrics.started(rpc)).add()
+        otel = self.otel
         if otel is not None and getattr(otel.state, "_METER_PROVIDER", otel) is not None:  # otel.live(), inline
             otel.attempt_started.add(1, {"grpc.method": rpc, "grpc.target": self.name})
 
-    def call_ended(self, rpc: str, status: str, duration: float) -> None:
-        if self.metrics is not None:
+    def call_ended(self, rpc: str, status: str, duration: float, queued: bool = False) -> None:
+        """A gRPC call is over (``queued``: its scope is in the metrics' queue already)."""
+        if self.metrics is not None and not queued:
             self.metrics.call_ended(rpc, status, duration)
-        otel = self.hub.otel_metrics
+        otel = self.otel
         if otel is not None and getattr(otel.state, "_METER_PROVIDER", otel) is not None:  # otel.live(), inline
             otel.call_duration.record(duration, {"grpc.method": rpc, "grpc.target": self.name, "grpc.status": status})
 

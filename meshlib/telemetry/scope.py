@@ -21,7 +21,7 @@ from ..core.call import call_tag
 from ..errors import CircuitOpenError, RateLimitedError
 from ..outcome import AttemptRecord, Outcome
 from . import carriers
-from .metrics import normal_method
+from .metrics import call_status, normal_method
 from .propagation import current_native
 from .spans import span_name
 
@@ -67,9 +67,11 @@ class QuietScope:
     stream. What ``telemetry.call`` / ``http_call`` give then, instead of a
     :class:`CallScope`: the labels its attempts' metrics need, the current
     context's trace headers on each attempt, and for a gRPC call gRFC A66's
-    attempts started and call duration."""
+    attempts started and call duration. A gRPC call's end and its last
+    attempt go to the metrics as one entry, the scope itself (when
+    ``ClusterTelemetry.keep_last``; see ``ClusterMetrics.fold``)."""
 
-    __slots__ = ("owner", "method", "port", "rpc_label", "token", "started", "last")
+    __slots__ = ("owner", "method", "port", "rpc_label", "token", "started", "last", "error", "duration")
     quiet = silent = True
     closed = False
     ctx = None
@@ -88,19 +90,33 @@ class QuietScope:
         self.token = _SCOPE.set(self)
         return self
 
-    def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
+    def __exit__(self, et: "type[BaseException] | None", exc: BaseException | None, tb: object) -> None:
         _SCOPE.reset(self.token)
-        if self.rpc_label is not None:
-            last = self.last
-            status = (last.grpc_status if last is not None else None) or ("OK" if last is not None and last.outcome == Outcome.SUCCESS else type(exc).__name__ if exc else "UNKNOWN")
-            self.owner.call_ended(self.rpc_label, status, self.owner.perf_counter() - self.started)
+        rpc = self.rpc_label
+        if rpc is not None:
+            owner = self.owner
+            last = self.last  # (read first: once queued, a fold may let go of it)
+            self.duration = duration = owner.perf_counter() - self.started
+            if owner.keep_last:
+                #: The call's error, if it failed (its status is worked out when folded in).
+                self.error = et
+                metrics = owner.metrics
+                pending = metrics.pending
+                pending.append(self)  # metrics.add(self), inline: with the last attempt it kept back, one entry per call
+                if len(pending) >= metrics.BATCH:
+                    metrics.fold()
+                otel = owner.otel
+                if otel is None or getattr(otel.state, "_METER_PROVIDER", otel) is None:  # not otel.live(), inline
+                    return
+            owner.call_ended(rpc, call_status(last, et), duration, queued=owner.keep_last)
 
     def open(self, endpoint: Any, carrier: Any) -> None:
         """An attempt goes out: the current context's trace headers, if any."""
+        owner = self.owner
         if carrier is not None:
-            self.owner.hub.prop.inject(carrier)
+            owner.inject(carrier)
         if self.rpc_label is not None:
-            self.owner.attempt_started(self.rpc_label)
+            owner.attempt_started(self.rpc_label)
 
 
 class _Current:
@@ -391,8 +407,7 @@ class CallScope:
             else:
                 span.end(end_time=owner.wall_ns(now))
         if self.rpc is not None:
-            status = (last.grpc_status if last is not None else None) or ("OK" if last is not None and last.outcome == Outcome.SUCCESS else type(error).__name__ if error else "UNKNOWN")
-            owner.call_ended(self.rpc_label, status, now - self.started)
+            owner.call_ended(self.rpc_label, call_status(last, None if error is None else type(error)), now - self.started)
         self._log(records, last, now, error)
 
     def ids(self, ctx: Any) -> tuple[str | None, str | None]:
