@@ -136,7 +136,9 @@ def test_a_lost_lease_is_registered_again(etcd, agents):
         c.close()
         wait_for(lambda: addresses(consumer, "worker") == set(), timeout=2)
         wait_for(lambda: addresses(consumer, "worker") == {a.address}, timeout=3, what="re-registration")
-        assert reg.status()["registrations"] == 2
+        # The watch can show the new key before the heartbeat thread counts the
+        # registration it just made (the count follows the put).
+        wait_for(lambda: reg.status()["registrations"] == 2, timeout=2, what="the registration count")
 
 
 def test_compaction_past_the_watch_revision_is_recovered_by_relisting(etcd):
