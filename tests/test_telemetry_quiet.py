@@ -69,3 +69,24 @@ def test_histograms_counting_in_bulk_match_counting_one_at_a_time():
         if rng.random() < 0.01:
             h.settle()
     assert h.counts == counts and h.sum == total and h.count == n
+
+
+def test_histograms_hold_few_values_however_many_endpoints_a_service_has():
+    """Values wait in a histogram only until it is next settled, which every
+    few folds covers the histograms counted into since the last time (not
+    every endpoint's): memory stays bounded, and the counts are exact."""
+    from meshlib import Endpoint
+    from meshlib.config import load_config
+    from meshlib.outcome import AttemptRecord, Outcome
+    from meshlib.telemetry.metrics import ClusterMetrics
+
+    m = ClusterMetrics("svc", load_config(environ={}).telemetry)
+    bound = m.BATCH * m.SETTLE_EVERY
+    endpoints = [Endpoint(f"10.0.{i // 250}.{i % 250}", 80) for i in range(1000)]
+    for i in range(20 * bound):
+        ep = endpoints[i % 3] if i < 10 * bound else endpoints[i % 1000]  # a few endpoints, then all of them
+        m.add((AttemptRecord(ep, 0.0, 0.001, 0.002, Outcome.SUCCESS, status=200), "GET", 80, None, True))
+        if i % m.BATCH == 0:
+            waiting = max((len(h._values) for table in (m.rq_time, m.first_byte, m.http) for h in table.values()), default=0)
+            assert waiting <= bound
+    assert sum(h.count for h in m.rq_time.values()) == 20 * bound - len(m.pending)

@@ -147,9 +147,9 @@ class Histogram:
         return {"count": self.count, "sum": round(self.sum, 6), "buckets": dict(self.cumulative())}
 
 
-#: A set of labels' ``completed`` cell, and the ``add`` of its duration,
-#: first-byte and (HTTP or gRPC attempt) duration histograms.
-_Series = tuple[list[int], Callable[[float], None], Callable[[float], None], "Callable[[float], None] | None"]
+#: A set of labels' ``completed`` cell, the ``add`` of its duration,
+#: first-byte and (HTTP or gRPC attempt) duration histograms, and those histograms.
+_Series = tuple[list[int], Callable[[float], None], Callable[[float], None], "Callable[[float], None] | None", "tuple[Histogram, ...]"]
 
 
 class ClusterMetrics:
@@ -196,6 +196,9 @@ class ClusterMetrics:
         #: The labels of a record (endpoint, status, gRPC status, outcome, method,
         #: port, RPC, http) -> the entries it counts into (see ``_find``).
         self._series: dict[tuple[Any, ...], _Series] = {}
+        #: The labels counted into since the last settle -> their histograms
+        #: (settling only these keeps it proportional to the calls, not to the endpoints).
+        self._touched: dict[tuple[Any, ...], tuple[Histogram, ...]] = {}
         self._folds = 0
 
     def add(self, item: Any) -> None:
@@ -219,7 +222,7 @@ class ClusterMetrics:
             return
         take = pending.popleft
         per_endpoint = self.per_endpoint
-        series, find, calls = self._series, self._find, self.grpc_call
+        series, find, calls, touched = self._series, self._find, self.grpc_call, self._touched
         success, timeout = Outcome.SUCCESS, Outcome.TIMEOUT
         with self._lock:
             while pending:
@@ -247,7 +250,7 @@ class ClusterMetrics:
                 found = series.get(key)
                 if found is None:
                     found = find(key, record)
-                cell, rq_time, first_byte, third = found
+                cell, rq_time, first_byte, third, touched[key] = found
                 cell[0] += 1
                 started = record.started
                 duration = record.ended - started
@@ -267,11 +270,14 @@ class ClusterMetrics:
                 self._settle()
 
     def _settle(self) -> None:
-        """Count every histogram's values taken so far (lock held): what keeps
-        the values waiting in them few (see ``SETTLE_EVERY``)."""
-        for table in (self.rq_time, self.first_byte, self.http, self.grpc_attempt, self.grpc_call):
-            for h in table.values():
+        """Count the values the histograms took since the last settle (lock
+        held): what keeps the values waiting in them few (see ``SETTLE_EVERY``)."""
+        for hists in self._touched.values():
+            for h in hists:
                 h.settle()
+        self._touched.clear()
+        for h in self.grpc_call.values():  # one per method and status
+            h.settle()
 
     def _find(self, key: tuple[Any, ...], record: AttemptRecord) -> "_Series":
         """The table entries one set of labels counts into (lock held), remembered:
@@ -290,7 +296,8 @@ class ClusterMetrics:
         elif http and outcome != Outcome.CANCELLED:
             hkey = (normal_method(method), port, status, err)
             third = self.http.get(hkey) or self.http.setdefault(hkey, Histogram(self.buckets))
-        found = (cell, h.add, self.first_byte[ep].add, None if third is None else third.add)
+        fb = self.first_byte[ep]
+        found = (cell, h.add, fb.add, None, (h, fb)) if third is None else (cell, h.add, fb.add, third.add, (h, fb, third))
         self._series[key] = found
         return found
 
@@ -323,6 +330,7 @@ class ClusterMetrics:
         keep = set(addresses)
         self.fold()
         with self._lock:
+            self._settle()  # and _touched with it
             self._series.clear()  # entries of endpoints that left are let go
             for k in [k for k in self.completed if k[0] not in keep]:
                 del self.completed[k]
