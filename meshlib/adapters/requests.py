@@ -41,7 +41,7 @@ from ._common import (
     watch_urllib3,
 )
 from ._mirror import mirror
-from .urllib3 import TLSNamePoolManager
+from .urllib3 import ConnectTimeout, TLSNamePoolManager
 
 
 class RequestsExchange(HttpExchange):
@@ -175,7 +175,7 @@ class MeshAdapter(HTTPAdapter):
         cfg = cluster.config
         user_timeout = timeout
         if timeout is None:
-            timeout = (cfg.connect_timeout, None)
+            timeout = (ConnectTimeout(cfg.connect_timeout), None)
         key = request.headers.get(cfg.hash_header) if cluster.hashing and cfg.hash_header else None
         call = cluster.start_call(key, is_idempotent(request.method or "GET"))
         # The caller's own Host header stands; else the URL's authority, sent

@@ -15,6 +15,8 @@ from urllib.parse import urljoin
 
 import urllib3
 from urllib3._collections import HTTPHeaderDict
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
@@ -80,6 +82,55 @@ EXCHANGE = Urllib3Exchange()
 STREAMING = StreamingUrllib3Exchange()
 
 
+class ConnectTimeout(float):
+    """``CONNECT_TIMEOUT`` as the mesh hands it to urllib3 and requests when
+    the caller gave no timeout: it bounds opening a connection (Envoy's
+    ``connect_timeout``) and nothing else. urllib3 also bounds the send of
+    a request on a kept-alive connection with its connect timeout, which
+    costs a ``poll()`` before every send and bounds nothing the raw client
+    bounds; the mesh's connections leave it out there (see :class:`_KeptAlive`)."""
+
+    __slots__ = ()
+
+
+class _KeptAlive:
+    """A connection that, when all the call's timeout is is the connect
+    timeout (:class:`ConnectTimeout`), bounds connecting with it and sends
+    the request without it, on a new socket as on a kept-alive one: as with
+    plain urllib3 without a timeout, the socket blocks while the request
+    goes out. Any other timeout (the caller's, an attempt's time limit)
+    bounds the send as urllib3 does."""
+
+    sock: Any
+    timeout: Any
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        if type(self.timeout) is ConnectTimeout:
+            self.sock.settimeout(None)  # connected (and TLS shaken hands): the rest is not the connect timeout's
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        if self.sock is not None and type(self.timeout) is ConnectTimeout:
+            self.timeout = None  # connected already: nothing left to bound
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPConnection(_KeptAlive, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_KeptAlive, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection  # type: ignore[assignment]
+
+
 #: How many (host, port, scheme, TLS name, pool options) a pool manager
 #: remembers the pool key of before it starts over.
 _POOL_CACHE_SIZE = 1024
@@ -98,6 +149,7 @@ class TLSNamePoolManager(urllib3.PoolManager):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
         self._pool_keys: dict[tuple[Any, ...], Any] = {}
 
     def connection_from_host(self, host: str | None, port: int | None = None, scheme: str | None = "http", pool_kwargs: dict[str, Any] | None = None) -> Any:
@@ -152,7 +204,7 @@ class MeshPoolManager(TLSNamePoolManager):
         if user_timeout is None:
             timeout = self._timeouts.get(cfg.connect_timeout)
             if timeout is None:
-                timeout = self._timeouts.setdefault(cfg.connect_timeout, Timeout(connect=cfg.connect_timeout, read=None))
+                timeout = self._timeouts.setdefault(cfg.connect_timeout, Timeout(connect=ConnectTimeout(cfg.connect_timeout), read=None))
             attempt_kw["timeout"] = timeout
         key = _header(headers, cfg.hash_header) if cluster.hashing and cfg.hash_header else None
         call = cluster.start_call(key, is_idempotent(method))
