@@ -122,8 +122,8 @@ def test_peak_ewma_sends_little_to_a_ten_times_slower_endpoint(agents):
 
         with ThreadPoolExecutor(4) as pool:
             counts = Counter(pool.map(work, range(600)))
-    assert counts[ags[3].name] / 600 < 0.10
-    assert all(counts[a.name] > 100 for a in ags[:3])
+    assert counts[ags[3].name] / 600 < 0.10, counts
+    assert all(counts[a.name] > 100 for a in ags[:3]), counts
 
 
 def test_hash_header_pins_a_user_to_one_endpoint(agents):

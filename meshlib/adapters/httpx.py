@@ -229,8 +229,32 @@ def _aborter(call: Call, request: httpx.Request) -> Callable[[FaultDecision], ht
     return lambda fault: httpx.Response(fault.abort_status, headers=FAULT_HEADERS, content=FAULT_BODY, request=request)
 
 
-def _begin(mesh: "Services", request: httpx.Request, key_fn: KeyFn | None = None) -> Call | None:
-    cluster = mesh.route(request.url.host, request.url.raw_path.decode("ascii"), request.headers)  # routed names go through their routes
+#: A request URL's parsed form (httpx's ``ParseResult``) -> (host, path and
+#: query, the URL's text, scheme), as ``httpx.URL`` gives them.
+_PARTS: dict[Any, tuple[str, str, str, str]] = {}
+_PARTS_SIZE = 2048
+
+
+def _parts(url: httpx.URL) -> tuple[str, str, str, str]:
+    """(host, path and query, text, scheme) of ``url``, remembered by its
+    parsed form: ``httpx.URL`` works each out afresh on every read, and
+    services are called with the same URLs again and again."""
+    ref = getattr(url, "_uri_reference", None)
+    found = _PARTS.get(ref) if ref is not None else None
+    if found is None:
+        found = (url.host, url.raw_path.decode("ascii"), str(url), url.scheme)
+        if ref is not None:
+            if len(_PARTS) >= _PARTS_SIZE:
+                _PARTS.clear()
+            _PARTS[ref] = found
+    return found
+
+
+def _begin(mesh: "Services", request: httpx.Request, key_fn: KeyFn | None = None) -> tuple[Call, str, str] | None:
+    """The call for a request to a mesh service, with its URL's host and
+    text; None for any other request."""
+    host, target, text, scheme = _parts(request.url)
+    cluster = mesh.route(host, target, request.headers)  # routed names go through their routes
     if cluster is None:
         return None
     if mesh.closed:
@@ -248,21 +272,22 @@ def _begin(mesh: "Services", request: httpx.Request, key_fn: KeyFn | None = None
     # own connect timeout cannot be told from the default: the shorter wins.
     connect = timeouts.get("connect")
     extensions["timeout"] = {**timeouts, "connect": cfg.connect_timeout if connect is None else min(connect, cfg.connect_timeout)}
-    if request.url.scheme == "https":
-        extensions["sni_hostname"] = request.url.host
+    if scheme == "https":
+        extensions["sni_hostname"] = host
     request.extensions = extensions
-    return cluster.start_call(key, is_idempotent(request.method))
+    return cluster.start_call(key, is_idempotent(request.method)), host, text
 
 
-def _over_tls(request: httpx.Request) -> str:
-    """A TLS_MODE tls/mtls call goes out over https with the service name as
-    SNI, whatever its URL's scheme (the mesh's context checks the name or
-    SPIFFE ID). ``_begin`` gave the request its own extensions dict."""
-    request.extensions["sni_hostname"] = request.url.host
+def _over_tls(request: httpx.Request, host: str) -> str:
+    """A TLS_MODE tls/mtls call goes out over https with the service name
+    (``host``) as SNI, whatever its URL's scheme (the mesh's context checks
+    the name or SPIFFE ID). ``_begin`` gave the request its own extensions dict."""
+    request.extensions["sni_hostname"] = host
     return "https"
 
 
 _new_request = httpx.Request.__new__
+_new_headers = httpx.Headers.__new__
 
 
 def _pointed(request: httpx.Request, url: str, ep: Endpoint, limit: float | None, stream: Any, extra: dict[str, str], scheme: str | None = None) -> httpx.Request:
@@ -272,7 +297,9 @@ def _pointed(request: httpx.Request, url: str, ep: Endpoint, limit: float | None
     ``load_request_headers`` (usually empty). Made as ``httpx.Request(...,
     stream=...)`` makes it (method, URL, a copy of the headers, the
     extensions, the stream), without re-checking what the client checked."""
-    headers = httpx.Headers(request.headers)  # the attempt's own: its trace headers go here
+    headers = _new_headers(httpx.Headers)  # the attempt's own (its trace headers go here), as Headers(request.headers) makes it
+    headers._list = list(request.headers._list)
+    headers._encoding = None
     extensions = request.extensions
     if extra:
         headers.update(extra)
@@ -302,15 +329,15 @@ def _endpoint_url(url: str, host: str, port: int, scheme: str | None = None) -> 
     return httpx.URL(url).copy_with(scheme=scheme, host=host, port=port)
 
 
-def _route(mesh: "Services", pools: Pools[Any], request: httpx.Request, cluster: Any) -> tuple[str, dict[str, str], Any, str | None, Any]:
-    """Where a mesh call's attempts go: (its URL's text, the extra headers its
-    service asks for, the transport, the scheme TLS_MODE imposes or None, the
-    held TLS transport to give back after the call or None)."""
+def _route(mesh: "Services", pools: Pools[Any], request: httpx.Request, cluster: Any, host: str) -> tuple[dict[str, str], Any, str | None, Any]:
+    """Where a mesh call's attempts go: (the extra headers its service asks
+    for, the transport, the scheme TLS_MODE imposes or None, the held TLS
+    transport to give back after the call or None). ``host``: its URL's."""
     tls = mesh.tls(cluster)
     if tls is None:
-        return str(request.url), cluster.load_request_headers, pools.for_request(request, cluster.name), None, None
+        return cluster.load_request_headers, pools.for_request(request, cluster.name), None, None
     held = pools.for_mesh_tls(tls)
-    return str(request.url), cluster.load_request_headers, held.transport, _over_tls(request), held
+    return cluster.load_request_headers, held.transport, _over_tls(request, host), held
 
 
 class MeshTransport(httpx.BaseTransport):
@@ -320,14 +347,15 @@ class MeshTransport(httpx.BaseTransport):
         self._key_fn = key_fn
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        call = _begin(self._mesh, request, self._key_fn)
-        if call is None:
+        begun = _begin(self._mesh, request, self._key_fn)
+        if begun is None:
             return self._pools.default.handle_request(request)
+        call, host, url = begun
         cluster = call.cluster
         if getattr(cluster, "mirrors", None):  # the route mirrors its calls (shadow traffic)
             mirror_httpx(self._mesh, cluster.mirrors, request, self.handle_request)
         ex, stream = _body(request, call, EXCHANGE)
-        url, extra, inner, scheme, held = _route(self._mesh, self._pools, request, cluster)
+        extra, inner, scheme, held = _route(self._mesh, self._pools, request, cluster, host)
 
         def send(ep: Endpoint, limit: float | None) -> httpx.Response:
             pointed = _pointed(request, url, ep, limit, stream, extra, scheme)
@@ -358,14 +386,15 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         self._key_fn = key_fn
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        call = _begin(self._mesh, request, self._key_fn)
-        if call is None:
+        begun = _begin(self._mesh, request, self._key_fn)
+        if begun is None:
             return await self._pools.default.handle_async_request(request)
+        call, host, url = begun
         cluster = call.cluster
         if getattr(cluster, "mirrors", None):  # the route mirrors its calls (shadow traffic)
             mirror_httpx_async(self._mesh, cluster.mirrors, request, self.handle_async_request)
         ex, stream = _body(request, call, ASYNC_EXCHANGE)
-        url, extra, inner, scheme, held = _route(self._mesh, self._pools, request, cluster)
+        extra, inner, scheme, held = _route(self._mesh, self._pools, request, cluster, host)
 
         async def send(ep: Endpoint, limit: float | None) -> httpx.Response:
             drain = getattr(request, "_meshlib_drain", None)

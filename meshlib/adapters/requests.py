@@ -10,12 +10,14 @@ the ordinary ``HTTPAdapter`` code path, untouched.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.sessions import merge_setting
 from requests.structures import CaseInsensitiveDict
+from urllib3.util.timeout import Timeout as TimeoutSauce
 
 from ..core.driver import run
 from ..endpoint import Endpoint
@@ -93,6 +95,9 @@ def _limit_timeout(timeout: Any, connect: float, limit: float) -> Any:
     return min(timeout, limit)
 
 
+_new_headers = CaseInsensitiveDict.__new__
+
+
 class _Attempt(requests.PreparedRequest):
     """One attempt of a mesh request, sent to an endpoint's URL.
 
@@ -100,13 +105,14 @@ class _Attempt(requests.PreparedRequest):
     first, as a client sends it) and copied if the attempt adds the timeout
     header, body and hooks are shared, and so
     is the cookie jar, which sending never reads (cookies are already in the
-    headers). ``origin`` is the endpoint URL's (scheme, host, port)."""
+    headers). ``origin`` is the endpoint URL's (scheme, host, port) and the
+    name its certificate is verified against over https (else None)."""
 
-    origin: tuple[str, str, int]
+    origin: tuple[str, str, int, str | None]
     #: The mesh's TLS for this attempt (TLS_MODE tls/mtls), else None.
     tls: Any
 
-    def __init__(self, request: requests.PreparedRequest, url: str, origin: tuple[str, str, int], headers: CaseInsensitiveDict[str], tls: Any = None) -> None:
+    def __init__(self, request: requests.PreparedRequest, url: str, origin: tuple[str, str, int, str | None], headers: CaseInsensitiveDict[str], tls: Any = None) -> None:
         # PreparedRequest.__init__ would only set what is overwritten here.
         self.method = request.method
         self.url = url
@@ -119,8 +125,8 @@ class _Attempt(requests.PreparedRequest):
         self.tls = tls
 
 
-#: How many (endpoint origin, verify, cert) an adapter remembers the pool
-#: parameters of before it starts over.
+#: How many (endpoint origin, verify, cert, mesh TLS context) an adapter
+#: remembers the pool parameters and pool key of before it starts over.
 _PARAMS_CACHE_SIZE = 1024
 
 
@@ -129,7 +135,10 @@ class MeshAdapter(HTTPAdapter):
 
     def __init__(self, mesh: "Services", **kwargs: Any) -> None:
         self._mesh = mesh
-        self._pool_params: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
+        #: (endpoint origin, verify, cert, mesh TLS context) -> (host parameters,
+        #: pool keywords, the pool's key in the pool manager).
+        self._pool_params: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], Any]] = {}
+        self._timeouts: dict[float, TimeoutSauce] = {}
         super().__init__(**kwargs)
 
     def get_connection_with_tls_context(self, request: requests.PreparedRequest, verify: Any, proxies: Any = None, cert: Any = None) -> Any:
@@ -145,18 +154,26 @@ class MeshAdapter(HTTPAdapter):
             params = self._pool_params.get(key)
         except TypeError:  # an unhashable verify or cert: nothing remembered
             return super().get_connection_with_tls_context(request, verify, proxies=None, cert=cert)
-        if params is None:
+        if params is not None:
+            # The pool itself, from urllib3's container (which marks it recently
+            # used), unless it was evicted or cleared: then made again below.
+            pool = self.poolmanager.pools.get(params[2])
+            if pool is not None:
+                return pool
+        else:
             try:
-                params = self.build_connection_pool_key_attributes(request, verify, cert)
+                host_params, pool_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
             except ValueError as e:
                 raise requests.exceptions.InvalidURL(e, request=request) from None
             if tls_kw is not None:
-                params = (params[0], {**params[1], **tls_kw})
-            if len(self._pool_params) >= _PARAMS_CACHE_SIZE:
-                self._pool_params.clear()
-            self._pool_params[key] = params
-        host_params, pool_kwargs = params
-        return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
+                pool_kwargs = {**pool_kwargs, **tls_kw}
+            params = (host_params, pool_kwargs, None)
+        host_params, pool_kwargs, _ = params
+        pool = self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
+        if len(self._pool_params) >= _PARAMS_CACHE_SIZE:
+            self._pool_params.clear()
+        self._pool_params[key] = (host_params, pool_kwargs, getattr(pool, "_meshlib_pool_key", None))
+        return pool
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         self._pool_connections = connections
@@ -174,19 +191,23 @@ class MeshAdapter(HTTPAdapter):
             raise MeshError(f"this Mesh is closed; create a new one (a request to mesh service {cluster.name!r})")
         cfg = cluster.config
         user_timeout = timeout
-        if timeout is None:
-            timeout = (ConnectTimeout(cfg.connect_timeout), None)
+        if timeout is None:  # (CONNECT_TIMEOUT, None), as the urllib3 timeout requests would make of it
+            timeout = self._timeouts.get(cfg.connect_timeout)
+            if timeout is None:
+                timeout = self._timeouts.setdefault(cfg.connect_timeout, TimeoutSauce(connect=ConnectTimeout(cfg.connect_timeout), read=None))
         key = request.headers.get(cfg.hash_header) if cluster.hashing and cfg.hash_header else None
         call = cluster.start_call(key, is_idempotent(request.method or "GET"))
         # The caller's own Host header stands; else the URL's authority, sent
         # first, where the client would have put it.
         headers = request.headers
-        if "Host" not in headers:
-            headers = CaseInsensitiveDict()
-            headers["Host"] = authority.rpartition("@")[2]
-            # Its store holds (name as given, value) by lower-case name; filled
-            # directly, as copy() does: update() goes through MutableMapping, 4x slower.
-            headers._store.update(request.headers._store)  # type: ignore[attr-defined]
+        given = headers._store  # type: ignore[attr-defined]
+        if "host" not in given:
+            # Its store holds (name as given, value) by lower-case name; made
+            # directly, as copy() does: the constructor and update() go through
+            # MutableMapping, several times slower.
+            headers = _new_headers(CaseInsensitiveDict)
+            headers._store = store = OrderedDict(host=("Host", authority.rpartition("@")[2]))
+            store.update(given)
         body = request.body
         base: HttpExchange = STREAMING if stream else EXCHANGE
         ex = base
@@ -195,10 +216,11 @@ class MeshAdapter(HTTPAdapter):
         send_base = super().send
         tls = self._mesh.tls(cluster)  # TLS_MODE tls/mtls: the mesh's TLS, whatever the URL says
         wire = scheme if tls is None else "https"
+        tls_name = host if wire == "https" else None  # the name verified (TLSNamePoolManager): pools differ by it
         extra = cluster.load_request_headers
 
         def send(ep: Endpoint, limit: float | None) -> requests.Response:
-            attempt = _Attempt(request, endpoint_url(wire, ep.address, rest), (wire, ep.host, ep.port), headers, tls)
+            attempt = _Attempt(request, endpoint_url(wire, ep.address, rest), (wire, ep.host, ep.port, tls_name), headers, tls)
             if ex is not base:
                 attempt.body = ex.attempt_body()  # type: ignore[attr-defined]
             elif body is not request.body:  # a file read once for a hedged call
@@ -224,7 +246,7 @@ class MeshAdapter(HTTPAdapter):
 
         if getattr(cluster, "mirrors", None):  # the route mirrors its calls (shadow traffic)
             mirror(self._mesh, cluster.mirrors, lambda target: self._shadow(request, scheme, target, rest, headers["Host"], verify, cert))
-        token = TLS_NAME.set(host) if wire == "https" else None
+        token = TLS_NAME.set(host) if tls_name is not None else None
         try:
             abort = None if cluster.fault is None else (lambda fault: _aborted(request, url, fault.abort_status))
             with telemetry.http_call(cluster, request.method, url, request.headers):  # telemetry: the call's scope

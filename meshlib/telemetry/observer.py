@@ -66,8 +66,12 @@ class ClusterTelemetry:
             if rpc is not None:
                 queued = scope.last if self.keep_last else record  # the latest one waits for the call's end
                 scope.last = record
-            if queued is not None and self.metrics is not None:
-                self.metrics.add(queued)  # the record alone: its labels are its scope's
+            metrics = self.metrics
+            if queued is not None and metrics is not None:
+                pending = metrics.pending
+                pending.append(queued)  # metrics.add(queued), inline: the record alone, its labels are its scope's
+                if len(pending) >= metrics.BATCH:
+                    metrics.fold()
             otel = self.otel
             if otel is not None and getattr(otel.state, "_METER_PROVIDER", otel) is not None:
                 otel.record(record, self.name, scope.method, scope.port, rpc, scope.method is not None)
