@@ -49,7 +49,8 @@ def test_http_and_decorated_calls_keep_their_labels_on_the_quiet_path(agents):
     assert sum(r["count"] for r in stats["completed"]) == 4
 
 
-def test_histograms_counting_in_bulk_match_counting_one_at_a_time():
+@pytest.mark.parametrize("settle_chance", [0.01, 0.5])  # many values per settle (bounds walked), a few (each bisected)
+def test_histograms_counting_in_bulk_match_counting_one_at_a_time(settle_chance):
     import random
     from bisect import bisect_left
 
@@ -66,7 +67,7 @@ def test_histograms_counting_in_bulk_match_counting_one_at_a_time():
         counts[bisect_left(bounds, value)] += 1  # the bucket observe() used to pick: the first bound >= value
         total += value
         n += 1
-        if rng.random() < 0.01:
+        if rng.random() < settle_chance:
             h.settle()
     assert h.counts == counts and h.sum == total and h.count == n
 
@@ -80,13 +81,20 @@ def test_histograms_hold_few_values_however_many_endpoints_a_service_has():
     from meshlib.outcome import AttemptRecord, Outcome
     from meshlib.telemetry.metrics import ClusterMetrics
 
+    from bisect import bisect_left
+
     m = ClusterMetrics("svc", load_config(environ={}).telemetry)
     bound = m.BATCH * m.SETTLE_EVERY
     endpoints = [Endpoint(f"10.0.{i // 250}.{i % 250}", 80) for i in range(1000)]
+    expected = [0] * (len(m.buckets) + 1)
     for i in range(20 * bound):
         ep = endpoints[i % 3] if i < 10 * bound else endpoints[i % 1000]  # a few endpoints, then all of them
-        m.add((AttemptRecord(ep, 0.0, 0.001, 0.002, Outcome.SUCCESS, status=200), "GET", 80, None, True))
+        took = 0.0004 * (1 + i % 50)  # 0.4 ms to 20 ms, across several buckets
+        m.add((AttemptRecord(ep, 0.0, took / 2, took, Outcome.SUCCESS, status=200), "GET", 80, None, True))
+        expected[bisect_left(m.buckets, took)] += 1
         if i % m.BATCH == 0:
             waiting = max((len(h._values) for table in (m.rq_time, m.first_byte, m.http) for h in table.values()), default=0)
             assert waiting <= bound
-    assert sum(h.count for h in m.rq_time.values()) == 20 * bound - len(m.pending)
+    m.fold()
+    # Settled in bulk, one value at a time or inline: the buckets are those of counting each value at once.
+    assert [sum(col) for col in zip(*(h.counts for h in m.rq_time.values()))] == expected

@@ -12,7 +12,7 @@ status code or gRPC status name, the outcome class, and the gRPC method
 from __future__ import annotations
 
 import threading
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
 from functools import reduce
 from operator import add
@@ -91,8 +91,8 @@ class Histogram:
     """Bucket counts (cumulative on read), their sum and count (caller holds the lock).
 
     A value is taken by ``add``, the bound ``append`` of a list (one C call),
-    and sorted into the buckets in bulk, by :meth:`settle` (one sort, one
-    bisection per bound), when the histogram is read or its owner settles it."""
+    and sorted into the buckets in bulk, by :meth:`settle`, when the
+    histogram is read or its owner settles it."""
 
     __slots__ = ("bounds", "_counts", "_sum", "_values", "add")
 
@@ -106,14 +106,23 @@ class Histogram:
 
     def settle(self) -> None:
         """Count the values taken since the last time: each in the first
-        bucket whose bound is at least the value (``bisect_left(bounds, value)``)."""
+        bucket whose bound is at least the value (``bisect_left(bounds, value)``).
+        Fewer values than bounds (an endpoint's histogram among many, settled
+        often) are bisected one by one; more are sorted and the bounds walked,
+        one bisection per bound."""
         values = self._values
         if not values:
             return
         self._sum = reduce(add, values, self._sum)  # the same additions, in the same order, as one at a time
+        counts, bounds = self._counts, self.bounds
+        if len(values) < len(bounds):
+            for value in values:
+                counts[bisect_left(bounds, value)] += 1
+            values.clear()
+            return
         values.sort()
-        counts, below = self._counts, 0
-        for i, bound in enumerate(self.bounds):
+        below = 0
+        for i, bound in enumerate(bounds):
             upto = bisect_right(values, bound, below)
             counts[i] += upto - below
             below = upto
@@ -274,7 +283,14 @@ class ClusterMetrics:
         held): what keeps the values waiting in them few (see ``SETTLE_EVERY``)."""
         for hists in self._touched.values():
             for h in hists:
-                h.settle()
+                values = h._values
+                if len(values) == 1:  # an endpoint's histogram among many: Histogram.settle(), its one-value case inline
+                    value = values[0]
+                    h._sum += value
+                    h._counts[bisect_left(h.bounds, value)] += 1
+                    values.clear()
+                else:
+                    h.settle()
         self._touched.clear()
         for h in self.grpc_call.values():  # one per method and status
             h.settle()
