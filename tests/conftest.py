@@ -146,6 +146,27 @@ def refused_port() -> int:
     return port
 
 
+@pytest.fixture
+def hanging_port() -> Iterator[int]:
+    """A loopback port whose listener's backlog is full: connections to it
+    hang (neither accepted nor refused) until the client's connect timeout."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    fillers = []
+    for _ in range(8):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(server.getsockname())
+        fillers.append(c)
+    try:
+        yield server.getsockname()[1]
+    finally:
+        for c in fillers:
+            c.close()
+        server.close()
+
+
 def endpoints_of(agents: list[Agent]) -> str:
     return ",".join(a.address for a in agents)
 

@@ -183,39 +183,23 @@ def test_urllib3_pool_level_timeout_is_respected_for_mesh_calls(agents):
             pool.request("GET", "http://inventory/")
 
 
-def test_httpx_uses_the_service_connect_timeout():
-    import socket
+def test_httpx_uses_the_service_connect_timeout(hanging_port):
     import time
 
-    # A listener whose backlog is full: connects hang instead of being refused.
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    fillers = []
-    for _ in range(8):
-        c = socket.socket()
-        c.setblocking(False)
-        c.connect_ex(server.getsockname())
-        fillers.append(c)
-    port = server.getsockname()[1]
-    try:
-        with mesh_for(f"127.0.0.1:{port}", connect_timeout="200ms", num_retries=0) as mesh:
-            with mesh.httpx_client(timeout=5.0) as client:
-                started = time.monotonic()
-                with pytest.raises((httpx.ConnectTimeout, httpx.ConnectError, httpx.ReadTimeout)):
-                    client.get("http://inventory/")
-                assert time.monotonic() - started < 2.0
-        # A client's own shorter connect timeout is kept, not raised to the service's.
-        with mesh_for(f"127.0.0.1:{port}", connect_timeout="10s", num_retries=0) as mesh:
-            with mesh.httpx_client(timeout=httpx.Timeout(5.0, connect=0.2)) as client:
-                started = time.monotonic()
-                with pytest.raises((httpx.ConnectTimeout, httpx.ConnectError, httpx.ReadTimeout)):
-                    client.get("http://inventory/")
-                assert time.monotonic() - started < 2.0
-    finally:
-        for c in fillers:
-            c.close()
-        server.close()
+    port = hanging_port
+    with mesh_for(f"127.0.0.1:{port}", connect_timeout="200ms", num_retries=0) as mesh:
+        with mesh.httpx_client(timeout=5.0) as client:
+            started = time.monotonic()
+            with pytest.raises((httpx.ConnectTimeout, httpx.ConnectError, httpx.ReadTimeout)):
+                client.get("http://inventory/")
+            assert time.monotonic() - started < 2.0
+    # A client's own shorter connect timeout is kept, not raised to the service's.
+    with mesh_for(f"127.0.0.1:{port}", connect_timeout="10s", num_retries=0) as mesh:
+        with mesh.httpx_client(timeout=httpx.Timeout(5.0, connect=0.2)) as client:
+            started = time.monotonic()
+            with pytest.raises((httpx.ConnectTimeout, httpx.ConnectError, httpx.ReadTimeout)):
+                client.get("http://inventory/")
+            assert time.monotonic() - started < 2.0
 
 
 # -- attempts go straight to the endpoint's pool; redirects follow through the mesh --

@@ -17,7 +17,6 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.sessions import merge_setting
 from requests.structures import CaseInsensitiveDict
-from urllib3.util.timeout import Timeout as TimeoutSauce
 
 from ..core.driver import run
 from ..endpoint import Endpoint
@@ -43,7 +42,7 @@ from ._common import (
     watch_urllib3,
 )
 from ._mirror import mirror
-from .urllib3 import ConnectTimeout, TLSNamePoolManager
+from .urllib3 import TLSNamePoolManager, connect_only
 
 
 class RequestsExchange(HttpExchange):
@@ -138,7 +137,6 @@ class MeshAdapter(HTTPAdapter):
         #: (endpoint origin, verify, cert, mesh TLS context) -> (host parameters,
         #: pool keywords, the pool's key in the pool manager).
         self._pool_params: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], Any]] = {}
-        self._timeouts: dict[float, TimeoutSauce] = {}
         super().__init__(**kwargs)
 
     def get_connection_with_tls_context(self, request: requests.PreparedRequest, verify: Any, proxies: Any = None, cert: Any = None) -> Any:
@@ -192,9 +190,7 @@ class MeshAdapter(HTTPAdapter):
         cfg = cluster.config
         user_timeout = timeout
         if timeout is None:  # (CONNECT_TIMEOUT, None), as the urllib3 timeout requests would make of it
-            timeout = self._timeouts.get(cfg.connect_timeout)
-            if timeout is None:
-                timeout = self._timeouts.setdefault(cfg.connect_timeout, TimeoutSauce(connect=ConnectTimeout(cfg.connect_timeout), read=None))
+            timeout = connect_only(cfg.connect_timeout)
         key = request.headers.get(cfg.hash_header) if cluster.hashing and cfg.hash_header else None
         call = cluster.start_call(key, is_idempotent(request.method or "GET"))
         # The caller's own Host header stands; else the URL's authority, sent

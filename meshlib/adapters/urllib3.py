@@ -93,10 +93,17 @@ class ConnectTimeout(float):
     __slots__ = ()
 
 
+@functools.lru_cache(maxsize=64)
+def connect_only(seconds: float) -> Timeout:
+    """The urllib3 timeout of a mesh call the caller gave none: ``seconds``
+    to connect (a :class:`ConnectTimeout`), no read limit. One per value."""
+    return Timeout(connect=ConnectTimeout(seconds), read=None)
+
+
 class _KeptAlive:
-    """A connection that, when all the call's timeout is is the connect
-    timeout (:class:`ConnectTimeout`), bounds connecting with it and sends
-    the request without it, on a new socket as on a kept-alive one: as with
+    """A connection whose only timeout is the connect timeout
+    (:class:`ConnectTimeout`) bounds connecting with it and sends the
+    request without it, on a new socket as on a kept-alive one: as with
     plain urllib3 without a timeout, the socket blocks while the request
     goes out. Any other timeout (the caller's, an attempt's time limit)
     bounds the send as urllib3 does."""
@@ -183,7 +190,6 @@ class MeshPoolManager(TLSNamePoolManager):
     def __init__(self, *, mesh: "Services", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._mesh = mesh
-        self._timeouts: dict[float, Timeout] = {}
 
     def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> Any:  # type: ignore[override]
         scheme, authority, host, rest = split_url(url)
@@ -202,10 +208,7 @@ class MeshPoolManager(TLSNamePoolManager):
             attempt_kw["retries"] = MESH_RETRIES
         user_timeout = kw.get("timeout", self.connection_pool_kw.get("timeout"))
         if user_timeout is None:
-            timeout = self._timeouts.get(cfg.connect_timeout)
-            if timeout is None:
-                timeout = self._timeouts.setdefault(cfg.connect_timeout, Timeout(connect=ConnectTimeout(cfg.connect_timeout), read=None))
-            attempt_kw["timeout"] = timeout
+            attempt_kw["timeout"] = connect_only(cfg.connect_timeout)
         key = _header(headers, cfg.hash_header) if cluster.hashing and cfg.hash_header else None
         call = cluster.start_call(key, is_idempotent(method))
         if getattr(cluster, "mirrors", None):  # the route mirrors its calls (shadow traffic)
